@@ -1,0 +1,67 @@
+"""`dispatch check`: validate briefs and issues, collecting every problem instead of stopping."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dispatch.config import Settings
+from dispatch.content import load_brief
+from dispatch.errors import DispatchError, Problem, display_path
+from dispatch.issue import ISSUE_FILE, issue_folders, load_issue
+from dispatch.models import Issue
+
+
+@dataclass
+class CheckReport:
+    issues: list[Issue] = field(default_factory=list)
+    briefs: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+
+def check(settings: Settings, path: Path | None = None) -> CheckReport:
+    """Check one brief, one issue folder, a folder of briefs, or (by default) every issue."""
+    report = CheckReport()
+    if path is None:
+        folders = issue_folders(settings)
+        if not folders:
+            report.problems.append(Problem(display_path(settings.issues_dir),
+                                           "no issues found (expected issues/<slug>/issue.toml)"))
+        for folder in folders:
+            _check_issue(folder, settings, report)
+    elif path.is_file() and path.name == ISSUE_FILE:
+        _check_issue(path.parent, settings, report)
+    elif path.is_file():
+        _check_brief(path, settings, report)
+    elif (path / ISSUE_FILE).is_file():
+        _check_issue(path, settings, report)
+    elif path.is_dir():
+        folders = sorted(p.parent for p in path.glob(f"*/{ISSUE_FILE}"))
+        briefs = sorted(path.glob("*.md"))
+        if not folders and not briefs:
+            report.problems.append(Problem(display_path(path), "no issues or briefs here"))
+        for folder in folders:
+            _check_issue(folder, settings, report)
+        for brief in briefs:
+            _check_brief(brief, settings, report)
+    else:
+        report.problems.append(Problem(display_path(path), "no such file or folder"))
+    return report
+
+
+def _check_issue(folder: Path, settings: Settings, report: CheckReport) -> None:
+    try:
+        issue = load_issue(folder, settings)
+    except DispatchError as exc:
+        report.problems.extend(exc.problems)
+        return
+    report.issues.append(issue)
+    report.briefs += len(issue.briefs)
+
+
+def _check_brief(path: Path, settings: Settings, report: CheckReport) -> None:
+    try:
+        load_brief(path, settings.topics)
+        report.briefs += 1
+    except DispatchError as exc:
+        report.problems.extend(exc.problems)

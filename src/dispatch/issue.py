@@ -1,0 +1,157 @@
+"""Issues: `issues/<slug>/issue.toml` plus the briefs it carries → an `Issue` value."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from dispatch.config import Settings, toml_line
+from dispatch.content import load_brief
+from dispatch.errors import ContentError, Problem, display_path
+from dispatch.models import Brief, Issue
+
+ISSUE_FILE = "issue.toml"
+ISSUE_KEYS = {"subject", "preheader", "send_at", "segments", "briefs", "personalize"}
+_ZONED = re.compile(r"^(?P<when>\S+(?:[ T]\S+)?)\s*(?:\[(?P<bracket>[^\]]+)\]|\s(?P<zone>[A-Za-z_]+/[A-Za-z_/+-]+|UTC))$")
+
+
+def parse_when(value: Any, default_zone: str | None = None) -> datetime:
+    """An aware datetime from ISO 8601 with an offset, or followed by an IANA zone name
+    ("2026-12-01T07:00 Asia/Seoul" or "2026-12-01T07:00[Asia/Seoul]"). A bare local time takes
+    `default_zone` when one is given; otherwise it is refused, since it names no instant."""
+    if isinstance(value, datetime):
+        moment, zone_name = value, None
+    elif isinstance(value, str):
+        text = value.strip()
+        zoned = _ZONED.match(text)
+        zone_name = (zoned["bracket"] or zoned["zone"]) if zoned else None
+        try:
+            moment = datetime.fromisoformat((zoned["when"] if zoned else text).replace(" ", "T"))
+        except ValueError:
+            raise ValueError(f"{value!r} is not an ISO 8601 time like "
+                             "2026-12-01T07:00+09:00 or 2026-12-01T07:00 Asia/Seoul") from None
+    else:
+        raise ValueError(f"expected a time, got {value!r}")
+    if zone_name:
+        if moment.tzinfo is not None:
+            raise ValueError(f"{value!r} gives both an offset and a zone; give one")
+        try:
+            return moment.replace(tzinfo=ZoneInfo(zone_name))
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA time zone {zone_name!r}") from None
+    if moment.tzinfo is None:
+        if default_zone:
+            return moment.replace(tzinfo=ZoneInfo(default_zone))
+        raise ValueError(f"{value!r} has no offset or zone; add one, e.g. +09:00 or Asia/Seoul")
+    return moment
+
+
+def issue_folders(settings: Settings) -> list[Path]:
+    """Every folder under issues/ that holds an issue.toml, sorted by name."""
+    if not settings.issues_dir.is_dir():
+        return []
+    return sorted(p.parent for p in settings.issues_dir.glob(f"*/{ISSUE_FILE}"))
+
+
+def resolve_issue_path(name: str | Path, settings: Settings) -> Path:
+    """An issue given as a folder path or as a slug under issues/."""
+    path = Path(name)
+    if path.is_dir() or path.name == ISSUE_FILE:
+        return path.parent if path.name == ISSUE_FILE else path
+    candidate = settings.issues_dir / str(name)
+    if candidate.is_dir():
+        return candidate
+    known = ", ".join(p.name for p in issue_folders(settings)) or "none"
+    raise ContentError(Problem(str(name), f"no such issue folder (issues here: {known})"))
+
+
+def load_issue(folder: Path, settings: Settings) -> Issue:
+    """Load an issue and every brief it carries; raise ContentError listing every problem."""
+    toml_path = folder / ISSUE_FILE
+    shown = display_path(toml_path)
+    if not folder.is_dir():
+        raise ContentError(Problem(display_path(folder), "no such issue folder"))
+    if not toml_path.is_file():
+        raise ContentError(Problem(shown, "missing issue.toml (needs at least subject = \"…\")"))
+    text = toml_path.read_text(encoding="utf-8-sig")
+    problems: list[Problem] = []
+
+    def fail(key: str, message: str) -> None:
+        problems.append(Problem(shown, f"{key}: {message}" if key else message,
+                                toml_line(text, key) if key else None))
+
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        line = re.search(r"\(at line (\d+)", str(exc))
+        raise ContentError(Problem(shown, "invalid TOML: " + re.sub(r"\s*\(at line.*\)", "",
+                                   str(exc)), int(line[1]) if line else None)) from None
+
+    for key in sorted(set(data) - ISSUE_KEYS):
+        fail(key, f"unknown key (expected: {', '.join(sorted(ISSUE_KEYS))})")
+
+    subject = data.get("subject")
+    if not isinstance(subject, str) or not subject.strip():
+        fail("subject", "required: the email subject line")
+        subject = ""
+    preheader = data.get("preheader")
+    if preheader is not None and (not isinstance(preheader, str) or not preheader.strip()):
+        fail("preheader", "expected non-empty text")
+        preheader = None
+
+    send_at = None
+    if "send_at" in data:
+        try:
+            send_at = parse_when(data["send_at"])
+        except ValueError as exc:
+            fail("send_at", str(exc))
+
+    segments = data.get("segments", [])
+    if not isinstance(segments, list) or not all(isinstance(s, str) for s in segments):
+        fail("segments", "expected a list of segment names")
+        segments = []
+    for name in segments:
+        if name not in settings.segments:
+            fail("segments", f"unknown segment {name!r} (config.toml declares: "
+                             f"{', '.join(settings.segments) or 'none'})")
+
+    personalize = data.get("personalize", True)
+    if not isinstance(personalize, bool):
+        fail("personalize", f"expected true or false, got {personalize!r}")
+        personalize = True
+
+    names = data.get("briefs")
+    if names is None:
+        paths = sorted(folder.glob("*.md"))
+    elif not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        fail("briefs", "expected a list of file names")
+        paths = []
+    else:
+        paths = []
+        for name in names:
+            candidate = folder / name
+            if not candidate.is_file():
+                fail("briefs", f"no brief named {name!r} in {display_path(folder)}")
+            elif candidate in paths:
+                fail("briefs", f"{name!r} is listed twice")
+            else:
+                paths.append(candidate)
+    if not paths and not problems:
+        fail("", "the issue carries no briefs: add *.md files to the folder")
+
+    briefs: list[Brief] = []
+    for path in paths:
+        try:
+            briefs.append(load_brief(path, settings.topics))
+        except ContentError as exc:
+            problems.extend(exc.problems)
+
+    if problems:
+        raise ContentError(problems)
+    return Issue(path=folder, slug=folder.name, subject=subject.strip(), briefs=tuple(briefs),
+                 preheader=preheader.strip() if preheader else None, send_at=send_at,
+                 segments=tuple(segments), personalize=personalize)

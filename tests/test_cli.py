@@ -1,0 +1,94 @@
+"""The command line as a user meets it: real processes, exit codes, help text."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.main import get_command
+
+from dispatch.cli import app
+from tests.conftest import FIXTURES, ROOT
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "dispatch", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=60)
+
+
+def all_commands() -> list[tuple[str, object]]:
+    found: list[tuple[str, object]] = []
+
+    def walk(prefix: str, command) -> None:
+        found.append((prefix, command))
+        if hasattr(command, "commands"):
+            for name, sub in command.commands.items():
+                walk(f"{prefix} {name}".strip(), sub)
+
+    walk("", get_command(app))
+    return found
+
+
+@pytest.mark.parametrize("name, command", all_commands(), ids=lambda x: str(x) or "root")
+def test_every_command_has_help_with_an_example(name, command):
+    if hasattr(command, "commands"):
+        assert command.help
+        return
+    assert command.help and "Example: dispatch" in command.help, name
+
+
+def test_check_is_clean_on_shipped_content():
+    result = run("check", cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 issue(s), 5 brief(s) ok" in result.stdout
+
+
+def test_brief_import_then_check_flags_missing_topics(project):
+    source = project / "pasted.txt"
+    source.write_text("Soup Season Opens\n\nThe first pot of the year was served on Monday.\n\n"
+                      "Details\n- Barley and leeks were used.\n")
+    result = run("brief", "import", str(source), "--out", "drafts", cwd=project)
+    assert result.returncode == 0, result.stderr
+    assert "no topic matched" in result.stderr
+    written = project / "drafts" / "soup-season-opens.md"
+    assert "topics: []" in written.read_text()
+    check = run("check", "drafts", cwd=project)
+    assert check.returncode == 1
+    assert "drafts/soup-season-opens.md:3: no topics yet" in check.stdout
+
+
+def test_brief_import_refuses_to_overwrite_and_validates_topics(project):
+    fixture = FIXTURES / "pasted" / "chip-alliance.txt"
+    first = run("brief", "import", str(fixture), "--out", "d", "--topics", "technology",
+                cwd=project)
+    assert first.returncode == 0, first.stderr
+    assert "topics (given): technology" in first.stdout
+    again = run("brief", "import", str(fixture), "--out", "d", cwd=project)
+    assert again.returncode == 1 and "already exists" in again.stderr
+    bad = run("brief", "import", str(fixture), "--topics", "astrology", cwd=project)
+    assert bad.returncode == 2 and "unknown topic(s) astrology" in bad.stderr
+
+
+@pytest.mark.parametrize("args, expected", [
+    (("check", "issues/nope"), "issues/nope: no such file or folder"),
+    (("brief", "import", "missing.txt"), "missing.txt: file not found"),
+])
+def test_errors_are_one_located_line(project, args, expected):
+    (project / "empty.txt").write_text("")
+    result = run(*args, cwd=project)
+    assert result.returncode != 0
+    assert expected in result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_empty_import_file(project):
+    (project / "empty.txt").write_text("")
+    result = run("brief", "import", "empty.txt", cwd=project)
+    assert result.returncode == 1
+    assert result.stderr.strip() == "empty.txt:1: empty file: nothing to import"
+
+
+def test_version():
+    assert run("--version", cwd=ROOT).stdout.startswith("dispatch ")

@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from dispatch.content import load_brief, parse_brief, slugify
+from dispatch.errors import ContentError
+
+TOPICS = {"east-asia": None, "security": None}
+
+GOOD = """---
+title: A title
+topics: [east-asia]
+date: 2026-11-20
+summary: One paragraph.
+image:
+  src: https://img.example.org/a.jpg
+  alt: Two leaders shake hands
+  caption: At the summit
+  credit: Staff
+reads:
+  - title: Only a title
+  - title: With all
+    publisher: Wire
+    url: https://example.org/x
+---
+
+## Section
+
+Body text.
+"""
+
+
+def parse(text: str) -> object:
+    return parse_brief(Path("b.md"), text, TOPICS)
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(ContentError) as info:
+        parse(text)
+    return [str(p) for p in info.value.problems]
+
+
+def test_good_brief_parses_every_field():
+    brief = parse(GOOD)
+    assert brief.title == "A title"
+    assert brief.topics == ("east-asia",)
+    assert brief.date == date(2026, 11, 20)
+    assert brief.image.alt == "Two leaders shake hands" and brief.image.credit == "Staff"
+    assert [r.title for r in brief.reads] == ["Only a title", "With all"]
+    assert brief.reads[1].url == "https://example.org/x" and brief.reads[0].publisher is None
+    assert brief.body.startswith("## Section")
+    assert brief.body_line == 17
+
+
+@pytest.mark.parametrize("old, new, expected", [
+    ("title: A title\n", "", "b.md:1: missing title"),
+    ("topics: [east-asia]", "topics: [east-asia, moon]", "b.md:3: unknown topic 'moon'"),
+    ("topics: [east-asia]", "topics: []", "b.md:3: no topics yet"),
+    ("date: 2026-11-20", "date: next tuesday", "b.md:4: date 'next tuesday' is not a date"),
+    ("  - title: Only a title\n", "  - publisher: Nobody\n", "b.md:12: reads[0] has no title"),
+    ("summary: One paragraph.", "summary: [a: b", "b.md:6: invalid YAML in front matter"),
+    ("  src: https://img.example.org/a.jpg\n", "", "b.md:6: image.src is missing"),
+    ("  alt: Two leaders shake hands\n", "", "b.md:6: image.alt is missing"),
+    ("date: 2026-11-20", "date: 2026-11-20\nsubtitle: x", "b.md:5: unknown key 'subtitle'"),
+    ("    url: https://example.org/x", "    url: example.org/x", "reads[1].url must be"),
+])
+def test_malformed_briefs_are_located(old, new, expected):
+    assert old in GOOD
+    found = problems(GOOD.replace(old, new))
+    assert any(expected in p for p in found), found
+
+
+def test_empty_file_and_missing_front_matter():
+    assert problems("") == ["b.md:1: empty file: a brief needs YAML front matter "
+                            "(--- title: … ---) and a body"]
+    assert "missing front matter" in problems("# Just markdown\n")[0]
+
+
+def test_all_problems_reported_together():
+    text = GOOD.replace("title: A title\n", "").replace("[east-asia]", "[moon]")
+    assert len(problems(text)) == 2
+
+
+def test_load_brief_reads_bom_and_crlf(tmp_path):
+    path = tmp_path / "x.md"
+    path.write_bytes(b"\xef\xbb\xbf" + GOOD.replace("\n", "\r\n").encode())
+    assert load_brief(path, TOPICS).title == "A title"
+
+
+def test_slugify():
+    assert slugify("Seoul–Tokyo: a “Corridor”!") == "seoul-tokyo-a-corridor"
+    assert slugify("¿¿") == "brief"
+
+
+def test_check_flags_bad_brief_without_traceback(project):
+    brief = project / "issues" / "2026-11-27-thaw" / "03-missile-warnings.md"
+    brief.write_text(brief.read_text().replace("[security, east-asia]", "[security, space]"))
+    result = subprocess.run([sys.executable, "-m", "dispatch", "check"], cwd=project,
+                            capture_output=True, text=True)
+    assert result.returncode == 1
+    assert ("issues/2026-11-27-thaw/03-missile-warnings.md:3: unknown topic 'space'"
+            in result.stdout)
+    assert "Traceback" not in result.stdout + result.stderr

@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from dispatch.errors import ContentError
+from dispatch.issue import load_issue, parse_when, resolve_issue_path
+from tests.conftest import EXAMPLE_ISSUE
+
+
+def test_example_issue_loads(settings):
+    issue = load_issue(settings.issues_dir / EXAMPLE_ISSUE, settings)
+    assert len(issue.briefs) >= 4
+    assert len(issue.topics) >= 3
+    assert [b.path.name for b in issue.briefs][0] == "01-hiroshima-meeting.md"
+    assert issue.send_at == datetime(2026, 11, 27, 7, 0, tzinfo=ZoneInfo("Asia/Seoul"))
+    assert issue.personalize is True and issue.segments == ()
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("2026-12-01T07:00:00+09:00", datetime(2026, 11, 30, 22, 0, tzinfo=timezone.utc)),
+    ("2026-12-01 07:00 Asia/Seoul", datetime(2026, 11, 30, 22, 0, tzinfo=timezone.utc)),
+    ("2026-12-01T07:00[Europe/Berlin]", datetime(2026, 12, 1, 6, 0, tzinfo=timezone.utc)),
+    ("2026-07-01T07:00 Europe/Berlin", datetime(2026, 7, 1, 5, 0, tzinfo=timezone.utc)),
+    ("2026-12-01T07:00Z", datetime(2026, 12, 1, 7, 0, tzinfo=timezone.utc)),
+    (datetime(2026, 12, 1, 7, tzinfo=timezone(timedelta(hours=-5))),
+     datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)),
+])
+def test_parse_when(value, expected):
+    assert parse_when(value) == expected
+
+
+@pytest.mark.parametrize("value, message", [
+    ("2026-12-01T07:00", "no offset or zone"),
+    ("tomorrow", "not an ISO 8601 time"),
+    ("2026-12-01T07:00 Mars/Olympus", "unknown IANA time zone"),
+])
+def test_parse_when_rejects(value, message):
+    with pytest.raises(ValueError, match=message):
+        parse_when(value)
+
+
+def edit(settings, text_from: str, text_to: str) -> None:
+    path = settings.issues_dir / EXAMPLE_ISSUE / "issue.toml"
+    text = path.read_text()
+    assert text_from in text
+    path.write_text(text.replace(text_from, text_to))
+
+
+@pytest.mark.parametrize("old, new, expected", [
+    ('send_at = "2026-11-27T07:00 Asia/Seoul"', 'send_at = "2026-11-27T07:00"',
+     "issue.toml:3: send_at: '2026-11-27T07:00' has no offset or zone"),
+    ("personalize = true", 'personalize = true\nsegments = ["nobody"]',
+     "segments: unknown segment 'nobody'"),
+    ('"05-taiwan-strait.md",', '"05-taiwan-strait.md", "06-missing.md",',
+     "no brief named '06-missing.md'"),
+    ('subject = "Seoul', 'title = "Seoul', "subject: required"),
+    ('subject = "Seoul', 'subject = Seoul', "invalid TOML"),
+])
+def test_bad_issue_toml(settings, old, new, expected):
+    edit(settings, old, new)
+    with pytest.raises(ContentError) as info:
+        load_issue(settings.issues_dir / EXAMPLE_ISSUE, settings)
+    assert any(expected in str(p) for p in info.value.problems), info.value.problems
+
+
+def test_brief_problems_surface_through_the_issue(settings):
+    path = settings.issues_dir / EXAMPLE_ISSUE / "04-trade-lists.md"
+    path.write_text(path.read_text().replace("title:", "titel:"))
+    with pytest.raises(ContentError) as info:
+        load_issue(settings.issues_dir / EXAMPLE_ISSUE, settings)
+    assert {p.message for p in info.value.problems} >= {"missing title"}
+
+
+def test_default_brief_order_is_sorted_md_files(settings):
+    edit(settings, "briefs = [", "unused = [")
+    with pytest.raises(ContentError, match="unused: unknown key"):
+        load_issue(settings.issues_dir / EXAMPLE_ISSUE, settings)
+    path = settings.issues_dir / EXAMPLE_ISSUE / "issue.toml"
+    path.write_text('subject = "S"\n')
+    issue = load_issue(path.parent, settings)
+    names = [b.path.name for b in issue.briefs]
+    assert names == sorted(names) and len(names) == 5
+
+
+def test_missing_issue_folder(settings):
+    with pytest.raises(ContentError, match="no such issue folder"):
+        resolve_issue_path("2099-01-01-nothing", settings)
+    assert resolve_issue_path(EXAMPLE_ISSUE, settings) == settings.issues_dir / EXAMPLE_ISSUE
