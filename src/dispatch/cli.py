@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Annotated
 
@@ -15,7 +15,9 @@ from dispatch.check import check as run_check
 from dispatch.config import Settings, load_settings
 from dispatch.content import read_text_file
 from dispatch.errors import ConfigError, DispatchError, Problem, display_path
+from dispatch.issue import load_issue, resolve_issue_path
 from dispatch.plaintext import import_file, output_name
+from dispatch.preview import preview as run_preview
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -136,6 +138,31 @@ def brief_import(
         if brief.caption:
             err.print(f"  {display_path(target)}: photo caption kept; add image.src before "
                       "sending", markup=False)
+
+
+@app.command()
+def preview(
+    issue: Annotated[str, typer.Argument(help="Issue folder or slug under issues/.")],
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Output folder.",
+                                                 show_default="out/<slug>")] = None,
+    screenshots: Annotated[bool, typer.Option(
+        help="Also write phone (375 px) and desktop (800 px) PNGs with headless Chromium.")
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Render every variant of an issue to HTML, text and .eml files, with index.html and
+    report.json. Touches neither SMTP nor the subscriber store.
+
+    Example: dispatch preview 2026-11-27-thaw --screenshots
+    """
+    settings = _settings(config)
+    loaded = load_issue(resolve_issue_path(issue, settings), settings)
+    target = out_dir or Path("out") / loaded.slug
+    report = run_preview(loaded, settings, target, datetime.now(timezone.utc),
+                         screenshots=screenshots, progress=lambda line: out.print(line,
+                                                                                  markup=False))
+    out.print(f"{len(report['variants'])} variant(s) written to {display_path(target)} "
+              f"(open {display_path(target / 'index.html')})", markup=False)
 
 
 def main() -> None:

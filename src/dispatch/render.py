@@ -1,0 +1,350 @@
+"""One variant → final email HTML (Jinja2 → MJML → premailer) and its plaintext alternative.
+
+Per-recipient fields are left as slot tokens (`__DSP_NAME__` …) so that a variant is rendered
+once and personalised by substituting bytes; see message.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import textwrap
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin
+from zoneinfo import ZoneInfo
+
+import jinja2
+from markdown_it import MarkdownIt
+from markdown_it.token import Token
+from markupsafe import Markup
+from mjml import mjml2html
+from premailer import Premailer
+
+from dispatch.config import Settings
+from dispatch.errors import Problem, RenderError
+from dispatch.models import Issue
+from dispatch.segments import Variant
+
+SLOTS = ("name", "unsubscribe_url", "preferences_url", "view_url")
+WIDTH = 72  # plaintext wrap column
+MAX_TEXT_LINE = 78
+MAX_HTML_BYTES = 100 * 1024  # Gmail clips messages near 102 KB
+DASH_START = re.compile(r"^\s*(—|–|--)\s*")
+PACKAGED_TEMPLATES = [Path(__file__).resolve().parent / "templates",
+                      Path(__file__).resolve().parents[2] / "templates"]
+
+
+def slot_token(name: str) -> str:
+    return f"__DSP_{name.upper()}__"
+
+
+TOKENS = {name: slot_token(name) for name in SLOTS}
+TOKEN_PATTERN = re.compile("|".join(map(re.escape, TOKENS.values())))
+
+
+@dataclass(frozen=True)
+class Rendered:
+    variant: Variant
+    html: str
+    text: str
+    warnings: tuple[str, ...] = ()
+
+
+# ---- Markdown bodies -------------------------------------------------------------------
+
+@lru_cache(maxsize=1)
+def _markdown() -> MarkdownIt:
+    # html=False: raw HTML in a brief is shown as text, never passed into email.
+    return MarkdownIt("commonmark", {"html": False, "typographer": False})
+
+
+def _mark_attributions(tokens: list[Token]) -> list[Token]:
+    """Give a block quote's closing "— Name" line its own paragraph with class attribution."""
+    result: list[Token] = []
+    for i, token in enumerate(tokens):
+        result.append(token)
+        if token.type != "blockquote_close":
+            continue
+        # The quote's last paragraph: paragraph_open, inline, paragraph_close just before.
+        if len(result) < 4 or result[-2].type != "paragraph_close":
+            continue
+        inline, opening = result[-3], result[-4]
+        children = inline.children or []
+        if DASH_START.match(inline.content):
+            opening.attrSet("class", "attribution")
+            continue
+        breaks = [j for j, c in enumerate(children) if c.type == "softbreak"
+                  and j + 1 < len(children) and children[j + 1].type == "text"
+                  and DASH_START.match(children[j + 1].content)]
+        if not breaks:
+            continue
+        cut = breaks[-1]
+        quote = Token("inline", "", 0, children=children[:cut], content="")
+        who = Token("inline", "", 0, children=children[cut + 1:], content="")
+        close = Token("paragraph_close", "p", -1, block=True)
+        attribution = Token("paragraph_open", "p", 1, block=True)
+        attribution.attrSet("class", "attribution")
+        result[-3:-2] = [quote, close, attribution, who]
+    return result
+
+
+def markdown_html(markdown: str, base_url: str) -> str:
+    """A brief's Markdown body as email-safe HTML: links absolute, quotes attributed."""
+    md = _markdown()
+    tokens = _mark_attributions(md.parse(markdown))
+    for token in tokens:
+        for child in token.children or []:
+            if child.type == "link_open":
+                child.attrSet("href", urljoin(base_url + "/", str(child.attrGet("href"))))
+            elif child.type == "image":
+                child.attrSet("src", urljoin(base_url + "/", str(child.attrGet("src"))))
+                child.attrSet("width", "100%")
+    return md.renderer.render(tokens, md.options, {})
+
+
+def _wrap(text: str, indent: str = "", first: str | None = None) -> str:
+    return textwrap.fill(" ".join(text.split()), width=WIDTH, initial_indent=first or "",
+                         subsequent_indent=indent, break_long_words=False,
+                         break_on_hyphens=False)
+
+
+def _inline_text(token: Token, links: list[str]) -> str:
+    parts: list[str] = []
+    hrefs: list[str] = []
+    for child in token.children or []:
+        if child.type in ("text", "code_inline"):
+            parts.append(child.content)
+        elif child.type == "softbreak":
+            parts.append(" ")
+        elif child.type == "hardbreak":
+            parts.append("\n")
+        elif child.type == "image":
+            parts.append(f"[image: {child.content or 'no description'}]")
+        elif child.type == "link_open":
+            hrefs.append(str(child.attrGet("href")))
+        elif child.type == "link_close" and hrefs:
+            links.append(hrefs.pop())
+            parts.append(f" [{len(links)}]")
+    return "".join(parts)
+
+
+def markdown_text(markdown: str, base_url: str, links: list[str]) -> str:
+    """A brief's body as plaintext wrapped at 72 columns, links as numbered references that are
+    appended to `links` (numbering continues across briefs)."""
+    tokens = _mark_attributions(_markdown().parse(markdown))
+    for token in tokens:
+        for child in token.children or []:
+            if child.type == "link_open":
+                child.attrSet("href", urljoin(base_url + "/", str(child.attrGet("href"))))
+    blocks: list[str] = []
+    lists: list[list[int]] = []  # stack of [ordered?, counter]
+    quote = 0
+    pending_item = False
+    attribution = False
+    for token in tokens:
+        if token.type in ("bullet_list_open", "ordered_list_open"):
+            lists.append([token.type == "ordered_list_open", 0])
+        elif token.type in ("bullet_list_close", "ordered_list_close"):
+            lists.pop()
+        elif token.type == "list_item_open":
+            lists[-1][1] += 1
+            pending_item = True
+        elif token.type == "blockquote_open":
+            quote += 1
+        elif token.type == "blockquote_close":
+            quote -= 1
+        elif token.type == "paragraph_open":
+            attribution = token.attrGet("class") == "attribution"
+        elif token.type == "hr":
+            blocks.append("-" * 20)
+        elif token.type in ("code_block", "fence"):
+            blocks.append("\n".join("    " + line for line in token.content.rstrip().split("\n")))
+        elif token.type == "inline":
+            text = _inline_text(token, links)
+            heading = tokens[tokens.index(token) - 1].type == "heading_open"
+            indent = "    " * quote + "  " * (len(lists) - 1 if lists else 0)
+            if heading:
+                blocks.append(text.upper())
+            elif lists and pending_item:
+                ordered, counter = lists[-1]
+                marker = f"{counter}. " if ordered else "- "
+                blocks.append(_wrap(text, indent + " " * len(marker), indent + marker))
+                pending_item = False
+            elif attribution:
+                blocks.append(_wrap("— " + DASH_START.sub("", text), indent + "  ", indent))
+            else:
+                blocks.append("\n".join(_wrap(line, indent, indent) for line in text.split("\n")))
+    # Consecutive list items read better without blank lines between them.
+    item = re.compile(r"^\s*(- |\d+\. )")
+    out = blocks[:1]
+    for previous, block in zip(blocks, blocks[1:]):
+        tight = item.match(block) and item.match(previous)
+        out.append(("\n" if tight else "\n\n") + block)
+    return "".join(out)
+
+
+# ---- Templates -------------------------------------------------------------------------
+
+def template_dirs(settings: Settings) -> list[Path]:
+    """The project's templates/ first, so editors can override any packaged template."""
+    dirs = [settings.templates_dir, *PACKAGED_TEMPLATES]
+    unique: list[Path] = []
+    for d in dirs:
+        if d.is_dir() and d.resolve() not in [u.resolve() for u in unique]:
+            unique.append(d)
+    return unique
+
+
+@lru_cache(maxsize=8)
+def _environment(dirs: tuple[Path, ...]) -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(list(dirs)),
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html", "mjml", "html.j2",
+                                                                "mjml.j2"),
+                                            default_for_string=False, default=False),
+        undefined=jinja2.StrictUndefined, trim_blocks=False, keep_trailing_newline=True)
+    env.filters["wrap"] = lambda text, indent="": _wrap(str(text), indent)
+    return env
+
+
+def environment(settings: Settings) -> jinja2.Environment:
+    return _environment(tuple(template_dirs(settings)))
+
+
+# ---- Rendering -------------------------------------------------------------------------
+
+def inline_css(html: str) -> str:
+    """premailer, configured not to damage MJML output: no network, keep the <style> blocks
+    (media queries live there), keep !important, leave width/height attributes alone."""
+    inlined = Premailer(
+        html, allow_network=False, keep_style_tags=True, strip_important=False,
+        disable_validation=True, remove_classes=False, exclude_pseudoclasses=True,
+        disable_basic_attributes=["width", "height", "align", "bgcolor", "valign"],
+        cssutils_logging_level=logging.CRITICAL, method="html").transform()
+    # premailer (lxml) drops MJML's lower-case doctype; the HTML5 doctype must lead.
+    inlined = re.sub(r"^\s*<!DOCTYPE[^>]*>\s*", "", inlined, flags=re.IGNORECASE)
+    return "<!doctype html>\n" + inlined
+
+
+def _issue_date(issue: Issue, settings: Settings, now: datetime) -> str:
+    """The issue's date in the editors' zone: its send time, or now for an unscheduled one."""
+    moment = (issue.send_at or now).astimezone(ZoneInfo(settings.newsletter.timezone))
+    return f"{moment:%A}, {moment.day} {moment:%B %Y}"
+
+
+def _context(issue: Issue, variant: Variant, settings: Settings, now: datetime,
+             test_banner: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The template contexts for the HTML and the plaintext renders."""
+    labels = {key: topic.label for key, topic in settings.topics.items()}
+    base = settings.newsletter.base_url
+    links: list[str] = []
+    html_briefs, text_briefs = [], []
+    for brief in variant.briefs:
+        common = {"title": brief.title, "summary": brief.summary, "author": brief.author,
+                  "image": brief.image, "labels": [labels[t] for t in brief.topics]}
+        html_briefs.append({**common, "reads": brief.reads,
+                            "body_html": Markup(markdown_html(brief.body, base))})
+        body_text = markdown_text(brief.body, base, links)
+        reads = []
+        for read in brief.reads:
+            if read.url:
+                links.append(read.url)
+            reads.append({"title": read.title, "publisher": read.publisher,
+                          "ref": len(links) if read.url else None})
+        text_briefs.append({**common, "reads": reads, "body_text": body_text})
+    shared = {
+        "newsletter": settings.newsletter, "subject": issue.subject,
+        "preheader": issue.preheader or variant.briefs[0].summary,
+        "issue_date": _issue_date(issue, settings, now),
+        "topic_labels": [labels[t] for t in variant.topics],
+        "slots": TOKENS, "test_banner": test_banner,
+    }
+    return {**shared, "briefs": html_briefs}, {**shared, "briefs": text_briefs, "links": links}
+
+
+def render_variant(issue: Issue, variant: Variant, settings: Settings, now: datetime,
+                   test_banner: str | None = None) -> Rendered:
+    """Render one variant and run every check on it; a failed check raises RenderError."""
+    html_ctx, text_ctx = _context(issue, variant, settings, now, test_banner)
+    env = environment(settings)
+    try:
+        mjml = env.get_template("email/issue.mjml.j2").render(html_ctx)
+        text = env.get_template("email/issue.txt.j2").render(text_ctx)
+    except jinja2.TemplateError as exc:
+        where = getattr(exc, "filename", None) or "templates/email"
+        raise RenderError(Problem(str(where), f"template error: {exc}",
+                                  getattr(exc, "lineno", None))) from None
+    try:
+        html = inline_css(mjml2html(mjml))
+    except ValueError as exc:
+        raise RenderError(Problem("templates/email/issue.mjml.j2",
+                                  f"MJML error in variant {variant.id}: {exc}")) from None
+    text = re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
+    problems = check_rendered(html, text, settings)
+    if problems:
+        raise RenderError([Problem(f"{issue.slug}/{variant.id}", p) for p in problems])
+    warnings = tuple(f"{len(html.encode()) // 1024} KB of HTML: close to Gmail's clipping "
+                     "limit" for _ in [0] if len(html.encode()) > 80 * 1024)
+    return Rendered(variant=variant, html=html, text=text, warnings=warnings)
+
+
+def sample_values(settings: Settings, name: str = "Sample Reader") -> dict[str, str]:
+    base = settings.newsletter.base_url
+    return {"name": name, "unsubscribe_url": f"{base}/u/SAMPLE-TOKEN",
+            "preferences_url": f"{base}/p/SAMPLE-TOKEN", "view_url": f"{base}/a/sample"}
+
+
+def fill_slots(text: str, values: dict[str, str]) -> str:
+    """Substitute slot tokens in a rendered string (previews; delivery works on bytes)."""
+    by_token = {TOKENS[name]: value for name, value in values.items()}
+    return TOKEN_PATTERN.sub(lambda m: by_token[m[0]], text)
+
+
+# ---- Checks ----------------------------------------------------------------------------
+
+def check_rendered(html: str, text: str, settings: Settings) -> list[str]:
+    """The email-correctness rules that apply to a rendered variant (DESIGN.md)."""
+    problems: list[str] = []
+    sample = sample_values(settings)
+    html_filled, text_filled = fill_slots(html, sample), fill_slots(text, sample)
+    size = len(html_filled.encode("utf-8"))
+    if size >= MAX_HTML_BYTES:
+        problems.append(f"HTML is {size:,} bytes; Gmail clips near 102 KB (limit 100 KB)")
+    if not re.match(r"^<!doctype html>", html, re.IGNORECASE):
+        problems.append("HTML does not start with <!doctype html>")
+    lang = re.search(r"<html[^>]*\blang=\"([^\"]*)\"", html)
+    if not lang or lang[1] in ("", "und"):
+        problems.append("<html> has no lang attribute (set newsletter.lang)")
+    for img in re.findall(r"<img\b[^>]*>", html, re.IGNORECASE):
+        alt = re.search(r"\balt=\"([^\"]*)\"", img)
+        if not alt or not alt[1].strip():
+            problems.append(f"image without alt text: {img[:120]}")
+    for attr, url in re.findall(r"\b(href|src)=\"([^\"]*)\"", html_filled):
+        if not re.match(r"^(https?://[^\s/]+|mailto:)", url):
+            problems.append(f"{attr} is not an absolute http(s) or mailto URL: {url[:120]!r}")
+    media = re.findall(r"@media[^{]*\{(.*?\})\s*\}", html, re.DOTALL)
+    if not media or not any("!important" in block for block in media):
+        problems.append("the responsive media queries lost their !important")
+    opened, closed = len(re.findall(r"<!--\[if", html)), len(re.findall(r"<!\[endif\]-->", html))
+    if opened == 0 or opened != closed:
+        problems.append(f"Outlook conditional blocks damaged ({opened} opened, {closed} closed)")
+    for where, body in (("HTML", html), ("text", text)):
+        leftover = re.search(r"\{\{|\}\}|\{%|%\}|<mj-|</mj-", body)
+        if leftover:
+            problems.append(f"unrendered template syntax in the {where}: "
+                            f"{body[max(0, leftover.start() - 30):leftover.end() + 30]!r}")
+    if re.search(r"<[a-zA-Z/][^>]*>|&[a-z]+;|&#\d+;", text):
+        problems.append("HTML tags or entities left in the plaintext")
+    for number, line in enumerate(text_filled.split("\n"), 1):
+        if len(line) > MAX_TEXT_LINE and not re.search(r"https?://\S{40,}", line):
+            problems.append(f"plaintext line {number} is {len(line)} characters (max "
+                            f"{MAX_TEXT_LINE} except URLs)")
+    if sample["unsubscribe_url"] not in text_filled:
+        problems.append("plaintext has no unsubscribe URL")
+    if sample["unsubscribe_url"] not in html_filled:
+        problems.append("HTML has no unsubscribe link")
+    return problems

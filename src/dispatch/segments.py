@@ -1,0 +1,59 @@
+"""Topic matching and variant planning: which briefs each topic mix receives.
+
+A variant is one distinct set of matched briefs. Everyone whose topics match the same briefs
+shares a variant, so an issue is rendered once per variant, never once per person.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from itertools import combinations
+
+from dispatch.models import Brief, Issue
+
+
+@dataclass(frozen=True)
+class Variant:
+    id: str  # stable: the 1-based positions of its briefs in the issue, e.g. "b1-3-4"
+    briefs: tuple[Brief, ...]
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        """The topics its briefs carry, in first-seen order."""
+        seen: dict[str, None] = {}
+        for brief in self.briefs:
+            seen.update(dict.fromkeys(brief.topics))
+        return tuple(seen)
+
+
+def matched_briefs(issue: Issue, topics: Iterable[str]) -> tuple[Brief, ...]:
+    """The briefs a subscriber following `topics` receives (all of them when not personalized)."""
+    if not issue.personalize:
+        return issue.briefs
+    wanted = set(topics)
+    return tuple(b for b in issue.briefs if wanted.intersection(b.topics))
+
+
+def variant_for(issue: Issue, briefs: tuple[Brief, ...]) -> Variant:
+    positions = [i + 1 for i, b in enumerate(issue.briefs) if b in briefs]
+    return Variant(id="b" + "-".join(map(str, positions)), briefs=briefs)
+
+
+def plan_variants(issue: Issue, topic_sets: Iterable[Iterable[str]]) -> dict[str, Variant]:
+    """The distinct variants the given topic mixes need, keyed by id; a mix that matches no
+    brief needs none (that subscriber gets no email)."""
+    variants: dict[str, Variant] = {}
+    for topics in topic_sets:
+        briefs = matched_briefs(issue, topics)
+        if briefs:
+            variant = variant_for(issue, briefs)
+            variants.setdefault(variant.id, variant)
+    return dict(sorted(variants.items(), key=lambda kv: (-len(kv[1].briefs), kv[0])))
+
+
+def possible_variants(issue: Issue) -> dict[str, Variant]:
+    """Every variant some topic mix can produce: each subset of the issue's topics."""
+    topics = issue.topics
+    mixes = (combo for size in range(1, len(topics) + 1) for combo in combinations(topics, size))
+    return plan_variants(issue, mixes)
