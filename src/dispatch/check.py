@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from dispatch.config import Settings
@@ -10,6 +11,8 @@ from dispatch.content import load_brief
 from dispatch.errors import DispatchError, Problem, display_path
 from dispatch.issue import ISSUE_FILE, issue_folders, load_issue
 from dispatch.models import Issue
+from dispatch.render import render_variant
+from dispatch.segments import possible_variants
 
 
 @dataclass
@@ -19,7 +22,7 @@ class CheckReport:
     problems: list[Problem] = field(default_factory=list)
 
 
-def check(settings: Settings, path: Path | None = None) -> CheckReport:
+def check(settings: Settings, now: datetime, path: Path | None = None) -> CheckReport:
     """Check one brief, one issue folder, a folder of briefs, or (by default) every issue."""
     report = CheckReport()
     if path is None:
@@ -28,20 +31,20 @@ def check(settings: Settings, path: Path | None = None) -> CheckReport:
             report.problems.append(Problem(display_path(settings.issues_dir),
                                            "no issues found (expected issues/<slug>/issue.toml)"))
         for folder in folders:
-            _check_issue(folder, settings, report)
+            _check_issue(folder, settings, report, now)
     elif path.is_file() and path.name == ISSUE_FILE:
-        _check_issue(path.parent, settings, report)
+        _check_issue(path.parent, settings, report, now)
     elif path.is_file():
         _check_brief(path, settings, report)
     elif (path / ISSUE_FILE).is_file():
-        _check_issue(path, settings, report)
+        _check_issue(path, settings, report, now)
     elif path.is_dir():
         folders = sorted(p.parent for p in path.glob(f"*/{ISSUE_FILE}"))
         briefs = sorted(path.glob("*.md"))
         if not folders and not briefs:
             report.problems.append(Problem(display_path(path), "no issues or briefs here"))
         for folder in folders:
-            _check_issue(folder, settings, report)
+            _check_issue(folder, settings, report, now)
         for brief in briefs:
             _check_brief(brief, settings, report)
     else:
@@ -49,7 +52,7 @@ def check(settings: Settings, path: Path | None = None) -> CheckReport:
     return report
 
 
-def _check_issue(folder: Path, settings: Settings, report: CheckReport) -> None:
+def _check_issue(folder: Path, settings: Settings, report: CheckReport, now: datetime) -> None:
     try:
         issue = load_issue(folder, settings)
     except DispatchError as exc:
@@ -57,6 +60,13 @@ def _check_issue(folder: Path, settings: Settings, report: CheckReport) -> None:
         return
     report.issues.append(issue)
     report.briefs += len(issue.briefs)
+    # Render every variant: template errors and email-correctness failures are problems too.
+    for variant in possible_variants(issue).values():
+        try:
+            render_variant(issue, variant, settings, now)
+        except DispatchError as exc:
+            report.problems.extend(exc.problems)
+            break
 
 
 def _check_brief(path: Path, settings: Settings, report: CheckReport) -> None:

@@ -71,14 +71,15 @@ def check(path: Annotated[Path | None, typer.Argument(
               help="A brief, an issue folder or a folder of briefs (default: every issue).")
           ] = None,
           config: ConfigOption = None) -> None:
-    """Validate config.toml, issues and briefs; print each problem as path:line: message.
+    """Validate config.toml, issues, briefs and templates (every variant is rendered and
+    checked); print each problem as path:line: message.
 
     Exit status: 0 clean, 1 problems found, 2 config.toml invalid.
 
     Example: dispatch check issues/2026-11-24
     """
     settings = _settings(config)
-    report = run_check(settings, path)
+    report = run_check(settings, datetime.now(timezone.utc), path)
     for problem in report.problems:
         out.print(str(problem), markup=False, soft_wrap=True)
     summary = (f"{display_path(settings.path)}: ok; {len(report.issues)} issue(s), "

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from markdown_it import MarkdownIt
 
 from dispatch.errors import ContentError, Problem, display_path
 from dispatch.models import Brief, Image, Read
@@ -197,6 +198,9 @@ def parse_brief(path: Path, text: str, topics: Mapping[str, Any]) -> Brief:
 
     if not body.strip():
         out.add(body_line, "the brief has no body below the front matter")
+    for line_no, snippet in raw_html(body):
+        out.add(body_line + line_no, f"raw HTML is not allowed in a brief ({snippet!r}); it "
+                                     "would be shown as text: use Markdown instead")
 
     if out.problems:
         raise ContentError(out.problems)
@@ -204,6 +208,22 @@ def parse_brief(path: Path, text: str, topics: Mapping[str, Any]) -> Brief:
     return Brief(path=path, slug=slugify(path.stem), title=title, topics=tuple(brief_topics),
                  summary=summary, body=body.strip("\n"), body_line=body_line, date=brief_date,
                  author=author, image=image, reads=tuple(reads))
+
+
+def raw_html(markdown: str) -> list[tuple[int, str]]:
+    """(line offset, snippet) of every raw HTML block or inline tag in a Markdown body."""
+    found: list[tuple[int, str]] = []
+    block_line = 0
+    for token in MarkdownIt("commonmark").parse(markdown):
+        if token.map:
+            block_line = token.map[0]
+        if token.type == "html_block":
+            found.append((block_line, token.content.strip()[:40]))
+        for child in token.children or []:
+            if child.type == "html_inline":
+                found.append((block_line, child.content[:40]))
+    first_per_line = {line: snippet for line, snippet in reversed(found)}
+    return sorted(first_per_line.items())
 
 
 def read_text_file(path: Path) -> str:
