@@ -18,6 +18,7 @@ from email import policy
 from email.headerregistry import Address
 from email.quoprimime import body_encode
 from email.utils import format_datetime
+from functools import lru_cache
 from urllib.parse import quote
 
 from dispatch.config import Settings
@@ -50,8 +51,13 @@ class MessageTemplate:
     slots: tuple[str, ...]  # "date", "to", "message_id", "list_unsubscribe", "text:name", …
 
 
+_QP_SAFE = re.compile(r"[!-<>-~]([ -<>-~]{0,72}[!-<>-~])?")  # printable ASCII but "="
+
+
 def qp(text: str) -> str:
     """Quoted-printable with CRLF lines of at most 76 octets, no line starting with "."."""
+    if _QP_SAFE.fullmatch(text) and text[0] != ".":
+        return text  # already valid QP: the per-recipient fast path
     # body_encode works on one character per octet, so hand it the UTF-8 bytes as latin-1.
     encoded = body_encode(text.encode("utf-8").decode("latin-1"), maxlinelen=QP_LINE, eol=CRLF)
     return re.sub(r"(?m)^\.", "=2E", encoded)
@@ -59,7 +65,7 @@ def qp(text: str) -> str:
 
 def _header(name: str, value: str) -> str:
     """One header line, folded by the email policy (non-ASCII becomes encoded words)."""
-    return policy.SMTP.fold(name, value)
+    return policy.SMTP.header_factory(name, value).fold(policy=policy.SMTP)
 
 
 def _address(name: str | None, email: str) -> str:
@@ -68,6 +74,19 @@ def _address(name: str | None, email: str) -> str:
     if _PLAIN_NAME.match(name):
         return f'"{name}" <{email}>'
     return str(Address(display_name=name, addr_spec=email))
+
+
+def _to_value(name: str | None, email: str) -> str:
+    """The To header's value: written directly when plain ASCII, else encoded by the policy."""
+    address = _address(name, email)
+    if address.isascii() and len(address) < 70 and (not name or _PLAIN_NAME.match(name)):
+        return address
+    return _header("To", address)[4:-2]
+
+
+@lru_cache(maxsize=4)
+def _date(now: datetime) -> bytes:
+    return format_datetime(now).encode("ascii")
 
 
 def list_id(settings: Settings) -> str:
@@ -148,8 +167,8 @@ def slot_values(recipient: Recipient, now: datetime, settings: Settings) -> dict
     fields = {"name": name, "unsubscribe_url": recipient.unsubscribe_url,
               "preferences_url": recipient.preferences_url, "view_url": recipient.view_url}
     values = {
-        "date": format_datetime(now).encode("ascii"),
-        "to": _header("To", _address(recipient.name, recipient.email))[4:-2].encode("ascii"),
+        "date": _date(now),
+        "to": _to_value(recipient.name, recipient.email).encode("ascii"),
         "message_id": recipient.message_id.encode("ascii"),
         "list_unsubscribe": (f"<{recipient.unsubscribe_url}>,{CRLF} "
                              f"<{unsubscribe_mailto(settings, token)}>").encode("ascii"),

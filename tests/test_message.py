@@ -1,0 +1,123 @@
+"""The MIME message a recipient receives: headers, structure, encoding, personalisation."""
+
+from __future__ import annotations
+
+import email
+import re
+from datetime import datetime, timezone
+from email import policy
+
+import pytest
+
+from dispatch.issue import load_issue
+from dispatch.message import Recipient, build_template, message_id, personalize
+from dispatch.render import fill_slots, render_variant
+from dispatch.segments import variant_for
+from tests.conftest import EXAMPLE_ISSUE
+
+NOW = datetime(2026, 11, 21, 9, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def parts(settings):
+    issue = load_issue(settings.issues_dir / EXAMPLE_ISSUE, settings)
+    rendered = render_variant(issue, variant_for(issue, issue.briefs), settings, NOW)
+    return issue, rendered, build_template(rendered, issue, settings)
+
+
+def recipient(settings, name: str | None = "Ana Reader", **overrides) -> Recipient:
+    base = "https://news.example.org"
+    fields = dict(email="ana@example.com", name=name,
+                  unsubscribe_url=f"{base}/u/tok_ABC-123.xyz=",
+                  preferences_url=f"{base}/p/tok_ABC-123.xyz=?a=1&b=2",
+                  view_url=f"{base}/a/issue/b1", message_id=message_id("i", "ana", settings))
+    fields.update(overrides)
+    return Recipient(**fields)
+
+
+def parse(raw: bytes) -> email.message.EmailMessage:
+    return email.message_from_bytes(raw, policy=policy.default)
+
+
+def test_structure_text_first_html_last_utf8_qp(parts, settings):
+    issue, rendered, template = parts
+    msg = parse(personalize(template, recipient(settings), NOW, settings))
+    assert msg.get_content_type() == "multipart/alternative"
+    plain, html = msg.get_payload()
+    assert plain.get_content_type() == "text/plain" and html.get_content_type() == "text/html"
+    for part in (plain, html):
+        assert part.get_content_charset() == "utf-8"
+        assert part["Content-Transfer-Encoding"] == "quoted-printable"
+    assert not msg.defects and not plain.defects and not html.defects
+
+
+def test_bodies_decode_to_the_rendered_variant_with_fields_filled(parts, settings):
+    issue, rendered, template = parts
+    r = recipient(settings, name='Zoë "Z" <script>')
+    msg = parse(personalize(template, r, NOW, settings))
+    plain, html = msg.get_payload()
+    values = {"name": r.name, "unsubscribe_url": r.unsubscribe_url,
+              "preferences_url": r.preferences_url, "view_url": r.view_url}
+    text_body = plain.get_content().replace("\r\n", "\n")
+    assert text_body == fill_slots(rendered.text, values)
+    import html as html_lib
+    escaped = {k: html_lib.escape(v, quote=True) for k, v in values.items()}
+    assert html.get_content().replace("\r\n", "\n") == fill_slots(rendered.html, escaped)
+    assert "Zoë &quot;Z&quot; &lt;script&gt;" in html.get_content()
+    assert "p/tok_ABC-123.xyz=?a=1&amp;b=2" in html.get_content()
+
+
+def test_required_headers(parts, settings):
+    issue, rendered, template = parts
+    r = recipient(settings)
+    raw = personalize(template, r, NOW, settings)
+    msg = parse(raw)
+    for name in ("Date", "From", "To", "Subject", "Message-ID", "MIME-Version", "List-Id",
+                 "List-Unsubscribe", "List-Unsubscribe-Post"):
+        assert msg[name], name
+    assert msg["Subject"] == issue.subject
+    assert msg["To"].addresses[0].addr_spec == "ana@example.com"
+    assert msg["From"].addresses[0].addr_spec == settings.newsletter.from_email
+    assert msg["Message-ID"] == r.message_id and r.message_id.endswith("@example.org>")
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert msg["Date"].datetime == NOW
+    unsub = raw.split(b"List-Unsubscribe: ")[1].split(b"\r\nList-Unsubscribe-Post")[0]
+    assert b"=?" not in unsub  # never folded into encoded words
+    assert re.fullmatch(rb"<https://news\.example\.org/u/\S+>,\r\n <mailto:[^>]+>", unsub)
+
+
+def test_line_rules(parts, settings):
+    issue, rendered, template = parts
+    long_url = "https://news.example.org/u/" + "x" * 300
+    raw = personalize(template, recipient(settings, unsubscribe_url=long_url), NOW, settings)
+    lines = raw.split(b"\r\n")
+    assert b"\n" not in raw.replace(b"\r\n", b"")  # CRLF only
+    assert max(map(len, lines)) <= 998
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert max(len(line) for line in body.split(b"\r\n")) <= 76  # RFC 2045 QP lines
+    assert not any(line.startswith(b".") for line in lines)  # no dot-stuffing needed
+    assert long_url in parse(raw).get_payload()[0].get_content()
+
+
+def test_non_ascii_names_and_subjects_are_encoded(parts, settings):
+    import dataclasses
+    issue, rendered, _ = parts
+    korean = dataclasses.replace(issue, subject="서울과 도쿄, 몇 년 만에 가장 가까워지다")
+    template = build_template(rendered, korean, settings)
+    raw = personalize(template, recipient(settings, name="김민지"), NOW, settings)
+    assert raw.isascii()
+    msg = parse(raw)
+    assert msg["Subject"] == korean.subject
+    assert msg["To"].addresses[0].display_name == "김민지"
+
+
+def test_personalize_uses_no_name_fallback(parts, settings):
+    issue, rendered, template = parts
+    msg = parse(personalize(template, recipient(settings, name=None), NOW, settings))
+    assert "Hi there," in msg.get_payload()[0].get_content()
+    assert msg["To"] == "ana@example.com"
+
+
+def test_message_ids_are_stable_per_recipient(settings):
+    assert message_id("i", "a", settings) == message_id("i", "a", settings)
+    assert message_id("i", "a", settings) != message_id("i", "b", settings)

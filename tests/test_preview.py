@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from email import message_from_bytes, policy
+
+import pytest
+
+from dispatch.preview import find_chromium
+from tests.conftest import EXAMPLE_ISSUE
+
+
+def run_preview(project, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "dispatch", "preview", EXAMPLE_ISSUE,
+                           "--out", "pv", *extra], cwd=project, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_preview_writes_every_variant(project):
+    result = run_preview(project)
+    assert result.returncode == 0, result.stderr
+    out = project / "pv"
+    report = json.loads((out / "report.json").read_text())
+    assert report["issue"] == EXAMPLE_ISSUE and report["subject"]
+    ids = [v["id"] for v in report["variants"]]
+    assert len(ids) == 12 and "b1-2-3-4-5" in ids
+    index = (out / "index.html").read_text()
+    for variant in report["variants"]:
+        assert set(variant) >= {"id", "briefs", "topics", "html_bytes", "text_bytes",
+                                "warnings"}
+        for ext in ("html", "txt", "eml"):
+            assert (out / f"{variant['id']}.{ext}").is_file()
+        assert f'href="{variant["id"]}.html"' in index
+        msg = message_from_bytes((out / f"{variant['id']}.eml").read_bytes(),
+                                 policy=policy.default)
+        assert msg["List-Unsubscribe"] and msg["X-Dispatch-Variant"] == variant["id"]
+        assert "__DSP_" not in (out / f"{variant['id']}.html").read_text()
+    assert not (project / "dispatch.db").exists()  # no store touched
+
+
+def test_preview_unknown_issue(project):
+    result = subprocess.run([sys.executable, "-m", "dispatch", "preview", "nope"],
+                            cwd=project, capture_output=True, text=True)
+    assert result.returncode == 1 and "nope: no such issue folder" in result.stderr
+
+
+@pytest.mark.skipif(find_chromium() is None, reason="Chromium not installed")
+def test_preview_screenshots(project):
+    result = run_preview(project, "--screenshots")
+    assert result.returncode == 0, result.stderr
+    import struct
+    png = (project / "pv" / "b1-2-3-4-5.phone.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    width, _ = struct.unpack(">II", png[16:24])
+    assert width == 375
+    assert (project / "pv" / "b1-2-3-4-5.desktop.png").is_file()
+
+
+def test_preview_without_chromium_says_so(project):
+    result = subprocess.run([sys.executable, "-m", "dispatch", "preview", EXAMPLE_ISSUE,
+                             "--out", "pv", "--screenshots"], cwd=project, capture_output=True,
+                            text=True, env={"PATH": "/nonexistent", "HOME": str(project)})
+    assert result.returncode == 0, result.stderr
+    assert "Chromium not found" in result.stdout
+    assert not list((project / "pv").glob("*.png"))
