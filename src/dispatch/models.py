@@ -52,8 +52,9 @@ class Issue:
 
     @property
     def topics(self) -> tuple[str, ...]:
-        """Every topic the issue's briefs carry, in first-seen order."""
-        seen: dict[str, None] = {}
-        for brief in self.briefs:
-            seen.update(dict.fromkeys(brief.topics))
-        return tuple(seen)
+        return topics_of(self.briefs)
+
+
+def topics_of(briefs: tuple[Brief, ...]) -> tuple[str, ...]:
+    """Every topic the briefs carry, in first-seen order."""
+    return tuple(dict.fromkeys(topic for brief in briefs for topic in brief.topics))

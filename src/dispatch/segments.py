@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import combinations
 
-from dispatch.models import Brief, Issue
+from dispatch.models import Brief, Issue, topics_of
 
 
 @dataclass(frozen=True)
@@ -20,11 +20,7 @@ class Variant:
 
     @property
     def topics(self) -> tuple[str, ...]:
-        """The topics its briefs carry, in first-seen order."""
-        seen: dict[str, None] = {}
-        for brief in self.briefs:
-            seen.update(dict.fromkeys(brief.topics))
-        return tuple(seen)
+        return topics_of(self.briefs)
 
 
 def matched_briefs(issue: Issue, topics: Iterable[str]) -> tuple[Brief, ...]:
