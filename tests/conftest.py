@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -38,3 +39,31 @@ needs_seeds = pytest.mark.skipif(not seed_files(), reason=f"seed texts not found
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--update-golden", action="store_true",
                      help="Rewrite tests/golden/ from the current rendering.")
+
+
+PG_URL = os.environ.get("DISPATCH_TEST_PG_URL",
+                        "postgresql+psycopg://dispatch:dispatch@127.0.0.1:5432/dispatch_test")
+
+
+def _reset_postgres(url: str) -> str | None:
+    """Empty the test database; the reason it cannot be reached, or None."""
+    from sqlalchemy import create_engine, text
+    try:
+        engine = create_engine(url)
+        with engine.begin() as conn:
+            conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+        engine.dispose()
+    except Exception as exc:  # any failure to reach the server means: skip, and say why
+        return f"PostgreSQL not reachable at {url.split('@')[-1]}: {type(exc).__name__}"
+    return None
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Every store test runs against a fresh SQLite file and a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    reason = _reset_postgres(PG_URL)
+    if reason:
+        pytest.skip(reason + " (run tests/install-services.sh as root)")
+    return PG_URL

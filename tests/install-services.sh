@@ -1,21 +1,31 @@
 #!/usr/bin/env bash
-# Installs what the tests talk to for real, from Debian's packages: Chromium (headless
-# screenshots). Idempotent; without root or apt-get it says so and the tests that need these
-# programs skip with a reason.
+# Installs and starts what the tests talk to for real, from Debian's packages: PostgreSQL
+# (a server on 127.0.0.1:5432 with a `dispatch` role and `dispatch_test` database) and Chromium
+# (headless screenshots). Idempotent. Without root or apt-get it says so, and the tests that
+# need these programs skip with a reason.
 set -euo pipefail
 
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
 
-if [ ${#missing[@]} -eq 0 ]; then
-    echo "services: all present"
-    exit 0
-fi
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-    echo "services: cannot install ${missing[*]} (needs root and apt-get); tests that need them will skip"
+    echo "services: not root or no apt-get: not installing ${missing[*]:-anything}; tests that need missing services will skip"
     exit 0
 fi
-echo "services: installing ${missing[*]} from Debian's packages"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "services: installing ${missing[*]} from Debian's packages"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# PostgreSQL: start the packaged cluster and make the test role and database.
+if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+    cluster=$(pg_lsclusters --no-header | awk 'NR==1 {print $1" "$2}')
+    pg_ctlcluster $cluster start
+    for _ in $(seq 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+fi
+su postgres -c "psql -q -tc \"SELECT 1 FROM pg_roles WHERE rolname='dispatch'\" | grep -q 1 || psql -q -c \"CREATE ROLE dispatch LOGIN CREATEDB PASSWORD 'dispatch'\""
+su postgres -c "psql -q -tc \"SELECT 1 FROM pg_database WHERE datname='dispatch_test'\" | grep -q 1 || createdb -O dispatch dispatch_test"
+echo "services: PostgreSQL ready on 127.0.0.1:5432, Chromium at $(command -v chromium)"

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from sqlalchemy import Engine
 from typer.core import TyperGroup
 
 from dispatch import __version__
@@ -18,6 +22,10 @@ from dispatch.errors import ConfigError, DispatchError, Problem, display_path
 from dispatch.issue import load_issue, resolve_issue_path
 from dispatch.plaintext import import_file, output_name
 from dispatch.preview import preview as run_preview
+from dispatch.store import subscribers as subs
+from dispatch.store.db import create, open_store, upgrade
+from dispatch.store.schema import STATUSES
+from dispatch.store.subscribers import Subscriber
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -40,6 +48,11 @@ app = typer.Typer(cls=_Group, no_args_is_help=True, pretty_exceptions_enable=Fal
                   help="dispatch: compose newsletter issues from briefs and deliver them.")
 brief_app = typer.Typer(cls=_Group, no_args_is_help=True, help="Work with briefs.")
 app.add_typer(brief_app, name="brief")
+subscribers_app = typer.Typer(cls=_Group, no_args_is_help=True,
+                              help="Manage subscribers, their topics and status.")
+app.add_typer(subscribers_app, name="subscribers")
+db_app = typer.Typer(cls=_Group, no_args_is_help=True, help="The subscriber store's schema.")
+app.add_typer(db_app, name="db")
 
 ConfigOption = Annotated[Path | None, typer.Option(
     "--config", "-c", envvar="DISPATCH_CONFIG", show_default="./config.toml",
@@ -164,6 +177,200 @@ def preview(
                                                                                   markup=False))
     out.print(f"{len(report['variants'])} variant(s) written to {display_path(target)} "
               f"(open {display_path(target / 'index.html')})", markup=False)
+
+
+def _store(settings: Settings) -> Engine:
+    return open_store(settings.store.url)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _topic_list(value: str | None) -> list[str] | None:
+    return None if value is None else [t for t in value.replace("|", ",").replace(";", ",")
+                                       .split(",") if t.strip()]
+
+
+def _print_subscribers(people: list[Subscriber], as_json: bool) -> None:
+    if as_json:
+        out.print_json(data=[p.as_json() for p in people])
+        return
+    table = Table("email", "name", "topics", "timezone", "status", "created")
+    for p in people:
+        table.add_row(p.email, p.name or "", ", ".join(p.topics), p.timezone or "", p.status,
+                      f"{p.created_at:%Y-%m-%d}")
+    out.print(table)
+    out.print(f"{len(people)} subscriber(s)")
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: ConfigOption = None) -> None:
+    """Create the store or apply pending schema migrations (also done on first use).
+
+    Example: dispatch db upgrade
+    """
+    settings = _settings(config)
+    revision = upgrade(create(settings.store.url))
+    out.print(f"store at schema revision {revision}", markup=False)
+
+
+@subscribers_app.command("add")
+def subscribers_add(
+    email: Annotated[str, typer.Argument(help="The subscriber's address.")],
+    name: Annotated[str | None, typer.Option(help="Display name.")] = None,
+    topics: Annotated[str | None, typer.Option(help="Comma-separated topic keys.")] = None,
+    tz: Annotated[str | None, typer.Option("--tz", help="IANA time zone, e.g. Asia/Seoul.")
+                  ] = None,
+    resubscribe: Annotated[bool, typer.Option(
+        help="The person asked to re-subscribe: lift a suppression.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Add one active subscriber.
+
+    Example: dispatch subscribers add ana@example.com --name "Ana" --topics east-asia,security
+    """
+    settings = _settings(config)
+    person = subs.add(_store(settings), email, name=name, topics=_topic_list(topics) or [],
+                      timezone=tz, known_topics=settings.topics, now=_now(),
+                      resubscribe=resubscribe)
+    out.print(f"added {person.email} ({', '.join(person.topics) or 'no topics'})", markup=False)
+
+
+@subscribers_app.command("import")
+def subscribers_import(
+    file: Annotated[Path, typer.Argument(help="CSV with a header: email,name,topics,timezone.")],
+    dry_run: Annotated[bool, typer.Option(help="Validate and report; change nothing.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Import subscribers from CSV in one transaction; every rejected row is listed with its
+    line and reason, and the good rows still land. Topics are separated by ; or |.
+
+    Example: dispatch subscribers import readers.csv --dry-run
+    """
+    settings = _settings(config)
+    text = read_text_file(file)
+    rows, rejected, read = subs.read_csv(text, settings.topics, display_path(file))
+    engine = _store(settings)
+    with Progress(TextColumn("importing"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=err, transient=True,
+                  disable=not err.is_terminal) as bar:
+        task = bar.add_task("import", total=len(rows))
+        report = subs.import_rows(engine, rows, _now(), dry_run=dry_run,
+                                  progress=lambda done: bar.update(task, completed=done))
+    for line, email, reason in sorted(rejected + report.rejected):
+        err.print(f"{display_path(file)}:{line}: {email or '(empty)'}: {reason}", markup=False)
+    verb = "would add" if dry_run else "added"
+    out.print(f"{read} row(s) read: {verb} {report.added}, "
+              f"{'would update' if dry_run else 'updated'} {report.updated}, "
+              f"rejected {len(rejected) + len(report.rejected)}", markup=False)
+
+
+@subscribers_app.command("export")
+def subscribers_export(
+    file: Annotated[Path | None, typer.Argument(help="Output CSV (default: standard output).")
+                    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Export every subscriber as CSV (the import format plus status).
+
+    Example: dispatch subscribers export readers.csv
+    """
+    settings = _settings(config)
+    engine = _store(settings)
+    if file is None:
+        subs.export_csv(engine, sys.stdout)
+        return
+    with file.open("w", encoding="utf-8", newline="") as handle:
+        written = subs.export_csv(engine, handle)
+    err.print(f"{written} subscriber(s) written to {display_path(file)}", markup=False)
+
+
+@subscribers_app.command("list")
+def subscribers_list(
+    topic: Annotated[str | None, typer.Option(help="Only those following this topic.")] = None,
+    status: Annotated[str | None, typer.Option(help="pending, active, unsubscribed, "
+                                                    "bounced or complained.")] = None,
+    segment: Annotated[str | None, typer.Option(help="A segment from config.toml.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON array on standard output.")
+                       ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """List subscribers (every status unless filtered).
+
+    Example: dispatch subscribers list --topic security --status active --json
+    """
+    settings = _settings(config)
+    if topic and topic not in settings.topics:
+        raise DispatchError(Problem("--topic", f"unknown topic {topic!r}"))
+    if segment and segment not in settings.segments:
+        raise DispatchError(Problem("--segment", f"unknown segment {segment!r} (declared: "
+                                                 f"{', '.join(settings.segments) or 'none'})"))
+    if status and status not in STATUSES:
+        raise DispatchError(Problem("--status", f"expected one of {', '.join(STATUSES)}"))
+    people = subs.list_subscribers(_store(settings), topic=topic, status=status,
+                                   segment=settings.segments[segment] if segment else None)
+    _print_subscribers(people, as_json)
+
+
+@subscribers_app.command("set")
+def subscribers_set(
+    email: Annotated[str, typer.Argument(help="The subscriber's address (any case).")],
+    topics: Annotated[str | None, typer.Option(help="Replace topics (comma-separated).")
+                      ] = None,
+    status: Annotated[str | None, typer.Option(help="New status; active lifts a suppression.")
+                      ] = None,
+    tz: Annotated[str | None, typer.Option("--tz", help="IANA time zone.")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Change a subscriber's topics, status or time zone.
+
+    Example: dispatch subscribers set ana@example.com --topics security --status active
+    """
+    settings = _settings(config)
+    if topics is None and status is None and tz is None:
+        raise DispatchError(Problem("dispatch subscribers set", "give --topics, --status or --tz"))
+    person = subs.update_subscriber(_store(settings), email, now=_now(),
+                                    known_topics=settings.topics, topics=_topic_list(topics),
+                                    status=status, timezone=tz)
+    out.print(f"{person.email}: {person.status}; topics {', '.join(person.topics) or 'none'}",
+              markup=False)
+
+
+@subscribers_app.command("forget")
+def subscribers_forget(
+    email: Annotated[str, typer.Argument(help="The subscriber's address (any case).")],
+    config: ConfigOption = None,
+) -> None:
+    """Erase a subscriber's personal data, keeping only a hashed entry so the address is never
+    mailed again.
+
+    Example: dispatch subscribers forget ana@example.com
+    """
+    settings = _settings(config)
+    subs.forget(_store(settings), email, _now())
+    out.print(f"forgot {email}: personal data erased, address suppressed (hashed)", markup=False)
+
+
+@app.command()
+def segments(as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
+             config: ConfigOption = None) -> None:
+    """Each segment from config.toml with its topics and live count of active subscribers.
+
+    Example: dispatch segments
+    """
+    settings = _settings(config)
+    counts = subs.segment_counts(_store(settings), settings.segments)
+    if as_json:
+        out.print_json(data=[{"segment": n, "topics": list(s.topics), "match": s.match,
+                              "exclude": list(s.exclude), "active": counts[n]}
+                             for n, s in settings.segments.items()])
+        return
+    table = Table("segment", "topics", "match", "exclude", "active subscribers")
+    for name, seg in settings.segments.items():
+        table.add_row(name, ", ".join(seg.topics), seg.match, ", ".join(seg.exclude),
+                      f"{counts[name]:,}")
+    out.print(table)
 
 
 def main() -> None:
