@@ -64,3 +64,15 @@ def test_preview_without_chromium_says_so(project):
     assert result.returncode == 0, result.stderr
     assert "Chromium not found" in result.stdout
     assert not list((project / "pv").glob("*.png"))
+
+
+def test_preview_audience_renders_only_needed_variants(project):
+    for email, topics in (("a@example.com", "security"), ("b@example.com", "security"),
+                          ("c@example.com", "economy,diplomacy")):
+        subprocess.run([sys.executable, "-m", "dispatch", "subscribers", "add", email,
+                        "--topics", topics], cwd=project, check=True, capture_output=True)
+    result = run_preview(project, "--audience")
+    assert result.returncode == 0, result.stderr
+    assert "3 active subscriber(s) in 2 topic mix(es) need 2 variant(s)" in result.stdout
+    report = json.loads((project / "pv" / "report.json").read_text())
+    assert sorted(v["id"] for v in report["variants"]) == ["b1-2-4", "b3-5"]

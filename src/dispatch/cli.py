@@ -22,6 +22,7 @@ from dispatch.errors import ConfigError, DispatchError, Problem, display_path
 from dispatch.issue import load_issue, resolve_issue_path
 from dispatch.plaintext import import_file, output_name
 from dispatch.preview import preview as run_preview
+from dispatch.segments import plan_variants
 from dispatch.store import subscribers as subs
 from dispatch.store.db import create, open_store, upgrade
 from dispatch.store.schema import STATUSES
@@ -162,18 +163,29 @@ def preview(
     screenshots: Annotated[bool, typer.Option(
         help="Also write phone (375 px) and desktop (800 px) PNGs with headless Chromium.")
     ] = False,
+    audience: Annotated[bool, typer.Option(
+        help="Only the variants the current active subscribers need (reads the store).")
+    ] = False,
     config: ConfigOption = None,
 ) -> None:
     """Render every variant of an issue to HTML, text and .eml files, with index.html and
     report.json. Touches neither SMTP nor the subscriber store.
+
+    Without --audience, every variant some topic mix can produce is rendered.
 
     Example: dispatch preview 2026-11-27-thaw --screenshots
     """
     settings = _settings(config)
     loaded = load_issue(resolve_issue_path(issue, settings), settings)
     target = out_dir or Path("out") / loaded.slug
+    variants = None
+    if audience:
+        mixes = subs.active_topic_mixes(_store(settings))
+        variants = plan_variants(loaded, mixes)
+        out.print(f"{sum(mixes.values()):,} active subscriber(s) in {len(mixes)} topic mix(es) "
+                  f"need {len(variants)} variant(s)", markup=False)
     report = run_preview(loaded, settings, target, datetime.now(timezone.utc),
-                         screenshots=screenshots, progress=lambda line: out.print(line,
+                         variants=variants, screenshots=screenshots, progress=lambda line: out.print(line,
                                                                                   markup=False))
     out.print(f"{len(report['variants'])} variant(s) written to {display_path(target)} "
               f"(open {display_path(target / 'index.html')})", markup=False)

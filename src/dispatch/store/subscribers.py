@@ -267,6 +267,30 @@ def segment_counts(engine: Engine, segments: Mapping[str, Segment]) -> dict[str,
                 for name, segment in segments.items()}
 
 
+def active_topic_mixes(engine: Engine) -> dict[frozenset[str], int]:
+    """How many active subscribers follow each distinct set of topics (read-only)."""
+    mixes: dict[frozenset[str], int] = {}
+    current: int | None = None
+    topics: list[str] = []
+    query = (select(subscribers.c.id, subscriber_topics.c.topic)
+             .join(subscriber_topics, subscriber_topics.c.subscriber_id == subscribers.c.id,
+                   isouter=True)
+             .where(subscribers.c.status == "active").order_by(subscribers.c.id))
+    with engine.connect() as conn:
+        for sid, topic in conn.execute(query):
+            if sid != current and current is not None:
+                key = frozenset(topics)
+                mixes[key] = mixes.get(key, 0) + 1
+                topics = []
+            current = sid
+            if topic:
+                topics.append(topic)
+    if current is not None:
+        key = frozenset(topics)
+        mixes[key] = mixes.get(key, 0) + 1
+    return mixes
+
+
 def count(engine: Engine, status: str | None = None) -> int:
     query = select(func.count()).select_from(subscribers)
     if status:
