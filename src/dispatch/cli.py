@@ -169,7 +169,7 @@ def preview(
     config: ConfigOption = None,
 ) -> None:
     """Render every variant of an issue to HTML, text and .eml files, with index.html and
-    report.json. Touches neither SMTP nor the subscriber store.
+    report.json. Never touches SMTP; reads the store only with --audience.
 
     Without --audience, every variant some topic mix can produce is rendered.
 
