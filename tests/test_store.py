@@ -11,7 +11,7 @@ from sqlalchemy import text
 from dispatch.config import Segment
 from dispatch.errors import ContentError, DispatchError
 from dispatch.store import subscribers as subs
-from dispatch.store.db import StoreError, create, current_revision, head_revision, open_store
+from dispatch.store.db import StoreError, current_revision, head_revision, open_store
 
 NOW = datetime(2026, 11, 21, 9, 0, tzinfo=timezone.utc)
 TOPICS = {"east-asia": 1, "security": 1, "economy": 1, "diplomacy": 1}

@@ -1,6 +1,6 @@
 """`dispatch preview`: render every variant of an issue to files an operator can open.
 
-Never touches SMTP or the subscriber store.
+Never touches SMTP or the subscriber store; the caller may pass the variants to render.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any

@@ -65,7 +65,7 @@ def _markdown() -> MarkdownIt:
 def _mark_attributions(tokens: list[Token]) -> list[Token]:
     """Give a block quote's closing "— Name" line its own paragraph with class attribution."""
     result: list[Token] = []
-    for i, token in enumerate(tokens):
+    for token in tokens:
         result.append(token)
         if token.type != "blockquote_close":
             continue
@@ -92,10 +92,10 @@ def _mark_attributions(tokens: list[Token]) -> list[Token]:
     return result
 
 
-def markdown_html(markdown: str, base_url: str) -> str:
-    """A brief's Markdown body as email-safe HTML: links absolute, quotes attributed."""
-    md = _markdown()
-    tokens = _mark_attributions(md.parse(markdown))
+def _body_tokens(markdown: str, base_url: str) -> list[Token]:
+    """A brief's body parsed once for both renders: quotes attributed, links and images
+    absolute against the newsletter's base URL."""
+    tokens = _mark_attributions(_markdown().parse(markdown))
     for token in tokens:
         for child in token.children or []:
             if child.type == "link_open":
@@ -103,7 +103,13 @@ def markdown_html(markdown: str, base_url: str) -> str:
             elif child.type == "image":
                 child.attrSet("src", urljoin(base_url + "/", str(child.attrGet("src"))))
                 child.attrSet("width", "100%")
-    return md.renderer.render(tokens, md.options, {})
+    return tokens
+
+
+def markdown_html(markdown: str, base_url: str) -> str:
+    """A brief's Markdown body as email-safe HTML."""
+    md = _markdown()
+    return md.renderer.render(_body_tokens(markdown, base_url), md.options, {})
 
 
 def _wrap(text: str, indent: str = "", first: str | None = None) -> str:
@@ -135,17 +141,13 @@ def _inline_text(token: Token, links: list[str]) -> str:
 def markdown_text(markdown: str, base_url: str, links: list[str]) -> str:
     """A brief's body as plaintext wrapped at 72 columns, links as numbered references that are
     appended to `links` (numbering continues across briefs)."""
-    tokens = _mark_attributions(_markdown().parse(markdown))
-    for token in tokens:
-        for child in token.children or []:
-            if child.type == "link_open":
-                child.attrSet("href", urljoin(base_url + "/", str(child.attrGet("href"))))
+    tokens = _body_tokens(markdown, base_url)
     blocks: list[str] = []
     lists: list[list[int]] = []  # stack of [ordered?, counter]
     quote = 0
     pending_item = False
     attribution = False
-    for token in tokens:
+    for position, token in enumerate(tokens):
         if token.type in ("bullet_list_open", "ordered_list_open"):
             lists.append([token.type == "ordered_list_open", 0])
         elif token.type in ("bullet_list_close", "ordered_list_close"):
@@ -165,7 +167,7 @@ def markdown_text(markdown: str, base_url: str, links: list[str]) -> str:
             blocks.append("\n".join("    " + line for line in token.content.rstrip().split("\n")))
         elif token.type == "inline":
             text = _inline_text(token, links)
-            heading = tokens[tokens.index(token) - 1].type == "heading_open"
+            heading = tokens[position - 1].type == "heading_open"
             indent = "    " * quote + "  " * (len(lists) - 1 if lists else 0)
             if heading:
                 blocks.append(text.upper())
@@ -287,8 +289,9 @@ def render_variant(issue: Issue, variant: Variant, settings: Settings, now: date
     problems = check_rendered(html, text, settings)
     if problems:
         raise RenderError([Problem(f"{issue.slug}/{variant.id}", p) for p in problems])
-    warnings = tuple(f"{len(html.encode()) // 1024} KB of HTML: close to Gmail's clipping "
-                     "limit" for _ in [0] if len(html.encode()) > 80 * 1024)
+    size = len(html.encode())
+    warnings = ((f"{size // 1024} KB of HTML: close to Gmail's clipping limit",)
+                if size > 80 * 1024 else ())
     return Rendered(variant=variant, html=html, text=text, warnings=warnings)
 
 

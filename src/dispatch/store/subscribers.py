@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
+from collections import Counter
 import hashlib
 import io
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import groupby
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -269,26 +271,14 @@ def segment_counts(engine: Engine, segments: Mapping[str, Segment]) -> dict[str,
 
 def active_topic_mixes(engine: Engine) -> dict[frozenset[str], int]:
     """How many active subscribers follow each distinct set of topics (read-only)."""
-    mixes: dict[frozenset[str], int] = {}
-    current: int | None = None
-    topics: list[str] = []
     query = (select(subscribers.c.id, subscriber_topics.c.topic)
              .join(subscriber_topics, subscriber_topics.c.subscriber_id == subscribers.c.id,
                    isouter=True)
              .where(subscribers.c.status == "active").order_by(subscribers.c.id))
     with engine.connect() as conn:
-        for sid, topic in conn.execute(query):
-            if sid != current and current is not None:
-                key = frozenset(topics)
-                mixes[key] = mixes.get(key, 0) + 1
-                topics = []
-            current = sid
-            if topic:
-                topics.append(topic)
-    if current is not None:
-        key = frozenset(topics)
-        mixes[key] = mixes.get(key, 0) + 1
-    return mixes
+        rows = conn.execute(query)
+        return Counter(frozenset(topic for _, topic in group if topic)
+                       for _, group in groupby(rows, key=lambda row: row[0]))
 
 
 def count(engine: Engine, status: str | None = None) -> int:
