@@ -26,6 +26,6 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432; then
     pg_ctlcluster $cluster start
     for _ in $(seq 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
 fi
-su postgres -c "psql -q -tc \"SELECT 1 FROM pg_roles WHERE rolname='dispatch'\" | grep -q 1 || psql -q -c \"CREATE ROLE dispatch LOGIN CREATEDB PASSWORD 'dispatch'\""
-su postgres -c "psql -q -tc \"SELECT 1 FROM pg_database WHERE datname='dispatch_test'\" | grep -q 1 || createdb -O dispatch dispatch_test"
+(cd / && su postgres -c "psql -q -tc \"SELECT 1 FROM pg_roles WHERE rolname='dispatch'\" | grep -q 1 || psql -q -c \"CREATE ROLE dispatch LOGIN CREATEDB PASSWORD 'dispatch'\"")
+(cd / && su postgres -c "psql -q -tc \"SELECT 1 FROM pg_database WHERE datname='dispatch_test'\" | grep -q 1 || createdb -O dispatch dispatch_test")
 echo "services: PostgreSQL ready on 127.0.0.1:5432, Chromium at $(command -v chromium)"
