@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Annotated
@@ -19,14 +24,19 @@ from dispatch.check import check as run_check
 from dispatch.config import Settings, load_settings
 from dispatch.content import read_text_file
 from dispatch.errors import ConfigError, DispatchError, Problem, display_path
-from dispatch.issue import load_issue, resolve_issue_path
+from dispatch import sending
+from dispatch.delivery import Stats
+from dispatch.demo import run_demo
+from dispatch.issue import issue_folders, load_issue, resolve_issue_path
 from dispatch.plaintext import import_file, output_name
 from dispatch.preview import preview as run_preview
 from dispatch.segments import plan_variants
+from dispatch.store import outbox
 from dispatch.store import subscribers as subs
 from dispatch.store.db import create, open_store, upgrade
-from dispatch.store.schema import STATUSES
+from dispatch.store.schema import OUTBOX_STATES, STATUSES
 from dispatch.store.subscribers import Subscriber
+from dispatch.transport import smtp_transport
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -383,6 +393,283 @@ def segments(as_json: Annotated[bool, typer.Option("--json", help="JSON output."
         table.add_row(name, ", ".join(seg.topics), seg.match, ", ".join(seg.exclude),
                       f"{counts[name]:,}")
     out.print(table)
+
+
+# ---- Delivery ---------------------------------------------------------------------------
+
+class _DeliveryProgress:
+    """A live bar with rate and ETA on a terminal; a plain log line every few seconds
+    otherwise (cron, systemd, CI)."""
+
+    def __init__(self, total: int, label: str, every: float = 5.0) -> None:
+        self.total = total
+        self.label = label
+        self.every = every
+        self._last = 0.0
+        self._bar: Progress | None = None
+
+    def __enter__(self) -> _DeliveryProgress:
+        if err.is_terminal:
+            self._bar = Progress(TextColumn(self.label), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[detail]}"), TimeRemainingColumn(),
+                                 console=err)
+            self._bar.start()
+            self._task = self._bar.add_task(self.label, total=self.total, detail="")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar:
+            self._bar.stop()
+
+    def __call__(self, stats: Stats) -> None:
+        detail = _stats_line(stats)
+        if self._bar:
+            self._bar.update(self._task, completed=stats.done, detail=detail)
+        elif time.monotonic() - self._last >= self.every:
+            self._last = time.monotonic()
+            err.print(f"{self.label}: {stats.done:,}/{self.total:,} done; {detail}",
+                      markup=False)
+
+
+def _stats_line(stats: Stats) -> str:
+    o = stats.outcomes
+    parts = [f"{o['sent']:,} sent ({stats.rate:,.0f}/s)"]
+    parts += [f"{o[k]:,} {label}" for k, label in (("retry", "to retry"), ("failed", "failed"),
+                                                  ("bounced", "bounced"),
+                                                  ("skipped", "skipped")) if o[k]]
+    if stats.note:
+        parts.append(stats.note)
+    return ", ".join(parts)
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """SIGTERM or Ctrl-C stops cleanly: in-flight messages finish, the rest are released.
+    A second Ctrl-C interrupts at once."""
+    stop = threading.Event()
+
+    def handle(signum: int, _frame: object) -> None:
+        err.print("stopping: finishing the messages in flight (Ctrl-C again to force)",
+                  markup=False)
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _finish(stats: Stats, engine: Engine, issue: str | None) -> None:
+    out.print(f"this run: {_stats_line(stats)}", markup=False)
+    if stats.paused:
+        outbox.pause_running(engine, issue, stats.paused)
+        raise DispatchError(Problem("delivery", f"paused after repeated sender-side failures: "
+                                    f"{stats.paused}. Fix the relay settings, then run the "
+                                    "same command again to resume."))
+
+
+@app.command()
+def send(
+    issue: Annotated[str, typer.Argument(help="Issue folder or slug under issues/.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Skip the confirmation prompt.")
+                   ] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Write each recipient's message as .eml instead of sending; "
+                          "change nothing in the store.")] = False,
+    out_dir: Annotated[Path | None, typer.Option(
+        "--out", help="Dry-run output folder.", show_default="out/<slug>/dry-run")] = None,
+    sample: Annotated[int | None, typer.Option(
+        min=0, help="Dry run: write only N .eml files and count the rest.")] = None,
+    test_to: Annotated[str | None, typer.Option(
+        help="Send every variant once to this address, marked as a test; the outbox is not "
+             "touched.")] = None,
+    launch_only: Annotated[bool, typer.Option(
+        help="Snapshot the audience into the outbox and leave delivery to `dispatch worker`."
+    )] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Send an issue: snapshot its audience into the outbox, then deliver over SMTP.
+
+    Running it again resumes an interrupted or paused send; nobody is added twice. Ctrl-C or
+    SIGTERM stops cleanly and a later run finishes the job.
+
+    Example: dispatch send 2026-11-27-thaw --dry-run --sample 20
+    """
+    settings = _settings(config)
+    loaded = load_issue(resolve_issue_path(issue, settings), settings)
+    engine = _store(settings)
+    if dry_run:
+        target = out_dir or Path("out") / loaded.slug / "dry-run"
+        with _DeliveryProgress(0, "dry run") as bar:
+            report = sending.dry_run(engine, loaded, settings, target, _now(), sample, bar)
+        data = report.data
+        for variant in data["variants"]:
+            out.print(f"{variant['id']}: {variant['recipients']:,} recipient(s), "
+                      f"{', '.join(variant['topics'])}", markup=False)
+        for reason, n in data["skipped"].items():
+            out.print(f"skipped {n:,}: {reason}", markup=False)
+        out.print(f"dry run: {data['messages_built']:,} message(s) built, "
+                  f"{data['files_written']:,} written to {display_path(target)} "
+                  f"(report.json); nothing sent, store unchanged", markup=False)
+        return
+    if test_to:
+        replies = sending.test_send(engine, loaded, settings, test_to, _now())
+        for vid, reply in replies:
+            out.print(f"{vid} → {test_to}: {reply}", markup=False)
+        if any(reply.code >= 400 for _, reply in replies):
+            raise typer.Exit(1)
+        return
+    existing = outbox.get_send(engine, loaded.slug)
+    if existing is None:
+        audience = outbox.plan_audience(engine, loaded, settings)
+        table = Table("variant", "recipients", "topics")
+        for vid, n, topics in sending.variant_table(audience):
+            table.add_row(vid, f"{n:,}", ", ".join(topics))
+        out.print(table)
+        for line in sending.skipped_lines(audience.skipped):
+            out.print(f"skipped {line}", markup=False)
+        if not audience.rows:
+            raise DispatchError(Problem(loaded.slug, "nobody to send to: no active subscriber "
+                                                     "matches this issue"))
+        if not yes:
+            typer.confirm(f"Send {loaded.subject!r} to {len(audience.rows):,} recipient(s) "
+                          f"in {len(audience.variants)} variant(s)?", abort=True)
+        if not sending.launch_issue(engine, loaded, audience, settings, _now()):
+            out.print("another process launched this issue a moment ago; delivering",
+                      markup=False)
+    elif existing.status == "finished":
+        when = f"{existing.finished_at:%Y-%m-%d %H:%M} UTC" if existing.finished_at else "?"
+        out.print(f"{loaded.slug} was sent already (finished {when}); see dispatch status "
+                  f"{loaded.slug}", markup=False)
+        return
+    elif existing.status == "cancelled":
+        raise DispatchError(Problem(loaded.slug, "this send was cancelled"))
+    else:
+        if existing.status == "paused":
+            out.print(f"resuming a paused send (paused: {existing.paused_reason})",
+                      markup=False)
+            outbox.set_status(engine, loaded.slug, "running")
+    left = sum(n for state, n in outbox.state_counts(engine, loaded.slug)
+               .get(loaded.slug, {}).items() if state in ("queued", "retrying", "sending"))
+    if launch_only:
+        out.print(f"{left:,} message(s) queued; run `dispatch worker` to deliver them",
+                  markup=False)
+        return
+    with _stop_on_signals() as stop, _DeliveryProgress(left, "sending") as bar:
+        stats = sending.run_worker(engine, settings, smtp_transport(settings.smtp),
+                                   issue=loaded.slug, stop=stop, progress=bar)
+    _finish(stats, engine, loaded.slug)
+    _print_status(engine, loaded.slug)
+
+
+@app.command()
+def worker(
+    until_done: Annotated[bool, typer.Option(
+        help="Exit when the running sends have nothing left (default: keep polling).")
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Deliver queued messages of every running send. Several workers may share one
+    PostgreSQL store; with SQLite, one at a time.
+
+    Example: dispatch worker --until-done
+    """
+    settings = _settings(config)
+    engine = _store(settings)
+    with _stop_on_signals() as stop, _DeliveryProgress(0, "worker", every=10.0) as bar:
+        stats = sending.run_worker(engine, settings, smtp_transport(settings.smtp), stop=stop,
+                                   until_done=until_done, progress=bar)
+    _finish(stats, engine, None)
+
+
+def _print_status(engine: Engine, issue: str | None, as_json: bool = False) -> None:
+    sends = [s for s in outbox.list_sends(engine) if issue is None or s.issue == issue]
+    counts = outbox.state_counts(engine, issue)
+    report = [{"issue": s.issue, "status": s.status, "recipients": s.recipients,
+               "paused_reason": s.paused_reason,
+               "states": {state: counts.get(s.issue, {}).get(state, 0)
+                          for state in OUTBOX_STATES},
+               "last_errors": [{**e, "updated_at": e["updated_at"].isoformat()}
+                               for e in outbox.last_errors(engine, s.issue)]}
+              for s in sends]
+    if as_json:
+        out.print_json(data=report)
+        return
+    table = Table("issue", "status", *OUTBOX_STATES)
+    for entry in report:
+        table.add_row(entry["issue"], entry["status"],
+                      *(f"{entry['states'][state]:,}" for state in OUTBOX_STATES))
+    out.print(table)
+    for entry in report:
+        if entry["paused_reason"]:
+            out.print(f"{entry['issue']}: paused: {entry['paused_reason']}", markup=False)
+        for e in entry["last_errors"]:
+            out.print(f"{entry['issue']}: {e['email'] or '(erased)'}: {e['state']} after "
+                      f"{e['attempts']} attempt(s): {e['reply']}", markup=False)
+
+
+@app.command()
+def status(
+    issue: Annotated[str | None, typer.Argument(help="Issue slug (default: every send).")
+                     ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Per send: queued, sending, sent, retrying, failed, bounced and skipped counts, and the
+    last errors.
+
+    Example: dispatch status 2026-11-27-thaw
+    """
+    settings = _settings(config)
+    engine = _store(settings)
+    if issue and outbox.get_send(engine, Path(issue).name) is None:
+        raise DispatchError(Problem(issue, "no send for this issue yet (dispatch send …)"))
+    _print_status(engine, Path(issue).name if issue else None, as_json)
+
+
+@app.command()
+def demo(
+    subscribers: Annotated[int, typer.Option(min=1, max=100_000,
+                                             help="How many subscribers to generate.")] = 500,
+    folder: Annotated[Path, typer.Option("--dir", help="Where the demo store and sample "
+                                                       "messages go (emptied first).")
+                      ] = Path("out/demo"),
+    issue: Annotated[str | None, typer.Option(help="Issue to send (default: the first).")
+                     ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Run the whole path on embedded defaults: a fresh SQLite store with generated
+    subscribers, an in-process SMTP server on localhost, a real send, and what arrived.
+
+    Nothing leaves this machine.
+
+    Example: dispatch demo --subscribers 2000
+    """
+    settings = _settings(config)
+    folders = issue_folders(settings)
+    if issue is None and not folders:
+        raise DispatchError(Problem(display_path(settings.issues_dir), "no issue to send"))
+    loaded = load_issue(resolve_issue_path(issue, settings) if issue else folders[0], settings)
+    out.print(f"demo: {subscribers:,} generated subscribers, issue {loaded.slug!r}, "
+              f"in-process SMTP server on 127.0.0.1", markup=False)
+    with _DeliveryProgress(subscribers, "sending") as bar:
+        result = run_demo(settings, loaded, folder, subscribers, progress=bar)
+    table = Table("variant", "messages received")
+    for vid, n in sorted(result.per_variant.items()):
+        table.add_row(vid, f"{n:,}")
+    out.print(table)
+    out.print(f"{result.recipients:,} recipient(s) planned, {result.received:,} message(s) "
+              f"received by the SMTP server; {_stats_line(result.stats)}", markup=False)
+    out.print(f"sample messages: {display_path(result.mailbox)}; store: "
+              f"{display_path(Path(result.store_url.removeprefix('sqlite:///')))}",
+              markup=False)
+    for problem in result.problems:
+        err.print(problem, markup=False)
+    if result.problems or result.received != result.recipients:
+        raise typer.Exit(1)
 
 
 def main() -> None:

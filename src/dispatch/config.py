@@ -59,6 +59,15 @@ class DeliverySettings:
     retry_backoff: float = 60.0  # seconds before the first retry; doubles each attempt
     verp_domain: str | None = None
     feedback_id: str | None = None
+    domain_rates: Mapping[str, float] = field(default_factory=dict)  # per recipient domain
+    sender_failures: int = 3  # consecutive sender-side failures (5.7.x, auth) that pause a send
+
+
+@dataclass(frozen=True)
+class DkimSettings:
+    domain: str
+    selector: str
+    key_file: Path  # PEM private key; absolute, resolved against config.toml's folder
 
 
 @dataclass(frozen=True)
@@ -100,6 +109,7 @@ class Settings:
     topics: Mapping[str, Topic]
     segments: Mapping[str, Segment] = field(default_factory=dict)
     schedules: tuple[RecurringSchedule, ...] = ()
+    dkim: DkimSettings | None = None
 
     @property
     def root(self) -> Path:
@@ -217,6 +227,17 @@ def _email(reader: _Reader, name: str, value: str | None) -> tuple[str, str] | N
     return display, address
 
 
+def _domain_rates(reader: _Reader) -> dict[str, float]:
+    rates = {}
+    for domain in list(reader.data):
+        if not re.match(r"^[A-Za-z0-9.-]+\.[A-Za-z]{2,}$", domain):
+            reader.seen.add(domain)
+            reader.fail("expected a domain name as the key", domain)
+            continue
+        rates[domain.lower()] = reader.number(domain, 1.0, 0.001, 100_000)
+    return rates
+
+
 def _zone(reader: _Reader, name: str, value: str) -> str:
     try:
         ZoneInfo(value)
@@ -272,8 +293,22 @@ def _parse(doc: dict[str, Any], path: Path) -> tuple[Settings | None, list[tuple
         verp_domain=dl.str("verp_domain", None, pattern=r"^[A-Za-z0-9.-]+\.[A-Za-z]{2,}$",
                            expected="a domain name"),
         feedback_id=dl.str("feedback_id", None),
+        domain_rates=MappingProxyType(_domain_rates(dl.table("domain_rates"))),
+        sender_failures=dl.int("sender_failures", 3, 1, 1000),
     )
     dl.done()
+
+    dkim = None
+    if "dkim" in doc:
+        dk = top.table("dkim")
+        domain = dk.str("domain", pattern=r"^[A-Za-z0-9.-]+\.[A-Za-z]{2,}$",
+                        expected="a domain name")
+        selector = dk.str("selector", pattern=r"^[A-Za-z0-9._-]+$", expected="a DKIM selector")
+        key_file = path.parent / dk.str("key_file", expected="a path to a PEM private key")
+        if "key_file" in dk.data and not key_file.is_file():
+            dk.fail(f"no such file: {key_file}", "key_file")
+        dkim = DkimSettings(domain=domain, selector=selector, key_file=key_file)
+        dk.done()
 
     st = top.table("store")
     url = st.str("url", f"sqlite:///{path.parent / 'dispatch.db'}",
@@ -331,7 +366,7 @@ def _parse(doc: dict[str, Any], path: Path) -> tuple[Settings | None, list[tuple
         return None, problems
     return Settings(path=path, newsletter=newsletter, smtp=smtp, delivery=delivery, store=store,
                     topics=MappingProxyType(topics), segments=MappingProxyType(segments),
-                    schedules=tuple(schedules)), []
+                    schedules=tuple(schedules), dkim=dkim), []
 
 
 def toml_line(text: str, key_path: str) -> int | None:

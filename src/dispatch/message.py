@@ -111,14 +111,21 @@ def _body_part(kind: str, content: str, boundary: str) -> list[str | tuple[str]]
 
 def build_template(rendered: Rendered, issue: Issue, settings: Settings) -> MessageTemplate:
     """Serialise a rendered variant once, leaving the per-recipient slots open."""
+    return template_from_parts(rendered.variant.id, rendered.html, rendered.text,
+                               issue.subject, issue.slug, settings)
+
+
+def template_from_parts(variant_id: str, html: str, text: str, subject: str, slug: str,
+                        settings: Settings) -> MessageTemplate:
+    """build_template from stored parts: what a worker uses for a variant rendered at launch."""
     nl = settings.newsletter
-    digest = hashlib.sha256((rendered.html + rendered.text).encode()).hexdigest()[:24]
+    digest = hashlib.sha256((html + text).encode()).hexdigest()[:24]
     boundary = f"=_dispatch_{digest}"  # "=_" never occurs in quoted-printable output
     headers = [
         "Date: ", ("date",), CRLF,
         _header("From", _address(nl.from_name, nl.from_email)),
         "To: ", ("to",), CRLF,
-        _header("Subject", issue.subject),
+        _header("Subject", subject),
         "Message-ID: ", ("message_id",), CRLF,
         "MIME-Version: 1.0" + CRLF,
         _header("List-Id", f"{nl.name} <{list_id(settings)}>"),
@@ -130,15 +137,15 @@ def build_template(rendered: Rendered, issue: Issue, settings: Settings) -> Mess
     if nl.reply_to:
         headers.append(_header("Reply-To", nl.reply_to))
     if settings.delivery.feedback_id:
-        headers.append(_header("Feedback-ID", f"{issue.slug}:{rendered.variant.id}:"
+        headers.append(_header("Feedback-ID", f"{slug}:{variant_id}:"
                                               f"{settings.delivery.feedback_id}"))
     headers += [
-        f"X-Dispatch-Issue: {issue.slug}{CRLF}X-Dispatch-Variant: {rendered.variant.id}{CRLF}",
+        f"X-Dispatch-Issue: {slug}{CRLF}X-Dispatch-Variant: {variant_id}{CRLF}",
         f"Content-Type: multipart/alternative;{CRLF} boundary=\"{boundary}\"{CRLF}{CRLF}",
         f"This is a multi-part message in MIME format.{CRLF}",
     ]
-    pieces = headers + _body_part("plain", rendered.text, boundary) + _body_part(
-        "html", rendered.html, boundary) + [f"--{boundary}--{CRLF}"]
+    pieces = headers + _body_part("plain", text, boundary) + _body_part(
+        "html", html, boundary) + [f"--{boundary}--{CRLF}"]
 
     chunks: list[bytes] = []
     slots: list[str] = []
@@ -151,7 +158,7 @@ def build_template(rendered: Rendered, issue: Issue, settings: Settings) -> Mess
         else:
             current.append(piece)
     chunks.append("".join(current).encode("ascii"))
-    return MessageTemplate(variant_id=rendered.variant.id, chunks=tuple(chunks),
+    return MessageTemplate(variant_id=variant_id, chunks=tuple(chunks),
                            slots=tuple(slots))
 
 
@@ -196,3 +203,13 @@ def message_id(issue_slug: str, key: str, settings: Settings) -> str:
     domain = settings.newsletter.from_email.rpartition("@")[2]
     digest = hashlib.sha256(f"{issue_slug}\0{key}".encode()).hexdigest()[:20]
     return f"<{issue_slug}.{digest}@{domain}>"
+
+
+def envelope_sender(recipient: str, settings: Settings) -> str:
+    """The SMTP MAIL FROM: with delivery.verp_domain set, a per-recipient VERP address
+    (bounces+ana=example.com@verp.domain) so a bounce names who it was for."""
+    domain = settings.delivery.verp_domain
+    if not domain:
+        return settings.newsletter.from_email
+    local, _, rdomain = recipient.rpartition("@")
+    return f"bounces+{local}={rdomain}@{domain}"

@@ -58,3 +58,30 @@ class Issue:
 def topics_of(briefs: tuple[Brief, ...]) -> tuple[str, ...]:
     """Every topic the briefs carry, in first-seen order."""
     return tuple(dict.fromkeys(topic for brief in briefs for topic in brief.topics))
+
+
+@dataclass(frozen=True)
+class Job:
+    """One claimed outbox row with what is needed to build and address its message."""
+
+    row_id: int
+    issue: str
+    variant: str
+    attempts: int  # before this one
+    subscriber_id: int | None
+    email: str | None  # None: the subscriber was erased after launch
+    name: str | None = None
+    status: str = "active"  # the subscriber's status at claim time
+
+
+# What became of one attempt to deliver a Job.
+SENT, RETRY, FAILED, BOUNCED, SENDER, REQUEUE, SKIPPED = (
+    "sent", "retry", "failed", "bounced", "sender", "requeue", "skipped")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    job: Job
+    kind: str  # one of the constants above
+    reply: str  # the server's reply or the reason
+    message_id: str | None = None

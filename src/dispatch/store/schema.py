@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import (Column, DateTime, Dialect, ForeignKey, Index, Integer, MetaData, String,
-                        Table, Text, TypeDecorator)
+                        Table, Text, TypeDecorator, UniqueConstraint)
 
 metadata = MetaData()
 
@@ -62,4 +62,65 @@ settings_table = Table(
     "store_settings", metadata,
     Column("key", String(64), primary_key=True),
     Column("value", Text, nullable=False),
+)
+
+# ---- Delivery ---------------------------------------------------------------------------
+
+SEND_STATUSES = ("running", "paused", "finished", "cancelled")
+
+# One row per launched issue: the send's state and why it stopped, if it did.
+sends = Table(
+    "sends", metadata,
+    Column("issue", String(200), primary_key=True),
+    Column("subject", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("recipients", Integer, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("finished_at", UTCDateTime()),
+    Column("paused_reason", Text),
+)
+
+# Each variant as rendered at launch, so every worker sends the same bytes even if the issue
+# folder is edited (or absent on that machine) while the send runs.
+send_variants = Table(
+    "send_variants", metadata,
+    Column("issue", String(200), ForeignKey("sends.issue", ondelete="CASCADE"),
+           primary_key=True),
+    Column("variant", String(64), primary_key=True),
+    Column("html", Text, nullable=False),
+    Column("text", Text, nullable=False),
+)
+
+OUTBOX_STATES = ("queued", "sending", "sent", "retrying", "failed", "bounced", "skipped")
+OPEN_STATES = ("queued", "retrying")  # waiting to be claimed
+
+# One row per (issue, subscriber): the unit of "nothing lost, nothing sent twice".
+outbox = Table(
+    "outbox", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("issue", String(200), ForeignKey("sends.issue", ondelete="CASCADE"),
+           nullable=False),
+    Column("subscriber_id", Integer, ForeignKey("subscribers.id", ondelete="SET NULL")),
+    Column("variant", String(64), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UTCDateTime(), nullable=False),
+    Column("claimed_by", String(120)),
+    Column("message_id", String(250)),
+    Column("reply", Text),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    UniqueConstraint("issue", "subscriber_id", name="uq_outbox_issue_subscriber"),
+    Index("ix_outbox_claim", "state", "next_attempt_at", "id"),
+    Index("ix_outbox_issue_state", "issue", "state"),
+)
+
+# Live delivery processes; a row whose heartbeat is stale belongs to a dead worker, whose
+# claimed rows go back to the queue.
+workers = Table(
+    "workers", metadata,
+    Column("id", String(120), primary_key=True),
+    Column("host", String(200), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", UTCDateTime(), nullable=False),
+    Column("heartbeat_at", UTCDateTime(), nullable=False),
 )

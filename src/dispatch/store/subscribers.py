@@ -113,6 +113,17 @@ def _suppress(conn: Connection, key: str, reason: str, now: datetime) -> None:
                                                  created_at=now))
 
 
+def mark_bounced(conn: Connection, subscriber_id: int, now: datetime) -> None:
+    """A hard bounce (5.1.x): the subscriber becomes bounced and the address suppressed."""
+    key = conn.execute(select(subscribers.c.email_key)
+                       .where(subscribers.c.id == subscriber_id)).scalar()
+    if key is None:
+        return
+    conn.execute(update(subscribers).where(subscribers.c.id == subscriber_id)
+                 .values(status="bounced"))
+    _suppress(conn, key, "bounced", now)
+
+
 def _check_topics(topics: Iterable[str], known: Mapping[str, object]) -> list[str]:
     topics = list(dict.fromkeys(t.strip() for t in topics if t.strip()))
     unknown = [t for t in topics if t not in known]

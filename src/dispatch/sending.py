@@ -1,0 +1,193 @@
+"""Sending an issue: launch (snapshot + render once), deliver, dry runs and test sends.
+
+The commands `dispatch send`, `dispatch worker` and `dispatch demo` are thin shells over
+these functions; so is the scheduler.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import threading
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
+
+from dispatch.config import Settings
+from dispatch.delivery import MemoryOutbox, Stats, deliver, utcnow
+from dispatch.errors import DispatchError, Problem
+from dispatch.message import Recipient, build_template, message_id, personalize
+from dispatch.models import SENT, Issue, Job
+from dispatch.render import Rendered, render_variant
+from dispatch.segments import Variant, possible_variants
+from dispatch.store.outbox import Audience, SqlOutbox, launch, plan_audience
+from dispatch.tokens import Signer, existing_secret, secret
+from dispatch.transport import FileWriter, Reply, SmtpConnection, Transport
+
+TEST_BANNER = "This is a test send of this issue; subscribers have not received it."
+
+
+class WorkerBusy(DispatchError):
+    """Another process is delivering from this SQLite store."""
+
+
+@contextmanager
+def worker_lock(engine: Engine) -> Iterator[None]:
+    """On SQLite, one delivering process at a time (the lock dies with its process, SIGKILL
+    included); PostgreSQL workers coordinate through row locks instead."""
+    url = make_url(str(engine.url))
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        yield
+        return
+    lock_path = Path(f"{url.database}.worker-lock")
+    with lock_path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise WorkerBusy(Problem(str(lock_path), f"{holder} is already delivering from this "
+                                     "SQLite store; SQLite allows one worker at a time (use "
+                                     "PostgreSQL for several)")) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.truncate(0)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def render_audience(issue: Issue, variants: dict[str, Variant], settings: Settings,
+                    now: datetime, test_banner: str | None = None) -> dict[str, Rendered]:
+    return {vid: render_variant(issue, variant, settings, now, test_banner)
+            for vid, variant in variants.items()}
+
+
+def launch_issue(engine: Engine, issue: Issue, audience: Audience, settings: Settings,
+                 now: datetime) -> bool:
+    """Render the audience's variants and snapshot it into the outbox (one transaction)."""
+    rendered = render_audience(issue, audience.variants, settings, now)
+    return launch(engine, issue, audience,
+                  {vid: (r.html, r.text) for vid, r in rendered.items()}, now)
+
+
+def run_worker(engine: Engine, settings: Settings, transport: Transport, *,
+               issue: str | None = None, stop: threading.Event | None = None,
+               until_done: bool = True, progress: Callable[[Stats], None] = lambda _: None
+               ) -> Stats:
+    """Deliver the running sends' rows (one issue's, or all) as a registered worker."""
+    outbox = SqlOutbox(engine, settings, issue)
+    with worker_lock(engine):
+        outbox.register(utcnow())
+        try:
+            stats = deliver(outbox, transport, settings, Signer(secret(engine)), stop=stop,
+                            until_done=until_done, heartbeat=outbox.heartbeat,
+                            progress=progress)
+        finally:
+            outbox.unregister()
+    return stats
+
+
+# ---- Dry runs --------------------------------------------------------------------------
+
+@dataclass
+class DryRunReport:
+    data: dict[str, Any]
+    out_dir: Path
+
+
+def dry_run(engine: Engine, issue: Issue, settings: Settings, out_dir: Path, now: datetime,
+            sample: int | None = None, progress: Callable[[Stats], None] = lambda _: None
+            ) -> DryRunReport:
+    """The send's own path (snapshot query, render, build, deliver) with an in-memory outbox
+    and a transport that writes .eml files: nothing in the store changes."""
+    audience = plan_audience(engine, issue, settings)
+    rendered = render_audience(issue, audience.variants, settings, now)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in out_dir.glob("*.eml"):
+        old.unlink()
+    jobs = deque(Job(row_id=i, issue=issue.slug, variant=vid, attempts=0, subscriber_id=sid,
+                     email=email, name=name)
+                 for i, (sid, vid, email, name) in enumerate(audience.rows))
+    outbox = MemoryOutbox(jobs, {(issue.slug, vid): (issue.subject, r.html, r.text)
+                                 for vid, r in rendered.items()})
+    writer = FileWriter(out_dir, sample)
+    # Tokens in dry-run files use the real secret when one exists, but a dry run never
+    # creates one: it writes nothing to the store.
+    key = existing_secret(engine) or "dry-run: no secret in the store yet"
+    stats = deliver(outbox, writer, settings, Signer(key), progress=progress)
+    sizes: dict[str, list[int]] = {}
+    variant_of = {row[2]: row[1] for row in audience.rows}
+    for email, size in writer.sizes.items():
+        sizes.setdefault(variant_of[email], []).append(size)
+    data: dict[str, Any] = {
+        "issue": issue.slug, "subject": issue.subject, "dry_run": True,
+        "recipients": len(audience.rows),
+        "messages_built": stats.outcomes[SENT], "files_written": writer.written,
+        "counted_not_written": writer.counted,
+        "skipped": dict(sorted(audience.skipped.items())),
+        "variants": [{
+            "id": vid, "briefs": [b.path.name for b in variant.briefs],
+            "topics": list(variant.topics), "recipients": audience.per_variant[vid],
+            "html_bytes": len(rendered[vid].html.encode()),
+            "message_bytes": _size_summary(sizes.get(vid, [])),
+            "warnings": list(rendered[vid].warnings)}
+            for vid, variant in audience.variants.items()],
+    }
+    (out_dir / "report.json").write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n",
+                                         encoding="utf-8")
+    return DryRunReport(data, out_dir)
+
+
+def _size_summary(sizes: list[int]) -> dict[str, int]:
+    if not sizes:
+        return {}
+    return {"min": min(sizes), "max": max(sizes), "mean": sum(sizes) // len(sizes)}
+
+
+# ---- Test sends ------------------------------------------------------------------------
+
+def test_send(engine: Engine, issue: Issue, settings: Settings, address: str, now: datetime,
+              connect: Callable[[], SmtpConnection] | None = None) -> list[tuple[str, Reply]]:
+    """Every variant the audience needs (every possible one when there is no audience yet)
+    sent once to `address` with a test banner; the outbox is not touched."""
+    audience = plan_audience(engine, issue, settings)
+    variants = audience.variants or possible_variants(issue)
+    rendered = render_audience(issue, variants, settings, now, TEST_BANNER)
+    base = settings.newsletter.base_url
+    connection = (connect or (lambda: SmtpConnection(settings.smtp)))()
+    replies = []
+    try:
+        for vid, result in rendered.items():
+            template = build_template(result, issue, settings)
+            recipient = Recipient(
+                email=address, name=None, unsubscribe_url=f"{base}/u/TEST-SEND",
+                preferences_url=f"{base}/p/TEST-SEND", view_url=f"{base}/a/{issue.slug}/{vid}",
+                message_id=message_id(issue.slug, f"test:{vid}:{now.isoformat()}", settings))
+            data = personalize(template, recipient, now.replace(microsecond=0), settings)
+            replies.append((vid, connection.send(settings.newsletter.from_email, address, data)))
+    finally:
+        connection.close()
+    return replies
+
+
+def variant_table(audience: Audience) -> list[tuple[str, int, list[str]]]:
+    """(variant id, recipients, topics) rows for the confirmation prompt."""
+    return [(vid, audience.per_variant[vid], list(v.topics))
+            for vid, v in audience.variants.items()]
+
+
+def skipped_lines(skipped: Counter[str]) -> list[str]:
+    return [f"{n:,} {reason}" for reason, n in sorted(skipped.items())]
+

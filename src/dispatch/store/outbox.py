@@ -1,0 +1,342 @@
+"""The outbox: the audience snapshot, claiming rows for delivery, recording what happened.
+
+Every query about sends, their variants, outbox rows and live workers lives here. A row is
+claimed (state "sending", claimed_by = the worker) before its message is sent and is marked
+"sent" only after the server's 250. Rows claimed by a worker that died go back to the queue,
+so a crash costs at most the messages accepted but not yet recorded.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from itertools import groupby
+from typing import Any
+
+from sqlalchemy import (Connection, Engine, and_, bindparam, case, delete, exists, func, insert,
+                        or_, select, update)
+from sqlalchemy.exc import IntegrityError
+
+from dispatch.config import Settings
+from dispatch.models import (BOUNCED, FAILED, REQUEUE, RETRY, SENDER, SENT, SKIPPED, Issue, Job,
+                             Outcome)
+from dispatch.segments import Variant, matched_briefs, variant_for
+from dispatch.store.schema import (OPEN_STATES, outbox, send_variants, sends, subscriber_topics,
+                                   subscribers, suppressions, workers)
+from dispatch.store.subscribers import email_hash, mark_bounced, segment_condition
+
+INSERT_BATCH = 5_000
+LEASE = timedelta(seconds=60)  # a worker silent this long is dead; its claimed rows return
+
+
+@dataclass
+class Audience:
+    """Who gets which variant of an issue, and who does not and why."""
+
+    # (subscriber id, variant id, email, name)
+    rows: list[tuple[int, str, str, str | None]] = field(default_factory=list)
+    variants: dict[str, Variant] = field(default_factory=dict)
+    per_variant: Counter[str] = field(default_factory=Counter)
+    skipped: Counter[str] = field(default_factory=Counter)  # reason -> count
+
+
+def plan_audience(engine: Engine, issue: Issue, settings: Settings) -> Audience:
+    """Read-only: the active, unsuppressed subscribers in the issue's segments, each with the
+    variant their topics select; everyone else counted under the reason they are left out."""
+    audience = Audience()
+    in_segments = or_(*(segment_condition(settings.segments[name]) for name in issue.segments)
+                      ) if issue.segments else None
+    with engine.connect() as conn:
+        for status, n in conn.execute(select(subscribers.c.status, func.count())
+                                      .where(subscribers.c.status != "active")
+                                      .group_by(subscribers.c.status)):
+            audience.skipped[f"status {status}"] = n
+        active = subscribers.c.status == "active"
+        if in_segments is not None:
+            outside = conn.execute(select(func.count()).select_from(subscribers)
+                                   .where(and_(active, ~in_segments))).scalar_one()
+            if outside:
+                audience.skipped["outside the issue's segments"] = outside
+        suppressed = set(conn.execute(select(suppressions.c.email_hash)).scalars())
+        query = (select(subscribers.c.id, subscribers.c.email_key, subscribers.c.email,
+                        subscribers.c.name, subscriber_topics.c.topic)
+                 .join(subscriber_topics, subscriber_topics.c.subscriber_id == subscribers.c.id,
+                       isouter=True)
+                 .where(and_(active, in_segments) if in_segments is not None else active)
+                 .order_by(subscribers.c.id))
+        by_topics: dict[frozenset[str], Variant | None] = {}
+        for (sid, key, email, name), group in groupby(conn.execute(query),
+                                                      key=lambda r: tuple(r[:4])):
+            if email_hash(key) in suppressed:
+                audience.skipped["suppressed"] += 1
+                continue
+            topics = frozenset(row[4] for row in group if row[4])
+            if topics not in by_topics:
+                briefs = matched_briefs(issue, topics)
+                by_topics[topics] = variant_for(issue, briefs) if briefs else None
+            variant = by_topics[topics]
+            if variant is None:
+                audience.skipped["no brief matches their topics"] += 1
+                continue
+            audience.variants.setdefault(variant.id, variant)
+            audience.per_variant[variant.id] += 1
+            audience.rows.append((sid, variant.id, email, name))
+    return audience
+
+
+# ---- Sends -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SendInfo:
+    issue: str
+    subject: str
+    status: str
+    recipients: int
+    created_at: datetime
+    finished_at: datetime | None
+    paused_reason: str | None
+
+
+def get_send(engine: Engine, issue: str) -> SendInfo | None:
+    with engine.connect() as conn:
+        row = conn.execute(select(sends).where(sends.c.issue == issue)).mappings().first()
+    return SendInfo(**row) if row else None
+
+
+def list_sends(engine: Engine) -> list[SendInfo]:
+    with engine.connect() as conn:
+        rows = conn.execute(select(sends).order_by(sends.c.created_at)).mappings().all()
+    return [SendInfo(**row) for row in rows]
+
+
+def launch(engine: Engine, issue: Issue, audience: Audience,
+           rendered: Mapping[str, tuple[str, str]], now: datetime) -> bool:
+    """Snapshot the audience into the outbox in one transaction. False when the issue was
+    launched already (by us earlier, or by another process a moment ago): nothing is added."""
+    try:
+        with engine.begin() as conn:
+            conn.execute(insert(sends).values(issue=issue.slug, subject=issue.subject,
+                                              status="running", recipients=len(audience.rows),
+                                              created_at=now))
+            conn.execute(insert(send_variants), [
+                {"issue": issue.slug, "variant": vid, "html": html, "text": text}
+                for vid, (html, text) in rendered.items()])
+            for start in range(0, len(audience.rows), INSERT_BATCH):
+                conn.execute(insert(outbox), [
+                    {"issue": issue.slug, "subscriber_id": sid, "variant": vid,
+                     "state": "queued", "attempts": 0, "next_attempt_at": now,
+                     "updated_at": now}
+                    for sid, vid, _, _ in audience.rows[start:start + INSERT_BATCH]])
+    except IntegrityError:
+        return False
+    return True
+
+
+def set_status(engine: Engine, issue: str, status: str, reason: str | None = None) -> None:
+    with engine.begin() as conn:
+        conn.execute(update(sends).where(sends.c.issue == issue)
+                     .values(status=status, paused_reason=reason))
+
+
+def variant_parts(engine: Engine, issue: str, variant: str) -> tuple[str, str, str]:
+    """(subject, html, text) of a variant as rendered at launch."""
+    with engine.connect() as conn:
+        row = conn.execute(select(sends.c.subject, send_variants.c.html, send_variants.c.text)
+                           .join(sends, sends.c.issue == send_variants.c.issue)
+                           .where(and_(send_variants.c.issue == issue,
+                                       send_variants.c.variant == variant))).one()
+    return row[0], row[1], row[2]
+
+
+def state_counts(engine: Engine, issue: str | None = None) -> dict[str, Counter[str]]:
+    """Outbox rows per state, per issue."""
+    query = select(outbox.c.issue, outbox.c.state, func.count()).group_by(outbox.c.issue,
+                                                                          outbox.c.state)
+    if issue:
+        query = query.where(outbox.c.issue == issue)
+    counts: dict[str, Counter[str]] = {}
+    with engine.connect() as conn:
+        for slug, state, n in conn.execute(query):
+            counts.setdefault(slug, Counter())[state] = n
+    return counts
+
+
+def last_errors(engine: Engine, issue: str, limit: int = 5) -> list[dict[str, Any]]:
+    query = (select(subscribers.c.email, outbox.c.state, outbox.c.attempts, outbox.c.reply,
+                    outbox.c.updated_at)
+             .join(subscribers, subscribers.c.id == outbox.c.subscriber_id, isouter=True)
+             .where(and_(outbox.c.issue == issue,
+                         outbox.c.state.in_(("failed", "bounced", "retrying")),
+                         outbox.c.reply.is_not(None)))
+             .order_by(outbox.c.updated_at.desc(), outbox.c.id.desc()).limit(limit))
+    with engine.connect() as conn:
+        return [dict(row) for row in conn.execute(query).mappings()]
+
+
+# ---- Claiming and recording ------------------------------------------------------------
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class SqlOutbox:
+    """The store side of a delivery worker. Claims use FOR UPDATE SKIP LOCKED on PostgreSQL,
+    so several workers share one outbox; on SQLite the caller holds the one-worker lock."""
+
+    def __init__(self, engine: Engine, settings: Settings, issue: str | None = None) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.issue = issue
+        self.host = socket.gethostname()
+        self.worker_id = f"{self.host}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+    # -- worker lifecycle
+    def register(self, now: datetime) -> int:
+        """Join as a live worker and return rows orphaned by dead workers to the queue."""
+        with self.engine.begin() as conn:
+            if self.engine.dialect.name == "sqlite":
+                conn.execute(delete(workers))  # we hold the one-worker lock: nobody else lives
+            else:
+                for wid, pid in conn.execute(select(workers.c.id, workers.c.pid)
+                                             .where(workers.c.host == self.host)).all():
+                    if not _alive(pid):
+                        conn.execute(delete(workers).where(workers.c.id == wid))
+            conn.execute(insert(workers).values(id=self.worker_id, host=self.host,
+                                                pid=os.getpid(), started_at=now,
+                                                heartbeat_at=now))
+            return self._requeue_orphans(conn, now)
+
+    def heartbeat(self, now: datetime) -> int:
+        with self.engine.begin() as conn:
+            conn.execute(update(workers).where(workers.c.id == self.worker_id)
+                         .values(heartbeat_at=now))
+            return self._requeue_orphans(conn, now)
+
+    def unregister(self) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(workers).where(workers.c.id == self.worker_id))
+
+    def _requeue_orphans(self, conn: Connection, now: datetime) -> int:
+        conn.execute(delete(workers).where(workers.c.heartbeat_at < now - LEASE))
+        live = select(workers.c.id)
+        result = conn.execute(
+            update(outbox)
+            .where(and_(outbox.c.state == "sending",
+                        or_(outbox.c.claimed_by.is_(None), outbox.c.claimed_by.not_in(live))))
+            .values(state=case((outbox.c.attempts > 0, "retrying"), else_="queued"),
+                    claimed_by=None, updated_at=now))
+        return result.rowcount
+
+    # -- rows
+    def _scope(self) -> Any:
+        running = select(sends.c.issue).where(sends.c.status == "running")
+        condition = outbox.c.issue.in_(running)
+        return and_(condition, outbox.c.issue == self.issue) if self.issue else condition
+
+    def claim(self, limit: int, now: datetime) -> list[Job]:
+        due = (select(outbox.c.id)
+               .where(and_(self._scope(), outbox.c.state.in_(OPEN_STATES),
+                           outbox.c.next_attempt_at <= now))
+               .order_by(outbox.c.id).limit(limit)
+               .with_for_update(skip_locked=True, of=outbox))
+        with self.engine.begin() as conn:
+            claimed = conn.execute(
+                update(outbox).where(outbox.c.id.in_(due.scalar_subquery()))
+                .values(state="sending", claimed_by=self.worker_id, updated_at=now)
+                .returning(outbox.c.id, outbox.c.issue, outbox.c.variant, outbox.c.attempts,
+                           outbox.c.subscriber_id)).all()
+            ids = [row.subscriber_id for row in claimed if row.subscriber_id is not None]
+            people = {row.id: row for row in conn.execute(
+                select(subscribers.c.id, subscribers.c.email, subscribers.c.name,
+                       subscribers.c.status).where(subscribers.c.id.in_(ids)))} if ids else {}
+        jobs = []
+        for row in sorted(claimed, key=lambda r: r.id):
+            person = people.get(row.subscriber_id)
+            jobs.append(Job(row_id=row.id, issue=row.issue, variant=row.variant,
+                            attempts=row.attempts, subscriber_id=row.subscriber_id,
+                            email=person.email if person else None,
+                            name=person.name if person else None,
+                            status=person.status if person else "erased"))
+        return jobs
+
+    def record(self, outcomes: Iterable[Outcome], now: datetime) -> None:
+        """Write what happened to each claimed row, in one transaction."""
+        delivery = self.settings.delivery
+        changes: list[dict[str, Any]] = []
+        bounced: list[int] = []
+        for o in outcomes:
+            job = o.job
+            change = {"rid": job.row_id, "st": "", "att": job.attempts, "nxt": now,
+                      "mid": o.message_id, "rep": o.reply[:2000]}
+            if o.kind == SENT:
+                change.update(st="sent", att=job.attempts + 1)
+            elif o.kind == RETRY:
+                attempts = job.attempts + 1
+                if attempts >= delivery.max_attempts:
+                    change.update(st="failed", att=attempts,
+                                  rep=f"gave up after {attempts} attempts: {o.reply}"[:2000])
+                else:
+                    change.update(st="retrying", att=attempts, nxt=now + timedelta(
+                        seconds=delivery.retry_backoff * 2 ** (attempts - 1)))
+            elif o.kind in (FAILED, BOUNCED, SKIPPED):
+                change.update(st=o.kind if o.kind != FAILED else "failed",
+                              att=job.attempts + (o.kind != SKIPPED))
+                if o.kind == BOUNCED and job.subscriber_id is not None:
+                    bounced.append(job.subscriber_id)
+            elif o.kind in (SENDER, REQUEUE):  # not the subscriber's fault: no attempt used
+                change.update(st="retrying" if job.attempts else "queued")
+            else:
+                raise ValueError(f"unknown outcome {o.kind!r}")
+            changes.append(change)
+        if not changes:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(outbox).where(and_(outbox.c.id == bindparam("rid"),
+                                          outbox.c.claimed_by == self.worker_id))
+                .values(state=bindparam("st"), attempts=bindparam("att"),
+                        next_attempt_at=bindparam("nxt"), message_id=bindparam("mid"),
+                        reply=bindparam("rep"), claimed_by=None, updated_at=now),
+                changes)
+            for sid in bounced:
+                mark_bounced(conn, sid, now)
+
+    def waiting(self, now: datetime) -> tuple[int, datetime | None]:
+        """Rows still to deliver in scope (open or being sent) and when the next open row is
+        due; sends with nothing left are marked finished."""
+        with self.engine.begin() as conn:
+            left = conn.execute(select(func.count()).select_from(outbox).where(and_(
+                self._scope(), outbox.c.state.in_((*OPEN_STATES, "sending"))))).scalar_one()
+            due = conn.execute(select(func.min(outbox.c.next_attempt_at)).where(and_(
+                self._scope(), outbox.c.state.in_(OPEN_STATES)))).scalar()
+            busy = exists().where(and_(outbox.c.issue == sends.c.issue,
+                                       outbox.c.state.in_((*OPEN_STATES, "sending"))))
+            conn.execute(update(sends).where(and_(sends.c.status == "running", ~busy))
+                         .values(status="finished", finished_at=now))
+        if due is not None and due.tzinfo is None:
+            due = due.replace(tzinfo=now.tzinfo)
+        return left, due
+
+    def template_parts(self, issue: str, variant: str) -> tuple[str, str, str]:
+        return variant_parts(self.engine, issue, variant)
+
+
+def pause_running(engine: Engine, issue: str | None, reason: str) -> None:
+    """Pause the running send (or every running send): the relay refuses us, not them."""
+    condition = sends.c.status == "running"
+    if issue:
+        condition = and_(condition, sends.c.issue == issue)
+    with engine.begin() as conn:
+        conn.execute(update(sends).where(condition).values(status="paused",
+                                                           paused_reason=reason[:2000]))

@@ -1,0 +1,166 @@
+"""Transports: the only code that talks to the network (SMTP) or writes messages as files.
+
+A connection sends one message to one recipient and returns the server's final reply; it
+raises TransportError when the connection itself is lost or refused. The SMTP connection
+writes each message's bytes as they are: message.py already made them CRLF with no line
+starting with ".", so nothing is re-scanned per message.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from threading import Lock
+from typing import Protocol
+
+from dispatch.config import SmtpSettings
+
+
+@dataclass(frozen=True)
+class Reply:
+    code: int
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.text}".strip()
+
+
+class TransportError(Exception):
+    """The connection failed or dropped; `reply` is the server's refusal when there was one."""
+
+    def __init__(self, message: str, reply: Reply | None = None) -> None:
+        super().__init__(message)
+        self.reply = reply
+
+
+class Connection(Protocol):
+    def send(self, sender: str, recipient: str, data: bytes) -> Reply: ...
+    def close(self) -> None: ...
+
+
+Transport = Callable[[], Connection]  # opens a connection
+
+
+def _reply(code: int, message: bytes | str) -> Reply:
+    text = message.decode("utf-8", "replace") if isinstance(message, bytes) else message
+    return Reply(code, " ".join(text.split()))
+
+
+class SmtpConnection:
+    """One persistent SMTP session: STARTTLS or implicit TLS with a verifying context, AUTH
+    when configured, PIPELINING when offered, the configured timeout on every command."""
+
+    def __init__(self, settings: SmtpSettings, context: ssl.SSLContext | None = None) -> None:
+        context = context or ssl.create_default_context()
+        try:
+            if settings.security == "tls":
+                self._smtp: smtplib.SMTP = smtplib.SMTP_SSL(
+                    settings.host, settings.port, timeout=settings.timeout, context=context)
+            else:
+                self._smtp = smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout)
+            self._smtp.ehlo()
+            if settings.security == "starttls":
+                self._smtp.starttls(context=context)
+                self._smtp.ehlo()
+            if settings.username:
+                self._smtp.login(settings.username, settings.password() or "")
+        except smtplib.SMTPResponseException as exc:
+            self._abandon()
+            raise TransportError(f"{settings.host}:{settings.port} refused the session",
+                                 _reply(exc.smtp_code, exc.smtp_error)) from None
+        except (OSError, smtplib.SMTPException) as exc:
+            self._abandon()
+            raise TransportError(f"cannot connect to {settings.host}:{settings.port}: "
+                                 f"{exc}") from None
+        self._pipelining = self._smtp.has_extn("pipelining")
+
+    def _abandon(self) -> None:
+        try:
+            self._smtp.close()
+        except (AttributeError, OSError):
+            pass
+
+    def _read(self) -> Reply:
+        code, message = self._smtp.getreply()
+        if code == -1:
+            raise TransportError("connection dropped")
+        return _reply(code, message)
+
+    def send(self, sender: str, recipient: str, data: bytes) -> Reply:
+        envelope = [f"MAIL FROM:<{sender}>\r\n".encode(), f"RCPT TO:<{recipient}>\r\n".encode(),
+                    b"DATA\r\n"]
+        sock = self._smtp.sock
+        try:
+            if self._pipelining:
+                sock.sendall(b"".join(envelope))
+                replies = []
+                while len(replies) < 3 and (not replies or replies[-1].code != 421):
+                    replies.append(self._read())
+            else:
+                replies = []
+                for command, ok in zip(envelope, (250, 250, 354)):
+                    sock.sendall(command)
+                    replies.append(self._read())
+                    if replies[-1].code // 100 != ok // 100:
+                        break
+            if len(replies) == 3 and replies[2].code == 354:
+                sock.sendall(data + b".\r\n")  # data ends with CRLF; no line starts with "."
+                return self._read()
+            refusal = next(r for r in replies if r.code >= 400)
+            if replies[-1].code != 421:
+                sock.sendall(b"RSET\r\n")
+                self._read()
+            return refusal
+        except TransportError:
+            self._abandon()
+            raise
+        except (OSError, smtplib.SMTPServerDisconnected) as exc:
+            self._abandon()
+            raise TransportError(f"connection lost: {exc or type(exc).__name__}") from None
+
+    def close(self) -> None:
+        try:
+            self._smtp.quit()
+        except (OSError, smtplib.SMTPException):
+            self._abandon()
+
+
+def smtp_transport(settings: SmtpSettings, context: ssl.SSLContext | None = None) -> Transport:
+    return lambda: SmtpConnection(settings, context)
+
+
+class FileWriter:
+    """The dry-run transport: writes the first `sample` messages as .eml files (all when None)
+    and counts the rest; every message is still built, so sizes and counts are real."""
+
+    def __init__(self, out_dir: Path, sample: int | None = None) -> None:
+        self.out_dir = out_dir
+        self.sample = sample
+        self.written = 0
+        self.counted = 0
+        self.sizes: dict[str, int] = {}  # recipient -> message bytes
+        self._lock = Lock()
+
+    def __call__(self) -> Connection:
+        return self
+
+    def send(self, sender: str, recipient: str, data: bytes) -> Reply:
+        with self._lock:
+            self.sizes[recipient] = len(data)
+            write = self.sample is None or self.written < self.sample
+            if write:
+                self.written += 1
+            else:
+                self.counted += 1
+        if not write:
+            return Reply(250, "counted (not written: --sample)")
+        name = "".join(c if c.isalnum() or c in "@.-_" else "_" for c in recipient)
+        (self.out_dir / f"{name}.eml").write_bytes(data)
+        return Reply(250, f"written to {name}.eml")
+
+    def close(self) -> None:
+        pass
+
