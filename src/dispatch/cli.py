@@ -516,7 +516,7 @@ def send(
                   f"(report.json); nothing sent, store unchanged", markup=False)
         return
     if test_to:
-        replies = sending.test_send(engine, loaded, settings, test_to, _now())
+        replies = sending.send_test_copies(engine, loaded, settings, test_to, _now())
         for vid, reply in replies:
             out.print(f"{vid} → {test_to}: {reply}", markup=False)
         if any(reply.code >= 400 for _, reply in replies):

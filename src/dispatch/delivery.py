@@ -149,16 +149,19 @@ class RateLimiter:
         self._clock = clock
 
     def delay(self, domain: str) -> float:
-        """Reserve the next slot for a message to `domain`; seconds to wait until it."""
+        """Reserve the next slot for a message to `domain`; seconds to wait until it. Each
+        bucket reserves its own earliest slot, so a slow domain never holds up the others."""
         keys = [k for k in ("", domain.lower()) if self._intervals.get(k)]
         if not keys:
             return 0.0
         with self._lock:
             now = self._clock()
-            start = max([now] + [self._next.get(k, now) for k in keys])
+            starts = []
             for k in keys:
+                start = max(now, self._next.get(k, now))
                 self._next[k] = start + self._intervals[k]
-        return start - now
+                starts.append(start)
+        return max(starts) - now
 
 
 @dataclass

@@ -158,7 +158,7 @@ def _size_summary(sizes: list[int]) -> dict[str, int]:
 
 # ---- Test sends ------------------------------------------------------------------------
 
-def test_send(engine: Engine, issue: Issue, settings: Settings, address: str, now: datetime,
+def send_test_copies(engine: Engine, issue: Issue, settings: Settings, address: str, now: datetime,
               connect: Callable[[], SmtpConnection] | None = None) -> list[tuple[str, Reply]]:
     """Every variant the audience needs (every possible one when there is no audience yet)
     sent once to `address` with a test banner; the outbox is not touched."""

@@ -1,0 +1,333 @@
+"""Delivery against a real in-process SMTP server (aiosmtpd) and a real store (SQLite file and
+PostgreSQL): every recipient exactly once, the right variant and headers, and each injected
+fault ending as DESIGN.md says."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+from datetime import datetime, timezone
+from email import message_from_bytes, policy
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, func, select
+
+from dispatch.config import Settings
+from dispatch.delivery import RateLimiter, classify
+from dispatch.demo import generate_subscribers
+from dispatch.issue import load_issue
+from dispatch.models import BOUNCED, FAILED, RETRY, SENDER, SENT
+from dispatch.segments import matched_briefs, variant_for
+from dispatch.sending import WorkerBusy, dry_run, launch_issue, run_worker, send_test_copies, worker_lock
+from dispatch.sink import smtp_sink
+from dispatch.store import subscribers as subs
+from dispatch.store.db import open_store
+from dispatch.store.outbox import get_send, plan_audience, state_counts
+from dispatch.store.schema import metadata, outbox
+from dispatch.tokens import Signer, secret
+from dispatch.transport import Reply, smtp_transport
+from tests.conftest import EXAMPLE_ISSUE
+from tests.smtp_server import FaultyHandler, accept_login, refuse_login
+
+NOW = datetime(2026, 1, 5, 7, 0, tzinfo=timezone.utc)  # before the real clock: rows are due
+
+
+@pytest.fixture
+def server():
+    handler = FaultyHandler()
+    with smtp_sink(handler) as (_, port):
+        yield handler, port
+
+
+def configure(settings: Settings, port: int, **delivery: object) -> Settings:
+    return dataclasses.replace(
+        settings,
+        newsletter=dataclasses.replace(settings.newsletter, base_url="https://news.example.org"),
+        smtp=dataclasses.replace(settings.smtp, host="127.0.0.1", port=port, security="none",
+                                 timeout=5.0),
+        delivery=dataclasses.replace(settings.delivery, connections=2, retry_backoff=0.0,
+                                     max_attempts=3, **delivery))
+
+
+@pytest.fixture
+def engine(store_url: str) -> Engine:
+    engine = open_store(store_url)
+    yield engine
+    engine.dispose()
+
+
+def populate(engine: Engine, settings: Settings, count: int = 30) -> list[subs.Row]:
+    issue = load_issue(settings.issues_dir / EXAMPLE_ISSUE, settings)
+    rows = generate_subscribers(settings, issue.topics, count)
+    subs.import_rows(engine, rows, NOW)
+    return rows
+
+
+def send(engine: Engine, settings: Settings, stop: threading.Event | None = None):
+    issue = load_issue(settings.issues_dir / EXAMPLE_ISSUE, settings)
+    if get_send(engine, issue.slug) is None:
+        assert launch_issue(engine, issue, plan_audience(engine, issue, settings), settings,
+                            NOW)
+    return run_worker(engine, settings, smtp_transport(settings.smtp), issue=issue.slug,
+                      stop=stop)
+
+
+def states(engine: Engine) -> dict[str, int]:
+    return dict(state_counts(engine).get(EXAMPLE_ISSUE, {}))
+
+
+def test_every_recipient_gets_one_message_with_its_variant_and_headers(engine, settings,
+                                                                        server):
+    handler, port = server
+    settings = configure(settings, port, feedback_id="dispatch")
+    rows = populate(engine, settings)
+    stats = send(engine, settings)
+    issue = load_issue(settings.issues_dir / EXAMPLE_ISSUE, settings)
+    signer = Signer(secret(engine))
+
+    assert stats.outcomes[SENT] == len(rows)
+    assert handler.per_recipient() == {r.email: 1 for r in rows}
+    by_email = {r.email: r for r in rows}
+    ids = {p.email: p.id for p in subs.list_subscribers(engine)}
+    for item in handler.received:
+        row = by_email[item.recipient]
+        msg = message_from_bytes(item.data, policy=policy.SMTP)
+        expected = variant_for(issue, matched_briefs(issue, row.topics)).id
+        assert msg["X-Dispatch-Variant"] == expected
+        assert msg["To"].addresses[0].display_name == row.name
+        assert msg["To"].addresses[0].addr_spec == row.email
+        assert msg["Message-ID"].endswith("@example.org>")
+        assert msg["List-Id"] == "The Pacific Brief <the-pacific-brief.example.org>"
+        assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert msg["Feedback-ID"].startswith(f"{EXAMPLE_ISSUE}:{expected}:")
+        https, mailto = [part.strip(" <>") for part in str(msg["List-Unsubscribe"]).split(",")]
+        assert https.startswith("https://news.example.org/u/")
+        assert mailto.startswith("mailto:editors@example.org?subject=unsubscribe")
+        assert signer.read("unsubscribe", https.rsplit("/", 1)[1]) == ids[row.email]
+        assert signer.read("preferences", https.rsplit("/", 1)[1]) is None
+        assert [p.get_content_type() for p in msg.iter_parts()] == ["text/plain", "text/html"]
+        assert https in msg.get_body(("plain",)).get_content()
+        assert all(len(line) <= 998 for line in item.data.split(b"\r\n"))
+        assert item.sender == "briefs@example.org"
+    assert states(engine) == {"sent": len(rows)}
+    with engine.connect() as conn:
+        recorded = conn.execute(select(outbox.c.message_id, outbox.c.reply)).all()
+    assert all(mid and mid.endswith("@example.org>") and reply.startswith("250")
+               for mid, reply in recorded)
+    assert get_send(engine, EXAMPLE_ISSUE).status == "finished"
+
+
+def test_launching_twice_adds_nobody_and_the_excluded_are_never_in_the_snapshot(
+        engine, settings, server):
+    _, port = server
+    settings = configure(settings, port)
+    rows = populate(engine, settings, 20)
+    subs.update_subscriber(engine, rows[0].email, now=NOW, known_topics=settings.topics,
+                           status="unsubscribed")
+    subs.update_subscriber(engine, rows[1].email, now=NOW, known_topics=settings.topics,
+                           status="bounced")
+    subs.forget(engine, rows[2].email, NOW)
+    subs.add(engine, "pending@example.com", name=None, topics=["security"], timezone=None,
+             known_topics=settings.topics, now=NOW, status="pending")
+    issue = load_issue(settings.issues_dir / EXAMPLE_ISSUE, settings)
+    audience = plan_audience(engine, issue, settings)
+    emails = {email for _, _, email, _ in audience.rows}
+    assert emails == {r.email for r in rows[3:]}
+    assert audience.skipped == {"status unsubscribed": 1, "status bounced": 1,
+                                "status pending": 1}
+    assert launch_issue(engine, issue, audience, settings, NOW)
+    assert not launch_issue(engine, issue, plan_audience(engine, issue, settings), settings, NOW)
+    assert states(engine) == {"queued": 17}
+
+
+def test_transient_replies_and_dropped_connections_are_retried_until_delivered(
+        engine, settings, server):
+    handler, port = server
+    settings = configure(settings, port)
+    rows = populate(engine, settings, 24)
+    handler.rcpt_script = {
+        rows[0].email: ["451 4.3.0 Temporary failure"],
+        rows[1].email: ["452 4.2.2 Mailbox full", "451 4.7.1 Greylisted"],
+        rows[2].email: ["drop"],
+        rows[3].email: ["slow:1.5"],  # longer than the client's timeout below
+        rows[4].email: ["slow:0.2"],  # slow but within it: delivered first time
+    }
+    handler.mail_421_every = 7
+    stats = send(engine, dataclasses.replace(
+        settings, smtp=dataclasses.replace(settings.smtp, timeout=0.8)))
+
+    assert handler.per_recipient() == {r.email: 1 for r in rows}
+    assert states(engine) == {"sent": len(rows)}
+    assert stats.outcomes[RETRY] >= 4 + 3  # scripted faults plus the 421s
+    with engine.connect() as conn:
+        attempts = dict(conn.execute(select(outbox.c.subscriber_id, outbox.c.attempts)).all())
+    ids = {p.email: p.id for p in subs.list_subscribers(engine)}
+    assert attempts[ids[rows[1].email]] == 3
+    assert attempts[ids[rows[0].email]] == attempts[ids[rows[2].email]] == 2
+    assert attempts[ids[rows[4].email]] == 1
+
+
+def test_hard_bounce_suppresses_and_other_permanent_failures_keep_the_reply(
+        engine, settings, server):
+    handler, port = server
+    settings = configure(settings, port)
+    rows = populate(engine, settings, 10)
+    handler.rcpt_script = {rows[0].email: ["550 5.1.1 No such user"],
+                           rows[1].email: ["552 5.2.2 Quota exceeded"],
+                           rows[2].email: ["451 4.3.0 a"] * 5}
+    send(engine, settings)
+
+    assert states(engine) == {"sent": 7, "bounced": 1, "failed": 2}
+    bounced = subs.get(engine, rows[0].email)
+    assert bounced is not None and bounced.status == "bounced"
+    with engine.connect() as conn:
+        assert subs.suppression_reason(conn, rows[0].email) == "bounced"
+        replies = dict(conn.execute(select(outbox.c.state, outbox.c.reply)
+                                    .where(outbox.c.state != "sent")).all())
+    assert replies["bounced"] == "550 5.1.1 No such user"
+    with engine.connect() as conn:
+        failed_replies = sorted(r for s, r in conn.execute(select(outbox.c.state, outbox.c.reply))
+                                if s == "failed")
+    assert failed_replies == ["552 5.2.2 Quota exceeded",
+                              "gave up after 3 attempts: 451 4.3.0 a"]
+    # The bounced address is not in the next issue's audience.
+    issue = load_issue(settings.issues_dir / EXAMPLE_ISSUE, settings)
+    assert rows[0].email not in {e for _, _, e, _ in plan_audience(engine, issue, settings).rows}
+
+
+def test_authentication_failure_pauses_the_send_and_a_rerun_finishes_it(engine, settings,
+                                                                        monkeypatch):
+    monkeypatch.setenv("TEST_SMTP_PASSWORD", "wrong")
+    handler = FaultyHandler()
+    with smtp_sink(handler, authenticator=refuse_login, auth_require_tls=False) as (_, port):
+        settings = configure(settings, port)
+        settings = dataclasses.replace(settings, smtp=dataclasses.replace(
+            settings.smtp, username="dispatch", password_env="TEST_SMTP_PASSWORD"))
+        rows = populate(engine, settings, 12)
+        stats = send(engine, settings)
+    assert stats.paused and "535" in stats.paused
+    assert handler.received == []
+    assert states(engine) == {"queued": len(rows)}  # nothing burned, no attempt counted
+    with engine.connect() as conn:
+        assert conn.execute(select(func.max(outbox.c.attempts))).scalar() == 0
+
+    handler = FaultyHandler()
+    with smtp_sink(handler, authenticator=accept_login, auth_require_tls=False) as (_, port):
+        settings = dataclasses.replace(settings, smtp=dataclasses.replace(settings.smtp,
+                                                                          port=port))
+        send(engine, settings)
+    assert handler.per_recipient() == {r.email: 1 for r in rows}
+
+
+def test_a_run_of_policy_refusals_pauses_instead_of_burning_the_list(engine, settings,
+                                                                     server):
+    handler, port = server
+    settings = configure(settings, port)
+    rows = populate(engine, settings, 30)
+    handler.data_reply = "554 5.7.1 Message rejected: sender reputation"
+    stats = send(engine, settings)
+    assert stats.paused and "5.7.1" in stats.paused
+    counts = states(engine)
+    assert counts.get("failed", 0) == counts.get("bounced", 0) == 0
+    assert counts["queued"] == len(rows)
+
+
+def test_dry_run_writes_messages_and_a_report_and_changes_nothing(engine, settings, tmp_path):
+    rows = populate(engine, settings, 25)
+    subs.update_subscriber(engine, rows[0].email, now=NOW, known_topics=settings.topics,
+                           status="unsubscribed")
+
+    def snapshot() -> dict[str, list]:
+        with engine.connect() as conn:
+            return {t.name: sorted(map(tuple, conn.execute(select(t)).all()), key=repr)
+                    for t in metadata.sorted_tables}
+
+    before = snapshot()
+    issue = load_issue(settings.issues_dir / EXAMPLE_ISSUE, settings)
+    report = dry_run(engine, issue, settings, tmp_path / "dry", NOW, sample=10).data
+    assert snapshot() == before
+    assert report["recipients"] == report["messages_built"] == 24
+    assert report["files_written"] == 10 and report["counted_not_written"] == 14
+    assert report["skipped"] == {"status unsubscribed": 1}
+    assert sum(v["recipients"] for v in report["variants"]) == 24
+    assert all(v["message_bytes"]["max"] < 200_000 for v in report["variants"])
+    files = sorted((tmp_path / "dry").glob("*.eml"))
+    assert len(files) == 10
+    msg = message_from_bytes(files[0].read_bytes(), policy=policy.SMTP)
+    assert msg["To"].addresses[0].addr_spec == files[0].stem
+    assert json.loads((tmp_path / "dry" / "report.json").read_text()) == report
+
+
+def test_test_send_reaches_the_address_once_per_variant_with_a_banner(engine, settings,
+                                                                      server):
+    handler, port = server
+    settings = configure(settings, port)
+    populate(engine, settings, 15)
+    issue = load_issue(settings.issues_dir / EXAMPLE_ISSUE, settings)
+    needed = plan_audience(engine, issue, settings).variants
+    replies = send_test_copies(engine, issue, settings, "editor@example.net", NOW)
+    assert [vid for vid, _ in replies] == list(needed)
+    assert all(reply.code == 250 for _, reply in replies)
+    assert {r.recipient for r in handler.received} == {"editor@example.net"}
+    for item in handler.received:
+        msg = message_from_bytes(item.data, policy=policy.SMTP)
+        assert "test send" in msg.get_body(("plain",)).get_content()
+    assert state_counts(engine) == {} and get_send(engine, issue.slug) is None
+
+
+def test_verp_envelope_sender(engine, settings, server):
+    handler, port = server
+    settings = configure(settings, port, verp_domain="bounces.example.org")
+    rows = populate(engine, settings, 3)
+    send(engine, settings)
+    local, domain = rows[0].email.split("@")
+    sender = {r.recipient: r.sender for r in handler.received}[rows[0].email]
+    assert sender == f"bounces+{local}={domain}@bounces.example.org"
+
+
+def test_sigterm_style_stop_finishes_in_flight_and_releases_the_rest(engine, settings,
+                                                                     server):
+    handler, port = server
+    settings = configure(settings, port, rate=40.0)
+    rows = populate(engine, settings, 40)
+    stop = threading.Event()
+    threading.Timer(0.4, stop.set).start()
+    send(engine, settings, stop)
+    counts = states(engine)
+    assert "sending" not in counts and 0 < counts["sent"] < len(rows)
+    assert counts["sent"] == len(handler.received)
+    send(engine, settings)
+    assert handler.per_recipient() == {r.email: 1 for r in rows}
+
+
+def test_sqlite_allows_one_worker_at_a_time(tmp_path):
+    engine = open_store(f"sqlite:///{tmp_path / 'one.db'}")
+    with worker_lock(engine):
+        with pytest.raises(WorkerBusy, match="one worker at a time"):
+            with worker_lock(engine):
+                pass
+    with worker_lock(engine):  # released when the first holder is done
+        pass
+
+
+@pytest.mark.parametrize("reply, kind", [
+    (Reply(250, "2.0.0 Ok"), SENT), (Reply(421, "4.3.2 bye"), RETRY),
+    (Reply(451, "4.7.1 greylisted"), RETRY), (Reply(550, "5.1.1 unknown"), BOUNCED),
+    (Reply(553, "5.1.3 bad address"), BOUNCED), (Reply(554, "5.7.1 spam"), SENDER),
+    (Reply(535, "Authentication failed"), SENDER), (Reply(552, "5.3.4 too big"), FAILED),
+    (Reply(550, "mailbox unavailable"), FAILED)])
+def test_reply_classification(reply, kind):
+    assert classify(reply) == kind
+
+
+def test_rate_limiter_spaces_messages_globally_and_per_domain():
+    clock = [100.0]
+    limiter = RateLimiter(10.0, {"slow.example": 2.0}, clock=lambda: clock[0])
+    assert [limiter.delay("a.example") for _ in range(3)] == pytest.approx([0, 0.1, 0.2])
+    clock[0] = 101.0
+    delays = [limiter.delay("slow.example") for _ in range(3)]
+    assert delays == pytest.approx([0, 0.5, 1.0])
+    assert limiter.delay("a.example") == pytest.approx(0.3)  # not held up by slow.example
+    assert RateLimiter(0, {}).delay("x.example") == 0
