@@ -563,6 +563,11 @@ def send(
                                    issue=loaded.slug, stop=stop, progress=bar)
     _finish(stats, engine, loaded.slug)
     _print_status(engine, loaded.slug)
+    send_row = outbox.get_send(engine, loaded.slug)
+    if stop.is_set() and send_row is not None and send_row.status == "running":
+        err.print(f"stopped before the end; run `dispatch send {loaded.slug}` again to finish",
+                  markup=False)
+        raise typer.Exit(1)
 
 
 @app.command()

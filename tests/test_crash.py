@@ -1,0 +1,110 @@
+"""Killing `dispatch send` at random moments, SIGKILL included, and running it again: every
+recipient gets the message, and only messages in flight at a kill may arrive twice."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+
+from dispatch.config import load_settings
+from dispatch.demo import generate_subscribers
+from dispatch.issue import load_issue
+from dispatch.sink import RecordingHandler, smtp_sink
+from dispatch.store import subscribers as subs
+from dispatch.store.db import open_store
+from dispatch.store.outbox import state_counts
+from tests.conftest import EXAMPLE_ISSUE
+
+RECIPIENTS = 1200
+CONNECTIONS = 2
+CLAIM_BATCH = 50  # max(50, connections * 25) in delivery.deliver: the most a worker holds
+
+
+def prepare(project: Path, port: int) -> list[str]:
+    config = project / "config.toml"
+    text = config.read_text()
+    text = re.sub(r"(?m)^port = \d+", f"port = {port}", text)
+    text = re.sub(r"(?m)^connections = \d+", f"connections = {CONNECTIONS}", text)
+    text = re.sub(r"(?m)^retry_backoff = \d+", "retry_backoff = 0", text)
+    config.write_text(text)
+    settings = load_settings(config)
+    issue = load_issue(settings.issues_dir / EXAMPLE_ISSUE, settings)
+    rows = generate_subscribers(settings, issue.topics, RECIPIENTS, seed=11)
+    engine = open_store(settings.store.url)
+    subs.import_rows(engine, rows, datetime.now(timezone.utc))
+    engine.dispose()
+    return [r.email for r in rows]
+
+
+def start_send(project: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "dispatch", "send", EXAMPLE_ISSUE, "--yes"],
+                            cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+
+
+def wait_for(handler: RecordingHandler, count: int, proc: subprocess.Popen[str]) -> bool:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if len(handler.received) >= count:
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.005)
+    raise AssertionError(f"no progress: {len(handler.received)} received")
+
+
+def test_sigkill_at_random_points_then_restart_loses_nobody(project: Path):
+    rng = random.Random(int(os.environ.get("DISPATCH_CRASH_SEED", "5")))
+    handler = RecordingHandler()
+    with smtp_sink(handler) as (_, port):
+        emails = prepare(project, port)
+        kills = 0
+        while True:
+            proc = start_send(project)
+            target = len(handler.received) + rng.randint(20, 300)
+            if kills < 4 and wait_for(handler, target, proc):
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(timeout=30)
+                kills += 1
+                continue
+            output, _ = proc.communicate(timeout=120)
+            assert proc.returncode == 0, output
+            break
+    received = Counter(r.recipient for r in handler.received)
+    duplicates = sum(received.values()) - len(received)
+    print(f"\n{kills} SIGKILLs, {len(handler.received)} deliveries, {duplicates} duplicate(s)")
+    assert kills == 4
+    assert set(received) == set(emails)  # nobody skipped
+    assert duplicates <= kills * CLAIM_BATCH
+    assert max(received.values()) <= 1 + kills
+    settings = load_settings(project / "config.toml")
+    engine = open_store(settings.store.url)
+    assert state_counts(engine)[EXAMPLE_ISSUE] == {"sent": RECIPIENTS}
+
+
+def test_sigterm_stops_cleanly_and_a_rerun_sends_no_duplicate(project: Path):
+    handler = RecordingHandler()
+    with smtp_sink(handler) as (_, port):
+        emails = prepare(project, port)
+        proc = start_send(project)
+        assert wait_for(handler, 200, proc)
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 1 and "run `dispatch send" in output, output
+        settings = load_settings(project / "config.toml")
+        engine = open_store(settings.store.url)
+        counts = state_counts(engine)[EXAMPLE_ISSUE]
+        assert "sending" not in counts  # nothing left half-claimed
+        assert counts["sent"] == len(handler.received) < RECIPIENTS
+        proc = start_send(project)
+        output, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0, output
+    assert Counter(r.recipient for r in handler.received) == {e: 1 for e in emails}
