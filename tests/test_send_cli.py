@@ -1,0 +1,72 @@
+"""`dispatch send`, `status`, `worker` and `demo` as an operator runs them."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from dispatch.sink import RecordingHandler, smtp_sink
+from tests.conftest import EXAMPLE_ISSUE
+from tests.test_crash import prepare
+
+
+def run(project: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "dispatch", *args], cwd=project,
+                          capture_output=True, text=True, timeout=180, input=stdin)
+
+
+def test_send_confirms_then_delivers_and_status_reports_it(project: Path):
+    handler = RecordingHandler()
+    with smtp_sink(handler) as (_, port):
+        emails = prepare(project, port)
+        declined = run(project, "send", EXAMPLE_ISSUE, stdin="n\n")
+        assert declined.returncode == 1 and "Aborted" in declined.stdout + declined.stderr
+        assert "recipient(s)" in declined.stdout and handler.received == []
+        assert run(project, "status").stdout.count(EXAMPLE_ISSUE) == 0  # nothing launched
+
+        sent = run(project, "send", EXAMPLE_ISSUE, stdin="y\n")
+        assert sent.returncode == 0, sent.stderr
+        assert len(handler.received) == len(emails)
+        again = run(project, "send", EXAMPLE_ISSUE, "--yes")
+        assert again.returncode == 0 and "sent already" in again.stdout
+        assert len(handler.received) == len(emails)
+
+    status = run(project, "status", EXAMPLE_ISSUE, "--json")
+    report = json.loads(status.stdout)
+    assert report[0]["status"] == "finished"
+    assert report[0]["states"]["sent"] == len(emails) == report[0]["recipients"]
+    missing = run(project, "status", "no-such-issue")
+    assert missing.returncode == 1 and "no send for this issue" in missing.stderr
+
+
+def test_dry_run_from_the_command_line(project: Path):
+    prepare(project, 1)  # nothing listens on port 1: a dry run must not connect
+    result = run(project, "send", EXAMPLE_ISSUE, "--dry-run", "--sample", "3",
+                 "--out", "dry")
+    assert result.returncode == 0, result.stderr
+    assert "nothing sent, store unchanged" in result.stdout
+    assert len(list((project / "dry").glob("*.eml"))) == 3
+    report = json.loads((project / "dry" / "report.json").read_text())
+    assert report["messages_built"] == report["recipients"] > 3
+    assert run(project, "status", "--json").stdout.strip() == "[]"
+
+
+def test_unreachable_relay_pauses_with_a_clear_message_and_status_shows_it(project: Path):
+    prepare(project, 1)
+    result = run(project, "send", EXAMPLE_ISSUE, "--yes")
+    assert result.returncode == 1
+    assert re.search(r"delivery: paused after repeated sender-side failures: cannot connect "
+                     r"to 127\.0\.0\.1:1", result.stderr), result.stderr
+    assert "Traceback" not in result.stderr
+    status = run(project, "status", EXAMPLE_ISSUE)
+    assert "paused" in status.stdout
+
+
+def test_demo_runs_the_whole_path(project: Path):
+    result = run(project, "demo", "--subscribers", "120", "--dir", "demo")
+    assert result.returncode == 0, result.stderr
+    assert "120 recipient(s) planned, 120 message(s) received" in result.stdout
+    assert len(list((project / "demo" / "mailbox").glob("*.eml"))) == 5
