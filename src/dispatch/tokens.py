@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 import secrets
 
-from itsdangerous import BadSignature, URLSafeSerializer
+from itsdangerous import BadSignature
+from itsdangerous import Signer as HmacSigner
+from itsdangerous.encoding import base64_decode, base64_encode
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 
@@ -45,18 +47,22 @@ def secret(engine: Engine) -> str:
 
 
 class Signer:
-    """Makes and reads tokens for one purpose; a token for one purpose is refused by another."""
+    """Makes and reads tokens for one purpose; a token for one purpose is refused by another.
+
+    A token is the subscriber id, URL-safe base64, and its HMAC-SHA1 signature (itsdangerous's
+    Signer: a few µs, where its serializers spend 25 µs compressing two bytes per message)."""
 
     def __init__(self, key: str) -> None:
-        self._serializers = {p: URLSafeSerializer(key, salt=f"dispatch.{p}") for p in PURPOSES}
+        self._signers = {p: HmacSigner(key, salt=f"dispatch.{p}") for p in PURPOSES}
 
     def token(self, purpose: str, subscriber_id: int) -> str:
-        return str(self._serializers[purpose].dumps(subscriber_id))
+        payload = base64_encode(subscriber_id.to_bytes(8, "big").lstrip(b"\0") or b"\0")
+        return self._signers[purpose].sign(payload).decode("ascii")
 
     def read(self, purpose: str, token: str) -> int | None:
         """The subscriber id in a valid token, else None."""
         try:
-            value = self._serializers[purpose].loads(token)
-        except BadSignature:
+            payload = self._signers[purpose].unsign(token.encode("ascii", "replace"))
+            return int.from_bytes(base64_decode(payload), "big")
+        except (BadSignature, ValueError):
             return None
-        return value if isinstance(value, int) else None

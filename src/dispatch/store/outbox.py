@@ -26,8 +26,8 @@ from dispatch.config import Settings
 from dispatch.models import (BOUNCED, FAILED, REQUEUE, RETRY, SENDER, SENT, SKIPPED, Issue, Job,
                              Outcome)
 from dispatch.segments import Variant, matched_briefs, variant_for
-from dispatch.store.schema import (OPEN_STATES, outbox, send_variants, sends, subscriber_topics,
-                                   subscribers, suppressions, workers)
+from dispatch.store.schema import (OPEN_STATES, UTCDateTime, outbox, send_variants, sends,
+                                   subscriber_topics, subscribers, suppressions, workers)
 from dispatch.store.subscribers import email_hash, mark_bounced, segment_condition
 
 INSERT_BATCH = 5_000
@@ -200,6 +200,14 @@ class SqlOutbox:
         self.issue = issue
         self.host = socket.gethostname()
         self.worker_id = f"{self.host}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._statements: dict[int, tuple[Any, Any]] = {}
+        self._record_statement = (
+            update(outbox).where(and_(outbox.c.id == bindparam("rid"),
+                                      outbox.c.claimed_by == self.worker_id))
+            .values(state=bindparam("st"), attempts=bindparam("att"),
+                    next_attempt_at=bindparam("nxt", type_=UTCDateTime()),
+                    message_id=bindparam("mid"), reply=bindparam("rep"), claimed_by=None,
+                    updated_at=bindparam("now", type_=UTCDateTime())))
 
     # -- worker lifecycle
     def register(self, now: datetime) -> int:
@@ -244,31 +252,33 @@ class SqlOutbox:
         condition = outbox.c.issue.in_(running)
         return and_(condition, outbox.c.issue == self.issue) if self.issue else condition
 
+    def _claim_statements(self, limit: int) -> tuple[Any, Any]:
+        """Built once per batch size: SQLAlchemy then reuses the compiled SQL every batch."""
+        if limit not in self._statements:
+            due = (select(outbox.c.id, outbox.c.issue, outbox.c.variant, outbox.c.attempts,
+                          outbox.c.subscriber_id, subscribers.c.email, subscribers.c.name,
+                          subscribers.c.status)
+                   .join(subscribers, subscribers.c.id == outbox.c.subscriber_id, isouter=True)
+                   .where(and_(self._scope(), outbox.c.state.in_(OPEN_STATES),
+                               outbox.c.next_attempt_at <= bindparam("now", type_=UTCDateTime())))
+                   .order_by(outbox.c.id).limit(limit)
+                   .with_for_update(skip_locked=True, of=outbox))
+            mark = (update(outbox).where(outbox.c.id.in_(bindparam("ids", expanding=True)))
+                    .values(state="sending", claimed_by=self.worker_id,
+                            updated_at=bindparam("now", type_=UTCDateTime())))
+            self._statements[limit] = (due, mark)
+        return self._statements[limit]
+
     def claim(self, limit: int, now: datetime) -> list[Job]:
-        due = (select(outbox.c.id)
-               .where(and_(self._scope(), outbox.c.state.in_(OPEN_STATES),
-                           outbox.c.next_attempt_at <= now))
-               .order_by(outbox.c.id).limit(limit)
-               .with_for_update(skip_locked=True, of=outbox))
+        due, mark = self._claim_statements(limit)
         with self.engine.begin() as conn:
-            claimed = conn.execute(
-                update(outbox).where(outbox.c.id.in_(due.scalar_subquery()))
-                .values(state="sending", claimed_by=self.worker_id, updated_at=now)
-                .returning(outbox.c.id, outbox.c.issue, outbox.c.variant, outbox.c.attempts,
-                           outbox.c.subscriber_id)).all()
-            ids = [row.subscriber_id for row in claimed if row.subscriber_id is not None]
-            people = {row.id: row for row in conn.execute(
-                select(subscribers.c.id, subscribers.c.email, subscribers.c.name,
-                       subscribers.c.status).where(subscribers.c.id.in_(ids)))} if ids else {}
-        jobs = []
-        for row in sorted(claimed, key=lambda r: r.id):
-            person = people.get(row.subscriber_id)
-            jobs.append(Job(row_id=row.id, issue=row.issue, variant=row.variant,
-                            attempts=row.attempts, subscriber_id=row.subscriber_id,
-                            email=person.email if person else None,
-                            name=person.name if person else None,
-                            status=person.status if person else "erased"))
-        return jobs
+            rows = conn.execute(due, {"now": now}).all()
+            if rows:
+                conn.execute(mark, {"ids": [row.id for row in rows], "now": now})
+        return [Job(row_id=row.id, issue=row.issue, variant=row.variant,
+                    attempts=row.attempts, subscriber_id=row.subscriber_id, email=row.email,
+                    name=row.name, status=row.status if row.email else "erased")
+                for row in rows]
 
     def record(self, outcomes: Iterable[Outcome], now: datetime) -> None:
         """Write what happened to each claimed row, in one transaction."""
@@ -277,7 +287,7 @@ class SqlOutbox:
         bounced: list[int] = []
         for o in outcomes:
             job = o.job
-            change = {"rid": job.row_id, "st": "", "att": job.attempts, "nxt": now,
+            change = {"rid": job.row_id, "st": "", "att": job.attempts, "nxt": now, "now": now,
                       "mid": o.message_id, "rep": o.reply[:2000]}
             if o.kind == SENT:
                 change.update(st="sent", att=job.attempts + 1)
@@ -302,13 +312,7 @@ class SqlOutbox:
         if not changes:
             return
         with self.engine.begin() as conn:
-            conn.execute(
-                update(outbox).where(and_(outbox.c.id == bindparam("rid"),
-                                          outbox.c.claimed_by == self.worker_id))
-                .values(state=bindparam("st"), attempts=bindparam("att"),
-                        next_attempt_at=bindparam("nxt"), message_id=bindparam("mid"),
-                        reply=bindparam("rep"), claimed_by=None, updated_at=now),
-                changes)
+            conn.execute(self._record_statement, changes)
             for sid in bounced:
                 mark_bounced(conn, sid, now)
 
