@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs and starts what the tests talk to for real, from Debian's packages: PostgreSQL
 # (a server on 127.0.0.1:5432 with a `dispatch` role and `dispatch_test` database) and Chromium
-# (headless screenshots). Idempotent. Without root or apt-get it says so, and the tests that
+# (headless screenshots), and Postfix's smtp-sink/smtp-source for the delivery benchmark (the
+# postfix daemon is never configured or started). Idempotent. Without root or apt-get it says so, and the tests that
 # need these programs skip with a reason.
 set -euo pipefail
 
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
+[ -x /usr/sbin/smtp-sink ] || missing+=(postfix)
 
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
     echo "services: not root or no apt-get: not installing ${missing[*]:-anything}; tests that need missing services will skip"
@@ -16,6 +18,8 @@ fi
 if [ ${#missing[@]} -gt 0 ]; then
     echo "services: installing ${missing[*]} from Debian's packages"
     export DEBIAN_FRONTEND=noninteractive
+    # "No configuration": the postfix package then installs its tools and runs no daemon.
+    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi

@@ -9,7 +9,6 @@ import json
 import threading
 from datetime import datetime, timezone
 from email import message_from_bytes, policy
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, func, select

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -593,9 +593,10 @@ def worker(
 def _print_status(engine: Engine, issue: str | None, as_json: bool = False) -> None:
     sends = [s for s in outbox.list_sends(engine) if issue is None or s.issue == issue]
     counts = outbox.state_counts(engine, issue)
-    report = [{"issue": s.issue, "status": s.status, "recipients": s.recipients,
+    report: list[dict[str, Any]] = [
+              {"issue": s.issue, "status": s.status, "recipients": s.recipients,
                "paused_reason": s.paused_reason,
-               "states": {state: counts.get(s.issue, {}).get(state, 0)
+               "states": {state: counts[s.issue][state] if s.issue in counts else 0
                           for state in OUTBOX_STATES},
                "last_errors": [{**e, "updated_at": e["updated_at"].isoformat()}
                                for e in outbox.last_errors(engine, s.issue)]}

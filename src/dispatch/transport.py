@@ -93,15 +93,17 @@ class SmtpConnection:
         envelope = [f"MAIL FROM:<{sender}>\r\n".encode(), f"RCPT TO:<{recipient}>\r\n".encode(),
                     b"DATA\r\n"]
         sock = self._smtp.sock
+        if sock is None:
+            raise TransportError("connection closed")
         try:
             if self._pipelining:
                 sock.sendall(b"".join(envelope))
-                replies = []
+                replies: list[Reply] = []
                 while len(replies) < 3 and (not replies or replies[-1].code != 421):
                     replies.append(self._read())
             else:
                 replies = []
-                for command, ok in zip(envelope, (250, 250, 354)):
+                for command, ok in zip(envelope, (250, 250, 354), strict=True):
                     sock.sendall(command)
                     replies.append(self._read())
                     if replies[-1].code // 100 != ok // 100:
