@@ -330,3 +330,14 @@ def test_rate_limiter_spaces_messages_globally_and_per_domain():
     assert delays == pytest.approx([0, 0.5, 1.0])
     assert limiter.delay("a.example") == pytest.approx(0.3)  # not held up by slow.example
     assert RateLimiter(0, {}).delay("x.example") == 0
+
+
+def test_token_secret_is_kept_in_the_store_unless_given(engine, monkeypatch):
+    monkeypatch.delenv("DISPATCH_SECRET", raising=False)
+    first = secret(engine)
+    assert len(first) >= 32 and secret(engine) == first  # generated once, then kept
+    token = Signer(first).token("unsubscribe", 42)
+    assert Signer(secret(engine)).read("unsubscribe", token) == 42
+    assert Signer("another secret").read("unsubscribe", token) is None
+    monkeypatch.setenv("DISPATCH_SECRET", "from-the-environment")
+    assert secret(engine) == "from-the-environment"

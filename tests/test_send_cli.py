@@ -70,3 +70,18 @@ def test_demo_runs_the_whole_path(project: Path):
     assert result.returncode == 0, result.stderr
     assert "120 recipient(s) planned, 120 message(s) received" in result.stdout
     assert len(list((project / "demo" / "mailbox").glob("*.eml"))) == 5
+
+
+def test_send_hands_over_to_a_running_sqlite_worker(project: Path):
+    from dispatch.config import load_settings
+    from dispatch.sending import worker_lock
+    from dispatch.store.db import open_store
+
+    prepare(project, 1)
+    engine = open_store(load_settings(project / "config.toml").store.url)
+    with worker_lock(engine):  # as a running `dispatch worker` holds it
+        result = run(project, "send", EXAMPLE_ISSUE, "--yes")
+        second = run(project, "worker", "--until-done")
+    assert result.returncode == 0, result.stderr
+    assert "is delivering from this store and will send them" in result.stdout
+    assert second.returncode == 1 and "one worker at a time" in second.stderr

@@ -558,9 +558,15 @@ def send(
         out.print(f"{left:,} message(s) queued; run `dispatch worker` to deliver them",
                   markup=False)
         return
-    with _stop_on_signals() as stop, _DeliveryProgress(left, "sending") as bar:
-        stats = sending.run_worker(engine, settings, smtp_transport(settings.smtp),
-                                   issue=loaded.slug, stop=stop, progress=bar)
+    try:
+        with _stop_on_signals() as stop, _DeliveryProgress(left, "sending") as bar:
+            stats = sending.run_worker(engine, settings, smtp_transport(settings.smtp),
+                                       issue=loaded.slug, stop=stop, progress=bar)
+    except sending.WorkerBusy as busy:
+        # A `dispatch worker` already holds this SQLite store: it will deliver the rows.
+        out.print(f"{left:,} message(s) queued; {busy.problems[0].message.split(' is ')[0]} "
+                  "is delivering from this store and will send them", markup=False)
+        return
     _finish(stats, engine, loaded.slug)
     _print_status(engine, loaded.slug)
     send_row = outbox.get_send(engine, loaded.slug)
