@@ -158,15 +158,15 @@ def _size_summary(sizes: list[int]) -> dict[str, int]:
 
 # ---- Test sends ------------------------------------------------------------------------
 
-def send_test_copies(engine: Engine, issue: Issue, settings: Settings, address: str, now: datetime,
-              connect: Callable[[], SmtpConnection] | None = None) -> list[tuple[str, Reply]]:
+def send_test_copies(engine: Engine, issue: Issue, settings: Settings, address: str,
+                     now: datetime) -> list[tuple[str, Reply]]:
     """Every variant the audience needs (every possible one when there is no audience yet)
     sent once to `address` with a test banner; the outbox is not touched."""
     audience = plan_audience(engine, issue, settings)
     variants = audience.variants or possible_variants(issue)
     rendered = render_audience(issue, variants, settings, now, TEST_BANNER)
     base = settings.newsletter.base_url
-    connection = (connect or (lambda: SmtpConnection(settings.smtp)))()
+    connection = SmtpConnection(settings.smtp)
     replies = []
     try:
         for vid, result in rendered.items():

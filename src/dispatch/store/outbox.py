@@ -300,8 +300,7 @@ class SqlOutbox:
                     change.update(st="retrying", att=attempts, nxt=now + timedelta(
                         seconds=delivery.retry_backoff * 2 ** (attempts - 1)))
             elif o.kind in (FAILED, BOUNCED, SKIPPED):
-                change.update(st=o.kind if o.kind != FAILED else "failed",
-                              att=job.attempts + (o.kind != SKIPPED))
+                change.update(st=o.kind, att=job.attempts + (o.kind != SKIPPED))
                 if o.kind == BOUNCED and job.subscriber_id is not None:
                     bounced.append(job.subscriber_id)
             elif o.kind in (SENDER, REQUEUE):  # not the subscriber's fault: no attempt used
@@ -328,8 +327,6 @@ class SqlOutbox:
                                        outbox.c.state.in_((*OPEN_STATES, "sending"))))
             conn.execute(update(sends).where(and_(sends.c.status == "running", ~busy))
                          .values(status="finished", finished_at=now))
-        if due is not None and due.tzinfo is None:
-            due = due.replace(tzinfo=now.tzinfo)
         return left, due
 
     def template_parts(self, issue: str, variant: str) -> tuple[str, str, str]:
