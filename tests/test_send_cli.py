@@ -63,6 +63,9 @@ def test_unreachable_relay_pauses_with_a_clear_message_and_status_shows_it(proje
     assert "Traceback" not in result.stderr
     status = run(project, "status", EXAMPLE_ISSUE)
     assert "paused" in status.stdout
+    test = run(project, "send", EXAMPLE_ISSUE, "--test-to", "editor@example.net")
+    assert test.returncode == 1 and "Traceback" not in test.stderr
+    assert "smtp: test send failed: cannot connect to 127.0.0.1:1" in test.stderr, test.stderr
 
 
 def test_demo_runs_the_whole_path(project: Path):

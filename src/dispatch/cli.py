@@ -36,7 +36,7 @@ from dispatch.store import subscribers as subs
 from dispatch.store.db import create, open_store, upgrade
 from dispatch.store.schema import OUTBOX_STATES, STATUSES
 from dispatch.store.subscribers import Subscriber
-from dispatch.transport import smtp_transport
+from dispatch.transport import TransportError, smtp_transport
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -516,7 +516,11 @@ def send(
                   f"(report.json); nothing sent, store unchanged", markup=False)
         return
     if test_to:
-        replies = sending.send_test_copies(engine, loaded, settings, test_to, _now())
+        try:
+            replies = sending.send_test_copies(engine, loaded, settings, test_to, _now())
+        except TransportError as exc:
+            detail = f"{exc}: {exc.reply}" if exc.reply else str(exc)
+            raise DispatchError(Problem("smtp", f"test send failed: {detail}")) from None
         for vid, reply in replies:
             out.print(f"{vid} → {test_to}: {reply}", markup=False)
         if any(reply.code >= 400 for _, reply in replies):
