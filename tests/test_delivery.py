@@ -115,7 +115,7 @@ def test_every_recipient_gets_one_message_with_its_variant_and_headers(engine, s
         recorded = conn.execute(select(outbox.c.message_id, outbox.c.reply)).all()
     assert all(mid and mid.endswith("@example.org>") and reply.startswith("250")
                for mid, reply in recorded)
-    assert get_send(engine, EXAMPLE_ISSUE).status == "finished"
+    assert get_send(engine, EXAMPLE_ISSUE).status == "sent"
 
 
 def test_launching_twice_adds_nobody_and_the_excluded_are_never_in_the_snapshot(

@@ -36,7 +36,7 @@ def test_send_confirms_then_delivers_and_status_reports_it(project: Path):
 
     status = run(project, "status", EXAMPLE_ISSUE, "--json")
     report = json.loads(status.stdout)
-    assert report[0]["status"] == "finished"
+    assert report[0]["status"] == "sent"
     assert report[0]["states"]["sent"] == len(emails) == report[0]["recipients"]
     missing = run(project, "status", "no-such-issue")
     assert missing.returncode == 1 and "no send for this issue" in missing.stderr

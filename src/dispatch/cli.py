@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 import typer
 from rich.console import Console
@@ -24,6 +27,7 @@ from dispatch.check import check as run_check
 from dispatch.config import Settings, load_settings
 from dispatch.content import read_text_file
 from dispatch.errors import ConfigError, DispatchError, Problem, display_path
+from dispatch import schedule as scheduling
 from dispatch import sending
 from dispatch.delivery import Stats
 from dispatch.demo import run_demo
@@ -64,6 +68,22 @@ subscribers_app = typer.Typer(cls=_Group, no_args_is_help=True,
 app.add_typer(subscribers_app, name="subscribers")
 db_app = typer.Typer(cls=_Group, no_args_is_help=True, help="The subscriber store's schema.")
 app.add_typer(db_app, name="db")
+
+
+class _ScheduleGroup(_Group):
+    """`dispatch schedule ISSUE …` is short for `dispatch schedule add ISSUE …`."""
+
+    def resolve_command(self, ctx: typer.Context, args: list[str]) -> Any:
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["add", *args]
+        return super().resolve_command(ctx, args)
+
+
+schedule_app = typer.Typer(
+    cls=_ScheduleGroup, no_args_is_help=True,
+    help="Schedule issues: dispatch schedule ISSUE --at TIME (short for `schedule add`), "
+         "then list, move or cancel. `dispatch run` sends them on time.")
+app.add_typer(schedule_app, name="schedule")
 
 ConfigOption = Annotated[Path | None, typer.Option(
     "--config", "-c", envvar="DISPATCH_CONFIG", show_default="./config.toml",
@@ -431,6 +451,18 @@ class _DeliveryProgress:
                       markup=False)
 
 
+def _when(send: outbox.SendInfo, settings: Settings) -> str:
+    """A send time in the editors' zone and in UTC."""
+    if send.send_at is None:
+        return "-"
+    if send.local_time:
+        return (f"{send.local_time.replace('T', ' ')[:16]} in each subscriber's zone "
+                f"(first {send.send_at:%Y-%m-%d %H:%M} UTC)")
+    zone = ZoneInfo(settings.newsletter.timezone)
+    return (f"{send.send_at.astimezone(zone):%Y-%m-%d %H:%M} {settings.newsletter.timezone} "
+            f"({send.send_at:%Y-%m-%d %H:%M} UTC)")
+
+
 def _stats_line(stats: Stats) -> str:
     o = stats.outcomes
     parts = [f"{o['sent']:,} sent ({stats.rate:,.0f}/s)"]
@@ -527,7 +559,11 @@ def send(
             raise typer.Exit(1)
         return
     existing = outbox.get_send(engine, loaded.slug)
-    if existing is None:
+    if existing is not None and existing.status == "scheduled":
+        raise DispatchError(Problem(loaded.slug, f"scheduled for {_when(existing, settings)}; "
+                                                 f"run dispatch schedule cancel {loaded.slug} "
+                                                 "first to send it now"))
+    if existing is None or existing.launched_at is None:
         audience = outbox.plan_audience(engine, loaded, settings)
         table = Table("variant", "recipients", "topics")
         for vid, n, topics in sending.variant_table(audience):
@@ -544,7 +580,7 @@ def send(
         if not sending.launch_issue(engine, loaded, audience, settings, _now()):
             out.print("another process launched this issue a moment ago; delivering",
                       markup=False)
-    elif existing.status == "finished":
+    elif existing.status == "sent":
         when = f"{existing.finished_at:%Y-%m-%d %H:%M} UTC" if existing.finished_at else "?"
         out.print(f"{loaded.slug} was sent already (finished {when}); see dispatch status "
                   f"{loaded.slug}", markup=False)
@@ -553,9 +589,8 @@ def send(
         raise DispatchError(Problem(loaded.slug, "this send was cancelled"))
     else:
         if existing.status == "paused":
-            out.print(f"resuming a paused send (paused: {existing.paused_reason})",
-                      markup=False)
-            outbox.set_status(engine, loaded.slug, "running")
+            out.print(f"resuming a paused send (paused: {existing.reason})", markup=False)
+            outbox.set_status(engine, loaded.slug, "sending")
     left = sum(n for state, n in outbox.state_counts(engine, loaded.slug)
                .get(loaded.slug, {}).items() if state in ("queued", "retrying", "sending"))
     if launch_only:
@@ -574,7 +609,7 @@ def send(
     _finish(stats, engine, loaded.slug)
     _print_status(engine, loaded.slug)
     send_row = outbox.get_send(engine, loaded.slug)
-    if stop.is_set() and send_row is not None and send_row.status == "running":
+    if stop.is_set() and send_row is not None and send_row.status == "sending":
         err.print(f"stopped before the end; run `dispatch send {loaded.slug}` again to finish",
                   markup=False)
         raise typer.Exit(1)
@@ -605,7 +640,8 @@ def _print_status(engine: Engine, issue: str | None, as_json: bool = False) -> N
     counts = outbox.state_counts(engine, issue)
     report: list[dict[str, Any]] = [
               {"issue": s.issue, "status": s.status, "recipients": s.recipients,
-               "paused_reason": s.paused_reason,
+               "reason": s.reason,
+               "send_at": s.send_at.isoformat() if s.send_at else None,
                "states": {state: counts[s.issue][state] if s.issue in counts else 0
                           for state in OUTBOX_STATES},
                "last_errors": [{**e, "updated_at": e["updated_at"].isoformat()}
@@ -620,8 +656,8 @@ def _print_status(engine: Engine, issue: str | None, as_json: bool = False) -> N
                       *(f"{entry['states'][state]:,}" for state in OUTBOX_STATES))
     out.print(table)
     for entry in report:
-        if entry["paused_reason"]:
-            out.print(f"{entry['issue']}: paused: {entry['paused_reason']}", markup=False)
+        if entry["reason"]:
+            out.print(f"{entry['issue']}: {entry['status']}: {entry['reason']}", markup=False)
         for e in entry["last_errors"]:
             out.print(f"{entry['issue']}: {e['email'] or '(erased)'}: {e['state']} after "
                       f"{e['attempts']} attempt(s): {e['reply']}", markup=False)
@@ -686,6 +722,199 @@ def demo(
         err.print(problem, markup=False)
     if result.problems or result.received != result.recipients:
         raise typer.Exit(1)
+
+
+# ---- Scheduling -------------------------------------------------------------------------
+
+AtOption = Annotated[str | None, typer.Option(
+    "--at", help='When: "2026-12-01 07:00" (in --tz, else newsletter.timezone) or any ISO 8601 '
+                 'time with seconds and offset, e.g. 2026-12-01T07:00:00+09:00.')]
+TzOption = Annotated[str | None, typer.Option(
+    "--tz", help="IANA zone of a bare --at time, e.g. Asia/Seoul.")]
+
+
+def _daemon_hint(engine: Engine) -> None:
+    if not outbox.live_workers(engine, _now()):
+        err.print("note: no `dispatch run` daemon is running against this store; start one to "
+                  "send scheduled issues on time", markup=False)
+
+
+@schedule_app.command("add")
+def schedule_add(
+    issue: Annotated[str, typer.Argument(help="Issue folder or slug under issues/.")],
+    at: AtOption = None,
+    tz: TzOption = None,
+    local_time: Annotated[bool, typer.Option(
+        "--local-time", help="Deliver at the --at wall-clock time in each subscriber's own "
+                             "zone (schedule.default_timezone for those without one).")
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Schedule an issue (at --at, else its send_at). The issue is checked first (every variant
+    rendered); an issue with problems or a time in the past is refused.
+
+    Example: dispatch schedule 2026-11-27-thaw --at "2026-12-01 07:00" --tz Asia/Seoul
+    """
+    settings = _settings(config)
+    engine = _store(settings)
+    loaded, when = scheduling.schedule_issue(engine, settings, issue, at=at, tz=tz,
+                                             local=local_time, now=_now())
+    send = outbox.get_send(engine, loaded.slug)
+    assert send is not None
+    out.print(f"scheduled {loaded.slug} for {_when(send, settings)}", markup=False)
+    for zone, moment in when.releases:
+        out.print(f"  {zone}: {moment:%Y-%m-%d %H:%M} UTC", markup=False)
+    _daemon_hint(engine)
+
+
+@schedule_app.command("list")
+def schedule_list(
+    as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """What goes out when (in the editors' zone and UTC), what went out, drafts, and the
+    recurring digests' next times.
+
+    Example: dispatch schedule list
+    """
+    settings = _settings(config)
+    engine = _store(settings)
+    sends = outbox.list_sends(engine)
+    sends.sort(key=lambda s: (s.status != "scheduled", s.send_at or s.created_at))
+    counts = outbox.state_counts(engine)
+    known = {s.issue for s in sends}
+    drafts = [f.name for f in issue_folders(settings) if f.name not in known]
+    now = _now()
+    digests = [(r, scheduling.next_digest(r, now)) for r in settings.schedules]
+    if as_json:
+        out.print_json(data={
+            "sends": [{"issue": s.issue, "status": s.status, "subject": s.subject,
+                       "send_at": s.send_at.isoformat() if s.send_at else None,
+                       "local_time": s.local_time, "recipients": s.recipients,
+                       "sent": counts.get(s.issue, Counter()).get("sent", 0), "reason": s.reason}
+                      for s in sends],
+            "drafts": drafts,
+            "recurring": [{"name": r.name, "cron": r.cron, "timezone": r.timezone,
+                           "folder": r.folder, "next": n.isoformat() if n else None}
+                          for r, n in digests]})
+        return
+    table = Table("issue", "status", f"when ({settings.newsletter.timezone})", "UTC", "sent")
+    zone = ZoneInfo(settings.newsletter.timezone)
+    for s in sends:
+        local = ("each reader's " + s.local_time.replace("T", " ")[:16] if s.local_time
+                 else f"{s.send_at.astimezone(zone):%Y-%m-%d %H:%M}" if s.send_at else "-")
+        utc = f"{s.send_at:%Y-%m-%d %H:%M}" if s.send_at else "-"
+        sent = f"{counts.get(s.issue, Counter()).get('sent', 0):,}/{s.recipients:,}" \
+            if s.launched_at else "-"
+        table.add_row(s.issue, s.status, local, utc, sent)
+    for name in drafts:
+        table.add_row(name, "draft", "-", "-", "-")
+    out.print(table)
+    for s in sends:
+        if s.reason and s.status in ("paused", "failed", "missed"):
+            out.print(f"{s.issue}: {s.status}: {s.reason}", markup=False)
+    for r, moment in digests:
+        when = (f"{moment.astimezone(ZoneInfo(r.timezone)):%Y-%m-%d %H:%M} {r.timezone} "
+                f"({moment:%Y-%m-%d %H:%M} UTC)") if moment else "never"
+        out.print(f"recurring {r.name} ({r.cron}, briefs from {r.folder}/): next {when}",
+                  markup=False)
+    if any(s.status == "scheduled" for s in sends):
+        _daemon_hint(engine)
+
+
+@schedule_app.command("move")
+def schedule_move(
+    issue: Annotated[str, typer.Argument(help="A scheduled issue's slug.")],
+    at: Annotated[str, typer.Option("--at", help="The new time (same forms as for "
+                                                 "`dispatch schedule`).")],
+    tz: TzOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Move a scheduled issue to a new time (a local-time issue stays local-time).
+
+    Example: dispatch schedule move 2026-11-27-thaw --at "2026-12-02 07:00"
+    """
+    settings = _settings(config)
+    engine = _store(settings)
+    slug = Path(issue).name
+    scheduling.move_issue(engine, settings, slug, at=at, tz=tz, now=_now())
+    send = outbox.get_send(engine, slug)
+    assert send is not None
+    out.print(f"moved {slug} to {_when(send, settings)}", markup=False)
+
+
+@schedule_app.command("cancel")
+def schedule_cancel(
+    issue: Annotated[str, typer.Argument(help="A scheduled, sending or paused issue's slug.")],
+    config: ConfigOption = None,
+) -> None:
+    """Cancel a scheduled issue, or stop a send in progress for good (messages already sent
+    stay sent; the rest are dropped). Schedule it again to send it later.
+
+    Example: dispatch schedule cancel 2026-11-27-thaw
+    """
+    engine = _store(_settings(config))
+    slug = Path(issue).name
+    dropped = scheduling.cancel_issue(engine, slug, _now())
+    out.print(f"cancelled {slug}" + (f"; {dropped:,} unsent message(s) dropped" if dropped
+                                     else ""), markup=False)
+
+
+@app.command()
+def pause(issue: Annotated[str, typer.Argument(help="A send in progress.")],
+          config: ConfigOption = None) -> None:
+    """Pause a send in progress: workers stop taking its messages (those in flight finish).
+
+    Example: dispatch pause 2026-11-27-thaw
+    """
+    engine = _store(_settings(config))
+    scheduling.pause_issue(engine, Path(issue).name)
+    out.print(f"paused {Path(issue).name}; dispatch resume {Path(issue).name} continues it",
+              markup=False)
+
+
+@app.command()
+def resume(issue: Annotated[str, typer.Argument(help="A paused send.")],
+           config: ConfigOption = None) -> None:
+    """Resume a paused send (paused by an editor or by repeated relay failures); a running
+    `dispatch run` or `dispatch worker` picks it up within seconds.
+
+    Example: dispatch resume 2026-11-27-thaw
+    """
+    engine = _store(_settings(config))
+    scheduling.resume_issue(engine, Path(issue).name)
+    out.print(f"resumed {Path(issue).name}", markup=False)
+    _daemon_hint(engine)
+
+
+@app.command()
+def run(config: ConfigOption = None) -> None:
+    """The daemon: sends scheduled issues on time, builds recurring digests, and delivers,
+    until SIGTERM or Ctrl-C (messages in flight finish first). Logs go to standard error.
+
+    An issue whose time passed while no daemon ran goes out if it is less than
+    schedule.grace late, and is marked missed otherwise.
+
+    Example: dispatch run --config /etc/dispatch/config.toml
+    """
+    settings = _settings(config)
+    engine = _store(settings)
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    log = logging.getLogger("dispatch.run")
+    daemon = scheduling.Daemon(engine, settings, smtp_transport(settings.smtp))
+    with _stop_on_signals() as stop:
+        daemon.start()
+        waiting = outbox.scheduled_sends(engine)
+        log.info("dispatch run: %d issue(s) scheduled%s; %d recurring schedule(s); delivering "
+                 "through %s:%d", len(waiting),
+                 f", next {waiting[0].issue} at {_when(waiting[0], settings)}" if waiting
+                 else "", len(settings.schedules), settings.smtp.host, settings.smtp.port)
+        while not stop.wait(1.0):
+            pass
+        daemon.stop()
+    log.info("dispatch run: stopped")
 
 
 def main() -> None:

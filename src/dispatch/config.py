@@ -11,6 +11,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -91,12 +92,19 @@ class Segment:
 
 
 @dataclass(frozen=True)
+class ScheduleSettings:
+    grace: timedelta = timedelta(hours=1)  # how late a missed issue may still go out
+    default_timezone: str = "UTC"  # local-time delivery for subscribers without a zone
+    sync: float = 2.0  # seconds between the daemon's looks at the store
+
+
+@dataclass(frozen=True)
 class RecurringSchedule:
     name: str
     cron: str
     timezone: str
-    folder: str
-    subject: str
+    folder: str  # briefs waiting for a digest; relative to config.toml's folder
+    subject: str  # may hold {date}, the fire date in the schedule's zone
 
 
 @dataclass(frozen=True)
@@ -110,6 +118,7 @@ class Settings:
     segments: Mapping[str, Segment] = field(default_factory=dict)
     schedules: tuple[RecurringSchedule, ...] = ()
     dkim: DkimSettings | None = None
+    schedule: ScheduleSettings = ScheduleSettings()
 
     @property
     def root(self) -> Path:
@@ -246,6 +255,25 @@ def _zone(reader: _Reader, name: str, value: str) -> str:
     return value
 
 
+_DURATION = re.compile(r"^(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s)?$")
+
+
+def _duration(reader: _Reader, name: str, default: timedelta) -> timedelta:
+    """Seconds as a number, or text like "1h", "90m", "1h30m"."""
+    value = reader._get(name, default)
+    if value is default:
+        return default
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+        return timedelta(seconds=value)
+    match = _DURATION.match(value.strip()) if isinstance(value, str) and value.strip() else None
+    if not match or not any(match.groups()):
+        reader.fail(f'expected seconds or a duration like "1h" or "90m", got {_show(value)}',
+                    name)
+        return default
+    h, m, sec = (int(g or 0) for g in match.groups())
+    return timedelta(hours=h, minutes=m, seconds=sec)
+
+
 def _parse(doc: dict[str, Any], path: Path) -> tuple[Settings | None, list[tuple[str, str]]]:
     problems: list[tuple[str, str]] = []
     top = _Reader(doc, "", problems)
@@ -346,6 +374,14 @@ def _parse(doc: dict[str, Any], path: Path) -> tuple[Settings | None, list[tuple
         segments[key] = seg
         s.done()
 
+    sc = top.table("schedule")
+    schedule = ScheduleSettings(
+        grace=_duration(sc, "grace", timedelta(hours=1)),
+        default_timezone=_zone(sc, "default_timezone",
+                               sc.str("default_timezone", newsletter.timezone)),
+        sync=sc.number("sync", 2.0, 0.1, 3600))
+    sc.done()
+
     schedules: list[RecurringSchedule] = []
     raw_schedules = top._get("schedules", [])
     if not isinstance(raw_schedules, list):
@@ -355,10 +391,25 @@ def _parse(doc: dict[str, Any], path: Path) -> tuple[Settings | None, list[tuple
         r = _Reader(raw, f"schedules[{i}]", problems)
         cron = r.str("cron", pattern=r"^\S+(\s+\S+){4}$",
                       expected='a five-field cron expression like "0 7 * * fri"')
-        schedules.append(RecurringSchedule(
-            name=r.str("name", f"schedule-{i + 1}"), cron=cron,
-            timezone=_zone(r, "timezone", r.str("timezone", newsletter.timezone)),
-            folder=r.str("folder"), subject=r.str("subject")))
+        recurring = RecurringSchedule(
+            name=r.str("name", f"digest-{i + 1}", pattern=TOPIC_KEY.pattern,
+                       expected="lower-case letters, digits and hyphens (it names the issues)"),
+            cron=cron, timezone=_zone(r, "timezone", r.str("timezone", newsletter.timezone)),
+            folder=r.str("folder"), subject=r.str("subject"))
+        if cron and not any(key.startswith(f"schedules[{i}].cron") for key, _ in problems):
+            from dispatch.schedule import cron_trigger  # the scheduler owns cron semantics
+            try:
+                cron_trigger(cron, "UTC")
+            except ValueError as exc:
+                r.fail(f"invalid cron expression {_show(cron)}: {exc}", "cron")
+        if recurring.subject and "{" in recurring.subject:
+            try:
+                recurring.subject.format(date=datetime(2026, 1, 1).date())
+            except (KeyError, IndexError, ValueError) as exc:
+                r.fail(f"subject may only use {{date}} (e.g. {{date:%d %B}}): {exc}", "subject")
+        if recurring.name in {s.name for s in schedules}:
+            r.fail(f"another schedule is already named {recurring.name!r}", "name")
+        schedules.append(recurring)
         r.done()
     top.done()
 
@@ -366,7 +417,7 @@ def _parse(doc: dict[str, Any], path: Path) -> tuple[Settings | None, list[tuple
         return None, problems
     return Settings(path=path, newsletter=newsletter, smtp=smtp, delivery=delivery, store=store,
                     topics=MappingProxyType(topics), segments=MappingProxyType(segments),
-                    schedules=tuple(schedules), dkim=dkim), []
+                    schedules=tuple(schedules), dkim=dkim, schedule=schedule), []
 
 
 def toml_line(text: str, key_path: str) -> int | None:

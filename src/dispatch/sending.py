@@ -75,11 +75,14 @@ def render_audience(issue: Issue, variants: dict[str, Variant], settings: Settin
 
 
 def launch_issue(engine: Engine, issue: Issue, audience: Audience, settings: Settings,
-                 now: datetime) -> bool:
-    """Render the audience's variants and snapshot it into the outbox (one transaction)."""
+                 now: datetime, *, scheduled_for: datetime | None = None,
+                 release: Callable[[int], datetime] | None = None) -> bool:
+    """Render the audience's variants and snapshot it into the outbox (one transaction);
+    see outbox.launch for `scheduled_for` and `release`."""
     rendered = render_audience(issue, audience.variants, settings, now)
     return launch(engine, issue, audience,
-                  {vid: (r.html, r.text) for vid, r in rendered.items()}, now)
+                  {vid: (r.html, r.text) for vid, r in rendered.items()}, now,
+                  scheduled_for=scheduled_for, release=release)
 
 
 def run_worker(engine: Engine, settings: Settings, transport: Transport, *,

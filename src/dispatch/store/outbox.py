@@ -12,7 +12,7 @@ import os
 import socket
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import groupby
@@ -26,8 +26,9 @@ from dispatch.config import Settings
 from dispatch.models import (BOUNCED, FAILED, REQUEUE, RETRY, SENDER, SENT, SKIPPED, Issue, Job,
                              Outcome)
 from dispatch.segments import Variant, matched_briefs, variant_for
-from dispatch.store.schema import (OPEN_STATES, UTCDateTime, outbox, send_variants, sends,
-                                   subscriber_topics, subscribers, suppressions, workers)
+from dispatch.store.schema import (OPEN_STATES, UNLAUNCHED, UTCDateTime, outbox, send_variants,
+                                   sends, subscriber_topics, subscribers, suppressions,
+                                   workers)
 from dispatch.store.subscribers import email_hash, mark_bounced, segment_condition
 
 INSERT_BATCH = 5_000
@@ -43,6 +44,7 @@ class Audience:
     variants: dict[str, Variant] = field(default_factory=dict)
     per_variant: Counter[str] = field(default_factory=Counter)
     skipped: Counter[str] = field(default_factory=Counter)  # reason -> count
+    zones: dict[int, str] = field(default_factory=dict)  # subscriber id -> IANA zone, if set
 
 
 def plan_audience(engine: Engine, issue: Issue, settings: Settings) -> Audience:
@@ -64,18 +66,18 @@ def plan_audience(engine: Engine, issue: Issue, settings: Settings) -> Audience:
                 audience.skipped["outside the issue's segments"] = outside
         suppressed = set(conn.execute(select(suppressions.c.email_hash)).scalars())
         query = (select(subscribers.c.id, subscribers.c.email_key, subscribers.c.email,
-                        subscribers.c.name, subscriber_topics.c.topic)
+                        subscribers.c.name, subscribers.c.timezone, subscriber_topics.c.topic)
                  .join(subscriber_topics, subscriber_topics.c.subscriber_id == subscribers.c.id,
                        isouter=True)
                  .where(and_(active, in_segments) if in_segments is not None else active)
                  .order_by(subscribers.c.id))
         by_topics: dict[frozenset[str], Variant | None] = {}
-        for (sid, key, email, name), group in groupby(conn.execute(query),
-                                                      key=lambda r: tuple(r[:4])):
+        for (sid, key, email, name, zone), group in groupby(conn.execute(query),
+                                                            key=lambda r: tuple(r[:5])):
             if email_hash(key) in suppressed:
                 audience.skipped["suppressed"] += 1
                 continue
-            topics = frozenset(row[4] for row in group if row[4])
+            topics = frozenset(row[5] for row in group if row[5])
             if topics not in by_topics:
                 briefs = matched_briefs(issue, topics)
                 by_topics[topics] = variant_for(issue, briefs) if briefs else None
@@ -86,6 +88,8 @@ def plan_audience(engine: Engine, issue: Issue, settings: Settings) -> Audience:
             audience.variants.setdefault(variant.id, variant)
             audience.per_variant[variant.id] += 1
             audience.rows.append((sid, variant.id, email, name))
+            if zone:
+                audience.zones[sid] = zone
     return audience
 
 
@@ -99,7 +103,11 @@ class SendInfo:
     recipients: int
     created_at: datetime
     finished_at: datetime | None
-    paused_reason: str | None
+    reason: str | None
+    send_at: datetime | None
+    local_time: str | None
+    zone: str | None
+    launched_at: datetime | None
 
 
 def get_send(engine: Engine, issue: str) -> SendInfo | None:
@@ -115,21 +123,39 @@ def list_sends(engine: Engine) -> list[SendInfo]:
 
 
 def launch(engine: Engine, issue: Issue, audience: Audience,
-           rendered: Mapping[str, tuple[str, str]], now: datetime) -> bool:
-    """Snapshot the audience into the outbox in one transaction. False when the issue was
-    launched already (by us earlier, or by another process a moment ago): nothing is added."""
+           rendered: Mapping[str, tuple[str, str]], now: datetime, *,
+           scheduled_for: datetime | None = None,
+           release: Callable[[int], datetime] | None = None) -> bool:
+    """Snapshot the audience into the outbox in one transaction and mark the send "sending".
+
+    `scheduled_for` launches a scheduled issue only if it is still scheduled for that time (not
+    moved, cancelled or fired by another process meanwhile); without it, an issue with no row
+    or one that never launched (cancelled, failed, missed) is sent now. `release` gives each
+    subscriber's first delivery time (local-time sends); everyone else is due at once.
+    False when the issue was launched already or is no longer due: nothing is added."""
+    values = {"subject": issue.subject, "status": "sending", "recipients": len(audience.rows),
+              "launched_at": now, "reason": None}
     try:
         with engine.begin() as conn:
-            conn.execute(insert(sends).values(issue=issue.slug, subject=issue.subject,
-                                              status="running", recipients=len(audience.rows),
-                                              created_at=now))
+            if scheduled_for is not None:
+                condition = and_(sends.c.status == "scheduled", sends.c.send_at == scheduled_for)
+            else:
+                condition = sends.c.status.in_(UNLAUNCHED)
+            changed = conn.execute(update(sends).where(and_(
+                sends.c.issue == issue.slug, sends.c.launched_at.is_(None), condition))
+                .values(**values)).rowcount
+            if not changed:
+                if scheduled_for is not None:
+                    return False
+                conn.execute(insert(sends).values(issue=issue.slug, created_at=now, **values))
             conn.execute(insert(send_variants), [
                 {"issue": issue.slug, "variant": vid, "html": html, "text": text}
                 for vid, (html, text) in rendered.items()])
             for start in range(0, len(audience.rows), INSERT_BATCH):
                 conn.execute(insert(outbox), [
                     {"issue": issue.slug, "subscriber_id": sid, "variant": vid,
-                     "state": "queued", "attempts": 0, "next_attempt_at": now,
+                     "state": "queued", "attempts": 0,
+                     "next_attempt_at": max(release(sid), now) if release else now,
                      "updated_at": now}
                     for sid, vid, _, _ in audience.rows[start:start + INSERT_BATCH]])
     except IntegrityError:
@@ -137,10 +163,78 @@ def launch(engine: Engine, issue: Issue, audience: Audience,
     return True
 
 
-def set_status(engine: Engine, issue: str, status: str, reason: str | None = None) -> None:
+def set_status(engine: Engine, issue: str, status: str, reason: str | None = None, *,
+               only_from: Iterable[str] | None = None) -> bool:
+    """Change a send's status (only from the given ones, when named); False if it did not."""
+    condition = sends.c.issue == issue
+    if only_from is not None:
+        condition = and_(condition, sends.c.status.in_(tuple(only_from)))
     with engine.begin() as conn:
-        conn.execute(update(sends).where(sends.c.issue == issue)
-                     .values(status=status, paused_reason=reason))
+        changed = conn.execute(update(sends).where(condition).values(
+            status=status, reason=reason[:2000] if reason else None)).rowcount
+    return bool(changed)
+
+
+def schedule_send(engine: Engine, issue: Issue, send_at: datetime, now: datetime, *,
+                  zone: str, local_time: str | None = None) -> bool:
+    """Record an issue as scheduled for `send_at`; False if it is scheduled already or has
+    launched. An issue that never went out (cancelled, failed, missed) may be scheduled again."""
+    try:
+        with engine.begin() as conn:
+            schedule_row(conn, issue, send_at, now, zone=zone, local_time=local_time)
+    except IntegrityError:
+        return False
+    return True
+
+
+def schedule_row(conn: Connection, issue: Issue, send_at: datetime, now: datetime, *,
+                 zone: str, local_time: str | None = None) -> None:
+    """schedule_send inside the caller's transaction; raises IntegrityError instead."""
+    values = {"subject": issue.subject, "status": "scheduled", "send_at": send_at,
+              "zone": zone, "local_time": local_time, "reason": None}
+    changed = conn.execute(update(sends).where(and_(
+        sends.c.issue == issue.slug, sends.c.launched_at.is_(None),
+        sends.c.status.in_(("cancelled", "failed", "missed")))).values(**values)).rowcount
+    if not changed:
+        conn.execute(insert(sends).values(issue=issue.slug, recipients=0, created_at=now,
+                                          **values))
+
+
+def move_send(engine: Engine, issue: str, send_at: datetime, local_time: str | None) -> bool:
+    """A scheduled issue's new time; False if it is not scheduled (any more)."""
+    with engine.begin() as conn:
+        return bool(conn.execute(update(sends).where(and_(
+            sends.c.issue == issue, sends.c.status == "scheduled"))
+            .values(send_at=send_at, local_time=local_time)).rowcount)
+
+
+def cancel_send(engine: Engine, issue: str, reason: str, now: datetime) -> int | None:
+    """Cancel a scheduled, sending or paused issue. Rows not yet sent are marked skipped (the
+    ones in a worker's hands finish). None if there was nothing to cancel; else rows skipped."""
+    with engine.begin() as conn:
+        changed = conn.execute(update(sends).where(and_(
+            sends.c.issue == issue, sends.c.status.in_(("scheduled", "sending", "paused"))))
+            .values(status="cancelled", reason=reason, finished_at=now)).rowcount
+        if not changed:
+            return None
+        return conn.execute(update(outbox).where(and_(
+            outbox.c.issue == issue, outbox.c.state.in_(OPEN_STATES)))
+            .values(state="skipped", reply=reason, updated_at=now)).rowcount
+
+
+def scheduled_sends(engine: Engine) -> list[SendInfo]:
+    """Issues waiting for their time, soonest first."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(sends).where(sends.c.status == "scheduled")
+                            .order_by(sends.c.send_at, sends.c.issue)).mappings().all()
+    return [SendInfo(**row) for row in rows]
+
+
+def live_workers(engine: Engine, now: datetime) -> int:
+    """Delivery processes (workers or daemons) whose heartbeat is recent."""
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(workers).where(
+            workers.c.heartbeat_at >= now - LEASE)).scalar_one()
 
 
 def variant_parts(engine: Engine, issue: str, variant: str) -> tuple[str, str, str]:
@@ -248,7 +342,7 @@ class SqlOutbox:
 
     # -- rows
     def _scope(self) -> Any:
-        running = select(sends.c.issue).where(sends.c.status == "running")
+        running = select(sends.c.issue).where(sends.c.status == "sending")
         condition = outbox.c.issue.in_(running)
         return and_(condition, outbox.c.issue == self.issue) if self.issue else condition
 
@@ -325,8 +419,8 @@ class SqlOutbox:
                 self._scope(), outbox.c.state.in_(OPEN_STATES)))).scalar()
             busy = exists().where(and_(outbox.c.issue == sends.c.issue,
                                        outbox.c.state.in_((*OPEN_STATES, "sending"))))
-            conn.execute(update(sends).where(and_(sends.c.status == "running", ~busy))
-                         .values(status="finished", finished_at=now))
+            conn.execute(update(sends).where(and_(sends.c.status == "sending", ~busy))
+                         .values(status="sent", finished_at=now))
         return left, due
 
     def template_parts(self, issue: str, variant: str) -> tuple[str, str, str]:
@@ -335,9 +429,9 @@ class SqlOutbox:
 
 def pause_running(engine: Engine, issue: str | None, reason: str) -> None:
     """Pause the running send (or every running send): the relay refuses us, not them."""
-    condition = sends.c.status == "running"
+    condition = sends.c.status == "sending"
     if issue:
         condition = and_(condition, sends.c.issue == issue)
     with engine.begin() as conn:
         conn.execute(update(sends).where(condition).values(status="paused",
-                                                           paused_reason=reason[:2000]))
+                                                           reason=reason[:2000]))

@@ -66,9 +66,13 @@ settings_table = Table(
 
 # ---- Delivery ---------------------------------------------------------------------------
 
-SEND_STATUSES = ("running", "paused", "finished", "cancelled")
+# draft → scheduled → sending → sent, plus paused, cancelled, failed (could not launch) and
+# missed (its time passed more than schedule.grace ago while no daemon ran). A draft is an
+# issue folder with no row here.
+SEND_STATUSES = ("scheduled", "sending", "paused", "sent", "cancelled", "failed", "missed")
+UNLAUNCHED = ("scheduled", "cancelled", "failed", "missed")  # may be (re)scheduled or sent
 
-# One row per launched issue: the send's state and why it stopped, if it did.
+# One row per scheduled or launched issue: its state, when it goes out and why it stopped.
 sends = Table(
     "sends", metadata,
     Column("issue", String(200), primary_key=True),
@@ -77,7 +81,14 @@ sends = Table(
     Column("recipients", Integer, nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("finished_at", UTCDateTime()),
-    Column("paused_reason", Text),
+    Column("reason", Text),  # why it is paused, failed, missed or cancelled
+    Column("send_at", UTCDateTime()),  # when a scheduled issue goes out (the first release)
+    # Local-time delivery: the wall-clock time ("2026-12-01T07:00:00") each subscriber gets it
+    # at in their own zone; None for one instant for everyone.
+    Column("local_time", String(19)),
+    Column("zone", String(64)),  # the zone the editor scheduled in, for display
+    Column("launched_at", UTCDateTime()),  # audience snapshot taken; outbox rows exist
+    Index("ix_sends_status_send_at", "status", "send_at"),
 )
 
 # Each variant as rendered at launch, so every worker sends the same bytes even if the issue
@@ -123,4 +134,28 @@ workers = Table(
     Column("pid", Integer, nullable=False),
     Column("started_at", UTCDateTime(), nullable=False),
     Column("heartbeat_at", UTCDateTime(), nullable=False),
+)
+
+
+# ---- Scheduling --------------------------------------------------------------------------
+
+# One row per fire time of a recurring schedule that was acted on, so a restart never builds
+# the same digest twice and a missed one is reported once.
+schedule_runs = Table(
+    "schedule_runs", metadata,
+    Column("name", String(100), primary_key=True),
+    Column("fire_time", UTCDateTime(), primary_key=True),
+    Column("outcome", String(16), nullable=False),  # created, nothing new, missed, failed
+    Column("issue", String(200)),
+    Column("note", Text),
+    Column("created_at", UTCDateTime(), nullable=False),
+)
+
+# Briefs a recurring digest has carried, by file name within its folder: never carried twice.
+carried_briefs = Table(
+    "carried_briefs", metadata,
+    Column("folder", String(300), primary_key=True),
+    Column("name", String(300), primary_key=True),
+    Column("issue", String(200), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
 )

@@ -482,3 +482,10 @@ def export_csv(engine: Engine, out: TextIO) -> int:
                                  s.status])
             written += len(batch)
             last_id = batch[-1].id
+
+
+def active_zones(engine: Engine) -> set[str | None]:
+    """The distinct time zones of active subscribers (None for those without one)."""
+    with engine.connect() as conn:
+        return set(conn.execute(select(subscribers.c.timezone).distinct()
+                                .where(subscribers.c.status == "active")).scalars())
