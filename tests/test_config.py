@@ -91,6 +91,18 @@ def test_password_comes_from_environment(tmp_path, monkeypatch):
     (MINIMAL + '[[schedules]]\ncron = "every friday"\nfolder = "x"\nsubject = "s"\n',
      "schedules[0].cron: expected a five-field cron"),
     (MINIMAL + '[newsletter2]\n', "newsletter2: unknown key"),
+    (MINIMAL + '[[schedules]]\ncron = "0 25 * * fri"\nfolder = "x"\nsubject = "s"\n',
+     "schedules[0].cron: invalid cron expression"),
+    (MINIMAL + '[[schedules]]\ncron = "0 7 1 * fri"\nfolder = "x"\nsubject = "s"\n',
+     "not both"),
+    (MINIMAL + '[[schedules]]\ncron = "0 7 * * fri"\nfolder = "x"\nsubject = "{week}"\n',
+     "schedules[0].subject: subject may only use {date}"),
+    (MINIMAL + '[[schedules]]\nname = "Weekly Digest"\ncron = "0 7 * * fri"\nfolder = "x"\n'
+     'subject = "s"\n', "schedules[0].name: expected lower-case letters"),
+    (MINIMAL + '[schedule]\ngrace = "an hour"\n', 'schedule.grace: expected seconds or a '
+     'duration like "1h"'),
+    (MINIMAL + '[schedule]\ndefault_timezone = "Mars/Olympus"\n',
+     "schedule.default_timezone: unknown IANA time zone"),
 ])
 def test_bad_config_values(tmp_path, text, expected):
     with pytest.raises(ConfigError) as info:
@@ -116,3 +128,11 @@ def test_cli_bad_config_exits_2_without_traceback(tmp_path):
     assert result.returncode == 2
     assert "smtp.port: expected an integer 1-65535, got 70000" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_schedule_settings(tmp_path):
+    settings = load_settings(write(tmp_path, MINIMAL + '[schedule]\ngrace = "1h30m"\n'))
+    assert settings.schedule.grace.total_seconds() == 5400
+    assert settings.schedule.default_timezone == settings.newsletter.timezone
+    settings = load_settings(write(tmp_path, MINIMAL + "[schedule]\ngrace = 600\nsync = 0.5\n"))
+    assert settings.schedule.grace.total_seconds() == 600 and settings.schedule.sync == 0.5

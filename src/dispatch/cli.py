@@ -903,7 +903,15 @@ def run(config: ConfigOption = None) -> None:
                         format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     log = logging.getLogger("dispatch.run")
-    daemon = scheduling.Daemon(engine, settings, smtp_transport(settings.smtp))
+    last = [0.0, 0]
+
+    def progress(stats: Stats) -> None:  # a log line every 10 s while messages move
+        if stats.done != last[1] and time.monotonic() - last[0] >= 10:
+            last[:] = [time.monotonic(), stats.done]
+            log.info("delivery: %s", _stats_line(stats))
+
+    daemon = scheduling.Daemon(engine, settings, smtp_transport(settings.smtp),
+                               progress=progress)
     with _stop_on_signals() as stop:
         daemon.start()
         waiting = outbox.scheduled_sends(engine)

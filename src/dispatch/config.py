@@ -405,7 +405,7 @@ def _parse(doc: dict[str, Any], path: Path) -> tuple[Settings | None, list[tuple
         if recurring.subject and "{" in recurring.subject:
             try:
                 recurring.subject.format(date=datetime(2026, 1, 1).date())
-            except (KeyError, IndexError, ValueError) as exc:
+            except (KeyError, IndexError, ValueError, AttributeError) as exc:
                 r.fail(f"subject may only use {{date}} (e.g. {{date:%d %B}}): {exc}", "subject")
         if recurring.name in {s.name for s in schedules}:
             r.fail(f"another schedule is already named {recurring.name!r}", "name")

@@ -13,6 +13,7 @@ import json
 import logging
 import shutil
 import threading
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -29,7 +30,7 @@ from sqlalchemy.exc import IntegrityError
 
 from dispatch.check import check
 from dispatch.config import RecurringSchedule, Settings
-from dispatch.delivery import utcnow
+from dispatch.delivery import Stats, utcnow
 from dispatch.errors import ContentError, DispatchError, Problem
 from dispatch.issue import ISSUE_FILE, load_issue, parse_when, resolve_issue_path
 from dispatch.models import Issue
@@ -434,8 +435,11 @@ class Daemon:
 
     def __init__(self, engine: Engine, settings: Settings, transport: Transport, *,
                  clock: Callable[[], datetime] = utcnow,
-                 on_event: Callable[[Event], None] = lambda e: log.info("%s", e)) -> None:
+                 on_event: Callable[[Event], None] = lambda e: log.info("%s", e),
+                 progress: Callable[[Stats], None] = lambda _: None) -> None:
         self.engine = engine
+        self.progress = progress
+        self._sending: set[str] = set()
         self.settings = settings
         self.transport = transport
         self.clock = clock
@@ -457,9 +461,23 @@ class Daemon:
             except Exception:  # a store hiccup must not end the daemon; the next sync retries
                 log.exception("scheduler tick failed")
                 return []
+            events += self._finished()
             for event in events:
                 self.on_event(event)
             self.reconcile()
+        return events
+
+    def _finished(self) -> list[Event]:
+        """Sends that stopped sending since the last look (sent, paused, cancelled)."""
+        sends = {s.issue: s for s in outbox.list_sends(self.engine)}
+        sending = {slug for slug, s in sends.items() if s.status == "sending"}
+        events = []
+        for slug in sorted(self._sending - sending):
+            counts = outbox.state_counts(self.engine, slug).get(slug, Counter())
+            detail = ", ".join(f"{n:,} {state}" for state, n in sorted(counts.items()))
+            events.append(Event(sends[slug].status, slug, f"{detail} of "
+                                f"{sends[slug].recipients:,} recipient(s)"))
+        self._sending = sending
         return events
 
     def reconcile(self) -> None:
@@ -496,7 +514,7 @@ class Daemon:
                 return
             try:
                 stats = run_worker(self.engine, self.settings, self.transport, stop=run_stop,
-                                   until_done=False)
+                                   until_done=False, progress=self.progress)
             except WorkerBusy as busy:
                 log.warning("%s; retrying in 10 s", busy.problems[0])
                 self.stopping.wait(10)
@@ -505,9 +523,6 @@ class Daemon:
                 log.exception("delivery worker failed; restarting in 10 s")
                 self.stopping.wait(10)
                 continue
-            if stats.outcomes:
-                log.info("delivery: %s", ", ".join(f"{n:,} {k}" for k, n in
-                                                   sorted(stats.outcomes.items())))
             if stats.paused:
                 outbox.pause_running(self.engine, None, stats.paused)
                 log.error("delivery paused after repeated sender-side failures: %s. Fix the "

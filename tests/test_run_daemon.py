@@ -1,0 +1,122 @@
+"""`dispatch run` in real time: a real daemon process, a real SMTP server, SIGTERM to stop; and
+the scheduling commands as an editor types them."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from dispatch import schedule as scheduling
+from dispatch.config import load_settings
+from dispatch.sink import RecordingHandler, smtp_sink
+from dispatch.store.db import open_store
+from dispatch.store.outbox import get_send
+from tests.conftest import EXAMPLE_ISSUE
+from tests.test_crash import prepare
+from tests.test_send_cli import run
+
+
+class StampingHandler(RecordingHandler):
+    """Also notes when each message arrived (wall clock)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.arrivals: list[float] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.arrivals.append(time.time())
+        return await super().handle_DATA(server, session, envelope)
+
+
+def _wait(condition, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_the_daemon_sends_a_scheduled_issue_on_time_and_stops_on_sigterm(project: Path):
+    handler = StampingHandler()
+    with smtp_sink(handler) as (_, port):
+        emails = prepare(project, port)
+        config = project / "config.toml"
+        text = config.read_text()
+        assert '\ngrace = "1h"' in text
+        config.write_text(text.replace('\ngrace = "1h"', '\ngrace = "1h"\nsync = 1'))
+        log_path = project / "run.log"
+        with log_path.open("w") as log:
+            daemon = subprocess.Popen([sys.executable, "-m", "dispatch", "run"], cwd=project,
+                                      stdout=log, stderr=subprocess.STDOUT, text=True)
+        try:
+            assert _wait(lambda: "dispatch run:" in log_path.read_text()
+                         or daemon.poll() is not None, 30)
+            assert daemon.poll() is None, \
+                log_path.read_text()
+            # From another "shell": two seconds ahead, with seconds and an offset.
+            settings = load_settings(config)
+            engine = open_store(settings.store.url)
+            at = datetime.now(timezone.utc).astimezone(timezone(timedelta(hours=9))) \
+                + timedelta(seconds=2)
+            scheduling.schedule_issue(engine, settings, EXAMPLE_ISSUE, at=at.isoformat(),
+                                      tz=None, local=False, now=datetime.now(timezone.utc))
+            assert _wait(lambda: len(handler.received) >= len(emails), 60), \
+                (len(handler.received), log_path.read_text())
+            time.sleep(0.5)  # anything doubled would arrive now
+            daemon.send_signal(signal.SIGTERM)
+            assert daemon.wait(timeout=30) == 0, log_path.read_text()
+        finally:
+            if daemon.poll() is None:
+                daemon.kill()
+    log_text = log_path.read_text()
+    assert sorted(r.recipient for r in handler.received) == sorted(emails)
+    assert min(handler.arrivals) >= at.timestamp() - 0.05, "sent before its time"
+    assert min(handler.arrivals) <= at.timestamp() + 5, "started late"
+    assert f"{EXAMPLE_ISSUE}: launched: {len(emails):,} recipient(s)" in log_text
+    assert "dispatch run: stopped" in log_text and "Traceback" not in log_text
+    assert get_send(engine, EXAMPLE_ISSUE).status == "sent"
+    engine.dispose()
+
+
+def test_schedule_commands_as_an_editor_types_them(project: Path):
+    prepare(project, 1)  # nothing is sent here
+    bad = run(project, "schedule", EXAMPLE_ISSUE, "--at", "2020-01-01 07:00")
+    assert bad.returncode == 1 and "is in the past" in bad.stderr and "Traceback" not in bad.stderr
+
+    made = run(project, "schedule", EXAMPLE_ISSUE, "--at", "2099-12-01 07:00",
+               "--tz", "Asia/Seoul")
+    assert made.returncode == 0, made.stderr
+    assert "2099-12-01 07:00 Asia/Seoul (2099-11-30 22:00 UTC)" in made.stdout
+    assert "no `dispatch run` daemon is running" in made.stderr
+
+    listed = run(project, "schedule", "list")
+    assert listed.returncode == 0
+    row = next(line for line in listed.stdout.splitlines() if EXAMPLE_ISSUE in line)
+    assert "scheduled" in row and "2099-12-01 07:00" in row and "2099-11-30 22:00" in row
+
+    moved = run(project, "schedule", "move", EXAMPLE_ISSUE, "--at", "2099-12-02T08:15:00+09:00")
+    assert moved.returncode == 0 and "2099-12-01 23:15 UTC" in moved.stdout, moved.stderr
+    data = json.loads(run(project, "schedule", "list", "--json").stdout)
+    assert data["sends"][0]["send_at"] == "2099-12-01T23:15:00+00:00"
+
+    paused = run(project, "pause", EXAMPLE_ISSUE)
+    assert paused.returncode == 1 and "only a send in progress can be paused" in paused.stderr
+    cancelled = run(project, "schedule", "cancel", EXAMPLE_ISSUE)
+    assert cancelled.returncode == 0 and "cancelled" in cancelled.stdout
+    listed = run(project, "schedule", "list", "--json")
+    assert json.loads(listed.stdout)["sends"][0]["status"] == "cancelled"
+
+    local = run(project, "schedule", "add", EXAMPLE_ISSUE, "--at", "2099-12-03 07:00",
+                "--local-time")
+    assert local.returncode == 0, local.stderr
+    assert "in each subscriber's zone" in local.stdout and "Asia/Seoul: 2099-12-02 22:00 UTC" \
+        in local.stdout
+    send = run(project, "send", EXAMPLE_ISSUE, "--yes")
+    assert send.returncode == 1 and "schedule cancel" in send.stderr
