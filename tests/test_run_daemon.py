@@ -77,8 +77,10 @@ def test_the_daemon_sends_a_scheduled_issue_on_time_and_stops_on_sigterm(project
                 daemon.kill()
     log_text = log_path.read_text()
     assert sorted(r.recipient for r in handler.received) == sorted(emails)
+    print(f"\nfirst message {min(handler.arrivals) - at.timestamp():.2f} s after its time, "
+          f"all {len(emails):,} within {max(handler.arrivals) - at.timestamp():.2f} s")
     assert min(handler.arrivals) >= at.timestamp() - 0.05, "sent before its time"
-    assert min(handler.arrivals) <= at.timestamp() + 5, "started late"
+    assert min(handler.arrivals) <= at.timestamp() + 3, "started late"
     assert f"{EXAMPLE_ISSUE}: launched: {len(emails):,} recipient(s)" in log_text
     assert "dispatch run: stopped" in log_text and "Traceback" not in log_text
     assert get_send(engine, EXAMPLE_ISSUE).status == "sent"

@@ -463,3 +463,23 @@ def test_migration_keeps_sends_made_before_scheduling_existed(tmp_path: Path):
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM send_variants")).scalar_one() == 1
     engine.dispose()
+
+
+def test_two_digests_on_one_day_get_their_own_issues(sqlite_engine, cfg, server):
+    engine = sqlite_engine
+    inbox = cfg.root / "inbox"
+    inbox.mkdir()
+    source = cfg.issues_dir / EXAMPLE_ISSUE
+    cfg = dataclasses.replace(cfg, schedules=(RecurringSchedule(
+        name="briefing", cron="0 7,19 * * *", timezone="Asia/Seoul", folder="inbox",
+        subject="Briefing"),))
+    populate(engine, cfg)
+    shutil.copy(source / "01-hiroshima-meeting.md", inbox)
+    morning = datetime(2026, 12, 3, 22, 0, tzinfo=UTC)  # 07:00 on 4 December in Seoul
+    assert [e.kind for e in scheduling.tick(engine, cfg, morning)] == ["digest"]
+    shutil.copy(source / "03-missile-warnings.md", inbox)
+    events = scheduling.tick(engine, cfg, morning + timedelta(hours=12))
+    assert [e.kind for e in events] == ["digest"], events
+    assert "built 2026-12-04-1900-briefing from 1 new brief(s)" in events[0].message
+    assert get_send(engine, "2026-12-04-briefing").status == "sending"
+    assert get_send(engine, "2026-12-04-1900-briefing").status == "sending"

@@ -239,13 +239,15 @@ def deliver(outbox: Outbox, transport: Transport, settings: Settings, signer: Si
             stop: threading.Event | None = None, wait_for_retries: bool = True,
             until_done: bool = True, heartbeat: Callable[[datetime], object] | None = None,
             progress: Callable[[Stats], None] = lambda _: None,
-            clock: Callable[[], datetime] = utcnow) -> Stats:
+            clock: Callable[[], datetime] = utcnow,
+            wake: threading.Event | None = None) -> Stats:
     """Drain the outbox's due rows over `settings.delivery.connections` connections.
 
     Returns when nothing is left to deliver (waiting for scheduled retries unless told not to),
     when `stop` is set (in-flight messages finish, the rest go back to the queue), or when a
     run of sender-side failures pauses the send (Stats.paused says why). With until_done False
-    the worker keeps polling for new sends until stopped.
+    the worker keeps polling for new sends until stopped; setting `wake` (the scheduler does,
+    after a launch) ends an idle wait at once.
     """
     stop = stop or threading.Event()
     delivery = settings.delivery
@@ -296,7 +298,11 @@ def deliver(outbox: Outbox, transport: Transport, settings: Settings, signer: Si
                 elif stats.left:
                     stats.note = f"{stats.left:,} being sent by other workers"
                 progress(stats)
-                stop.wait(pause)
+                if wake is not None:
+                    wake.wait(pause)
+                    wake.clear()
+                else:
+                    stop.wait(pause)
                 continue
             stats.note = ""
             outcomes = _drain(results, timeout=0.05, expected=in_flight)

@@ -87,7 +87,7 @@ def _cron_weekdays(field: str) -> str:
         else:
             lo = hi = _cron_day(span, False)
             hi = 6 if step else hi
-        if not step.isdigit() and step or lo > hi:
+        if (step and not step.isdigit()) or lo > hi:
             raise ValueError(f"cannot read the weekday field {field!r}")
         days.update(d % 7 for d in range(lo, hi + 1, int(step or 1)))
     return ",".join(_CRON_DAYS[d] for d in sorted(days))
@@ -206,6 +206,8 @@ def plan_time(engine: Engine, settings: Settings, issue: Issue, at: str | None,
 def validate(settings: Settings, folder: Path, now: datetime) -> Issue:
     """Load the issue and run `dispatch check` on it (every variant rendered): the problems
     are raised, so nothing with errors is ever scheduled."""
+    if not (folder / ISSUE_FILE).is_file():
+        raise ContentError(Problem(str(folder), f"no {ISSUE_FILE} here: not an issue folder"))
     report = check(settings, now, folder)
     if report.problems:
         raise ContentError(report.problems)
@@ -345,6 +347,8 @@ def build_digest(engine: Engine, settings: Settings, recurring: RecurringSchedul
                    if folder.is_dir() else f"no folder {recurring.folder}/; no issue built")
         return _record(engine, name, fire_time, "nothing new", now, None, message)
     slug = f"{local:%Y-%m-%d}-{name}"
+    if outbox.get_send(engine, slug) is not None:  # an earlier run the same day took the name
+        slug = f"{local:%Y-%m-%d-%H%M}-{name}"
     target = settings.issues_dir / slug
     if not (target / ISSUE_FILE).is_file():  # else a crash came after writing it: reuse it
         target.mkdir(parents=True, exist_ok=True)
@@ -445,6 +449,7 @@ class Daemon:
         self.clock = clock
         self.on_event = on_event
         self.stopping = threading.Event()
+        self._wake = threading.Event()  # a launch ends the delivery worker's idle wait
         self._run_stop = threading.Event()
         self._lock = threading.Lock()
         self._worker: threading.Thread | None = None
@@ -461,6 +466,8 @@ class Daemon:
             except Exception:  # a store hiccup must not end the daemon; the next sync retries
                 log.exception("scheduler tick failed")
                 return []
+            if any(e.kind in ("launched", "digest") for e in events):
+                self._wake.set()
             events += self._finished()
             for event in events:
                 self.on_event(event)
@@ -514,7 +521,7 @@ class Daemon:
                 return
             try:
                 stats = run_worker(self.engine, self.settings, self.transport, stop=run_stop,
-                                   until_done=False, progress=self.progress)
+                                   until_done=False, progress=self.progress, wake=self._wake)
             except WorkerBusy as busy:
                 log.warning("%s; retrying in 10 s", busy.problems[0])
                 self.stopping.wait(10)
@@ -532,6 +539,7 @@ class Daemon:
         """Stop waking up, let in-flight messages finish, hand the rest back to the queue."""
         self.stopping.set()
         self._run_stop.set()
+        self._wake.set()
         self.scheduler.shutdown(wait=True)
         if self._worker is not None:
             self._worker.join()

@@ -87,8 +87,8 @@ def launch_issue(engine: Engine, issue: Issue, audience: Audience, settings: Set
 
 def run_worker(engine: Engine, settings: Settings, transport: Transport, *,
                issue: str | None = None, stop: threading.Event | None = None,
-               until_done: bool = True, progress: Callable[[Stats], None] = lambda _: None
-               ) -> Stats:
+               until_done: bool = True, progress: Callable[[Stats], None] = lambda _: None,
+               wake: threading.Event | None = None) -> Stats:
     """Deliver the running sends' rows (one issue's, or all) as a registered worker."""
     outbox = SqlOutbox(engine, settings, issue)
     with worker_lock(engine):
@@ -96,7 +96,7 @@ def run_worker(engine: Engine, settings: Settings, transport: Transport, *,
         try:
             stats = deliver(outbox, transport, settings, Signer(secret(engine)), stop=stop,
                             until_done=until_done, heartbeat=outbox.heartbeat,
-                            progress=progress)
+                            progress=progress, wake=wake)
         finally:
             outbox.unregister()
     return stats
