@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -67,3 +69,13 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if reason:
         pytest.skip(reason + " (run tests/install-services.sh as root)")
     return PG_URL
+
+
+def eventually(condition: Callable[[], object], timeout: float = 5.0) -> bool:
+    """Poll `condition` until it holds or `timeout` seconds pass; whether it held."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False

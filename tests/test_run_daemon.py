@@ -17,7 +17,7 @@ from dispatch.config import load_settings
 from dispatch.sink import RecordingHandler, smtp_sink
 from dispatch.store.db import open_store
 from dispatch.store.outbox import get_send
-from tests.conftest import EXAMPLE_ISSUE
+from tests.conftest import EXAMPLE_ISSUE, eventually
 from tests.test_crash import prepare
 from tests.test_send_cli import run
 
@@ -34,15 +34,6 @@ class StampingHandler(RecordingHandler):
         return await super().handle_DATA(server, session, envelope)
 
 
-def _wait(condition, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_the_daemon_sends_a_scheduled_issue_on_time_and_stops_on_sigterm(project: Path):
     handler = StampingHandler()
     with smtp_sink(handler) as (_, port):
@@ -56,7 +47,7 @@ def test_the_daemon_sends_a_scheduled_issue_on_time_and_stops_on_sigterm(project
             daemon = subprocess.Popen([sys.executable, "-m", "dispatch", "run"], cwd=project,
                                       stdout=log, stderr=subprocess.STDOUT, text=True)
         try:
-            assert _wait(lambda: "dispatch run:" in log_path.read_text()
+            assert eventually(lambda: "dispatch run:" in log_path.read_text()
                          or daemon.poll() is not None, 30)
             assert daemon.poll() is None, \
                 log_path.read_text()
@@ -67,7 +58,7 @@ def test_the_daemon_sends_a_scheduled_issue_on_time_and_stops_on_sigterm(project
                 + timedelta(seconds=2)
             scheduling.schedule_issue(engine, settings, EXAMPLE_ISSUE, at=at.isoformat(),
                                       tz=None, local=False, now=datetime.now(timezone.utc))
-            assert _wait(lambda: len(handler.received) >= len(emails), 60), \
+            assert eventually(lambda: len(handler.received) >= len(emails), 60), \
                 (len(handler.received), log_path.read_text())
             time.sleep(0.5)  # anything doubled would arrive now
             daemon.send_signal(signal.SIGTERM)

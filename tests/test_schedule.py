@@ -6,10 +6,8 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import threading
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import Engine, func, select
@@ -28,7 +26,7 @@ from dispatch.store.outbox import SqlOutbox, get_send, plan_audience
 from dispatch.store.schema import outbox
 from dispatch.tokens import Signer, secret
 from dispatch.transport import smtp_transport
-from tests.conftest import EXAMPLE_ISSUE
+from tests.conftest import EXAMPLE_ISSUE, eventually
 from tests.test_delivery import configure
 
 UTC = timezone.utc
@@ -414,26 +412,17 @@ def test_the_daemon_keeps_its_triggers_in_step_with_the_store(sqlite_engine, cfg
         # Another shell schedules, moves and cancels; the running daemon follows within seconds.
         scheduling.schedule_issue(engine, cfg, EXAMPLE_ISSUE, at=far.isoformat(), tz=None,
                                   local=False, now=datetime.now(UTC))
-        assert _eventually(lambda: daemon.jobs().get(f"issue:{EXAMPLE_ISSUE}") == far)
+        assert eventually(lambda: daemon.jobs().get(f"issue:{EXAMPLE_ISSUE}") == far)
         later = far + timedelta(hours=5)
         scheduling.move_issue(engine, cfg, EXAMPLE_ISSUE, at=later.isoformat(), tz=None,
                               now=datetime.now(UTC))
-        assert _eventually(lambda: daemon.jobs().get(f"issue:{EXAMPLE_ISSUE}") == later)
+        assert eventually(lambda: daemon.jobs().get(f"issue:{EXAMPLE_ISSUE}") == later)
         scheduling.cancel_issue(engine, EXAMPLE_ISSUE, datetime.now(UTC))
-        assert _eventually(lambda: f"issue:{EXAMPLE_ISSUE}" not in daemon.jobs())
+        assert eventually(lambda: f"issue:{EXAMPLE_ISSUE}" not in daemon.jobs())
         assert "sync" in daemon.jobs()
     finally:
         daemon.stop()
     assert not daemon.scheduler.running
-
-
-def _eventually(condition, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_migration_keeps_sends_made_before_scheduling_existed(tmp_path: Path):
