@@ -26,9 +26,9 @@ from dispatch.config import Settings
 from dispatch.models import (BOUNCED, FAILED, REQUEUE, RETRY, SENDER, SENT, SKIPPED, Issue, Job,
                              Outcome)
 from dispatch.segments import Variant, matched_briefs, variant_for
-from dispatch.store.schema import (OPEN_STATES, UNLAUNCHED, UTCDateTime, outbox, send_variants,
-                                   sends, subscriber_topics, subscribers, suppressions,
-                                   workers)
+from dispatch.store.schema import (OPEN_STATES, RESCHEDULABLE, UNLAUNCHED, UTCDateTime, outbox,
+                                   send_variants, sends, subscriber_topics, subscribers,
+                                   suppressions, workers)
 from dispatch.store.subscribers import email_hash, mark_bounced, segment_condition
 
 INSERT_BATCH = 5_000
@@ -194,7 +194,7 @@ def schedule_row(conn: Connection, issue: Issue, send_at: datetime, now: datetim
               "zone": zone, "local_time": local_time, "reason": None}
     changed = conn.execute(update(sends).where(and_(
         sends.c.issue == issue.slug, sends.c.launched_at.is_(None),
-        sends.c.status.in_(("cancelled", "failed", "missed")))).values(**values)).rowcount
+        sends.c.status.in_(RESCHEDULABLE))).values(**values)).rowcount
     if not changed:
         conn.execute(insert(sends).values(issue=issue.slug, recipients=0, created_at=now,
                                           **values))

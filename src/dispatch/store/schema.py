@@ -70,7 +70,8 @@ settings_table = Table(
 # missed (its time passed more than schedule.grace ago while no daemon ran). A draft is an
 # issue folder with no row here.
 SEND_STATUSES = ("scheduled", "sending", "paused", "sent", "cancelled", "failed", "missed")
-UNLAUNCHED = ("scheduled", "cancelled", "failed", "missed")  # may be (re)scheduled or sent
+RESCHEDULABLE = ("cancelled", "failed", "missed")  # never launched: may be scheduled again
+UNLAUNCHED = ("scheduled", *RESCHEDULABLE)  # may be sent now
 
 # One row per scheduled or launched issue: its state, when it goes out and why it stopped.
 sends = Table(
