@@ -25,7 +25,7 @@ from dispatch.store import subscribers as subs
 from dispatch.store.db import open_store
 from dispatch.store.outbox import get_send, plan_audience, state_counts
 from dispatch.store.schema import metadata, outbox
-from dispatch.tokens import Signer, secret
+from dispatch.tokens import BadToken, Signer, secret
 from dispatch.transport import Reply, smtp_transport
 from tests.conftest import EXAMPLE_ISSUE
 from tests.smtp_server import FaultyHandler, accept_login, refuse_login
@@ -104,8 +104,10 @@ def test_every_recipient_gets_one_message_with_its_variant_and_headers(engine, s
         https, mailto = [part.strip(" <>") for part in str(msg["List-Unsubscribe"]).split(",")]
         assert https.startswith("https://news.example.org/u/")
         assert mailto.startswith("mailto:editors@example.org?subject=unsubscribe")
-        assert signer.read("unsubscribe", https.rsplit("/", 1)[1]) == ids[row.email]
-        assert signer.read("preferences", https.rsplit("/", 1)[1]) is None
+        claim = signer.read("unsubscribe", https.rsplit("/", 1)[1])
+        assert claim.subscriber_id == ids[row.email] and claim.matches(row.email)
+        with pytest.raises(BadToken):
+            signer.read("preferences", https.rsplit("/", 1)[1])
         assert [p.get_content_type() for p in msg.iter_parts()] == ["text/plain", "text/html"]
         assert https in msg.get_body(("plain",)).get_content()
         assert all(len(line) <= 998 for line in item.data.split(b"\r\n"))
@@ -336,8 +338,9 @@ def test_token_secret_is_kept_in_the_store_unless_given(engine, monkeypatch):
     monkeypatch.delenv("DISPATCH_SECRET", raising=False)
     first = secret(engine)
     assert len(first) >= 32 and secret(engine) == first  # generated once, then kept
-    token = Signer(first).token("unsubscribe", 42)
-    assert Signer(secret(engine)).read("unsubscribe", token) == 42
-    assert Signer("another secret").read("unsubscribe", token) is None
+    token = Signer(first).token("unsubscribe", 42, "ana@example.com")
+    assert Signer(secret(engine)).read("unsubscribe", token).subscriber_id == 42
+    with pytest.raises(BadToken):
+        Signer("another secret").read("unsubscribe", token)
     monkeypatch.setenv("DISPATCH_SECRET", "from-the-environment")
     assert secret(engine) == "from-the-environment"

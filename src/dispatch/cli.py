@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 import typer
+import uvicorn
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -24,11 +25,11 @@ from typer.core import TyperGroup
 
 from dispatch import __version__
 from dispatch.check import check as run_check
-from dispatch.config import Settings, load_settings
+from dispatch.config import Settings, WebSettings, load_settings
 from dispatch.content import read_text_file
 from dispatch.errors import ConfigError, DispatchError, Problem, display_path
 from dispatch import schedule as scheduling
-from dispatch import sending
+from dispatch import sending, signup, web
 from dispatch.delivery import Stats
 from dispatch.demo import run_demo
 from dispatch.issue import issue_folders, load_issue, resolve_issue_path
@@ -912,8 +913,21 @@ def run(config: ConfigOption = None) -> None:
 
     daemon = scheduling.Daemon(engine, settings, smtp_transport(settings.smtp),
                                progress=progress)
+    server = None
+    if settings.web is not None:
+        server = web.WebServer(web.create_app(engine, settings, queued=daemon.wake),
+                               settings.web.host, settings.web.port,
+                               settings.web.trusted_proxies)
     with _stop_on_signals() as stop:
         daemon.start()
+        if server is not None:
+            try:
+                server.start()
+            except DispatchError:
+                daemon.stop()
+                raise
+            log.info("dispatch run: web app on http://%s:%d (public address %s)",
+                     settings.web.host, settings.web.port, settings.newsletter.base_url)
         waiting = outbox.scheduled_sends(engine)
         log.info("dispatch run: %d issue(s) scheduled%s; %d recurring schedule(s); delivering "
                  "through %s:%d", len(waiting),
@@ -921,8 +935,52 @@ def run(config: ConfigOption = None) -> None:
                  else "", len(settings.schedules), settings.smtp.host, settings.smtp.port)
         while not stop.wait(1.0):
             pass
+        if server is not None:
+            server.stop()
         daemon.stop()
     log.info("dispatch run: stopped")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on.",
+                                             show_default="web.host or 127.0.0.1")] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="Port to listen on.",
+                                             show_default="web.port or 8025")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Serve the subscriber web app until Ctrl-C: one-click unsubscribe, topic preferences,
+    sign-up with double opt-in, and the public archive. Put it at newsletter.base_url.
+
+    Sign-up confirmations are delivered from here, or by `dispatch run` or `dispatch worker`
+    when one of them is delivering from the same store. With a web table in config.toml,
+    `dispatch run` serves this app itself.
+
+    Example: dispatch serve --host 0.0.0.0 --port 8025
+    """
+    settings = _settings(config)
+    engine = _store(settings)
+    web_settings = settings.web or WebSettings()
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(message)s")
+    wake, stop = threading.Event(), threading.Event()
+    application = web.create_app(engine, settings, queued=wake.set)
+    sender = threading.Thread(target=signup.deliver_confirmations, name="dispatch-confirm",
+                              args=(engine, settings, smtp_transport(settings.smtp), wake,
+                                    stop), daemon=True)
+    sender.start()
+    host, port = host or web_settings.host, port or web_settings.port
+    logging.getLogger("dispatch.serve").info(
+        "dispatch serve: http://%s:%d (public address %s); Ctrl-C stops", host, port,
+        settings.newsletter.base_url)
+    try:
+        # uvicorn in the foreground: it handles SIGINT/SIGTERM and finishes open requests.
+        uvicorn.Server(web.uvicorn_config(application, host, port,
+                                          web_settings.trusted_proxies, "info")).run()
+    finally:
+        stop.set()
+        wake.set()
+        sender.join(timeout=30)
 
 
 def main() -> None:

@@ -99,6 +99,16 @@ class ScheduleSettings:
 
 
 @dataclass(frozen=True)
+class WebSettings:
+    host: str = "127.0.0.1"
+    port: int = 8025
+    confirm_expiry: timedelta = timedelta(days=2)  # how long a confirmation link works
+    signup_limit: int = 5  # sign-up requests per client address per hour
+    # Proxies whose X-Forwarded-For names the client (the rate limit is per client address).
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1",)
+
+
+@dataclass(frozen=True)
 class RecurringSchedule:
     name: str
     cron: str
@@ -119,6 +129,7 @@ class Settings:
     schedules: tuple[RecurringSchedule, ...] = ()
     dkim: DkimSettings | None = None
     schedule: ScheduleSettings = ScheduleSettings()
+    web: WebSettings | None = None  # None: `dispatch run` serves no web app
 
     @property
     def root(self) -> Path:
@@ -255,11 +266,11 @@ def _zone(reader: _Reader, name: str, value: str) -> str:
     return value
 
 
-_DURATION = re.compile(r"^(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s)?$")
+_DURATION = re.compile(r"^(?:(\d+)d)?\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s)?$")
 
 
 def _duration(reader: _Reader, name: str, default: timedelta) -> timedelta:
-    """Seconds as a number, or text like "1h", "90m", "1h30m"."""
+    """Seconds as a number, or text like "2d", "1h", "90m", "1h30m"."""
     value = reader._get(name, default)
     if value is default:
         return default
@@ -270,8 +281,8 @@ def _duration(reader: _Reader, name: str, default: timedelta) -> timedelta:
         reader.fail(f'expected seconds or a duration like "1h" or "90m", got {_show(value)}',
                     name)
         return default
-    h, m, sec = (int(g or 0) for g in match.groups())
-    return timedelta(hours=h, minutes=m, seconds=sec)
+    d, h, m, sec = (int(g or 0) for g in match.groups())
+    return timedelta(days=d, hours=h, minutes=m, seconds=sec)
 
 
 def _parse(doc: dict[str, Any], path: Path) -> tuple[Settings | None, list[tuple[str, str]]]:
@@ -382,6 +393,18 @@ def _parse(doc: dict[str, Any], path: Path) -> tuple[Settings | None, list[tuple
         sync=sc.number("sync", 2.0, 0.1, 3600))
     sc.done()
 
+    web = None
+    if "web" in doc:
+        wb = top.table("web")
+        web = WebSettings(
+            host=wb.str("host", "127.0.0.1"), port=wb.int("port", 8025, 1, 65535),
+            confirm_expiry=_duration(wb, "confirm_expiry", timedelta(days=2)),
+            signup_limit=wb.int("signup_limit", 5, 1, 100_000),
+            trusted_proxies=wb.str_list("trusted_proxies", ("127.0.0.1",)))
+        if web.confirm_expiry < timedelta(minutes=10):
+            wb.fail("expected at least 10 minutes", "confirm_expiry")
+        wb.done()
+
     schedules: list[RecurringSchedule] = []
     raw_schedules = top._get("schedules", [])
     if not isinstance(raw_schedules, list):
@@ -417,7 +440,7 @@ def _parse(doc: dict[str, Any], path: Path) -> tuple[Settings | None, list[tuple
         return None, problems
     return Settings(path=path, newsletter=newsletter, smtp=smtp, delivery=delivery, store=store,
                     topics=MappingProxyType(topics), segments=MappingProxyType(segments),
-                    schedules=tuple(schedules), dkim=dkim, schedule=schedule), []
+                    schedules=tuple(schedules), dkim=dkim, schedule=schedule, web=web), []
 
 
 def toml_line(text: str, key_path: str) -> int | None:

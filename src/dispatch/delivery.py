@@ -26,8 +26,8 @@ from typing import Protocol
 from dispatch.config import Settings
 from dispatch.message import (MessageTemplate, Recipient, envelope_sender, message_id,
                               personalize, template_from_parts)
-from dispatch.models import (BOUNCED, FAILED, REQUEUE, RETRY, SENDER, SENT, SKIPPED, Job,
-                             Outcome)
+from dispatch.models import (BOUNCED, CONFIRMATIONS, FAILED, REQUEUE, RETRY, SENDER, SENT,
+                             SKIPPED, Job, Outcome)
 from dispatch.tokens import Signer
 from dispatch.transport import Connection, Reply, Transport, TransportError
 
@@ -108,19 +108,24 @@ class Messages:
                                                            self.settings)
             return self._templates[key]
 
-    def recipient(self, job: Job) -> Recipient:
+    def recipient(self, job: Job, now: datetime) -> Recipient:
         base = self.settings.newsletter.base_url
-        assert job.email is not None and job.subscriber_id is not None
+        sid, email = job.subscriber_id, job.email
+        assert email is not None and sid is not None
+        key, confirm_url = str(sid), ""
+        if job.issue == CONFIRMATIONS:
+            confirm_url = f"{base}/c/{self.signer.token('confirm', sid, email, now)}"
+            key = f"{sid}.{job.row_id}"  # a new request is a new row: a new Message-ID
         return Recipient(
-            email=job.email, name=job.name,
-            unsubscribe_url=f"{base}/u/{self.signer.token('unsubscribe', job.subscriber_id)}",
-            preferences_url=f"{base}/p/{self.signer.token('preferences', job.subscriber_id)}",
-            view_url=f"{base}/a/{job.issue}/{job.variant}",
-            message_id=message_id(job.issue, str(job.subscriber_id), self.settings))
+            email=email, name=job.name,
+            unsubscribe_url=f"{base}/u/{self.signer.token('unsubscribe', sid, email)}",
+            preferences_url=f"{base}/p/{self.signer.token('preferences', sid, email)}",
+            view_url=f"{base}/a/{job.issue}/{job.variant}", confirm_url=confirm_url,
+            message_id=message_id(job.issue, key, self.settings))
 
     def build(self, job: Job, now: datetime) -> tuple[str, bytes, str]:
         """(envelope sender, message bytes, Message-ID) for one job."""
-        recipient = self.recipient(job)
+        recipient = self.recipient(job, now)
         data = personalize(self.template(job.issue, job.variant), recipient,
                            now.replace(microsecond=0), self.settings)
         if self._dkim:
@@ -208,7 +213,7 @@ class _Sender:
                 self.conn.close()
 
     def deliver(self, job: Job, stop: threading.Event) -> Outcome:
-        if job.email is None or job.status != "active":
+        if not job.deliverable:
             return Outcome(job, SKIPPED, f"subscriber {job.status} since launch")
         try:
             sender, data, mid = self.messages.build(job, self.clock())

@@ -77,6 +77,10 @@ def load_issue(folder: Path, settings: Settings) -> Issue:
         raise ContentError(Problem(display_path(folder), "no such issue folder"))
     if not toml_path.is_file():
         raise ContentError(Problem(shown, "missing issue.toml (needs at least subject = \"…\")"))
+    if folder.name.startswith("~"):
+        raise ContentError(Problem(display_path(folder), "issue folder names may not start "
+                                                         "with ~ (reserved for dispatch's own "
+                                                         "messages)"))
     text = toml_path.read_text(encoding="utf-8-sig")
     problems: list[Problem] = []
 

@@ -40,6 +40,7 @@ class Recipient:
     preferences_url: str
     view_url: str
     message_id: str  # "<…@domain>"
+    confirm_url: str = ""  # only in a double opt-in confirmation
 
 
 @dataclass(frozen=True)
@@ -173,6 +174,8 @@ def slot_values(recipient: Recipient, now: datetime, settings: Settings) -> dict
     name = recipient.name or "there"
     fields = {"name": name, "unsubscribe_url": recipient.unsubscribe_url,
               "preferences_url": recipient.preferences_url, "view_url": recipient.view_url}
+    if recipient.confirm_url:
+        fields["confirm_url"] = recipient.confirm_url
     values = {
         "date": _date(now),
         "to": _to_value(recipient.name, recipient.email).encode("ascii"),

@@ -60,6 +60,11 @@ def topics_of(briefs: tuple[Brief, ...]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(topic for brief in briefs for topic in brief.topics))
 
 
+# The outbox "send" that carries double opt-in confirmation messages. "~" never starts an issue
+# folder's name (issue.py refuses it), so it cannot collide with an issue.
+CONFIRMATIONS = "~confirmations"
+
+
 @dataclass(frozen=True)
 class Job:
     """One claimed outbox row with what is needed to build and address its message."""
@@ -72,6 +77,12 @@ class Job:
     email: str | None  # None: the subscriber was erased after launch
     name: str | None = None
     status: str = "active"  # the subscriber's status at claim time
+
+    @property
+    def deliverable(self) -> bool:
+        """Issues go to active subscribers only; a confirmation only to a pending one."""
+        wanted = "pending" if self.issue == CONFIRMATIONS else "active"
+        return self.email is not None and self.status == wanted
 
 
 # What became of one attempt to deliver a Job.

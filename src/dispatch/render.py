@@ -29,7 +29,7 @@ from dispatch.errors import Problem, RenderError
 from dispatch.models import Issue
 from dispatch.segments import Variant
 
-SLOTS = ("name", "unsubscribe_url", "preferences_url", "view_url")
+SLOTS = ("name", "unsubscribe_url", "preferences_url", "view_url", "confirm_url")
 WIDTH = 72  # plaintext wrap column
 MAX_TEXT_LINE = 78
 MAX_HTML_BYTES = 100 * 1024  # Gmail clips messages near 102 KB
@@ -298,7 +298,8 @@ def render_variant(issue: Issue, variant: Variant, settings: Settings, now: date
 def sample_values(settings: Settings, name: str = "Sample Reader") -> dict[str, str]:
     base = settings.newsletter.base_url
     return {"name": name, "unsubscribe_url": f"{base}/u/SAMPLE-TOKEN",
-            "preferences_url": f"{base}/p/SAMPLE-TOKEN", "view_url": f"{base}/a/sample"}
+            "preferences_url": f"{base}/p/SAMPLE-TOKEN", "view_url": f"{base}/a/sample",
+            "confirm_url": f"{base}/c/SAMPLE-TOKEN"}
 
 
 def fill_slots(text: str, values: dict[str, str]) -> str:

@@ -500,6 +500,10 @@ class Daemon:
                 self.scheduler.add_job(self.tick, DateTrigger(run_date=send_at), id=job_id,
                                        replace_existing=True)
 
+    def wake(self) -> None:
+        """Something was queued (a sign-up's confirmation): deliver it now."""
+        self._wake.set()
+
     def jobs(self) -> dict[str, datetime | None]:
         return {job.id: job.next_run_time for job in self.scheduler.get_jobs()}
 

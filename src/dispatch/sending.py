@@ -87,7 +87,8 @@ def launch_issue(engine: Engine, issue: Issue, audience: Audience, settings: Set
 
 def run_worker(engine: Engine, settings: Settings, transport: Transport, *,
                issue: str | None = None, stop: threading.Event | None = None,
-               until_done: bool = True, progress: Callable[[Stats], None] = lambda _: None,
+               until_done: bool = True, wait_for_retries: bool = True,
+               progress: Callable[[Stats], None] = lambda _: None,
                wake: threading.Event | None = None) -> Stats:
     """Deliver the running sends' rows (one issue's, or all) as a registered worker."""
     outbox = SqlOutbox(engine, settings, issue)
@@ -95,7 +96,8 @@ def run_worker(engine: Engine, settings: Settings, transport: Transport, *,
         outbox.register(utcnow())
         try:
             stats = deliver(outbox, transport, settings, Signer(secret(engine)), stop=stop,
-                            until_done=until_done, heartbeat=outbox.heartbeat,
+                            until_done=until_done, wait_for_retries=wait_for_retries,
+                            heartbeat=outbox.heartbeat,
                             progress=progress, wake=wake)
         finally:
             outbox.unregister()

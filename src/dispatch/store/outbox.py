@@ -23,8 +23,8 @@ from sqlalchemy import (Connection, Engine, and_, bindparam, case, delete, exist
 from sqlalchemy.exc import IntegrityError
 
 from dispatch.config import Settings
-from dispatch.models import (BOUNCED, FAILED, REQUEUE, RETRY, SENDER, SENT, SKIPPED, Issue, Job,
-                             Outcome)
+from dispatch.models import (BOUNCED, CONFIRMATIONS, FAILED, REQUEUE, RETRY, SENDER, SENT,
+                             SKIPPED, Issue, Job, Outcome)
 from dispatch.segments import Variant, matched_briefs, variant_for
 from dispatch.store.schema import (OPEN_STATES, RESCHEDULABLE, UNLAUNCHED, UTCDateTime, outbox,
                                    send_variants, sends, subscriber_topics, subscribers,
@@ -435,3 +435,74 @@ def pause_running(engine: Engine, issue: str | None, reason: str) -> None:
     with engine.begin() as conn:
         conn.execute(update(sends).where(condition).values(status="paused",
                                                            reason=reason[:2000]))
+
+
+# ---- Confirmations and the archive -----------------------------------------------------
+
+def prepare_confirmations(engine: Engine, subject: str, html: str, text: str,
+                          now: datetime) -> None:
+    """The confirmation message as the one variant of the CONFIRMATIONS send, refreshed so a
+    changed template or newsletter name applies to the next confirmation."""
+    with engine.begin() as conn:
+        if conn.execute(select(sends.c.issue).where(sends.c.issue == CONFIRMATIONS)).first():
+            conn.execute(update(sends).where(sends.c.issue == CONFIRMATIONS)
+                         .values(subject=subject))
+            conn.execute(delete(send_variants).where(send_variants.c.issue == CONFIRMATIONS))
+        else:
+            conn.execute(insert(sends).values(issue=CONFIRMATIONS, subject=subject,
+                                              status="sent", recipients=0, created_at=now,
+                                              launched_at=now))
+        conn.execute(insert(send_variants).values(issue=CONFIRMATIONS, variant="confirm",
+                                                  html=html, text=text))
+
+
+def queue_confirmation(conn: Connection, subscriber_id: int, now: datetime,
+                       resend_after: timedelta) -> bool:
+    """Queue a confirmation message for a pending subscriber, in the caller's transaction.
+    One already waiting, or sent less than `resend_after` ago, is not repeated: a form
+    submitted again must not flood a mailbox. False when nothing was queued."""
+    previous = conn.execute(select(outbox.c.state, outbox.c.updated_at).where(and_(
+        outbox.c.issue == CONFIRMATIONS, outbox.c.subscriber_id == subscriber_id))).first()
+    if previous is not None:
+        if previous.state in (*OPEN_STATES, "sending") or previous.updated_at > now - resend_after:
+            return False
+        # A fresh row, not a reset one: its id gives the new message its own Message-ID.
+        conn.execute(delete(outbox).where(and_(outbox.c.issue == CONFIRMATIONS,
+                                               outbox.c.subscriber_id == subscriber_id)))
+    conn.execute(insert(outbox).values(issue=CONFIRMATIONS, subscriber_id=subscriber_id,
+                                       variant="confirm", state="queued", attempts=0,
+                                       next_attempt_at=now, updated_at=now))
+    conn.execute(update(sends).where(sends.c.issue == CONFIRMATIONS).values(
+        status="sending", finished_at=None, reason=None, recipients=sends.c.recipients + 1))
+    return True
+
+
+def confirmations_due(engine: Engine, now: datetime) -> bool:
+    """Whether a confirmation message is waiting for a worker."""
+    with engine.connect() as conn:
+        return conn.execute(select(outbox.c.id).where(and_(
+            outbox.c.issue == CONFIRMATIONS, outbox.c.state.in_(OPEN_STATES),
+            outbox.c.next_attempt_at <= now)).limit(1)).first() is not None
+
+
+ARCHIVED = ("sending", "sent")  # launched, so someone has it; not cancelled
+VIEWABLE = (*ARCHIVED, "paused")  # the view-in-browser link of a copy already received
+
+
+def archived_sends(engine: Engine) -> list[SendInfo]:
+    """Issues in the public archive, newest first."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(sends).where(and_(
+            sends.c.status.in_(ARCHIVED), sends.c.issue != CONFIRMATIONS))
+            .order_by(sends.c.launched_at.desc(), sends.c.issue)).mappings().all()
+    return [SendInfo(**row) for row in rows]
+
+
+def archived_variants(engine: Engine, issue: str) -> list[str]:
+    """The variant ids a launched issue can be viewed in; empty if none."""
+    with engine.connect() as conn:
+        return list(conn.execute(
+            select(send_variants.c.variant).join(sends, sends.c.issue == send_variants.c.issue)
+            .where(and_(send_variants.c.issue == issue, sends.c.status.in_(VIEWABLE),
+                        sends.c.issue != CONFIRMATIONS))
+            .order_by(send_variants.c.variant)).scalars())

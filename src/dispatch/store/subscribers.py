@@ -489,3 +489,101 @@ def active_zones(engine: Engine) -> set[str | None]:
     with engine.connect() as conn:
         return set(conn.execute(select(subscribers.c.timezone).distinct()
                                 .where(subscribers.c.status == "active")).scalars())
+
+
+# ---- What subscribers do on the web ----------------------------------------------------
+
+def by_id(engine: Engine, subscriber_id: int) -> Subscriber | None:
+    with engine.connect() as conn:
+        found = _subscribers(conn, subscribers.c.id == subscriber_id)
+    return found[0] if found else None
+
+
+def unsubscribe(engine: Engine, subscriber_id: int, now: datetime) -> bool:
+    """Stop all mail to an active or pending subscriber and suppress the address; False when
+    they receive nothing already (repeating an unsubscribe changes nothing)."""
+    with engine.begin() as conn:
+        key = conn.execute(select(subscribers.c.email_key).where(and_(
+            subscribers.c.id == subscriber_id,
+            subscribers.c.status.in_(("active", "pending"))))).scalar()
+        if key is None:
+            return False
+        conn.execute(update(subscribers).where(subscribers.c.id == subscriber_id)
+                     .values(status="unsubscribed", unsubscribed_at=now))
+        _suppress(conn, key, "unsubscribed", now)
+    return True
+
+
+def resubscribe(engine: Engine, subscriber_id: int, now: datetime) -> bool:
+    """An unsubscribed reader, back through a link only their mailbox received, is active
+    again and no longer suppressed; False for any other status."""
+    with engine.begin() as conn:
+        key = conn.execute(select(subscribers.c.email_key).where(and_(
+            subscribers.c.id == subscriber_id,
+            subscribers.c.status == "unsubscribed"))).scalar()
+        if key is None:
+            return False
+        _activate(conn, subscriber_id, key, now)
+    return True
+
+
+def _activate(conn: Connection, subscriber_id: int, key: str, now: datetime) -> None:
+    conn.execute(update(subscribers).where(subscribers.c.id == subscriber_id).values(
+        status="active", unsubscribed_at=None,
+        confirmed_at=func.coalesce(subscribers.c.confirmed_at, now)))
+    conn.execute(delete(suppressions).where(suppressions.c.email_hash == email_hash(key)))
+
+
+def set_preferences(engine: Engine, subscriber_id: int, *, topics: Iterable[str],
+                    timezone: str | None, known_topics: Mapping[str, object]) -> None:
+    """Replace a subscriber's topics and time zone (None: the newsletter's default)."""
+    chosen = _check_topics(topics, known_topics)
+    zone = _check_zone(timezone)
+    with engine.begin() as conn:
+        conn.execute(update(subscribers).where(subscribers.c.id == subscriber_id)
+                     .values(timezone=zone))
+        conn.execute(delete(subscriber_topics)
+                     .where(subscriber_topics.c.subscriber_id == subscriber_id))
+        if chosen:
+            conn.execute(insert(subscriber_topics),
+                         [{"subscriber_id": subscriber_id, "topic": t} for t in chosen])
+
+
+def signup_row(conn: Connection, email: str, key: str, *, name: str | None,
+               topics: list[str], now: datetime) -> int | None:
+    """The pending subscriber a sign-up form asks to confirm: created, or an existing pending
+    or unsubscribed one updated to what was asked. None (nothing changes) for an active
+    address, whose topics a stranger must not change, and for one that bounced or
+    complained, which is never mailed again."""
+    row = conn.execute(select(subscribers.c.id, subscribers.c.status)
+                       .where(subscribers.c.email_key == key)).first()
+    if row is None:
+        if suppression_reason(conn, key) in ("bounced", "complained"):
+            return None
+        sid: int = conn.execute(insert(subscribers).values(
+            email=email, email_key=key, name=name, status="pending", created_at=now)
+        ).inserted_primary_key[0]
+    elif row.status in ("pending", "unsubscribed"):
+        sid = row.id
+        conn.execute(update(subscribers).where(subscribers.c.id == sid)
+                     .values(status="pending", name=name))
+        conn.execute(delete(subscriber_topics).where(subscriber_topics.c.subscriber_id == sid))
+    else:
+        return None
+    if topics:
+        conn.execute(insert(subscriber_topics),
+                     [{"subscriber_id": sid, "topic": t} for t in topics])
+    return sid
+
+
+def confirm(engine: Engine, subscriber_id: int, now: datetime) -> str | None:
+    """Activate a pending subscriber; their status afterwards, or None if they are gone."""
+    with engine.begin() as conn:
+        row = conn.execute(select(subscribers.c.email_key, subscribers.c.status)
+                           .where(subscribers.c.id == subscriber_id)).first()
+        if row is None:
+            return None
+        if row.status != "pending":
+            return str(row.status)
+        _activate(conn, subscriber_id, row.email_key, now)
+    return "active"

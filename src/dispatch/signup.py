@@ -1,0 +1,133 @@
+"""Double opt-in: a sign-up queues a confirmation message through the normal delivery path
+(the outbox, its retries, rate limits and DKIM), and the link in it activates the
+subscription. The web app is a thin shell over these functions."""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import jinja2
+from mjml import mjml2html
+from sqlalchemy import Engine
+
+from dispatch.config import Settings
+from dispatch.delivery import utcnow
+from dispatch.errors import Problem, RenderError
+from dispatch.models import CONFIRMATIONS
+from dispatch.render import TOKENS, check_rendered, environment, inline_css
+from dispatch.sending import WorkerBusy, run_worker
+from dispatch.store import outbox
+from dispatch.store import subscribers as subs
+from dispatch.transport import Transport
+
+RESEND_AFTER = timedelta(minutes=10)  # a repeated sign-up sends another confirmation after this
+MAX_NAME = 200
+log = logging.getLogger("dispatch.signup")
+
+
+@dataclass(frozen=True)
+class Signup:
+    email: str
+    key: str  # the normalised address
+    name: str | None
+    topics: tuple[str, ...]
+
+
+def read_signup(settings: Settings, email: str, name: str, topics: list[str]
+                ) -> tuple[Signup | None, dict[str, str]]:
+    """A sign-up form's fields checked: the request, or a message per field at fault."""
+    errors: dict[str, str] = {}
+    key = ""
+    try:
+        key = subs.normalize(email)
+    except ValueError as exc:
+        errors["email"] = f"That address does not look right: {exc}"
+    name = " ".join(name.split())
+    if len(name) > MAX_NAME or re.search(r"[\x00-\x1f\x7f]", name):
+        errors["name"] = f"A name is at most {MAX_NAME} characters, without control characters."
+    unknown = [t for t in topics if t not in settings.topics]
+    if unknown:
+        errors["topics"] = f"Unknown topic(s): {', '.join(unknown)}."
+    elif not topics:
+        errors["topics"] = "Choose at least one topic."
+    if errors:
+        return None, errors
+    return Signup(email=email.strip(), key=key, name=name or None,
+                  topics=tuple(dict.fromkeys(topics))), {}
+
+
+def request(engine: Engine, signup: Signup, now: datetime) -> bool:
+    """Record the sign-up and queue its confirmation, in one transaction. Whatever the answer,
+    the visitor is told the same thing: it must not reveal whether the address is known.
+    True when a confirmation message was queued."""
+    with engine.begin() as conn:
+        sid = subs.signup_row(conn, signup.email, signup.key, name=signup.name,
+                              topics=list(signup.topics), now=now)
+        return sid is not None and outbox.queue_confirmation(conn, sid, now, RESEND_AFTER)
+
+
+def _duration_words(span: timedelta) -> str:
+    hours = round(span.total_seconds() / 3600)
+    if hours >= 48 and hours % 24 == 0:
+        return f"{hours // 24} days"
+    if hours >= 1:
+        return f"{hours} hour{'s' if hours != 1 else ''}"
+    return f"{round(span.total_seconds() / 60)} minutes"
+
+
+def confirmation_message(settings: Settings, expiry: timedelta) -> tuple[str, str, str]:
+    """(subject, html, text) of the confirmation message, rendered once with the same
+    pipeline and checks as an issue; recipients' links are slots filled at delivery."""
+    subject = f"Confirm your subscription to {settings.newsletter.name}"
+    context = {"newsletter": settings.newsletter, "subject": subject, "slots": TOKENS,
+               "expiry": _duration_words(expiry)}
+    env = environment(settings)
+    try:
+        mjml = env.get_template("email/confirm.mjml.j2").render(context)
+        text = env.get_template("email/confirm.txt.j2").render(context)
+        html = inline_css(mjml2html(mjml))
+    except (jinja2.TemplateError, ValueError) as exc:
+        raise RenderError(Problem("templates/email/confirm.mjml.j2", str(exc))) from None
+    text = re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
+    problems = check_rendered(html, text, settings)
+    if TOKENS["confirm_url"] not in html or TOKENS["confirm_url"] not in text:
+        problems.append("the confirmation link is missing")
+    if problems:
+        raise RenderError([Problem("templates/email/confirm", p) for p in problems])
+    return subject, html, text
+
+
+def prepare(engine: Engine, settings: Settings, expiry: timedelta, now: datetime) -> None:
+    """Render the confirmation message into the store, where every worker finds it."""
+    outbox.prepare_confirmations(engine, *confirmation_message(settings, expiry), now)
+
+
+def deliver_confirmations(engine: Engine, settings: Settings, transport: Transport,
+                          wake: threading.Event, stop: threading.Event,
+                          every: float = 30.0) -> None:
+    """`dispatch serve` on its own: send confirmations when a sign-up wakes this loop (and
+    retries every `every` seconds). The one-worker lock is taken only while there is mail,
+    so `dispatch send` and `dispatch run` are not locked out; when one of them holds it,
+    its worker delivers the confirmations instead."""
+    while not stop.is_set():
+        wake.wait(every)
+        wake.clear()
+        if stop.is_set() or not outbox.confirmations_due(engine, utcnow()):
+            continue
+        try:
+            stats = run_worker(engine, settings, transport, issue=CONFIRMATIONS, stop=stop,
+                               wait_for_retries=False)
+        except WorkerBusy:
+            continue
+        except Exception:  # a store or relay hiccup must not end the web server
+            log.exception("delivering confirmations failed; retrying in %.0f s", every)
+            continue
+        if stats.outcomes:
+            log.info("confirmations: %s", ", ".join(f"{n} {k}" for k, n in
+                                                   sorted(stats.outcomes.items())))
+        if stats.paused:
+            log.error("confirmations held back: the relay refuses us: %s", stats.paused)

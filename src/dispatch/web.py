@@ -1,0 +1,429 @@
+"""The subscriber web app: one-click unsubscribe (RFC 8058), topic preferences, double opt-in
+sign-up, and the public archive. A thin Starlette shell over the store and signup modules;
+pages are Jinja2 templates under templates/web/, plain HTML forms, no JavaScript.
+
+Links carry signed tokens (tokens.py): whoever holds the link is the subscriber, so the
+pages behind them need no login or cookies. Forms that change state also carry a signed
+form token and must come from this site (Origin / Sec-Fetch-Site), except RFC 8058's
+one-click POST, which mailbox providers send from their own servers.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from functools import partial
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, available_timezones
+
+import uvicorn
+from sqlalchemy import Engine
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from dispatch import signup
+from dispatch.config import Settings, WebSettings
+from dispatch.delivery import utcnow
+from dispatch.errors import DispatchError, Problem
+from dispatch.render import SLOTS, environment, fill_slots
+from dispatch.store import outbox
+from dispatch.store import subscribers as subs
+from dispatch.tokens import BadToken, Claim, Signer, secret
+
+MAX_BODY = 16 * 1024  # the largest form here (every topic and a zone) is under 2 KB
+ONE_CLICK = ("List-Unsubscribe", "One-Click")
+ZONES = sorted(available_timezones() - {"localtime", "Factory"})
+
+# No scripts, no frames, forms only to this site; inline styles only (the pages and the
+# archived emails carry their CSS inline). The archive may show the issues' remote images.
+CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:{images}; "
+       "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+HEADERS = {"X-Content-Type-Options": "nosniff",
+           "Referrer-Policy": "same-origin",  # token URLs must not leak to linked sites
+           "Cache-Control": "no-store"}
+
+
+class BodyLimit:
+    """Refuses request bodies over `limit` bytes, declared or streamed: the endpoint reading
+    the body gets HTTPException(413), answered like any other error."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"0")
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            if not declared.isdigit():
+                raise HTTPException(400, "Unreadable Content-Length.")
+            if int(declared) > self.limit:
+                raise HTTPException(413, f"Requests here are at most {self.limit:,} bytes.")
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise HTTPException(413, f"Requests here are at most {self.limit:,} bytes.")
+            return message
+
+        await self.app(scope, limited, send)
+
+
+class SignupLimiter:
+    """A token bucket per client address: `per_hour` sign-ups, refilled evenly. In memory:
+    a restart forgives everyone, which is the safe direction."""
+
+    def __init__(self, per_hour: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.capacity = float(per_hour)
+        self.refill = per_hour / 3600.0
+        self.clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def allow(self, client: str) -> bool:
+        now = self.clock()
+        with self._lock:
+            if len(self._buckets) > 10_000:  # forget the full buckets of quiet clients
+                self._buckets = {k: v for k, v in self._buckets.items()
+                                 if v[0] + (now - v[1]) * self.refill < self.capacity}
+            tokens, last = self._buckets.get(client, (self.capacity, now))
+            tokens = min(self.capacity, tokens + (now - last) * self.refill)
+            if tokens < 1:
+                self._buckets[client] = (tokens, now)
+                return False
+            self._buckets[client] = (tokens - 1, now)
+            return True
+
+
+class Web:
+    """The pages. Store calls run in Starlette's thread pool, off the event loop."""
+
+    def __init__(self, engine: Engine, settings: Settings, web: WebSettings, signer: Signer,
+                 queued: Callable[[], None], clock: Callable[[], datetime]) -> None:
+        self.engine, self.settings, self.web, self.signer = engine, settings, web, signer
+        self.queued, self.clock = queued, clock
+        self.env = environment(settings)
+        self.limiter = SignupLimiter(web.signup_limit)
+        self.base = settings.newsletter.base_url
+
+    # ---- responses
+
+    def page(self, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+        html = self.env.get_template(f"web/{template}.html.j2").render(
+            newsletter=self.settings.newsletter, **context)
+        return HTMLResponse(html, status, headers={**HEADERS,
+                                                   "Content-Security-Policy": CSP.format(images="")})
+
+    def message(self, status: int, title: str, *lines: str, link: tuple[str, str] | None = None
+                ) -> HTMLResponse:
+        return self.page("message", status, title=title, lines=lines, link=link)
+
+    async def error(self, request: Request, exc: Exception) -> Response:
+        """Every error as a plain page: the status, a sentence, never a stack trace (uvicorn
+        logs those)."""
+        if not isinstance(exc, HTTPException):
+            return self.message(500, "Something went wrong", "Please try again in a minute.")
+        phrase = HTTPStatus(exc.status_code).phrase
+        response = self.message(exc.status_code, phrase,
+                                *([exc.detail] if exc.detail != phrase else []))
+        response.headers.update(exc.headers or {})
+        return response
+
+    # ---- tokens and forms
+
+    async def claim(self, purpose: str, token: str) -> tuple[Claim, subs.Subscriber | None]:
+        """The token's claim and its subscriber (None when gone or not the same address)."""
+        try:
+            claim = self.signer.read(purpose, token, self.clock())
+        except BadToken as bad:
+            if bad.expired:
+                raise HTTPException(400, "This link has expired.") from None
+            raise HTTPException(404, "This link is not valid. Please use the link exactly "
+                                     "as it is in the email.") from None
+        found = await run_in_threadpool(subs.by_id, self.engine, claim.subscriber_id)
+        return claim, found if found is not None and claim.matches(found.email) else None
+
+    def form_token(self, scope: int) -> str:
+        return self.signer.token("form", scope, issued=self.clock())
+
+    async def form(self, request: Request) -> FormData:
+        return await request.form(max_files=0, max_fields=len(self.settings.topics) + 10)
+
+    def check_origin(self, request: Request) -> None:
+        """Refuse a state-changing POST sent by another site's page."""
+        site = request.headers.get("sec-fetch-site")
+        if site is not None and site not in ("same-origin", "none"):
+            raise HTTPException(403, "This form must be sent from this site's own page.")
+        origin = request.headers.get("origin") or request.headers.get("referer")
+        if origin and origin != "null":
+            parts = urlsplit(origin)
+            own = {urlsplit(self.base).netloc, request.headers.get("host", "")}
+            if parts.netloc not in own:
+                raise HTTPException(403, "This form must be sent from this site's own page.")
+
+    def check_form(self, request: Request, form: FormData, scope: int) -> None:
+        self.check_origin(request)
+        try:
+            claim = self.signer.read("form", str(form.get("csrf", "")), self.clock())
+        except BadToken:
+            raise HTTPException(403, "This form has expired or did not come from this site. "
+                                     "Reload the page and try again.") from None
+        if claim.subscriber_id != scope:
+            raise HTTPException(403, "This form belongs to another page.")
+
+    # ---- sign-up and confirmation
+
+    async def signup_page(self, request: Request) -> Response:
+        if request.method == "GET":
+            return self.signup_form()
+        form = await self.form(request)
+        self.check_form(request, form, 0)
+        client = request.client.host if request.client else "unknown"
+        if not self.limiter.allow(client):
+            response = self.message(429, "Too many sign-ups",
+                                    "Too many sign-up requests came from your network. "
+                                    "Please try again in an hour.")
+            response.headers["Retry-After"] = "3600"
+            return response
+        email, name = str(form.get("email", "")), str(form.get("name", ""))
+        chosen = [str(t) for t in form.getlist("topics")]
+        request_, errors = signup.read_signup(self.settings, email, name, chosen)
+        if request_ is None:
+            return self.signup_form(400, errors=errors, email=email, name=name, chosen=chosen)
+        if await run_in_threadpool(signup.request, self.engine, request_, self.clock()):
+            self.queued()
+        # The same answer for a new, pending, active or suppressed address.
+        return self.message(200, "Check your inbox",
+                            f"If {request_.email} can receive {self.settings.newsletter.name}, "
+                            "a message with a confirmation link is on its way to it.",
+                            "Open the link to start your subscription. Nothing arrives "
+                            "until you do.")
+
+    def signup_form(self, status: int = 200, **values: Any) -> HTMLResponse:
+        return self.page("signup", status, topics=self.settings.topics.values(),
+                         csrf=self.form_token(0), errors=values.pop("errors", {}),
+                         email=values.get("email", ""), name=values.get("name", ""),
+                         chosen=values.get("chosen", []))
+
+    async def confirm_page(self, request: Request) -> Response:
+        token = request.path_params["token"]
+        claim, found = await self.claim("confirm", token)
+        if found is None:
+            raise HTTPException(404, "This subscription no longer exists. You can sign up "
+                                     "again.")
+        if found.status == "active":
+            return self.subscribed(found)
+        if found.status != "pending":
+            raise HTTPException(400, "This link is no longer valid. You can sign up again.")
+        if request.method == "GET":
+            # A button, not an action on GET: mail scanners open links, and a subscription
+            # needs a person's yes.
+            return self.page("action", title="Confirm your subscription",
+                             lines=[f"One click to start receiving "
+                                    f"{self.settings.newsletter.name} at {found.email}."],
+                             fields={"csrf": self.form_token(found.id)},
+                             button="Confirm my subscription")
+        form = await self.form(request)
+        self.check_form(request, form, found.id)
+        await run_in_threadpool(subs.confirm, self.engine, found.id, self.clock())
+        return self.subscribed(found)
+
+    def subscribed(self, found: subs.Subscriber) -> HTMLResponse:
+        return self.message(200, "You are subscribed",
+                            f"{found.email} will receive {self.settings.newsletter.name}.",
+                            link=(self.preferences_url(found), "Choose your topics"))
+
+    def preferences_url(self, found: subs.Subscriber) -> str:
+        return f"/p/{self.signer.token('preferences', found.id, found.email)}"
+
+    # ---- unsubscribe
+
+    async def unsubscribe_page(self, request: Request) -> Response:
+        token = request.path_params["token"]
+        claim, found = await self.claim("unsubscribe", token)
+        if request.method == "GET":
+            if found is None or found.status not in ("active", "pending"):
+                return self.unsubscribed(found)
+            # Never unsubscribes by itself: mail scanners follow links.
+            return self.page("action", title="Unsubscribe",
+                             lines=[f"Stop sending {self.settings.newsletter.name} to "
+                                    f"{found.email}?"],
+                             fields=dict([ONE_CLICK]), button="Unsubscribe",
+                             link=(self.preferences_url(found), "Change topics instead"))
+        # RFC 8058: the POST itself is the request; no cookies, no form token, any origin.
+        form = await self.form(request)
+        if form.get(ONE_CLICK[0]) != ONE_CLICK[1]:
+            raise HTTPException(400, "The body must be List-Unsubscribe=One-Click.")
+        if found is not None:
+            await run_in_threadpool(subs.unsubscribe, self.engine, found.id, self.clock())
+        return self.unsubscribed(found)
+
+    def unsubscribed(self, found: subs.Subscriber | None) -> HTMLResponse:
+        if found is None:
+            return self.message(200, "Unsubscribed", "This address receives nothing from us.")
+        return self.message(200, "You are unsubscribed",
+                            f"{found.email} will receive nothing more from "
+                            f"{self.settings.newsletter.name}.",
+                            link=(self.preferences_url(found), "Changed your mind?"))
+
+    # ---- preferences
+
+    async def preferences_page(self, request: Request) -> Response:
+        token = request.path_params["token"]
+        claim, found = await self.claim("preferences", token)
+        if found is None:
+            raise HTTPException(404, "This subscription no longer exists.")
+        if request.method == "GET":
+            return self.preferences_form(found, saved=request.query_params.get("saved"))
+        form = await self.form(request)
+        self.check_form(request, form, found.id)
+        action = form.get("action")
+        if action == "unsubscribe":
+            await run_in_threadpool(subs.unsubscribe, self.engine, found.id, self.clock())
+        elif action == "resubscribe":
+            await run_in_threadpool(subs.resubscribe, self.engine, found.id, self.clock())
+        elif action == "save":
+            chosen = [str(t) for t in form.getlist("topics")]
+            zone = str(form.get("timezone", "")) or None
+            error = None
+            if [t for t in chosen if t not in self.settings.topics]:
+                error = "Unknown topic: nothing was changed."
+            elif not chosen:
+                error = "Choose at least one topic, or unsubscribe below."
+            elif zone is not None and zone not in ZONES:
+                error = "Unknown time zone: nothing was changed."
+            if error:
+                return self.preferences_form(found, 400, error=error)
+            try:
+                await run_in_threadpool(partial(
+                    subs.set_preferences, self.engine, found.id, topics=chosen, timezone=zone,
+                    known_topics=self.settings.topics))
+            except DispatchError as exc:
+                return self.preferences_form(found, 400, error=exc.problems[0].message)
+        else:
+            raise HTTPException(400, "Unknown action.")
+        return RedirectResponse(f"/p/{token}?saved={action}", 303, headers=HEADERS)
+
+    def preferences_form(self, found: subs.Subscriber, status: int = 200,
+                         saved: str | None = None, error: str | None = None) -> HTMLResponse:
+        return self.page("preferences", status, subscriber=found,
+                         topics=self.settings.topics.values(), zones=ZONES,
+                         default_zone=self.settings.schedule.default_timezone,
+                         csrf=self.form_token(found.id), saved=saved, error=error)
+
+    async def manage_page(self, request: Request) -> Response:
+        return self.message(200, "Manage your subscription",
+                            "Every email we send ends with two links: one to choose your "
+                            "topics and time zone, one to unsubscribe. They are personal, so "
+                            "there is no password to remember.",
+                            link=("/", "Subscribe"))
+
+    # ---- archive
+
+    async def archive_page(self, request: Request) -> Response:
+        sends = await run_in_threadpool(outbox.archived_sends, self.engine)
+        zone = ZoneInfo(self.settings.newsletter.timezone)
+        issues = [{"slug": s.issue, "subject": s.subject,
+                   "date": (s.launched_at or s.created_at).astimezone(zone)} for s in sends]
+        return self.page("archive", issues=issues)
+
+    async def archive_issue(self, request: Request) -> Response:
+        slug = request.path_params["issue"]
+        variants = await run_in_threadpool(outbox.archived_variants, self.engine, slug)
+        if not variants:
+            raise HTTPException(404, "No such issue in the archive.")
+        # The edition with the most briefs ("b0-1-2" carries briefs 0, 1 and 2).
+        fullest = max(variants, key=lambda v: (v.count("-"), v))
+        return RedirectResponse(f"/a/{slug}/{fullest}", 302, headers=HEADERS)
+
+    async def archive_variant(self, request: Request) -> Response:
+        slug, variant = request.path_params["issue"], request.path_params["variant"]
+        if variant not in await run_in_threadpool(outbox.archived_variants, self.engine, slug):
+            raise HTTPException(404, "No such issue in the archive.")
+        _, html, _ = await run_in_threadpool(outbox.variant_parts, self.engine, slug, variant)
+        # Everyone's copy without anyone's data: no name, no personal links.
+        values = {slot: "" for slot in SLOTS}
+        values.update(name="there", unsubscribe_url=f"{self.base}/p",
+                      preferences_url=f"{self.base}/p",
+                      view_url=f"{self.base}/a/{slug}/{variant}")
+        return HTMLResponse(fill_slots(html, values), headers={
+            **HEADERS, "Cache-Control": "public, max-age=300",
+            "Content-Security-Policy": CSP.format(images=" https: http:")})
+
+    async def health(self, request: Request) -> Response:
+        return Response("ok\n", media_type="text/plain")
+
+
+def create_app(engine: Engine, settings: Settings, *, queued: Callable[[], None] = lambda: None,
+               clock: Callable[[], datetime] = utcnow) -> ASGIApp:
+    """The ASGI app, with the confirmation message rendered into the store. `queued` is
+    called when a sign-up queued a confirmation, so a delivery worker in the same process
+    can send it at once."""
+    web_settings = settings.web or WebSettings()
+    signer = Signer(secret(engine), expiry={"confirm": web_settings.confirm_expiry})
+    signup.prepare(engine, settings, web_settings.confirm_expiry, clock())
+    web = Web(engine, settings, web_settings, signer, queued, clock)
+    both = ["GET", "POST"]
+    routes = [
+        Route("/", web.signup_page, methods=["GET"]),
+        Route("/subscribe", web.signup_page, methods=both),
+        Route("/c/{token}", web.confirm_page, methods=both),
+        Route("/u/{token}", web.unsubscribe_page, methods=both),
+        Route("/p", web.manage_page, methods=["GET"]),
+        Route("/p/{token}", web.preferences_page, methods=both),
+        Route("/a", web.archive_page, methods=["GET"]),
+        Route("/a/{issue}", web.archive_issue, methods=["GET"]),
+        Route("/a/{issue}/{variant}", web.archive_variant, methods=["GET"]),
+        Route("/healthz", web.health, methods=["GET"]),
+    ]
+    handler: Callable[[Request, Exception], Awaitable[Response]] = web.error
+    app = Starlette(routes=routes, exception_handlers={HTTPException: handler,
+                                                      Exception: handler})
+    return BodyLimit(app, MAX_BODY)
+
+
+class WebServer:
+    """uvicorn serving the app on a background thread (`dispatch run`, the tests)."""
+
+    def __init__(self, app: ASGIApp, host: str, port: int, trusted_proxies: tuple[str, ...],
+                 log_level: str = "warning") -> None:
+        self.server = uvicorn.Server(uvicorn_config(app, host, port, trusted_proxies,
+                                                    log_level))
+        self.thread = threading.Thread(target=self.server.run, name="dispatch-web",
+                                       daemon=True)
+
+    def start(self, timeout: float = 10.0) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                config = self.server.config
+                raise DispatchError(Problem("web", f"cannot serve on {config.host}:"
+                                                   f"{config.port} (in use, or not an address "
+                                                   "of this machine)"))
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def uvicorn_config(app: ASGIApp, host: str, port: int, trusted_proxies: tuple[str, ...],
+                   log_level: str) -> uvicorn.Config:
+    # No access log: the URLs carry subscribers' tokens, which stay out of logs.
+    return uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
+                          proxy_headers=True, forwarded_allow_ips=list(trusted_proxies),
+                          lifespan="off", server_header=False)
