@@ -29,7 +29,7 @@ from dispatch.config import Settings, WebSettings, load_settings
 from dispatch.content import read_text_file
 from dispatch.errors import ConfigError, DispatchError, Problem, display_path
 from dispatch import schedule as scheduling
-from dispatch import sending, signup, web
+from dispatch import sending, web
 from dispatch.delivery import Stats
 from dispatch.demo import run_demo
 from dispatch.issue import issue_folders, load_issue, resolve_issue_path
@@ -965,7 +965,7 @@ def serve(
                         format="%(asctime)s %(levelname)s %(message)s")
     wake, stop = threading.Event(), threading.Event()
     application = web.create_app(engine, settings, queued=wake.set)
-    sender = threading.Thread(target=signup.deliver_confirmations, name="dispatch-confirm",
+    sender = threading.Thread(target=sending.deliver_when_due, name="dispatch-delivery",
                               args=(engine, settings, smtp_transport(settings.smtp), wake,
                                     stop), daemon=True)
     sender.start()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import threading
 from collections import Counter, deque
@@ -28,10 +29,11 @@ from dispatch.message import Recipient, build_template, message_id, personalize
 from dispatch.models import SENT, Issue, Job
 from dispatch.render import Rendered, render_variant
 from dispatch.segments import Variant, possible_variants
-from dispatch.store.outbox import Audience, SqlOutbox, launch, plan_audience
+from dispatch.store.outbox import Audience, SqlOutbox, launch, mail_due, plan_audience
 from dispatch.tokens import Signer, existing_secret, secret
 from dispatch.transport import FileWriter, Reply, SmtpConnection, Transport
 
+log = logging.getLogger("dispatch.delivery")
 TEST_BANNER = "This is a test send of this issue; subscribers have not received it."
 
 
@@ -196,3 +198,30 @@ def variant_table(audience: Audience) -> list[tuple[str, int, list[str]]]:
 def skipped_lines(skipped: Counter[str]) -> list[str]:
     return [f"{n:,} {reason}" for reason, n in sorted(skipped.items())]
 
+
+def deliver_when_due(engine: Engine, settings: Settings, transport: Transport,
+                          wake: threading.Event, stop: threading.Event,
+                          every: float = 30.0) -> None:
+    """`dispatch serve`'s delivery: deliver when a sign-up wakes this loop, and look for due
+    mail every `every` seconds. The one-worker lock is taken only while there is mail, so
+    `dispatch send` and `dispatch run` are not locked out; when one of them holds it, its
+    worker delivers the confirmations. While it holds the lock, this worker delivers every
+    running send's due rows, not just confirmations: a `dispatch send` that found the lock
+    taken leaves its rows to whoever holds it."""
+    while not stop.is_set():
+        wake.wait(every)
+        wake.clear()
+        if stop.is_set() or not mail_due(engine, utcnow()):
+            continue
+        try:
+            stats = run_worker(engine, settings, transport, stop=stop, wait_for_retries=False)
+        except WorkerBusy:
+            continue
+        except Exception:  # a store or relay hiccup must not end the web server
+            log.exception("delivery failed; trying again in %.0f s", every)
+            continue
+        if stats.outcomes:
+            log.info("delivered: %s", ", ".join(f"{n} {kind}" for kind, n in
+                                               sorted(stats.outcomes.items())))
+        if stats.paused:
+            log.error("delivery held back: the relay refuses us: %s", stats.paused)

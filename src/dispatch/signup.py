@@ -4,9 +4,7 @@ subscription. The web app is a thin shell over these functions."""
 
 from __future__ import annotations
 
-import logging
 import re
-import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -15,18 +13,13 @@ from mjml import mjml2html
 from sqlalchemy import Engine
 
 from dispatch.config import Settings
-from dispatch.delivery import utcnow
 from dispatch.errors import Problem, RenderError
-from dispatch.models import CONFIRMATIONS
 from dispatch.render import TOKENS, check_rendered, environment, inline_css
-from dispatch.sending import WorkerBusy, run_worker
 from dispatch.store import outbox
 from dispatch.store import subscribers as subs
-from dispatch.transport import Transport
 
 RESEND_AFTER = timedelta(minutes=10)  # a repeated sign-up sends another confirmation after this
 MAX_NAME = 200
-log = logging.getLogger("dispatch.signup")
 
 
 @dataclass(frozen=True)
@@ -104,30 +97,3 @@ def confirmation_message(settings: Settings, expiry: timedelta) -> tuple[str, st
 def prepare(engine: Engine, settings: Settings, expiry: timedelta, now: datetime) -> None:
     """Render the confirmation message into the store, where every worker finds it."""
     outbox.prepare_confirmations(engine, *confirmation_message(settings, expiry), now)
-
-
-def deliver_confirmations(engine: Engine, settings: Settings, transport: Transport,
-                          wake: threading.Event, stop: threading.Event,
-                          every: float = 30.0) -> None:
-    """`dispatch serve` on its own: send confirmations when a sign-up wakes this loop (and
-    retries every `every` seconds). The one-worker lock is taken only while there is mail,
-    so `dispatch send` and `dispatch run` are not locked out; when one of them holds it,
-    its worker delivers the confirmations instead."""
-    while not stop.is_set():
-        wake.wait(every)
-        wake.clear()
-        if stop.is_set() or not outbox.confirmations_due(engine, utcnow()):
-            continue
-        try:
-            stats = run_worker(engine, settings, transport, issue=CONFIRMATIONS, stop=stop,
-                               wait_for_retries=False)
-        except WorkerBusy:
-            continue
-        except Exception:  # a store or relay hiccup must not end the web server
-            log.exception("delivering confirmations failed; retrying in %.0f s", every)
-            continue
-        if stats.outcomes:
-            log.info("confirmations: %s", ", ".join(f"{n} {k}" for k, n in
-                                                   sorted(stats.outcomes.items())))
-        if stats.paused:
-            log.error("confirmations held back: the relay refuses us: %s", stats.paused)

@@ -187,10 +187,15 @@ class Web:
     # ---- sign-up and confirmation
 
     async def signup_page(self, request: Request) -> Response:
-        if request.method == "GET":
+        if request.method != "POST":
             return self.signup_form()
         form = await self.form(request)
         self.check_form(request, form, 0)
+        email, name = str(form.get("email", "")), str(form.get("name", ""))
+        chosen = [str(t) for t in form.getlist("topics")]
+        request_, errors = signup.read_signup(self.settings, email, name, chosen)
+        if request_ is None:  # a typo costs nothing and is not counted
+            return self.signup_form(400, errors=errors, email=email, name=name, chosen=chosen)
         client = request.client.host if request.client else "unknown"
         if not self.limiter.allow(client):
             response = self.message(429, "Too many sign-ups",
@@ -198,11 +203,6 @@ class Web:
                                     "Please try again in an hour.")
             response.headers["Retry-After"] = "3600"
             return response
-        email, name = str(form.get("email", "")), str(form.get("name", ""))
-        chosen = [str(t) for t in form.getlist("topics")]
-        request_, errors = signup.read_signup(self.settings, email, name, chosen)
-        if request_ is None:
-            return self.signup_form(400, errors=errors, email=email, name=name, chosen=chosen)
         if await run_in_threadpool(signup.request, self.engine, request_, self.clock()):
             self.queued()
         # The same answer for a new, pending, active or suppressed address.
@@ -228,7 +228,7 @@ class Web:
             return self.subscribed(found)
         if found.status != "pending":
             raise HTTPException(400, "This link is no longer valid. You can sign up again.")
-        if request.method == "GET":
+        if request.method != "POST":
             # A button, not an action on GET: mail scanners open links, and a subscription
             # needs a person's yes.
             return self.page("action", title="Confirm your subscription",
@@ -254,7 +254,7 @@ class Web:
     async def unsubscribe_page(self, request: Request) -> Response:
         token = request.path_params["token"]
         claim, found = await self.claim("unsubscribe", token)
-        if request.method == "GET":
+        if request.method != "POST":
             if found is None or found.status not in ("active", "pending"):
                 return self.unsubscribed(found)
             # Never unsubscribes by itself: mail scanners follow links.
@@ -286,7 +286,7 @@ class Web:
         claim, found = await self.claim("preferences", token)
         if found is None:
             raise HTTPException(404, "This subscription no longer exists.")
-        if request.method == "GET":
+        if request.method != "POST":
             return self.preferences_form(found, saved=request.query_params.get("saved"))
         form = await self.form(request)
         self.check_form(request, form, found.id)

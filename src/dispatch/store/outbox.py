@@ -477,11 +477,12 @@ def queue_confirmation(conn: Connection, subscriber_id: int, now: datetime,
     return True
 
 
-def confirmations_due(engine: Engine, now: datetime) -> bool:
-    """Whether a confirmation message is waiting for a worker."""
+def mail_due(engine: Engine, now: datetime) -> bool:
+    """Whether any running send has a message waiting for a worker."""
+    running = select(sends.c.issue).where(sends.c.status == "sending")
     with engine.connect() as conn:
         return conn.execute(select(outbox.c.id).where(and_(
-            outbox.c.issue == CONFIRMATIONS, outbox.c.state.in_(OPEN_STATES),
+            outbox.c.issue.in_(running), outbox.c.state.in_(OPEN_STATES),
             outbox.c.next_attempt_at <= now)).limit(1)).first() is not None
 
 
