@@ -495,3 +495,55 @@ def test_pages_are_plain_html_for_phones_without_scripts(site: Site):
     assert "default-src 'none'" in policy_header and "script-src" not in policy_header
     assert page.headers["referrer-policy"] == "same-origin"
     assert site.http.get("/nowhere").status_code == 404
+
+
+# ---- A real browser --------------------------------------------------------------------
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+
+@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
+                    reason="Debian's chromium and chromium-driver are not installed "
+                           "(tests/install-services.sh installs them)")
+def test_a_reader_changes_a_topic_by_clicking_in_headless_chromium(site: Site, tmp_path: Path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    site.add("ana@example.com", ["technology"], name="Ana")
+    site.send()
+    url = site.link("ana@example.com", "/p/")
+    options = Options()
+    options.binary_location = str(CHROMIUM)
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu",
+                     "--disable-dev-shm-usage", "--window-size=390,1100"):  # a phone's width
+        options.add_argument(argument)
+    browser = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    try:
+        browser.get(url)
+        assert browser.find_element(By.TAG_NAME, "h1").text == "Hello Ana"
+        # Readable on a phone: nothing wider than the screen.
+        assert browser.execute_script(
+            "return document.documentElement.scrollWidth <= window.innerWidth")
+        security = browser.find_element(By.CSS_SELECTOR, "input[value=security]")
+        assert not security.is_selected()
+        browser.find_element(By.XPATH, "//label[contains(., 'Security')]").click()
+        assert security.is_selected()
+        browser.find_element(By.CSS_SELECTOR, "button[value=save]").click()
+        WebDriverWait(browser, 10).until(ready.presence_of_element_located(
+            (By.CSS_SELECTOR, "[role=status]")))
+        assert "Saved" in browser.find_element(By.CSS_SELECTOR, "[role=status]").text
+        assert browser.find_element(By.CSS_SELECTOR, "input[value=security]").is_selected()
+        shot = tmp_path / "preferences.png"
+        assert browser.save_screenshot(str(shot))
+    finally:
+        browser.quit()
+    assert site.get("ana@example.com").topics == ("security", "technology")
+    data = shot.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 20_000
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert width >= 390 and height >= 600
+    print(f"\nscreenshot: {shot}")
