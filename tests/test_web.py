@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import re
 import shutil
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -342,6 +345,8 @@ def test_signups_are_rate_limited_per_client_address(site: Site):
                     headers={"X-Forwarded-For": "198.51.100.7"})
     assert other.status_code == 200
     assert site.get("r4@example.com").status == "pending"
+    # Each accepted sign-up got its confirmation (the delivery loop outlives its first run).
+    assert eventually(lambda: all(site.messages_to(f"r{n}@example.com") for n in range(5)), 10)
 
 
 def test_signup_refuses_bad_input_and_changes_nothing(site: Site):
@@ -495,6 +500,47 @@ def test_pages_are_plain_html_for_phones_without_scripts(site: Site):
     assert "default-src 'none'" in policy_header and "script-src" not in policy_header
     assert page.headers["referrer-policy"] == "same-origin"
     assert site.http.get("/nowhere").status_code == 404
+
+
+# ---- The commands -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("command", ["serve", "run"])
+def test_the_command_serves_signup_to_confirmation_and_stops_on_sigterm(project: Path,
+                                                                         command: str):
+    """`dispatch serve` delivers the confirmation from its own worker; `dispatch run` (with
+    a web table in config.toml) from the daemon's, woken by the sign-up."""
+    web_port = free_port()
+    with smtp_sink(RecordingHandler()) as (handler, smtp_port):
+        config = configure(project, smtp_port, web_port)
+        log_path = project / "web.log"
+        with log_path.open("w") as log:
+            process = subprocess.Popen([sys.executable, "-m", "dispatch", command], cwd=project,
+                                       stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{web_port}"
+
+        def up() -> bool:
+            try:
+                return httpx.get(f"{url}/healthz").status_code == 200
+            except httpx.TransportError:
+                return process.poll() is not None
+        try:
+            assert eventually(up, 30) and process.poll() is None, log_path.read_text()
+            engine = open_store(load_settings(config).store.url)
+            site = Site(url, load_settings(config), engine, handler, httpx.Client(base_url=url))
+            assert sign_up(site, "dana@example.com", ["security"]).status_code == 200
+            assert eventually(lambda: site.messages_to("dana@example.com"), 15), \
+                log_path.read_text()
+            link = site.link("dana@example.com", "/c/")
+            assert httpx.post(link, data={"csrf": csrf(httpx.get(link))}).status_code == 200
+            assert site.get("dana@example.com").status == "active"
+            engine.dispose()
+        finally:
+            process.send_signal(signal.SIGTERM)
+            code = process.wait(timeout=20)
+        output = log_path.read_text()
+        assert code == 0, output
+        assert link.rsplit("/", 1)[1] not in output  # tokens stay out of the logs
+        assert f"http://127.0.0.1:{web_port}" in output
 
 
 # ---- A real browser --------------------------------------------------------------------

@@ -16,7 +16,6 @@ from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 import typer
-import uvicorn
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -963,24 +962,25 @@ def serve(
     web_settings = settings.web or WebSettings()
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s")
-    wake, stop = threading.Event(), threading.Event()
-    application = web.create_app(engine, settings, queued=wake.set)
-    sender = threading.Thread(target=sending.deliver_when_due, name="dispatch-delivery",
-                              args=(engine, settings, smtp_transport(settings.smtp), wake,
-                                    stop), daemon=True)
-    sender.start()
+    wake = threading.Event()
     host, port = host or web_settings.host, port or web_settings.port
-    logging.getLogger("dispatch.serve").info(
-        "dispatch serve: http://%s:%d (public address %s); Ctrl-C stops", host, port,
-        settings.newsletter.base_url)
-    try:
-        # uvicorn in the foreground: it handles SIGINT/SIGTERM and finishes open requests.
-        uvicorn.Server(web.uvicorn_config(application, host, port,
-                                          web_settings.trusted_proxies, "info")).run()
-    finally:
-        stop.set()
+    server = web.WebServer(web.create_app(engine, settings, queued=wake.set), host, port,
+                           web_settings.trusted_proxies)
+    with _stop_on_signals() as stop:
+        server.start()
+        sender = threading.Thread(target=sending.deliver_when_due, name="dispatch-delivery",
+                                  args=(engine, settings, smtp_transport(settings.smtp), wake,
+                                        stop))
+        sender.start()
+        logging.getLogger("dispatch.serve").info(
+            "dispatch serve: http://%s:%d (public address %s); Ctrl-C stops", host, port,
+            settings.newsletter.base_url)
+        while not stop.wait(1.0):
+            pass
+        server.stop()
         wake.set()
-        sender.join(timeout=30)
+        sender.join()
+    logging.getLogger("dispatch.serve").info("dispatch serve: stopped")
 
 
 def main() -> None:

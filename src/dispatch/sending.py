@@ -213,8 +213,13 @@ def deliver_when_due(engine: Engine, settings: Settings, transport: Transport,
         wake.clear()
         if stop.is_set() or not mail_due(engine, utcnow()):
             continue
+        # deliver() sets its stop event when it ends, so each run gets its own, set from
+        # the progress callback once `stop` is.
+        run_stop = threading.Event()
         try:
-            stats = run_worker(engine, settings, transport, stop=stop, wait_for_retries=False)
+            stats = run_worker(engine, settings, transport, stop=run_stop,
+                               wait_for_retries=False,
+                               progress=lambda _: stop.is_set() and run_stop.set())
         except WorkerBusy:
             continue
         except Exception:  # a store or relay hiccup must not end the web server
