@@ -103,6 +103,10 @@ def test_password_comes_from_environment(tmp_path, monkeypatch):
      'duration like "1h"'),
     (MINIMAL + '[schedule]\ndefault_timezone = "Mars/Olympus"\n',
      "schedule.default_timezone: unknown IANA time zone"),
+    (MINIMAL + "[web]\nport = 0\n", "web.port: expected an integer 1-65535"),
+    (MINIMAL + '[web]\nconfirm_expiry = "5m"\n', "web.confirm_expiry: expected at least 10"),
+    (MINIMAL + '[web]\nsignup_limit = "many"\n', "web.signup_limit: expected an integer"),
+    (MINIMAL + "[web]\nlisten = 80\n", "web.listen: unknown key"),
 ])
 def test_bad_config_values(tmp_path, text, expected):
     with pytest.raises(ConfigError) as info:
@@ -136,3 +140,17 @@ def test_schedule_settings(tmp_path):
     assert settings.schedule.default_timezone == settings.newsletter.timezone
     settings = load_settings(write(tmp_path, MINIMAL + "[schedule]\ngrace = 600\nsync = 0.5\n"))
     assert settings.schedule.grace.total_seconds() == 600 and settings.schedule.sync == 0.5
+
+
+def test_web_settings(tmp_path):
+    assert load_settings(write(tmp_path, MINIMAL)).web is None  # `dispatch run` serves nothing
+    settings = load_settings(write(tmp_path, MINIMAL + '[web]\nhost = "0.0.0.0"\nport = 8080\n'
+                                   'confirm_expiry = "7d"\nsignup_limit = 20\n'
+                                   'trusted_proxies = ["10.0.0.2"]\n'))
+    assert settings.web is not None
+    assert (settings.web.host, settings.web.port, settings.web.signup_limit) == ("0.0.0.0", 8080,
+                                                                                20)
+    assert settings.web.confirm_expiry.total_seconds() == 7 * 86400
+    assert settings.web.trusted_proxies == ("10.0.0.2",)
+    defaults = load_settings(write(tmp_path, MINIMAL + "[web]\n")).web
+    assert defaults is not None and defaults.port == 8025 and defaults.signup_limit == 5

@@ -32,6 +32,7 @@ from dispatch import sending, web
 from dispatch.delivery import Stats
 from dispatch.demo import run_demo
 from dispatch.issue import issue_folders, load_issue, resolve_issue_path
+from dispatch.models import CONFIRMATIONS
 from dispatch.plaintext import import_file, output_name
 from dispatch.preview import preview as run_preview
 from dispatch.segments import plan_variants
@@ -779,7 +780,7 @@ def schedule_list(
     """
     settings = _settings(config)
     engine = _store(settings)
-    sends = outbox.list_sends(engine)
+    sends = [s for s in outbox.list_sends(engine) if s.issue != CONFIRMATIONS]
     sends.sort(key=lambda s: (s.status != "scheduled", s.send_at or s.created_at))
     counts = outbox.state_counts(engine)
     known = {s.issue for s in sends}
