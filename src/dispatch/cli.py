@@ -913,21 +913,21 @@ def run(config: ConfigOption = None) -> None:
 
     daemon = scheduling.Daemon(engine, settings, smtp_transport(settings.smtp),
                                progress=progress)
-    server = None
-    if settings.web is not None:
+    server, web_settings = None, settings.web
+    if web_settings is not None:
         server = web.WebServer(web.create_app(engine, settings, queued=daemon.wake),
-                               settings.web.host, settings.web.port,
-                               settings.web.trusted_proxies)
+                               web_settings.host, web_settings.port,
+                               web_settings.trusted_proxies)
     with _stop_on_signals() as stop:
         daemon.start()
-        if server is not None:
+        if server is not None and web_settings is not None:
             try:
                 server.start()
             except DispatchError:
                 daemon.stop()
                 raise
             log.info("dispatch run: web app on http://%s:%d (public address %s)",
-                     settings.web.host, settings.web.port, settings.newsletter.base_url)
+                     web_settings.host, web_settings.port, settings.newsletter.base_url)
         waiting = outbox.scheduled_sends(engine)
         log.info("dispatch run: %d issue(s) scheduled%s; %d recurring schedule(s); delivering "
                  "through %s:%d", len(waiting),

@@ -216,10 +216,13 @@ def deliver_when_due(engine: Engine, settings: Settings, transport: Transport,
         # deliver() sets its stop event when it ends, so each run gets its own, set from
         # the progress callback once `stop` is.
         run_stop = threading.Event()
+
+        def relay_stop(_: Stats) -> None:
+            if stop.is_set():
+                run_stop.set()
         try:
             stats = run_worker(engine, settings, transport, stop=run_stop,
-                               wait_for_retries=False,
-                               progress=lambda _: stop.is_set() and run_stop.set())
+                               wait_for_retries=False, progress=relay_stop)
         except WorkerBusy:
             continue
         except Exception:  # a store or relay hiccup must not end the web server
