@@ -451,6 +451,18 @@ def test_oversize_bodies_and_wrong_methods_get_4xx_and_change_nothing(site: Site
     assert site.get("ana@example.com").topics == ("technology",)
 
 
+def test_a_failure_inside_gets_a_plain_500_page_without_a_stack_trace(site: Site):
+    site.add("ana@example.com", ["technology"])
+    site.send()
+    url = site.link("ana@example.com", "/p/")
+    with site.engine.begin() as conn:  # the store breaks under the app
+        conn.exec_driver_sql("DROP TABLE subscriber_topics")
+    answer = httpx.get(url)
+    assert answer.status_code == 500 and answer.headers["content-type"].startswith("text/html")
+    assert "Something went wrong" in answer.text
+    assert "Traceback" not in answer.text and "subscriber_topics" not in answer.text
+
+
 # ---- Archive ---------------------------------------------------------------------------
 
 def test_the_archive_lists_sent_issues_and_shows_each_variant_without_personal_data(

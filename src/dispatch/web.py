@@ -38,7 +38,7 @@ from dispatch.errors import DispatchError, Problem
 from dispatch.render import SLOTS, environment, fill_slots
 from dispatch.store import outbox
 from dispatch.store import subscribers as subs
-from dispatch.tokens import BadToken, Claim, Signer, secret
+from dispatch.tokens import BadToken, Signer, secret
 
 MAX_BODY = 16 * 1024  # the largest form here (every topic and a zone) is under 2 KB
 ONE_CLICK = ("List-Unsubscribe", "One-Click")
@@ -124,8 +124,8 @@ class Web:
     def page(self, template: str, status: int = 200, **context: Any) -> HTMLResponse:
         html = self.env.get_template(f"web/{template}.html.j2").render(
             newsletter=self.settings.newsletter, **context)
-        return HTMLResponse(html, status, headers={**HEADERS,
-                                                   "Content-Security-Policy": CSP.format(images="")})
+        return HTMLResponse(html, status, headers={
+            **HEADERS, "Content-Security-Policy": CSP.format(images="")})
 
     def message(self, status: int, title: str, *lines: str, link: tuple[str, str] | None = None
                 ) -> HTMLResponse:
@@ -144,8 +144,9 @@ class Web:
 
     # ---- tokens and forms
 
-    async def claim(self, purpose: str, token: str) -> tuple[Claim, subs.Subscriber | None]:
-        """The token's claim and its subscriber (None when gone or not the same address)."""
+    async def subscriber(self, purpose: str, token: str) -> subs.Subscriber | None:
+        """The subscriber a valid token names; None when they are gone or the token was made
+        for another address. HTTPException for a bad or expired token."""
         try:
             claim = self.signer.read(purpose, token, self.clock())
         except BadToken as bad:
@@ -154,7 +155,7 @@ class Web:
             raise HTTPException(404, "This link is not valid. Please use the link exactly "
                                      "as it is in the email.") from None
         found = await run_in_threadpool(subs.by_id, self.engine, claim.subscriber_id)
-        return claim, found if found is not None and claim.matches(found.email) else None
+        return found if found is not None and claim.matches(found.email) else None
 
     def form_token(self, scope: int) -> str:
         return self.signer.token("form", scope, issued=self.clock())
@@ -193,8 +194,8 @@ class Web:
         self.check_form(request, form, 0)
         email, name = str(form.get("email", "")), str(form.get("name", ""))
         chosen = [str(t) for t in form.getlist("topics")]
-        request_, errors = signup.read_signup(self.settings, email, name, chosen)
-        if request_ is None:  # a typo costs nothing and is not counted
+        wanted, errors = signup.read_signup(self.settings, email, name, chosen)
+        if wanted is None:  # a typo costs nothing and is not counted
             return self.signup_form(400, errors=errors, email=email, name=name, chosen=chosen)
         client = request.client.host if request.client else "unknown"
         if not self.limiter.allow(client):
@@ -203,11 +204,11 @@ class Web:
                                     "Please try again in an hour.")
             response.headers["Retry-After"] = "3600"
             return response
-        if await run_in_threadpool(signup.request, self.engine, request_, self.clock()):
+        if await run_in_threadpool(signup.request, self.engine, wanted, self.clock()):
             self.queued()
         # The same answer for a new, pending, active or suppressed address.
         return self.message(200, "Check your inbox",
-                            f"If {request_.email} can receive {self.settings.newsletter.name}, "
+                            f"If {wanted.email} can receive {self.settings.newsletter.name}, "
                             "a message with a confirmation link is on its way to it.",
                             "Open the link to start your subscription. Nothing arrives "
                             "until you do.")
@@ -220,7 +221,7 @@ class Web:
 
     async def confirm_page(self, request: Request) -> Response:
         token = request.path_params["token"]
-        claim, found = await self.claim("confirm", token)
+        found = await self.subscriber("confirm", token)
         if found is None:
             raise HTTPException(404, "This subscription no longer exists. You can sign up "
                                      "again.")
@@ -253,7 +254,7 @@ class Web:
 
     async def unsubscribe_page(self, request: Request) -> Response:
         token = request.path_params["token"]
-        claim, found = await self.claim("unsubscribe", token)
+        found = await self.subscriber("unsubscribe", token)
         if request.method != "POST":
             if found is None or found.status not in ("active", "pending"):
                 return self.unsubscribed(found)
@@ -283,7 +284,7 @@ class Web:
 
     async def preferences_page(self, request: Request) -> Response:
         token = request.path_params["token"]
-        claim, found = await self.claim("preferences", token)
+        found = await self.subscriber("preferences", token)
         if found is None:
             raise HTTPException(404, "This subscription no longer exists.")
         if request.method != "POST":
