@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from email import message_from_bytes, policy
@@ -332,6 +333,22 @@ def test_signing_up_again_or_with_an_active_address_reveals_nothing(site: Site):
     assert site.messages_to("ana@example.com") == []  # no mail to the active reader
     ana = site.get("ana@example.com")  # and a stranger cannot change her topics or name
     assert ana.topics == ("technology",) and ana.name == "Ana" and ana.status == "active"
+
+
+def test_the_same_address_signed_up_at_once_from_many_clients_is_one_pending_subscriber(
+        site: Site):
+    token = csrf(site.http.get("/"))
+
+    def one(n: int) -> int:
+        return httpx.post(f"{site.url}/subscribe", data={
+            "csrf": token, "email": "twice@example.com", "topics": ["security"]},
+            headers={"X-Forwarded-For": f"198.51.100.{n}"}).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        assert set(pool.map(one, range(8))) == {200}
+    assert site.get("twice@example.com").status == "pending" and count(site.engine) == 1
+    assert eventually(lambda: site.messages_to("twice@example.com"), 10)
+    assert not eventually(lambda: len(site.messages_to("twice@example.com")) > 1, 1.5)
 
 
 def test_signups_are_rate_limited_per_client_address(site: Site):

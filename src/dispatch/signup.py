@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 import jinja2
 from mjml import mjml2html
 from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
 
 from dispatch.config import Settings
 from dispatch.errors import Problem, RenderError
@@ -57,10 +58,13 @@ def request(engine: Engine, signup: Signup, now: datetime) -> bool:
     """Record the sign-up and queue its confirmation, in one transaction. Whatever the answer,
     the visitor is told the same thing: it must not reveal whether the address is known.
     True when a confirmation message was queued."""
-    with engine.begin() as conn:
-        sid = subs.signup_row(conn, signup.email, signup.key, name=signup.name,
-                              topics=list(signup.topics), now=now)
-        return sid is not None and outbox.queue_confirmation(conn, sid, now, RESEND_AFTER)
+    try:
+        with engine.begin() as conn:
+            sid = subs.signup_row(conn, signup.email, signup.key, name=signup.name,
+                                  topics=list(signup.topics), now=now)
+            return sid is not None and outbox.queue_confirmation(conn, sid, now, RESEND_AFTER)
+    except IntegrityError:
+        return False  # the same address signed up at the same moment: that request won
 
 
 def _duration_words(span: timedelta) -> str:
@@ -96,4 +100,7 @@ def confirmation_message(settings: Settings, expiry: timedelta) -> tuple[str, st
 
 def prepare(engine: Engine, settings: Settings, expiry: timedelta, now: datetime) -> None:
     """Render the confirmation message into the store, where every worker finds it."""
-    outbox.prepare_confirmations(engine, *confirmation_message(settings, expiry), now)
+    try:
+        outbox.prepare_confirmations(engine, *confirmation_message(settings, expiry), now)
+    except IntegrityError:
+        pass  # another web process starting at the same moment stored the same message
