@@ -300,6 +300,9 @@ def test_signup_sends_a_confirmation_whose_link_activates_the_subscription(site:
     assert message["Subject"] == "Confirm your subscription to The Pacific Brief"
     assert [p.get_content_type() for p in message.iter_parts()] == ["text/plain", "text/html"]
     assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert str(message["List-Unsubscribe"]).startswith(f"<{site.url}/u/")
+    raw = next(r.data for r in site.mail.received if r.recipient == "dana@example.com")
+    assert all(len(line) <= 998 for line in raw.split(b"\r\n"))
     assert "Hi Dana," in message.get_body(("plain",)).get_content()
     link = site.link("dana@example.com", "/c/")
     assert link in message.get_body(("html",)).get_content()

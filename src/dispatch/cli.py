@@ -894,7 +894,8 @@ def run(config: ConfigOption = None) -> None:
     until SIGTERM or Ctrl-C (messages in flight finish first). Logs go to standard error.
 
     An issue whose time passed while no daemon ran goes out if it is less than
-    schedule.grace late, and is marked missed otherwise.
+    schedule.grace late, and is marked missed otherwise. With a web table in config.toml it
+    also serves the subscriber web app (see `dispatch serve`).
 
     Example: dispatch run --config /etc/dispatch/config.toml
     """
