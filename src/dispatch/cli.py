@@ -914,21 +914,21 @@ def run(config: ConfigOption = None) -> None:
 
     daemon = scheduling.Daemon(engine, settings, smtp_transport(settings.smtp),
                                progress=progress)
-    server, web_settings = None, settings.web
-    if web_settings is not None:
+    server = None
+    if settings.web is not None:
         server = web.WebServer(web.create_app(engine, settings, queued=daemon.wake),
-                               web_settings.host, web_settings.port,
-                               web_settings.trusted_proxies)
+                               settings.web.host, settings.web.port,
+                               settings.web.trusted_proxies)
     with _stop_on_signals() as stop:
         daemon.start()
-        if server is not None and web_settings is not None:
+        if server is not None:
             try:
                 server.start()
             except DispatchError:
                 daemon.stop()
                 raise
-            log.info("dispatch run: web app on http://%s:%d (public address %s)",
-                     web_settings.host, web_settings.port, settings.newsletter.base_url)
+            log.info("dispatch run: web app on %s (public address %s)", server.url,
+                     settings.newsletter.base_url)
         waiting = outbox.scheduled_sends(engine)
         log.info("dispatch run: %d issue(s) scheduled%s; %d recurring schedule(s); delivering "
                  "through %s:%d", len(waiting),
@@ -965,8 +965,8 @@ def serve(
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s")
     wake = threading.Event()
-    host, port = host or web_settings.host, port or web_settings.port
-    server = web.WebServer(web.create_app(engine, settings, queued=wake.set), host, port,
+    server = web.WebServer(web.create_app(engine, settings, queued=wake.set),
+                           host or web_settings.host, port or web_settings.port,
                            web_settings.trusted_proxies)
     with _stop_on_signals() as stop:
         server.start()
@@ -975,7 +975,7 @@ def serve(
                                         stop))
         sender.start()
         logging.getLogger("dispatch.serve").info(
-            "dispatch serve: http://%s:%d (public address %s); Ctrl-C stops", host, port,
+            "dispatch serve: %s (public address %s); Ctrl-C stops", server.url,
             settings.newsletter.base_url)
         while not stop.wait(1.0):
             pass

@@ -213,7 +213,7 @@ class _Sender:
                 self.conn.close()
 
     def deliver(self, job: Job, stop: threading.Event) -> Outcome:
-        if not job.deliverable or job.email is None:
+        if job.email is None or not job.deliverable:
             return Outcome(job, SKIPPED, f"subscriber {job.status} since launch")
         try:
             sender, data, mid = self.messages.build(job, self.clock())

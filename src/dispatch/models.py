@@ -81,8 +81,7 @@ class Job:
     @property
     def deliverable(self) -> bool:
         """Issues go to active subscribers only; a confirmation only to a pending one."""
-        wanted = "pending" if self.issue == CONFIRMATIONS else "active"
-        return self.email is not None and self.status == wanted
+        return self.status == ("pending" if self.issue == CONFIRMATIONS else "active")
 
 
 # What became of one attempt to deliver a Job.

@@ -200,8 +200,7 @@ def skipped_lines(skipped: Counter[str]) -> list[str]:
 
 
 def deliver_when_due(engine: Engine, settings: Settings, transport: Transport,
-                          wake: threading.Event, stop: threading.Event,
-                          every: float = 30.0) -> None:
+                     wake: threading.Event, stop: threading.Event, every: float = 30.0) -> None:
     """`dispatch serve`'s delivery: deliver when a sign-up wakes this loop, and look for due
     mail every `every` seconds. The one-worker lock is taken only while there is mail, so
     `dispatch send` and `dispatch run` are not locked out; when one of them holds it, its

@@ -113,7 +113,7 @@ class Web:
 
     def __init__(self, engine: Engine, settings: Settings, web: WebSettings, signer: Signer,
                  queued: Callable[[], None], clock: Callable[[], datetime]) -> None:
-        self.engine, self.settings, self.web, self.signer = engine, settings, web, signer
+        self.engine, self.settings, self.signer = engine, settings, signer
         self.queued, self.clock = queued, clock
         self.env = environment(settings)
         self.limiter = SignupLimiter(web.signup_limit)
@@ -352,9 +352,9 @@ class Web:
 
     async def archive_variant(self, request: Request) -> Response:
         slug, variant = request.path_params["issue"], request.path_params["variant"]
-        if variant not in await run_in_threadpool(outbox.archived_variants, self.engine, slug):
+        html = await run_in_threadpool(outbox.viewable_html, self.engine, slug, variant)
+        if html is None:
             raise HTTPException(404, "No such issue in the archive.")
-        _, html, _ = await run_in_threadpool(outbox.variant_parts, self.engine, slug, variant)
         # Everyone's copy without anyone's data: no name, no personal links.
         values = {slot: "" for slot in SLOTS}
         values.update(name="there", unsubscribe_url=f"{self.base}/p",
@@ -397,7 +397,8 @@ def create_app(engine: Engine, settings: Settings, *, queued: Callable[[], None]
 
 
 class WebServer:
-    """uvicorn serving the app on a background thread (`dispatch run`, the tests)."""
+    """uvicorn serving the app on a background thread (`dispatch serve` and `dispatch run`,
+    whose main thread waits for signals; the tests)."""
 
     def __init__(self, app: ASGIApp, host: str, port: int, trusted_proxies: tuple[str, ...],
                  log_level: str = "warning") -> None:
@@ -416,6 +417,10 @@ class WebServer:
                                                    f"{config.port} (in use, or not an address "
                                                    "of this machine)"))
             time.sleep(0.02)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.server.config.host}:{self.server.config.port}"
 
     def stop(self) -> None:
         self.server.should_exit = True

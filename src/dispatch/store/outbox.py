@@ -499,11 +499,22 @@ def archived_sends(engine: Engine) -> list[SendInfo]:
     return [SendInfo(**row) for row in rows]
 
 
+def _viewable(issue: str) -> Any:
+    return (select(send_variants.c.variant, send_variants.c.html)
+            .join(sends, sends.c.issue == send_variants.c.issue)
+            .where(and_(send_variants.c.issue == issue, sends.c.status.in_(VIEWABLE),
+                        sends.c.issue != CONFIRMATIONS)))
+
+
 def archived_variants(engine: Engine, issue: str) -> list[str]:
     """The variant ids a launched issue can be viewed in; empty if none."""
     with engine.connect() as conn:
-        return list(conn.execute(
-            select(send_variants.c.variant).join(sends, sends.c.issue == send_variants.c.issue)
-            .where(and_(send_variants.c.issue == issue, sends.c.status.in_(VIEWABLE),
-                        sends.c.issue != CONFIRMATIONS))
-            .order_by(send_variants.c.variant)).scalars())
+        return list(conn.execute(_viewable(issue).with_only_columns(send_variants.c.variant)
+                                 .order_by(send_variants.c.variant)).scalars())
+
+
+def viewable_html(engine: Engine, issue: str, variant: str) -> str | None:
+    """A launched issue's variant as rendered, slots and all; None if it cannot be viewed."""
+    with engine.connect() as conn:
+        return conn.execute(_viewable(issue).with_only_columns(send_variants.c.html)
+                            .where(send_variants.c.variant == variant)).scalar()
