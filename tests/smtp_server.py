@@ -10,7 +10,7 @@ from typing import Any
 
 from aiosmtpd.smtp import AuthResult
 
-from dispatch.sink import RecordingHandler
+from dispatch.devtools.sink import RecordingHandler
 
 
 @dataclass

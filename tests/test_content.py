@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dispatch.content import load_brief, parse_brief, slugify
+from dispatch.compose.briefs import load_brief, parse_brief, slugify
 from dispatch.errors import ContentError
 
 TOPICS = {"east-asia": None, "security": None}

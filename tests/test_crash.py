@@ -15,9 +15,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from dispatch.config import load_settings
-from dispatch.demo import generate_subscribers
-from dispatch.issue import load_issue
-from dispatch.sink import RecordingHandler, smtp_sink
+from dispatch.devtools.demo import generate_subscribers
+from dispatch.compose.issues import load_issue
+from dispatch.devtools.sink import RecordingHandler, smtp_sink
 from dispatch.store import subscribers as subs
 from dispatch.store.db import open_store
 from dispatch.store.outbox import state_counts

@@ -14,19 +14,19 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from dispatch.config import Settings
-from dispatch.delivery import RateLimiter, classify
-from dispatch.demo import generate_subscribers
-from dispatch.issue import load_issue
-from dispatch.models import BOUNCED, FAILED, RETRY, SENDER, SENT
-from dispatch.segments import matched_briefs, variant_for
-from dispatch.sending import WorkerBusy, dry_run, launch_issue, run_worker, send_test_copies, worker_lock
-from dispatch.sink import smtp_sink
+from dispatch.deliver.worker import RateLimiter, classify
+from dispatch.devtools.demo import generate_subscribers
+from dispatch.compose.issues import load_issue
+from dispatch.compose.models import BOUNCED, FAILED, RETRY, SENDER, SENT
+from dispatch.compose.variants import matched_briefs, variant_for
+from dispatch.deliver.sending import WorkerBusy, dry_run, launch_issue, run_worker, send_test_copies, worker_lock
+from dispatch.devtools.sink import smtp_sink
 from dispatch.store import subscribers as subs
 from dispatch.store.db import open_store
 from dispatch.store.outbox import get_send, plan_audience, state_counts
 from dispatch.store.schema import metadata, outbox
-from dispatch.tokens import BadToken, Signer, secret
-from dispatch.transport import Reply, smtp_transport
+from dispatch.audience.tokens import BadToken, Signer, secret
+from dispatch.deliver.transport import Reply, smtp_transport
 from tests.conftest import EXAMPLE_ISSUE
 from tests.smtp_server import FaultyHandler, accept_login, refuse_login
 

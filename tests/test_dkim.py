@@ -15,12 +15,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from dispatch.config import DkimSettings, load_settings
 from dispatch.errors import ConfigError
-from dispatch.delivery import MemoryOutbox, Messages
-from dispatch.issue import load_issue
-from dispatch.models import Job
-from dispatch.render import render_variant
-from dispatch.segments import possible_variants
-from dispatch.tokens import Signer
+from dispatch.deliver.worker import MemoryOutbox, Messages
+from dispatch.compose.issues import load_issue
+from dispatch.compose.models import Job
+from dispatch.compose.render import render_variant
+from dispatch.compose.variants import possible_variants
+from dispatch.audience.tokens import Signer
 from tests.conftest import EXAMPLE_ISSUE
 
 NOW = datetime(2026, 11, 27, 7, 0, tzinfo=timezone.utc)

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from dispatch.config import load_settings
-from dispatch.issue import load_issue
-from dispatch.render import render_variant
-from dispatch.segments import possible_variants
+from dispatch.compose.issues import load_issue
+from dispatch.compose.render import render_variant
+from dispatch.compose.variants import possible_variants
 from tests.conftest import EXAMPLE_ISSUE, ROOT
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / EXAMPLE_ISSUE

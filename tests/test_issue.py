@@ -6,7 +6,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from dispatch.errors import ContentError
-from dispatch.issue import load_issue, parse_when, resolve_issue_path
+from dispatch.compose.issues import load_issue, parse_when, resolve_issue_path
 from tests.conftest import EXAMPLE_ISSUE
 
 

@@ -7,7 +7,7 @@ from email import message_from_bytes, policy
 
 import pytest
 
-from dispatch.preview import find_chromium
+from dispatch.compose.preview import find_chromium
 from tests.conftest import EXAMPLE_ISSUE
 
 

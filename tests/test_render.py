@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from mjml import mjml2html
 
-from dispatch.content import parse_brief
+from dispatch.compose.briefs import parse_brief
 from dispatch.errors import RenderError
-from dispatch.issue import load_issue
-from dispatch.render import (MAX_TEXT_LINE, check_rendered, fill_slots, inline_css,
+from dispatch.compose.issues import load_issue
+from dispatch.compose.render import (MAX_TEXT_LINE, check_rendered, fill_slots, inline_css,
                              markdown_html, markdown_text, render_variant, sample_values)
-from dispatch.segments import matched_briefs, plan_variants, possible_variants, variant_for
+from dispatch.compose.variants import matched_briefs, plan_variants, possible_variants, variant_for
 from tests.conftest import EXAMPLE_ISSUE
 
 NOW = datetime(2026, 11, 21, 9, 0, tzinfo=timezone.utc)
@@ -96,7 +96,7 @@ def test_css_is_inlined_and_image_widths_untouched(settings, issue):
     (img,) = re.findall(r"<img[^>]*img\.example\.org[^>]*>", rendered.html)
     assert 'alt="A harbour at dusk"' in img
     # premailer must not rewrite the width MJML computed for the image.
-    from dispatch.render import environment
+    from dispatch.compose.render import environment
     raw = mjml2html(environment(settings).get_template("email/issue.mjml.j2").render(
         **_html_context(issue, settings, brief)))
     (raw_img,) = re.findall(r"<img[^>]*img\.example\.org[^>]*>", raw)
@@ -104,7 +104,7 @@ def test_css_is_inlined_and_image_widths_untouched(settings, issue):
 
 
 def _html_context(issue, settings, brief):
-    from dispatch.render import _context
+    from dispatch.compose.render import _context
     custom = dataclasses.replace(issue, briefs=(brief,))
     return _context(custom, variant_for(custom, custom.briefs), settings, NOW, None)[0]
 

@@ -12,9 +12,9 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from dispatch import schedule as scheduling
+from dispatch.schedule import daemon as scheduling
 from dispatch.config import load_settings
-from dispatch.sink import RecordingHandler, smtp_sink
+from dispatch.devtools.sink import RecordingHandler, smtp_sink
 from dispatch.store.db import open_store
 from dispatch.store.outbox import get_send
 from tests.conftest import EXAMPLE_ISSUE, eventually

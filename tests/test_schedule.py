@@ -12,20 +12,20 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, func, select
 
-from dispatch import schedule as scheduling
+from dispatch.schedule import daemon as scheduling
 from dispatch.config import RecurringSchedule, Settings
-from dispatch.delivery import Stats, deliver
-from dispatch.demo import generate_subscribers
+from dispatch.deliver.worker import Stats, deliver
+from dispatch.devtools.demo import generate_subscribers
 from dispatch.errors import DispatchError
-from dispatch.issue import load_issue
-from dispatch.models import SENT
-from dispatch.sink import smtp_sink
+from dispatch.compose.issues import load_issue
+from dispatch.compose.models import SENT
+from dispatch.devtools.sink import smtp_sink
 from dispatch.store import subscribers as subs
 from dispatch.store.db import open_store
 from dispatch.store.outbox import SqlOutbox, get_send, plan_audience
 from dispatch.store.schema import outbox
-from dispatch.tokens import Signer, secret
-from dispatch.transport import smtp_transport
+from dispatch.audience.tokens import Signer, secret
+from dispatch.deliver.transport import smtp_transport
 from tests.conftest import EXAMPLE_ISSUE, eventually
 from tests.test_delivery import configure
 

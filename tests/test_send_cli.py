@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dispatch.sink import RecordingHandler, smtp_sink
+from dispatch.devtools.sink import RecordingHandler, smtp_sink
 from tests.conftest import EXAMPLE_ISSUE
 from tests.test_crash import prepare
 
@@ -77,7 +77,7 @@ def test_demo_runs_the_whole_path(project: Path):
 
 def test_send_hands_over_to_a_running_sqlite_worker(project: Path):
     from dispatch.config import load_settings
-    from dispatch.sending import worker_lock
+    from dispatch.deliver.sending import worker_lock
     from dispatch.store.db import open_store
 
     prepare(project, 1)

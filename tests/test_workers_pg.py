@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dispatch.sink import RecordingHandler, smtp_sink
+from dispatch.devtools.sink import RecordingHandler, smtp_sink
 from dispatch.store.db import open_store
 from dispatch.store.outbox import state_counts
 from tests.conftest import EXAMPLE_ISSUE, PG_URL, _reset_postgres

@@ -23,14 +23,14 @@ from pathlib import Path
 import pytest
 
 from dispatch.config import Settings
-from dispatch.demo import generate_subscribers
-from dispatch.issue import load_issue
-from dispatch.sending import dry_run, launch_issue, run_worker
-from dispatch.sink import free_port
+from dispatch.devtools.demo import generate_subscribers
+from dispatch.compose.issues import load_issue
+from dispatch.deliver.sending import dry_run, launch_issue, run_worker
+from dispatch.devtools.sink import free_port
 from dispatch.store import subscribers as subs
 from dispatch.store.db import open_store
 from dispatch.store.outbox import plan_audience, state_counts
-from dispatch.transport import smtp_transport
+from dispatch.deliver.transport import smtp_transport
 from tests.conftest import EXAMPLE_ISSUE
 
 MESSAGES = int(os.environ.get("DISPATCH_BENCH_MESSAGES", "20000"))

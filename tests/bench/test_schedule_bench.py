@@ -14,10 +14,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import func, insert, select
 
-from dispatch import schedule as scheduling
+from dispatch.schedule import daemon as scheduling
 from dispatch.config import Settings
-from dispatch.demo import generate_subscribers
-from dispatch.issue import load_issue
+from dispatch.devtools.demo import generate_subscribers
+from dispatch.compose.issues import load_issue
 from dispatch.store import subscribers as subs
 from dispatch.store.db import open_store
 from dispatch.store.schema import outbox, sends, subscribers

@@ -15,11 +15,11 @@ import httpx
 import pytest
 
 from dispatch.config import load_settings
-from dispatch.sink import free_port
+from dispatch.devtools.sink import free_port
 from dispatch.store import subscribers as subs
 from dispatch.store.db import open_store
-from dispatch.tokens import Signer, secret
-from dispatch.web import WebServer, create_app
+from dispatch.audience.tokens import Signer, secret
+from dispatch.web.app import WebServer, create_app
 from tests.test_web import configure
 
 NOW = datetime(2026, 11, 21, 9, 0, tzinfo=timezone.utc)

@@ -23,9 +23,9 @@ from sqlalchemy import (Connection, Engine, and_, bindparam, case, delete, exist
 from sqlalchemy.exc import IntegrityError
 
 from dispatch.config import Settings
-from dispatch.models import (BOUNCED, CONFIRMATIONS, FAILED, REQUEUE, RETRY, SENDER, SENT,
+from dispatch.compose.models import (BOUNCED, CONFIRMATIONS, FAILED, REQUEUE, RETRY, SENDER, SENT,
                              SKIPPED, Issue, Job, Outcome)
-from dispatch.segments import Variant, matched_briefs, variant_for
+from dispatch.compose.variants import Variant, matched_briefs, variant_for
 from dispatch.store.schema import (OPEN_STATES, RESCHEDULABLE, UNLAUNCHED, UTCDateTime, outbox,
                                    send_variants, sends, subscriber_topics, subscribers,
                                    suppressions, workers)

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import combinations
 
-from dispatch.models import Brief, Issue, topics_of
+from dispatch.compose.models import Brief, Issue, topics_of
 
 
 @dataclass(frozen=True)

@@ -26,16 +26,17 @@ from premailer import Premailer
 
 from dispatch.config import Settings
 from dispatch.errors import Problem, RenderError
-from dispatch.models import Issue
-from dispatch.segments import Variant
+from dispatch.compose.models import Issue
+from dispatch.compose.variants import Variant
 
 SLOTS = ("name", "unsubscribe_url", "preferences_url", "view_url", "confirm_url")
 WIDTH = 72  # plaintext wrap column
 MAX_TEXT_LINE = 78
 MAX_HTML_BYTES = 100 * 1024  # Gmail clips messages near 102 KB
 DASH_START = re.compile(r"^\s*(—|–|--)\s*")
-PACKAGED_TEMPLATES = [Path(__file__).resolve().parent / "templates",
-                      Path(__file__).resolve().parents[2] / "templates"]
+# Installed: dispatch/templates (the wheel's copy); from a checkout: the repository's templates/.
+PACKAGED_TEMPLATES = [Path(__file__).resolve().parents[1] / "templates",
+                      Path(__file__).resolve().parents[3] / "templates"]
 
 
 def slot_token(name: str) -> str:

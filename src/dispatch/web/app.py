@@ -31,14 +31,14 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from dispatch import signup
+from dispatch.audience import signup
 from dispatch.config import Settings, WebSettings
-from dispatch.delivery import utcnow
+from dispatch.deliver.worker import utcnow
 from dispatch.errors import DispatchError, Problem
-from dispatch.render import SLOTS, environment, fill_slots
+from dispatch.compose.render import SLOTS, environment, fill_slots
 from dispatch.store import outbox
 from dispatch.store import subscribers as subs
-from dispatch.tokens import BadToken, Signer, secret
+from dispatch.audience.tokens import BadToken, Signer, secret
 
 MAX_BODY = 16 * 1024  # the largest form here (every topic and a zone) is under 2 KB
 ONE_CLICK = ("List-Unsubscribe", "One-Click")

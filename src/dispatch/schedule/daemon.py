@@ -28,18 +28,18 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
-from dispatch.check import check
+from dispatch.compose.check import check
 from dispatch.config import RecurringSchedule, Settings
-from dispatch.delivery import Stats, utcnow
+from dispatch.deliver.worker import Stats, utcnow
 from dispatch.errors import ContentError, DispatchError, Problem
-from dispatch.issue import ISSUE_FILE, load_issue, parse_when, resolve_issue_path
-from dispatch.models import Issue
-from dispatch.sending import WorkerBusy, launch_issue, run_worker
+from dispatch.compose.issues import ISSUE_FILE, load_issue, parse_when, resolve_issue_path
+from dispatch.compose.models import Issue
+from dispatch.deliver.sending import WorkerBusy, launch_issue, run_worker
 from dispatch.store import outbox
 from dispatch.store import schedules as runs
 from dispatch.store.outbox import SendInfo
 from dispatch.store.subscribers import active_zones
-from dispatch.transport import Transport
+from dispatch.deliver.transport import Transport
 
 log = logging.getLogger("dispatch.schedule")
 

@@ -17,7 +17,7 @@ import yaml
 from markdown_it import MarkdownIt
 
 from dispatch.errors import ContentError, Problem, display_path
-from dispatch.models import Brief, Image, Read
+from dispatch.compose.models import Brief, Image, Read
 
 FRONT_MATTER = re.compile(r"\A---[ \t]*\n(.*?\n)?---[ \t]*(?:\n|\Z)", re.DOTALL)
 BRIEF_KEYS = {"title", "topics", "date", "summary", "image", "reads", "author"}

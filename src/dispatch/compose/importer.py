@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from dispatch.config import Topic
-from dispatch.content import slugify
+from dispatch.compose.briefs import slugify
 from dispatch.errors import ContentError, Problem
 
 BULLET = re.compile(r"^\s*[•◦▪‣∙·\-*–]\s+(?=\S)")

@@ -23,25 +23,26 @@ from sqlalchemy import Engine
 from typer.core import TyperGroup
 
 from dispatch import __version__
-from dispatch.check import check as run_check
+from dispatch.compose.check import check as run_check
 from dispatch.config import Settings, WebSettings, load_settings
-from dispatch.content import read_text_file
+from dispatch.compose.briefs import read_text_file
 from dispatch.errors import ConfigError, DispatchError, Problem, display_path
-from dispatch import schedule as scheduling
-from dispatch import sending, web
-from dispatch.delivery import Stats
-from dispatch.demo import run_demo
-from dispatch.issue import issue_folders, load_issue, resolve_issue_path
-from dispatch.models import CONFIRMATIONS
-from dispatch.plaintext import import_file, output_name
-from dispatch.preview import preview as run_preview
-from dispatch.segments import plan_variants
+from dispatch.schedule import daemon as scheduling
+from dispatch.deliver import sending
+from dispatch.web import app as web
+from dispatch.deliver.worker import Stats
+from dispatch.devtools.demo import run_demo
+from dispatch.compose.issues import issue_folders, load_issue, resolve_issue_path
+from dispatch.compose.models import CONFIRMATIONS
+from dispatch.compose.importer import import_file, output_name
+from dispatch.compose.preview import preview as run_preview
+from dispatch.compose.variants import plan_variants
 from dispatch.store import outbox
 from dispatch.store import subscribers as subs
 from dispatch.store.db import create, open_store, upgrade
 from dispatch.store.schema import OUTBOX_STATES, STATUSES
 from dispatch.store.subscribers import Subscriber
-from dispatch.transport import TransportError, smtp_transport
+from dispatch.deliver.transport import TransportError, smtp_transport
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)

@@ -10,9 +10,9 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dispatch.config import Settings, toml_line
-from dispatch.content import load_brief
+from dispatch.compose.briefs import load_brief
 from dispatch.errors import ContentError, Problem, display_path
-from dispatch.models import Brief, Issue
+from dispatch.compose.models import Brief, Issue
 
 ISSUE_FILE = "issue.toml"
 ISSUE_KEYS = {"subject", "preheader", "send_at", "segments", "briefs", "personalize"}

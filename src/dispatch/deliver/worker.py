@@ -24,12 +24,12 @@ from datetime import datetime, timezone
 from typing import Protocol
 
 from dispatch.config import Settings
-from dispatch.message import (MessageTemplate, Recipient, envelope_sender, message_id,
+from dispatch.compose.message import (MessageTemplate, Recipient, envelope_sender, message_id,
                               personalize, template_from_parts)
-from dispatch.models import (BOUNCED, CONFIRMATIONS, FAILED, REQUEUE, RETRY, SENDER, SENT,
+from dispatch.compose.models import (BOUNCED, CONFIRMATIONS, FAILED, REQUEUE, RETRY, SENDER, SENT,
                              SKIPPED, Job, Outcome)
-from dispatch.tokens import Signer
-from dispatch.transport import Connection, Reply, Transport, TransportError
+from dispatch.audience.tokens import Signer
+from dispatch.deliver.transport import Connection, Reply, Transport, TransportError
 
 HEARTBEAT = 5.0  # seconds between a worker's heartbeats
 POLL = 2.0  # seconds between looks at an idle outbox

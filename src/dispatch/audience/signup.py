@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from dispatch.config import Settings
 from dispatch.errors import Problem, RenderError
-from dispatch.render import TOKENS, check_rendered, environment, inline_css
+from dispatch.compose.render import TOKENS, check_rendered, environment, inline_css
 from dispatch.store import outbox
 from dispatch.store import subscribers as subs
 

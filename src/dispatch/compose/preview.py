@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from dispatch.config import Settings
-from dispatch.message import Recipient, build_template, message_id, personalize
-from dispatch.models import Issue
-from dispatch.render import environment, fill_slots, render_variant, sample_values
-from dispatch.segments import Variant, possible_variants
+from dispatch.compose.message import Recipient, build_template, message_id, personalize
+from dispatch.compose.models import Issue
+from dispatch.compose.render import environment, fill_slots, render_variant, sample_values
+from dispatch.compose.variants import Variant, possible_variants
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",

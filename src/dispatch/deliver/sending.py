@@ -23,17 +23,17 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
 from dispatch.config import Settings
-from dispatch.delivery import MemoryOutbox, Stats, deliver, utcnow
+from dispatch.deliver.worker import MemoryOutbox, Stats, deliver, utcnow
 from dispatch.errors import DispatchError, Problem
-from dispatch.message import Recipient, build_template, message_id, personalize
-from dispatch.models import SENT, Issue, Job
-from dispatch.render import Rendered, render_variant
-from dispatch.segments import Variant, possible_variants
+from dispatch.compose.message import Recipient, build_template, message_id, personalize
+from dispatch.compose.models import SENT, Issue, Job
+from dispatch.compose.render import Rendered, render_variant
+from dispatch.compose.variants import Variant, possible_variants
 from dispatch.store.outbox import Audience, SqlOutbox, launch, mail_due, plan_audience
-from dispatch.tokens import Signer, existing_secret, secret
-from dispatch.transport import FileWriter, Reply, SmtpConnection, Transport
+from dispatch.audience.tokens import Signer, existing_secret, secret
+from dispatch.deliver.transport import FileWriter, Reply, SmtpConnection, Transport
 
-log = logging.getLogger("dispatch.delivery")
+log = logging.getLogger("dispatch.deliver.worker")
 TEST_BANNER = "This is a test send of this issue; subscribers have not received it."
 
 

@@ -22,9 +22,9 @@ from functools import lru_cache
 from urllib.parse import quote
 
 from dispatch.config import Settings
-from dispatch.content import slugify
-from dispatch.models import Issue
-from dispatch.render import TOKEN_PATTERN, TOKENS, Rendered
+from dispatch.compose.briefs import slugify
+from dispatch.compose.models import Issue
+from dispatch.compose.render import TOKEN_PATTERN, TOKENS, Rendered
 
 CRLF = "\r\n"
 QP_LINE = 74  # leaves room to write a leading "." as "=2E" within RFC 2045's 76

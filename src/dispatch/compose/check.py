@@ -7,12 +7,12 @@ from datetime import datetime
 from pathlib import Path
 
 from dispatch.config import Settings
-from dispatch.content import load_brief
+from dispatch.compose.briefs import load_brief
 from dispatch.errors import DispatchError, Problem, display_path
-from dispatch.issue import ISSUE_FILE, issue_folders, load_issue
-from dispatch.models import Issue
-from dispatch.render import render_variant
-from dispatch.segments import possible_variants
+from dispatch.compose.issues import ISSUE_FILE, issue_folders, load_issue
+from dispatch.compose.models import Issue
+from dispatch.compose.render import render_variant
+from dispatch.compose.variants import possible_variants
 
 
 @dataclass
