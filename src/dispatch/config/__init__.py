@@ -420,7 +420,7 @@ def _parse(doc: dict[str, Any], path: Path) -> tuple[Settings | None, list[tuple
             cron=cron, timezone=_zone(r, "timezone", r.str("timezone", newsletter.timezone)),
             folder=r.str("folder"), subject=r.str("subject"))
         if cron and not any(key.startswith(f"schedules[{i}].cron") for key, _ in problems):
-            from dispatch.schedule.daemon import cron_trigger  # the scheduler owns cron semantics
+            from dispatch.config.cron import cron_trigger
             try:
                 cron_trigger(cron, "UTC")
             except ValueError as exc:

@@ -23,7 +23,8 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
 from dispatch.config import Settings
-from dispatch.deliver.worker import MemoryOutbox, Stats, deliver, utcnow
+from dispatch.clock import utcnow
+from dispatch.deliver.worker import MemoryOutbox, Stats, deliver
 from dispatch.errors import DispatchError, Problem
 from dispatch.compose.message import Recipient, build_template, message_id, personalize
 from dispatch.compose.models import SENT, Issue, Job

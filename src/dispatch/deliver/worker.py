@@ -20,9 +20,10 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Protocol
 
+from dispatch.clock import utcnow
 from dispatch.config import Settings
 from dispatch.compose.message import (MessageTemplate, Recipient, envelope_sender, message_id,
                               personalize, template_from_parts)
@@ -37,10 +38,6 @@ SWITCH_INTERVAL = 0.0005  # seconds; see deliver()
 RECORD_EVERY = 0.03  # seconds of outcomes gathered into one store transaction
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.\d{1,3}\b")
 _SENDER_CODES = {530, 534, 535, 538}  # authentication required / failed
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def classify(reply: Reply) -> str:

@@ -15,7 +15,8 @@ from email import message_from_bytes, policy
 from pathlib import Path
 
 from dispatch.config import Settings
-from dispatch.deliver.worker import Stats, utcnow
+from dispatch.clock import utcnow
+from dispatch.deliver.worker import Stats
 from dispatch.compose.models import Issue
 from dispatch.deliver.sending import launch_issue, run_worker
 from dispatch.devtools.sink import RecordingHandler, smtp_sink

@@ -33,7 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dispatch.audience import signup
 from dispatch.config import Settings, WebSettings
-from dispatch.deliver.worker import utcnow
+from dispatch.clock import utcnow
 from dispatch.errors import DispatchError, Problem
 from dispatch.compose.render import SLOTS, environment, fill_slots
 from dispatch.store import outbox
