@@ -14,18 +14,22 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from dispatch.config import Settings
-from dispatch.deliver.worker import RateLimiter, classify
+from dispatch.deliver.outcomes import classify
+from dispatch.deliver.ratelimit import RateLimiter
 from dispatch.devtools.demo import generate_subscribers
 from dispatch.compose.issues import load_issue
-from dispatch.compose.models import BOUNCED, FAILED, RETRY, SENDER, SENT
+from dispatch.deliver.outcomes import Kind
 from dispatch.compose.variants import matched_briefs, variant_for
 from dispatch.deliver.sending import WorkerBusy, dry_run, launch_issue, run_worker, send_test_copies, worker_lock
 from dispatch.devtools.sink import smtp_sink
+from dispatch.audience import csvio
 from dispatch.store import subscribers as subs
 from dispatch.store.db import open_store
-from dispatch.store.outbox import get_send, plan_audience, state_counts
+from dispatch.store.outbox import plan_audience, state_counts
+from dispatch.store.sends import get_send
 from dispatch.store.schema import metadata, outbox
-from dispatch.audience.tokens import BadToken, Signer, secret
+from dispatch.audience.tokens import BadToken, Signer
+from dispatch.store.secrets import secret
 from dispatch.deliver.transport import Reply, smtp_transport
 from tests.conftest import EXAMPLE_ISSUE
 from tests.smtp_server import FaultyHandler, accept_login, refuse_login
@@ -57,7 +61,7 @@ def engine(store_url: str) -> Engine:
     engine.dispose()
 
 
-def populate(engine: Engine, settings: Settings, count: int = 30) -> list[subs.Row]:
+def populate(engine: Engine, settings: Settings, count: int = 30) -> list[csvio.Row]:
     issue = load_issue(settings.issues_dir / EXAMPLE_ISSUE, settings)
     rows = generate_subscribers(settings, issue.topics, count)
     subs.import_rows(engine, rows, NOW)
@@ -86,7 +90,7 @@ def test_every_recipient_gets_one_message_with_its_variant_and_headers(engine, s
     issue = load_issue(settings.issues_dir / EXAMPLE_ISSUE, settings)
     signer = Signer(secret(engine))
 
-    assert stats.outcomes[SENT] == len(rows)
+    assert stats.outcomes[Kind.SENT] == len(rows)
     assert handler.per_recipient() == {r.email: 1 for r in rows}
     by_email = {r.email: r for r in rows}
     ids = {p.email: p.id for p in subs.list_subscribers(engine)}
@@ -161,7 +165,7 @@ def test_transient_replies_and_dropped_connections_are_retried_until_delivered(
 
     assert handler.per_recipient() == {r.email: 1 for r in rows}
     assert states(engine) == {"sent": len(rows)}
-    assert stats.outcomes[RETRY] >= 4 + 3  # scripted faults plus the 421s
+    assert stats.outcomes[Kind.RETRY] >= 4 + 3  # scripted faults plus the 421s
     with engine.connect() as conn:
         attempts = dict(conn.execute(select(outbox.c.subscriber_id, outbox.c.attempts)).all())
     ids = {p.email: p.id for p in subs.list_subscribers(engine)}
@@ -314,11 +318,11 @@ def test_sqlite_allows_one_worker_at_a_time(tmp_path):
 
 
 @pytest.mark.parametrize("reply, kind", [
-    (Reply(250, "2.0.0 Ok"), SENT), (Reply(421, "4.3.2 bye"), RETRY),
-    (Reply(451, "4.7.1 greylisted"), RETRY), (Reply(550, "5.1.1 unknown"), BOUNCED),
-    (Reply(553, "5.1.3 bad address"), BOUNCED), (Reply(554, "5.7.1 spam"), SENDER),
-    (Reply(535, "Authentication failed"), SENDER), (Reply(552, "5.3.4 too big"), FAILED),
-    (Reply(550, "mailbox unavailable"), FAILED)])
+    (Reply(250, "2.0.0 Ok"), Kind.SENT), (Reply(421, "4.3.2 bye"), Kind.RETRY),
+    (Reply(451, "4.7.1 greylisted"), Kind.RETRY), (Reply(550, "5.1.1 unknown"), Kind.BOUNCED),
+    (Reply(553, "5.1.3 bad address"), Kind.BOUNCED), (Reply(554, "5.7.1 spam"), Kind.SENDER),
+    (Reply(535, "Authentication failed"), Kind.SENDER), (Reply(552, "5.3.4 too big"), Kind.FAILED),
+    (Reply(550, "mailbox unavailable"), Kind.FAILED)])
 def test_reply_classification(reply, kind):
     assert classify(reply) == kind
 

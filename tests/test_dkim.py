@@ -17,7 +17,7 @@ from dispatch.config import DkimSettings, load_settings
 from dispatch.errors import ConfigError
 from dispatch.deliver.worker import MemoryOutbox, Messages
 from dispatch.compose.issues import load_issue
-from dispatch.compose.models import Job
+from dispatch.store.outbox import Job
 from dispatch.compose.render import render_variant
 from dispatch.compose.variants import possible_variants
 from dispatch.audience.tokens import Signer

@@ -11,7 +11,8 @@ import pytest
 
 from dispatch.compose.issues import load_issue
 from dispatch.compose.message import Recipient, build_template, message_id, personalize
-from dispatch.compose.render import fill_slots, render_variant
+from dispatch.compose.render import render_variant
+from dispatch.compose.slots import fill_slots
 from dispatch.compose.variants import variant_for
 from tests.conftest import EXAMPLE_ISSUE
 

@@ -12,11 +12,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from dispatch.schedule import daemon as scheduling
+from dispatch import schedule as scheduling
 from dispatch.config import load_settings
 from dispatch.devtools.sink import RecordingHandler, smtp_sink
 from dispatch.store.db import open_store
-from dispatch.store.outbox import get_send
+from dispatch.store.sends import get_send
 from tests.conftest import EXAMPLE_ISSUE, eventually
 from tests.test_crash import prepare
 from tests.test_send_cli import run

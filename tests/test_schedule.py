@@ -12,19 +12,21 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, func, select
 
-from dispatch.schedule import daemon as scheduling
+from dispatch import schedule as scheduling
 from dispatch.config import RecurringSchedule, Settings
 from dispatch.deliver.worker import Stats, deliver
 from dispatch.devtools.demo import generate_subscribers
 from dispatch.errors import DispatchError
 from dispatch.compose.issues import load_issue
-from dispatch.compose.models import SENT
+from dispatch.deliver.outcomes import Kind
 from dispatch.devtools.sink import smtp_sink
 from dispatch.store import subscribers as subs
 from dispatch.store.db import open_store
-from dispatch.store.outbox import SqlOutbox, get_send, plan_audience
+from dispatch.store.outbox import SqlOutbox, plan_audience
+from dispatch.store.sends import get_send
 from dispatch.store.schema import outbox
-from dispatch.audience.tokens import Signer, secret
+from dispatch.audience.tokens import Signer
+from dispatch.store.secrets import secret
 from dispatch.deliver.transport import smtp_transport
 from tests.conftest import EXAMPLE_ISSUE, eventually
 from tests.test_delivery import configure
@@ -114,7 +116,7 @@ def test_a_scheduled_issue_fires_once_at_its_time(engine, cfg, server):
     assert outbox_rows(engine) == expected
 
     stats = deliver_at(engine, cfg, T + SEC)
-    assert stats.outcomes[SENT] == expected
+    assert stats.outcomes[Kind.SENT] == expected
     received_once(handler, expected)
     assert get_send(engine, issue.slug).status == "sent"
 
@@ -163,18 +165,18 @@ def test_a_restart_in_the_middle_of_a_send_sends_nobody_twice(settings, server):
     stop = threading.Event()
 
     def halfway(stats: Stats) -> None:
-        if stats.outcomes[SENT] >= 60:
+        if stats.outcomes[Kind.SENT] >= 60:
             stop.set()
 
     first = deliver_at(engine, cfg, T + SEC, stop=stop, progress=halfway)
-    assert 60 <= first.outcomes[SENT] < expected
+    assert 60 <= first.outcomes[Kind.SENT] < expected
     engine.dispose()
 
     # The daemon comes back: the store says the issue is sending, so nothing is relaunched.
     engine = open_store(cfg.store.url)
     assert scheduling.tick(engine, cfg, T + timedelta(minutes=3)) == []
     second = deliver_at(engine, cfg, T + timedelta(minutes=3))
-    assert first.outcomes[SENT] + second.outcomes[SENT] == expected
+    assert first.outcomes[Kind.SENT] + second.outcomes[Kind.SENT] == expected
     received_once(handler, expected)
     assert get_send(engine, EXAMPLE_ISSUE).status == "sent"
     engine.dispose()

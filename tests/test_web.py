@@ -24,16 +24,18 @@ from sqlalchemy import Engine, func, select
 from dispatch.deliver import sending
 from dispatch.config import Settings, load_settings
 from dispatch.compose.issues import load_issue
-from dispatch.compose.models import CONFIRMATIONS
+from dispatch.store.sends import CONFIRMATIONS
 from dispatch.deliver.sending import launch_issue, run_worker
 from dispatch.devtools.sink import RecordingHandler, free_port, smtp_sink
 from dispatch.store import subscribers as subs
 from dispatch.store.db import open_store
 from dispatch.store.outbox import plan_audience
 from dispatch.store.schema import outbox, subscribers
-from dispatch.audience.tokens import Signer, secret
+from dispatch.audience.tokens import Signer
+from dispatch.store.secrets import secret
 from dispatch.deliver.transport import smtp_transport
-from dispatch.web.app import MAX_BODY, WebServer, create_app
+from dispatch.web.app import MAX_BODY, create_app
+from dispatch.web.server import WebServer
 from tests.conftest import EXAMPLE_ISSUE, eventually
 
 NOW = datetime(2026, 1, 5, 7, 0, tzinfo=timezone.utc)
@@ -515,7 +517,7 @@ def test_the_archive_lists_sent_issues_and_shows_each_variant_without_personal_d
 
 
 def test_a_scheduled_issue_is_not_in_the_archive_before_it_goes_out(site: Site):
-    from dispatch.schedule import daemon as scheduling
+    from dispatch import schedule as scheduling
     scheduling.schedule_issue(site.engine, site.settings, EXAMPLE_ISSUE,
                               at="2030-01-01 07:00", tz=None, local=False,
                               now=datetime.now(timezone.utc))

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import func, insert, select
 
-from dispatch.schedule import daemon as scheduling
+from dispatch import schedule as scheduling
 from dispatch.config import Settings
 from dispatch.devtools.demo import generate_subscribers
 from dispatch.compose.issues import load_issue

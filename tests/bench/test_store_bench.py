@@ -15,6 +15,8 @@ import pytest
 from sqlalchemy import insert
 
 from dispatch.config import Segment
+from dispatch.audience import csvio
+from dispatch.store.segments import segment_counts
 from dispatch.store import subscribers as subs
 from dispatch.store.db import open_store
 from dispatch.store.schema import subscriber_topics, subscribers
@@ -44,7 +46,7 @@ def test_import_100k(store_url):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     engine = open_store(store_url)
     start = time.perf_counter()
-    rows, rejected, read = subs.read_csv(text, dict.fromkeys(TOPICS))
+    rows, rejected, read = csvio.read_csv(text, dict.fromkeys(TOPICS))
     validated = time.perf_counter()
     report = subs.import_rows(engine, rows, NOW)
     elapsed = time.perf_counter() - start
@@ -74,7 +76,7 @@ def test_segment_counts_1m(store_url):
                 for t in rng.sample(TOPICS, rng.randint(1, 3))])
     loaded = time.perf_counter() - start
     start = time.perf_counter()
-    counts = subs.segment_counts(engine, SEGMENTS)
+    counts = segment_counts(engine, SEGMENTS)
     elapsed = time.perf_counter() - start
     backend = store_url.split(":")[0]
     print(f"\n[{backend}] loaded {total:,} subscribers in {loaded:.0f} s; counted "

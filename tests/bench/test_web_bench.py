@@ -16,10 +16,13 @@ import pytest
 
 from dispatch.config import load_settings
 from dispatch.devtools.sink import free_port
+from dispatch.audience import csvio
 from dispatch.store import subscribers as subs
 from dispatch.store.db import open_store
-from dispatch.audience.tokens import Signer, secret
-from dispatch.web.app import WebServer, create_app
+from dispatch.audience.tokens import Signer
+from dispatch.store.secrets import secret
+from dispatch.web.app import create_app
+from dispatch.web.server import WebServer
 from tests.test_web import configure
 
 NOW = datetime(2026, 11, 21, 9, 0, tzinfo=timezone.utc)
@@ -32,7 +35,7 @@ def test_web_throughput(project: Path):
     port = free_port()
     settings = load_settings(configure(project, 2525, port))
     engine = open_store(settings.store.url)
-    rows = [subs.Row(line=i + 2, email=f"reader{i}@example.com",
+    rows = [csvio.Row(line=i + 2, email=f"reader{i}@example.com",
                      key=f"reader{i}@example.com", name=f"Reader {i}", topics=["security"],
                      timezone=None) for i in range(PEOPLE)]
     subs.import_rows(engine, rows, NOW)

@@ -1,14 +1,12 @@
 """Signed, opaque tokens: the links in every email (unsubscribe, preferences), confirmation
 links, and the hidden field that ties a web form to the page that served it.
 
-The secret comes from DISPATCH_SECRET, or is generated once and kept in the store, so links
-stay valid across restarts and on every machine that shares the store.
+The key comes from the store (store/secrets.py); this module does no I/O.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import secrets
 import time
 from dataclasses import dataclass
@@ -17,39 +15,12 @@ from datetime import datetime, timedelta
 from itsdangerous import BadSignature
 from itsdangerous import Signer as HmacSigner
 from itsdangerous.encoding import base64_decode, base64_encode
-from sqlalchemy import Engine, select
-from sqlalchemy.exc import IntegrityError
 
-from dispatch.store.schema import settings_table
+from dispatch.config import WebSettings
 
-SECRET_ENV = "DISPATCH_SECRET"
+FORM_EXPIRY = timedelta(hours=12)
 # Purpose -> whether its tokens carry their issue time and expire.
 PURPOSES = {"unsubscribe": False, "preferences": False, "confirm": True, "form": True}
-
-
-_QUERY = select(settings_table.c.value).where(settings_table.c.key == "token_secret")
-
-
-def existing_secret(engine: Engine) -> str | None:
-    """DISPATCH_SECRET, else the secret kept in the store, else None (nothing is written)."""
-    if value := os.environ.get(SECRET_ENV):
-        return value
-    with engine.connect() as conn:
-        return conn.execute(_QUERY).scalar()
-
-
-def secret(engine: Engine) -> str:
-    """The token secret, generated and kept in the store on first use."""
-    if (found := existing_secret(engine)) is not None:
-        return found
-    try:
-        with engine.begin() as conn:
-            conn.execute(settings_table.insert().values(key="token_secret",
-                                                        value=secrets.token_urlsafe(32)))
-    except IntegrityError:
-        pass  # another process made it first: use theirs
-    with engine.connect() as conn:
-        return conn.execute(_QUERY).scalar_one()
 
 
 class BadToken(Exception):
@@ -91,7 +62,9 @@ class Signer:
 
     def __init__(self, key: str, *, expiry: dict[str, timedelta] | None = None) -> None:
         self._signers = {p: HmacSigner(key, salt=f"dispatch.{p}") for p in PURPOSES}
-        self.expiry = {"confirm": timedelta(days=2), "form": timedelta(hours=12),
+        # The confirmation link's life is an operator's choice (web.confirm_expiry); a form's
+        # is how long a page may sit open before it is sent.
+        self.expiry = {"confirm": WebSettings().confirm_expiry, "form": FORM_EXPIRY,
                        **(expiry or {})}
 
     def token(self, purpose: str, subscriber_id: int, email: str = "",

@@ -27,20 +27,24 @@ from dispatch.compose.check import check as run_check
 from dispatch.config import Settings, WebSettings, load_settings
 from dispatch.compose.briefs import read_text_file
 from dispatch.errors import ConfigError, DispatchError, Problem, display_path
-from dispatch.schedule import daemon as scheduling
+from dispatch import schedule as scheduling
 from dispatch.deliver import sending
 from dispatch.web import app as web
 from dispatch.deliver.worker import Stats
 from dispatch.devtools.demo import run_demo
 from dispatch.compose.issues import issue_folders, load_issue, resolve_issue_path
-from dispatch.compose.models import CONFIRMATIONS
 from dispatch.compose.importer import import_file, output_name
 from dispatch.compose.preview import preview as run_preview
 from dispatch.compose.variants import plan_variants
 from dispatch.store import outbox
 from dispatch.store import subscribers as subs
 from dispatch.store.db import create, open_store, upgrade
-from dispatch.store.schema import OUTBOX_STATES, STATUSES
+from dispatch.states import RowState, SendStatus, SubscriberStatus
+from dispatch.store import segments as segs
+from dispatch.store import sends as sendstore
+from dispatch.store.sends import CONFIRMATIONS
+from dispatch.audience import csvio
+from dispatch.web.server import WebServer
 from dispatch.store.subscribers import Subscriber
 from dispatch.deliver.transport import TransportError, smtp_transport
 
@@ -212,7 +216,7 @@ def preview(
     target = out_dir or Path("out") / loaded.slug
     variants = None
     if audience:
-        mixes = subs.active_topic_mixes(_store(settings))
+        mixes = segs.active_topic_mixes(_store(settings))
         variants = plan_variants(loaded, mixes)
         out.print(f"{sum(mixes.values()):,} active subscriber(s) in {len(mixes)} topic mix(es) "
                   f"need {len(variants)} variant(s)", markup=False)
@@ -294,7 +298,7 @@ def subscribers_import(
     """
     settings = _settings(config)
     text = read_text_file(file)
-    rows, rejected, read = subs.read_csv(text, settings.topics, display_path(file))
+    rows, rejected, read = csvio.read_csv(text, settings.topics, display_path(file))
     engine = _store(settings)
     with Progress(TextColumn("importing"), BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), console=err, transient=True,
@@ -322,11 +326,12 @@ def subscribers_export(
     """
     settings = _settings(config)
     engine = _store(settings)
+    people = subs.iter_subscribers(engine)
     if file is None:
-        subs.export_csv(engine, sys.stdout)
+        csvio.write_csv(sys.stdout, people)
         return
     with file.open("w", encoding="utf-8", newline="") as handle:
-        written = subs.export_csv(engine, handle)
+        written = csvio.write_csv(handle, people)
     err.print(f"{written} subscriber(s) written to {display_path(file)}", markup=False)
 
 
@@ -350,8 +355,9 @@ def subscribers_list(
     if segment and segment not in settings.segments:
         raise DispatchError(Problem("--segment", f"unknown segment {segment!r} (declared: "
                                                  f"{', '.join(settings.segments) or 'none'})"))
-    if status and status not in STATUSES:
-        raise DispatchError(Problem("--status", f"expected one of {', '.join(STATUSES)}"))
+    if status and status not in set(SubscriberStatus):
+        raise DispatchError(Problem("--status", f"expected one of "
+                                                f"{', '.join(SubscriberStatus)}"))
     people = subs.list_subscribers(_store(settings), topic=topic, status=status,
                                    segment=settings.segments[segment] if segment else None)
     _print_subscribers(people, as_json)
@@ -404,7 +410,7 @@ def segments(as_json: Annotated[bool, typer.Option("--json", help="JSON output."
     Example: dispatch segments
     """
     settings = _settings(config)
-    counts = subs.segment_counts(_store(settings), settings.segments)
+    counts = segs.segment_counts(_store(settings), settings.segments)
     if as_json:
         out.print_json(data=[{"segment": n, "topics": list(s.topics), "match": s.match,
                               "exclude": list(s.exclude), "active": counts[n]}
@@ -453,7 +459,7 @@ class _DeliveryProgress:
                       markup=False)
 
 
-def _when(send: outbox.SendInfo, settings: Settings) -> str:
+def _when(send: sendstore.SendInfo, settings: Settings) -> str:
     """A send time in the editors' zone and in UTC."""
     if send.send_at is None:
         return "-"
@@ -499,7 +505,7 @@ def _stop_on_signals() -> Iterator[threading.Event]:
 def _finish(stats: Stats, engine: Engine, issue: str | None) -> None:
     out.print(f"this run: {_stats_line(stats)}", markup=False)
     if stats.paused:
-        outbox.pause_running(engine, issue, stats.paused)
+        sendstore.pause_running(engine, issue, stats.paused)
         raise DispatchError(Problem("delivery", f"paused after repeated sender-side failures: "
                                     f"{stats.paused}. Fix the relay settings, then run the "
                                     "same command again to resume."))
@@ -560,7 +566,7 @@ def send(
         if any(reply.code >= 400 for _, reply in replies):
             raise typer.Exit(1)
         return
-    existing = outbox.get_send(engine, loaded.slug)
+    existing = sendstore.get_send(engine, loaded.slug)
     if existing is not None and existing.status == "scheduled":
         raise DispatchError(Problem(loaded.slug, f"scheduled for {_when(existing, settings)}; "
                                                  f"run dispatch schedule cancel {loaded.slug} "
@@ -592,7 +598,8 @@ def send(
     else:
         if existing.status == "paused":
             out.print(f"resuming a paused send (paused: {existing.reason})", markup=False)
-            outbox.set_status(engine, loaded.slug, "sending")
+            sendstore.set_status(engine, loaded.slug, SendStatus.SENDING,
+                                 from_=[SendStatus.PAUSED])
     left = sum(n for state, n in outbox.state_counts(engine, loaded.slug)
                .get(loaded.slug, {}).items() if state in ("queued", "retrying", "sending"))
     if launch_only:
@@ -610,7 +617,7 @@ def send(
         return
     _finish(stats, engine, loaded.slug)
     _print_status(engine, loaded.slug)
-    send_row = outbox.get_send(engine, loaded.slug)
+    send_row = sendstore.get_send(engine, loaded.slug)
     if stop.is_set() and send_row is not None and send_row.status == "sending":
         err.print(f"stopped before the end; run `dispatch send {loaded.slug}` again to finish",
                   markup=False)
@@ -638,24 +645,24 @@ def worker(
 
 
 def _print_status(engine: Engine, issue: str | None, as_json: bool = False) -> None:
-    sends = [s for s in outbox.list_sends(engine) if issue is None or s.issue == issue]
+    sends = [s for s in sendstore.list_sends(engine) if issue is None or s.issue == issue]
     counts = outbox.state_counts(engine, issue)
     report: list[dict[str, Any]] = [
               {"issue": s.issue, "status": s.status, "recipients": s.recipients,
                "reason": s.reason,
                "send_at": s.send_at.isoformat() if s.send_at else None,
                "states": {state: counts[s.issue][state] if s.issue in counts else 0
-                          for state in OUTBOX_STATES},
+                          for state in RowState},
                "last_errors": [{**e, "updated_at": e["updated_at"].isoformat()}
                                for e in outbox.last_errors(engine, s.issue)]}
               for s in sends]
     if as_json:
         out.print_json(data=report)
         return
-    table = Table("issue", "status", *OUTBOX_STATES)
+    table = Table("issue", "status", *RowState)
     for entry in report:
         table.add_row(entry["issue"], entry["status"],
-                      *(f"{entry['states'][state]:,}" for state in OUTBOX_STATES))
+                      *(f"{entry['states'][state]:,}" for state in RowState))
     out.print(table)
     for entry in report:
         if entry["reason"]:
@@ -679,7 +686,7 @@ def status(
     """
     settings = _settings(config)
     engine = _store(settings)
-    if issue and outbox.get_send(engine, Path(issue).name) is None:
+    if issue and sendstore.get_send(engine, Path(issue).name) is None:
         raise DispatchError(Problem(issue, "no send for this issue yet (dispatch send …)"))
     _print_status(engine, Path(issue).name if issue else None, as_json)
 
@@ -761,7 +768,7 @@ def schedule_add(
     engine = _store(settings)
     loaded, when = scheduling.schedule_issue(engine, settings, issue, at=at, tz=tz,
                                              local=local_time, now=_now())
-    send = outbox.get_send(engine, loaded.slug)
+    send = sendstore.get_send(engine, loaded.slug)
     assert send is not None
     out.print(f"scheduled {loaded.slug} for {_when(send, settings)}", markup=False)
     for zone, moment in when.releases:
@@ -781,7 +788,7 @@ def schedule_list(
     """
     settings = _settings(config)
     engine = _store(settings)
-    sends = [s for s in outbox.list_sends(engine) if s.issue != CONFIRMATIONS]
+    sends = [s for s in sendstore.list_sends(engine) if s.issue != CONFIRMATIONS]
     sends.sort(key=lambda s: (s.status != "scheduled", s.send_at or s.created_at))
     counts = outbox.state_counts(engine)
     known = {s.issue for s in sends}
@@ -840,7 +847,7 @@ def schedule_move(
     engine = _store(settings)
     slug = Path(issue).name
     scheduling.move_issue(engine, settings, slug, at=at, tz=tz, now=_now())
-    send = outbox.get_send(engine, slug)
+    send = sendstore.get_send(engine, slug)
     assert send is not None
     out.print(f"moved {slug} to {_when(send, settings)}", markup=False)
 
@@ -917,7 +924,7 @@ def run(config: ConfigOption = None) -> None:
                                progress=progress)
     server = None
     if settings.web is not None:
-        server = web.WebServer(web.create_app(engine, settings, queued=daemon.wake),
+        server = WebServer(web.create_app(engine, settings, queued=daemon.wake),
                                settings.web.host, settings.web.port,
                                settings.web.trusted_proxies)
     with _stop_on_signals() as stop:
@@ -930,7 +937,7 @@ def run(config: ConfigOption = None) -> None:
                 raise
             log.info("dispatch run: web app on %s (public address %s)", server.url,
                      settings.newsletter.base_url)
-        waiting = outbox.scheduled_sends(engine)
+        waiting = sendstore.scheduled_sends(engine)
         log.info("dispatch run: %d issue(s) scheduled%s; %d recurring schedule(s); delivering "
                  "through %s:%d", len(waiting),
                  f", next {waiting[0].issue} at {_when(waiting[0], settings)}" if waiting
@@ -966,7 +973,7 @@ def serve(
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s")
     wake = threading.Event()
-    server = web.WebServer(web.create_app(engine, settings, queued=wake.set),
+    server = WebServer(web.create_app(engine, settings, queued=wake.set),
                            host or web_settings.host, port or web_settings.port,
                            web_settings.trusted_proxies)
     with _stop_on_signals() as stop:

@@ -24,7 +24,8 @@ from urllib.parse import quote
 from dispatch.config import Settings
 from dispatch.compose.briefs import slugify
 from dispatch.compose.models import Issue
-from dispatch.compose.render import TOKEN_PATTERN, TOKENS, Rendered
+from dispatch.compose.render import Rendered
+from dispatch.compose.slots import TOKEN_PATTERN, TOKENS
 
 CRLF = "\r\n"
 QP_LINE = 74  # leaves room to write a leading "." as "=2E" within RFC 2045's 76

@@ -17,7 +17,8 @@ from typing import Any
 from dispatch.config import Settings
 from dispatch.compose.message import Recipient, build_template, message_id, personalize
 from dispatch.compose.models import Issue
-from dispatch.compose.render import environment, fill_slots, render_variant, sample_values
+from dispatch.compose.render import environment, render_variant
+from dispatch.compose.slots import fill_slots, sample_values
 from dispatch.compose.variants import Variant, possible_variants
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")

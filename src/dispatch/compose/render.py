@@ -1,7 +1,8 @@
-"""One variant → final email HTML (Jinja2 → MJML → premailer) and its plaintext alternative.
+"""One variant → final email HTML (Jinja2 → MJML → premailer) and its plaintext alternative,
+and the Markdown bodies of briefs in both forms.
 
-Per-recipient fields are left as slot tokens (`__DSP_NAME__` …) so that a variant is rendered
-once and personalised by substituting bytes; see message.py.
+Per-recipient fields are left as slot tokens (compose/slots.py) so that a variant is rendered
+once and personalised by substituting bytes (compose/message.py).
 """
 
 from __future__ import annotations
@@ -27,24 +28,15 @@ from premailer import Premailer
 from dispatch.config import Settings
 from dispatch.errors import Problem, RenderError
 from dispatch.compose.models import Issue
+from dispatch.compose.rules import check_rendered
+from dispatch.compose.slots import TOKENS
 from dispatch.compose.variants import Variant
 
-SLOTS = ("name", "unsubscribe_url", "preferences_url", "view_url", "confirm_url")
 WIDTH = 72  # plaintext wrap column
-MAX_TEXT_LINE = 78
-MAX_HTML_BYTES = 100 * 1024  # Gmail clips messages near 102 KB
 DASH_START = re.compile(r"^\s*(—|–|--)\s*")
 # Installed: dispatch/templates (the wheel's copy); from a checkout: the repository's templates/.
 PACKAGED_TEMPLATES = [Path(__file__).resolve().parents[1] / "templates",
                       Path(__file__).resolve().parents[3] / "templates"]
-
-
-def slot_token(name: str) -> str:
-    return f"__DSP_{name.upper()}__"
-
-
-TOKENS = {name: slot_token(name) for name in SLOTS}
-TOKEN_PATTERN = re.compile("|".join(map(re.escape, TOKENS.values())))
 
 
 @dataclass(frozen=True)
@@ -269,24 +261,32 @@ def _context(issue: Issue, variant: Variant, settings: Settings, now: datetime,
     return {**shared, "briefs": html_briefs}, {**shared, "briefs": text_briefs, "links": links}
 
 
-def render_variant(issue: Issue, variant: Variant, settings: Settings, now: datetime,
-                   test_banner: str | None = None) -> Rendered:
-    """Render one variant and run every check on it; a failed check raises RenderError."""
-    html_ctx, text_ctx = _context(issue, variant, settings, now, test_banner)
+def render_email(settings: Settings, name: str, html_context: dict[str, Any],
+                 text_context: dict[str, Any], label: str) -> tuple[str, str]:
+    """The one pipeline for every email: templates/email/NAME.mjml.j2 → MJML → premailer for
+    the HTML, templates/email/NAME.txt.j2 for the plaintext. `label` names what is rendered
+    in an MJML error."""
     env = environment(settings)
     try:
-        mjml = env.get_template("email/issue.mjml.j2").render(html_ctx)
-        text = env.get_template("email/issue.txt.j2").render(text_ctx)
+        mjml = env.get_template(f"email/{name}.mjml.j2").render(html_context)
+        text = env.get_template(f"email/{name}.txt.j2").render(text_context)
     except jinja2.TemplateError as exc:
-        where = getattr(exc, "filename", None) or "templates/email"
+        where = getattr(exc, "filename", None) or f"templates/email/{name}"
         raise RenderError(Problem(str(where), f"template error: {exc}",
                                   getattr(exc, "lineno", None))) from None
     try:
         html = inline_css(mjml2html(mjml))
     except ValueError as exc:
-        raise RenderError(Problem("templates/email/issue.mjml.j2",
-                                  f"MJML error in variant {variant.id}: {exc}")) from None
-    text = re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
+        raise RenderError(Problem(f"templates/email/{name}.mjml.j2",
+                                  f"MJML error in {label}: {exc}")) from None
+    return html, re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
+
+
+def render_variant(issue: Issue, variant: Variant, settings: Settings, now: datetime,
+                   test_banner: str | None = None) -> Rendered:
+    """Render one variant and run every check on it; a failed check raises RenderError."""
+    html_ctx, text_ctx = _context(issue, variant, settings, now, test_banner)
+    html, text = render_email(settings, "issue", html_ctx, text_ctx, f"variant {variant.id}")
     problems = check_rendered(html, text, settings)
     if problems:
         raise RenderError([Problem(f"{issue.slug}/{variant.id}", p) for p in problems])
@@ -294,62 +294,3 @@ def render_variant(issue: Issue, variant: Variant, settings: Settings, now: date
     warnings = ((f"{size // 1024} KB of HTML: close to Gmail's clipping limit",)
                 if size > 80 * 1024 else ())
     return Rendered(variant=variant, html=html, text=text, warnings=warnings)
-
-
-def sample_values(settings: Settings, name: str = "Sample Reader") -> dict[str, str]:
-    base = settings.newsletter.base_url
-    return {"name": name, "unsubscribe_url": f"{base}/u/SAMPLE-TOKEN",
-            "preferences_url": f"{base}/p/SAMPLE-TOKEN", "view_url": f"{base}/a/sample",
-            "confirm_url": f"{base}/c/SAMPLE-TOKEN"}
-
-
-def fill_slots(text: str, values: dict[str, str]) -> str:
-    """Substitute slot tokens in a rendered string (previews; delivery works on bytes)."""
-    by_token = {TOKENS[name]: value for name, value in values.items()}
-    return TOKEN_PATTERN.sub(lambda m: by_token[m[0]], text)
-
-
-# ---- Checks ----------------------------------------------------------------------------
-
-def check_rendered(html: str, text: str, settings: Settings) -> list[str]:
-    """The email-correctness rules that apply to a rendered variant (DESIGN.md)."""
-    problems: list[str] = []
-    sample = sample_values(settings)
-    html_filled, text_filled = fill_slots(html, sample), fill_slots(text, sample)
-    size = len(html_filled.encode("utf-8"))
-    if size >= MAX_HTML_BYTES:
-        problems.append(f"HTML is {size:,} bytes; Gmail clips near 102 KB (limit 100 KB)")
-    if not re.match(r"^<!doctype html>", html, re.IGNORECASE):
-        problems.append("HTML does not start with <!doctype html>")
-    lang = re.search(r"<html[^>]*\blang=\"([^\"]*)\"", html)
-    if not lang or lang[1] in ("", "und"):
-        problems.append("<html> has no lang attribute (set newsletter.lang)")
-    for img in re.findall(r"<img\b[^>]*>", html, re.IGNORECASE):
-        alt = re.search(r"\balt=\"([^\"]*)\"", img)
-        if not alt or not alt[1].strip():
-            problems.append(f"image without alt text: {img[:120]}")
-    for attr, url in re.findall(r"\b(href|src)=\"([^\"]*)\"", html_filled):
-        if not re.match(r"^(https?://[^\s/]+|mailto:)", url):
-            problems.append(f"{attr} is not an absolute http(s) or mailto URL: {url[:120]!r}")
-    media = re.findall(r"@media[^{]*\{(.*?\})\s*\}", html, re.DOTALL)
-    if not media or not any("!important" in block for block in media):
-        problems.append("the responsive media queries lost their !important")
-    opened, closed = len(re.findall(r"<!--\[if", html)), len(re.findall(r"<!\[endif\]-->", html))
-    if opened == 0 or opened != closed:
-        problems.append(f"Outlook conditional blocks damaged ({opened} opened, {closed} closed)")
-    for where, body in (("HTML", html), ("text", text)):
-        leftover = re.search(r"\{\{|\}\}|\{%|%\}|<mj-|</mj-", body)
-        if leftover:
-            problems.append(f"unrendered template syntax in the {where}: "
-                            f"{body[max(0, leftover.start() - 30):leftover.end() + 30]!r}")
-    if re.search(r"<[a-zA-Z/][^>]*>|&[a-z]+;|&#\d+;", text):
-        problems.append("HTML tags or entities left in the plaintext")
-    for number, line in enumerate(text_filled.split("\n"), 1):
-        if len(line) > MAX_TEXT_LINE and not re.search(r"https?://\S{40,}", line):
-            problems.append(f"plaintext line {number} is {len(line)} characters (max "
-                            f"{MAX_TEXT_LINE} except URLs)")
-    if sample["unsubscribe_url"] not in text_filled:
-        problems.append("plaintext has no unsubscribe URL")
-    if sample["unsubscribe_url"] not in html_filled:
-        problems.append("HTML has no unsubscribe link")
-    return problems

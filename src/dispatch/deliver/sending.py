@@ -27,11 +27,13 @@ from dispatch.clock import utcnow
 from dispatch.deliver.worker import MemoryOutbox, Stats, deliver
 from dispatch.errors import DispatchError, Problem
 from dispatch.compose.message import Recipient, build_template, message_id, personalize
-from dispatch.compose.models import SENT, Issue, Job
+from dispatch.compose.models import Issue
 from dispatch.compose.render import Rendered, render_variant
 from dispatch.compose.variants import Variant, possible_variants
-from dispatch.store.outbox import Audience, SqlOutbox, launch, mail_due, plan_audience
-from dispatch.audience.tokens import Signer, existing_secret, secret
+from dispatch.audience.tokens import Signer
+from dispatch.deliver.outcomes import Kind
+from dispatch.store.outbox import Audience, Job, SqlOutbox, launch, mail_due, plan_audience
+from dispatch.store.secrets import existing_secret, secret
 from dispatch.deliver.transport import FileWriter, Reply, SmtpConnection, Transport
 
 log = logging.getLogger("dispatch.deliver.worker")
@@ -142,7 +144,7 @@ def dry_run(engine: Engine, issue: Issue, settings: Settings, out_dir: Path, now
     data: dict[str, Any] = {
         "issue": issue.slug, "subject": issue.subject, "dry_run": True,
         "recipients": len(audience.rows),
-        "messages_built": stats.outcomes[SENT], "files_written": writer.written,
+        "messages_built": stats.outcomes[Kind.SENT], "files_written": writer.written,
         "counted_not_written": writer.counted,
         "skipped": dict(sorted(audience.skipped.items())),
         "variants": [{

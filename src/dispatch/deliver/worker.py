@@ -13,7 +13,6 @@ through exactly this path with an in-memory outbox and a transport that writes f
 from __future__ import annotations
 
 import queue
-import re
 import sys
 import threading
 import time
@@ -24,39 +23,23 @@ from datetime import datetime
 from typing import Protocol
 
 from dispatch.clock import utcnow
-from dispatch.config import Settings
+from dispatch.config import DeliverySettings, Settings
 from dispatch.compose.message import (MessageTemplate, Recipient, envelope_sender, message_id,
                               personalize, template_from_parts)
-from dispatch.compose.models import (BOUNCED, CONFIRMATIONS, FAILED, REQUEUE, RETRY, SENDER, SENT,
-                             SKIPPED, Job, Outcome)
+from dispatch.deliver.outcomes import Kind, Outcome, classify, row_change
+from dispatch.deliver.ratelimit import RateLimiter
+from dispatch.store.outbox import Job, RowChange
+from dispatch.store.sends import CONFIRMATIONS
 from dispatch.audience.tokens import Signer
-from dispatch.deliver.transport import Connection, Reply, Transport, TransportError
+from dispatch.deliver.transport import Connection, Transport, TransportError
 
 HEARTBEAT = 5.0  # seconds between a worker's heartbeats
 POLL = 2.0  # seconds between looks at an idle outbox
 SWITCH_INTERVAL = 0.0005  # seconds; see deliver()
 RECORD_EVERY = 0.03  # seconds of outcomes gathered into one store transaction
-_ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.\d{1,3}\b")
-_SENDER_CODES = {530, 534, 535, 538}  # authentication required / failed
-
-
-def classify(reply: Reply) -> str:
-    """What a final SMTP reply means for the row: sent, retry, bounced, sender or failed."""
-    if 200 <= reply.code < 300:
-        return SENT
-    if 400 <= reply.code < 500 or reply.code < 200:
-        return RETRY
-    enhanced = _ENHANCED.match(reply.text)
-    if enhanced and enhanced[2] == "1":
-        return BOUNCED  # 5.1.x: the mailbox does not exist
-    if (enhanced and enhanced[2] == "7") or reply.code in _SENDER_CODES:
-        return SENDER  # 5.7.x: policy or authentication; the sender's problem
-    return FAILED
-
-
 class Outbox(Protocol):
     def claim(self, limit: int, now: datetime) -> list[Job]: ...
-    def record(self, outcomes: Iterable[Outcome], now: datetime) -> None: ...
+    def record(self, changes: Iterable[RowChange], now: datetime) -> None: ...
     def waiting(self, now: datetime) -> tuple[int, datetime | None]: ...
     def template_parts(self, issue: str, variant: str) -> tuple[str, str, str]: ...
 
@@ -67,13 +50,13 @@ class MemoryOutbox:
 
     jobs: deque[Job]
     parts: Mapping[tuple[str, str], tuple[str, str, str]]  # (issue, variant) -> parts
-    outcomes: list[Outcome] = field(default_factory=list)
+    changes: list[RowChange] = field(default_factory=list)
 
     def claim(self, limit: int, now: datetime) -> list[Job]:
         return [self.jobs.popleft() for _ in range(min(limit, len(self.jobs)))]
 
-    def record(self, outcomes: Iterable[Outcome], now: datetime) -> None:
-        self.outcomes.extend(outcomes)
+    def record(self, changes: Iterable[RowChange], now: datetime) -> None:
+        self.changes.extend(changes)
 
     def waiting(self, now: datetime) -> tuple[int, datetime | None]:
         return len(self.jobs), None
@@ -142,33 +125,6 @@ def sign_dkim(data: bytes, selector: bytes, domain: bytes, key: bytes) -> bytes:
                      include_headers=list(DKIM_HEADERS)) + data
 
 
-class RateLimiter:
-    """Spaces messages to at most `rate` per second overall and per recipient domain."""
-
-    def __init__(self, rate: float, domain_rates: Mapping[str, float],
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self._intervals = {"": 1 / rate if rate else 0.0,
-                           **{d: 1 / r for d, r in domain_rates.items()}}
-        self._next: dict[str, float] = {}
-        self._lock = threading.Lock()
-        self._clock = clock
-
-    def delay(self, domain: str) -> float:
-        """Reserve the next slot for a message to `domain`; seconds to wait until it. Each
-        bucket reserves its own earliest slot, so a slow domain never holds up the others."""
-        keys = [k for k in ("", domain.lower()) if self._intervals.get(k)]
-        if not keys:
-            return 0.0
-        with self._lock:
-            now = self._clock()
-            starts = []
-            for k in keys:
-                start = max(now, self._next.get(k, now))
-                self._next[k] = start + self._intervals[k]
-                starts.append(start)
-        return max(starts) - now
-
-
 @dataclass
 class Stats:
     outcomes: Counter[str] = field(default_factory=Counter)
@@ -179,11 +135,12 @@ class Stats:
 
     @property
     def done(self) -> int:
-        return sum(self.outcomes[k] for k in (SENT, FAILED, BOUNCED, SKIPPED))
+        return sum(self.outcomes[k] for k in (Kind.SENT, Kind.FAILED, Kind.BOUNCED,
+                                                 Kind.SKIPPED))
 
     @property
     def rate(self) -> float:
-        return self.outcomes[SENT] / max(time.monotonic() - self.started, 1e-9)
+        return self.outcomes[Kind.SENT] / max(time.monotonic() - self.started, 1e-9)
 
 
 class _Sender:
@@ -202,7 +159,7 @@ class _Sender:
         try:
             while (job := work.get()) is not None:
                 if stop.is_set():
-                    results.put(Outcome(job, REQUEUE, "stopped before sending"))
+                    results.put(Outcome(job, Kind.REQUEUE, "stopped before sending"))
                 else:
                     results.put(self.deliver(job, stop))
         finally:
@@ -211,30 +168,30 @@ class _Sender:
 
     def deliver(self, job: Job, stop: threading.Event) -> Outcome:
         if job.email is None or not job.deliverable:
-            return Outcome(job, SKIPPED, f"subscriber {job.status} since launch")
+            return Outcome(job, Kind.SKIPPED, f"subscriber {job.status} since launch")
         try:
             sender, data, mid = self.messages.build(job, self.clock())
         except Exception as exc:  # a broken template or key must not kill the connection
-            return Outcome(job, SENDER, f"cannot build the message: {exc}")
+            return Outcome(job, Kind.SENDER, f"cannot build the message: {exc}")
         wait = self.limiter.delay(job.email.rpartition("@")[2])
         if wait > 0 and stop.wait(wait):
-            return Outcome(job, REQUEUE, "stopped before sending")
+            return Outcome(job, Kind.REQUEUE, "stopped before sending")
         if self.conn is None:
             try:
                 self.conn = self.transport()
             except TransportError as exc:
                 # Cannot reach or log in to the relay: never the subscriber's fault.
-                return Outcome(job, SENDER, f"{exc}: {exc.reply}" if exc.reply else str(exc))
+                return Outcome(job, Kind.SENDER, f"{exc}: {exc.reply}" if exc.reply else str(exc))
         try:
             reply = self.conn.send(sender, job.email, data)
         except TransportError as exc:
             self.conn = None
-            return Outcome(job, RETRY, str(exc))
+            return Outcome(job, Kind.RETRY, str(exc))
         if reply.code == 421:  # the server is closing this session
             self.conn.close()
             self.conn = None
         kind = classify(reply)
-        return Outcome(job, kind, str(reply), mid if kind == SENT else None)
+        return Outcome(job, kind, str(reply), mid if kind == Kind.SENT else None)
 
 
 def deliver(outbox: Outbox, transport: Transport, settings: Settings, signer: Signer, *,
@@ -313,11 +270,11 @@ def deliver(outbox: Outbox, transport: Transport, settings: Settings, signer: Si
                 continue
             in_flight -= len(outcomes)
             for outcome in outcomes:
-                sender_run = sender_run + 1 if outcome.kind == SENDER else 0
+                sender_run = sender_run + 1 if outcome.kind == Kind.SENDER else 0
                 if sender_run >= delivery.sender_failures and stats.paused is None:
                     stats.paused = outcome.reply
                     stop.set()
-            outbox.record(outcomes, clock())
+            _record(outbox, outcomes, delivery, clock())
             stats.outcomes.update(o.kind for o in outcomes)
             progress(stats)
     finally:
@@ -329,9 +286,14 @@ def deliver(outbox: Outbox, transport: Transport, settings: Settings, signer: Si
         sys.setswitchinterval(switch_interval)
         leftover = _drain(results, timeout=0)
         if leftover:
-            outbox.record(leftover, clock())
+            _record(outbox, leftover, delivery, clock())
             stats.outcomes.update(o.kind for o in leftover)
     return stats
+
+
+def _record(outbox: Outbox, outcomes: list[Outcome], delivery: DeliverySettings,
+            now: datetime) -> None:
+    outbox.record([row_change(o, delivery, now) for o in outcomes], now)
 
 
 def _drain(results: queue.Queue[Outcome], timeout: float, expected: int = 0,

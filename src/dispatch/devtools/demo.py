@@ -20,6 +20,7 @@ from dispatch.deliver.worker import Stats
 from dispatch.compose.models import Issue
 from dispatch.deliver.sending import launch_issue, run_worker
 from dispatch.devtools.sink import RecordingHandler, smtp_sink
+from dispatch.audience.csvio import Row
 from dispatch.store import subscribers as subs
 from dispatch.store.db import open_store
 from dispatch.store.outbox import plan_audience
@@ -45,7 +46,7 @@ class DemoResult:
 
 
 def generate_subscribers(settings: Settings, topics: tuple[str, ...], count: int,
-                         seed: int = 7) -> list[subs.Row]:
+                         seed: int = 7) -> list[Row]:
     """Deterministic fake readers on example.com, each following one to three topics."""
     rng = random.Random(seed)
     rows = []
@@ -53,7 +54,7 @@ def generate_subscribers(settings: Settings, topics: tuple[str, ...], count: int
         name = f"{rng.choice(FIRST)} {rng.choice(LAST)}"
         email = f"reader{i + 1:05d}@example.com"
         picked = rng.sample(topics, rng.randint(1, min(3, len(topics))))
-        rows.append(subs.Row(line=i + 1, email=email, key=email, name=name, topics=picked,
+        rows.append(Row(line=i + 1, email=email, key=email, name=name, topics=picked,
                              timezone=None))
     return rows
 

@@ -1,6 +1,7 @@
 """The outbox: the audience snapshot, claiming rows for delivery, recording what happened.
 
-Every query about sends, their variants, outbox rows and live workers lives here. A row is
+Every query about outbox rows, the variants stored at launch and live workers lives here
+(the sends themselves: store/sends.py). A row is
 claimed (state "sending", claimed_by = the worker) before its message is sent and is marked
 "sent" only after the server's 250. Rows claimed by a worker that died go back to the queue,
 so a crash costs at most the messages accepted but not yet recorded.
@@ -22,17 +23,54 @@ from sqlalchemy import (Connection, Engine, and_, bindparam, case, delete, exist
                         or_, select, update)
 from sqlalchemy.exc import IntegrityError
 
-from dispatch.config import Settings
-from dispatch.compose.models import (BOUNCED, CONFIRMATIONS, FAILED, REQUEUE, RETRY, SENDER, SENT,
-                             SKIPPED, Issue, Job, Outcome)
+from dispatch.compose.models import Issue
 from dispatch.compose.variants import Variant, matched_briefs, variant_for
-from dispatch.store.schema import (OPEN_STATES, RESCHEDULABLE, UNLAUNCHED, UTCDateTime, outbox,
-                                   send_variants, sends, subscriber_topics, subscribers,
-                                   suppressions, workers)
-from dispatch.store.subscribers import email_hash, mark_bounced, segment_condition
+from dispatch.config import Settings
+from dispatch.states import OPEN, UNFINISHED, UNLAUNCHED, PROBLEMS, RowState, SendStatus, SubscriberStatus
+from dispatch.store.schema import (UTCDateTime, outbox, send_variants, sends, subscriber_topics,
+                                   subscribers, suppressions, workers)
+from dispatch.store.segments import segment_condition
+from dispatch.store.sends import CONFIRMATIONS, change_status
+from dispatch.audience.addresses import email_hash
+from dispatch.store.subscribers import mark_bounced, signup_row
 
 INSERT_BATCH = 5_000
+MAX_REPLY = 2000
 LEASE = timedelta(seconds=60)  # a worker silent this long is dead; its claimed rows return
+
+
+@dataclass(frozen=True)
+class Job:
+    """One claimed outbox row with what is needed to build and address its message."""
+
+    row_id: int
+    issue: str
+    variant: str
+    attempts: int  # before this one
+    subscriber_id: int | None
+    email: str | None  # None: the subscriber was erased after launch
+    name: str | None = None
+    status: str = SubscriberStatus.ACTIVE  # the subscriber's status at claim time
+
+    @property
+    def deliverable(self) -> bool:
+        """Issues go to active subscribers only; a confirmation only to a pending one."""
+        wanted = SubscriberStatus.PENDING if self.issue == CONFIRMATIONS else SubscriberStatus.ACTIVE
+        return self.status == wanted
+
+
+@dataclass(frozen=True)
+class RowChange:
+    """What to write to one claimed row after an attempt (the retry policy decides it:
+    deliver/outcomes.py)."""
+
+    row_id: int
+    state: RowState
+    attempts: int
+    next_attempt_at: datetime
+    reply: str
+    message_id: str | None = None
+    bounced: int | None = None  # the subscriber to mark bounced and suppress
 
 
 @dataclass
@@ -55,10 +93,10 @@ def plan_audience(engine: Engine, issue: Issue, settings: Settings) -> Audience:
                       ) if issue.segments else None
     with engine.connect() as conn:
         for status, n in conn.execute(select(subscribers.c.status, func.count())
-                                      .where(subscribers.c.status != "active")
+                                      .where(subscribers.c.status != SubscriberStatus.ACTIVE)
                                       .group_by(subscribers.c.status)):
             audience.skipped[f"status {status}"] = n
-        active = subscribers.c.status == "active"
+        active = subscribers.c.status == SubscriberStatus.ACTIVE
         if in_segments is not None:
             outside = conn.execute(select(func.count()).select_from(subscribers)
                                    .where(and_(active, ~in_segments))).scalar_one()
@@ -93,35 +131,6 @@ def plan_audience(engine: Engine, issue: Issue, settings: Settings) -> Audience:
     return audience
 
 
-# ---- Sends -----------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class SendInfo:
-    issue: str
-    subject: str
-    status: str
-    recipients: int
-    created_at: datetime
-    finished_at: datetime | None
-    reason: str | None
-    send_at: datetime | None
-    local_time: str | None
-    zone: str | None
-    launched_at: datetime | None
-
-
-def get_send(engine: Engine, issue: str) -> SendInfo | None:
-    with engine.connect() as conn:
-        row = conn.execute(select(sends).where(sends.c.issue == issue)).mappings().first()
-    return SendInfo(**row) if row else None
-
-
-def list_sends(engine: Engine) -> list[SendInfo]:
-    with engine.connect() as conn:
-        rows = conn.execute(select(sends).order_by(sends.c.created_at)).mappings().all()
-    return [SendInfo(**row) for row in rows]
-
-
 def launch(engine: Engine, issue: Issue, audience: Audience,
            rendered: Mapping[str, tuple[str, str]], now: datetime, *,
            scheduled_for: datetime | None = None,
@@ -133,101 +142,33 @@ def launch(engine: Engine, issue: Issue, audience: Audience,
     or one that never launched (cancelled, failed, missed) is sent now. `release` gives each
     subscriber's first delivery time (local-time sends); everyone else is due at once.
     False when the issue was launched already or is no longer due: nothing is added."""
-    values = {"subject": issue.subject, "status": "sending", "recipients": len(audience.rows),
-              "launched_at": now, "reason": None}
+    values = {"subject": issue.subject, "recipients": len(audience.rows), "launched_at": now}
     try:
         with engine.begin() as conn:
+            where = [sends.c.issue == issue.slug, sends.c.launched_at.is_(None)]
             if scheduled_for is not None:
-                condition = and_(sends.c.status == "scheduled", sends.c.send_at == scheduled_for)
+                changed = change_status(conn, SendStatus.SENDING, [SendStatus.SCHEDULED],
+                                        *where, sends.c.send_at == scheduled_for, **values)
             else:
-                condition = sends.c.status.in_(UNLAUNCHED)
-            changed = conn.execute(update(sends).where(and_(
-                sends.c.issue == issue.slug, sends.c.launched_at.is_(None), condition))
-                .values(**values)).rowcount
+                changed = change_status(conn, SendStatus.SENDING, UNLAUNCHED, *where, **values)
             if not changed:
                 if scheduled_for is not None:
                     return False
-                conn.execute(insert(sends).values(issue=issue.slug, created_at=now, **values))
+                conn.execute(insert(sends).values(issue=issue.slug, created_at=now,
+                                                  status=SendStatus.SENDING, **values))
             conn.execute(insert(send_variants), [
                 {"issue": issue.slug, "variant": vid, "html": html, "text": text}
                 for vid, (html, text) in rendered.items()])
             for start in range(0, len(audience.rows), INSERT_BATCH):
                 conn.execute(insert(outbox), [
                     {"issue": issue.slug, "subscriber_id": sid, "variant": vid,
-                     "state": "queued", "attempts": 0,
+                     "state": RowState.QUEUED, "attempts": 0,
                      "next_attempt_at": max(release(sid), now) if release else now,
                      "updated_at": now}
                     for sid, vid, _, _ in audience.rows[start:start + INSERT_BATCH]])
     except IntegrityError:
         return False
     return True
-
-
-def set_status(engine: Engine, issue: str, status: str, reason: str | None = None, *,
-               only_from: Iterable[str] | None = None) -> bool:
-    """Change a send's status (only from the given ones, when named); False if it did not."""
-    condition = sends.c.issue == issue
-    if only_from is not None:
-        condition = and_(condition, sends.c.status.in_(tuple(only_from)))
-    with engine.begin() as conn:
-        changed = conn.execute(update(sends).where(condition).values(
-            status=status, reason=reason[:2000] if reason else None)).rowcount
-    return bool(changed)
-
-
-def schedule_send(engine: Engine, issue: Issue, send_at: datetime, now: datetime, *,
-                  zone: str, local_time: str | None = None) -> bool:
-    """Record an issue as scheduled for `send_at`; False if it is scheduled already or has
-    launched. An issue that never went out (cancelled, failed, missed) may be scheduled again."""
-    try:
-        with engine.begin() as conn:
-            schedule_row(conn, issue, send_at, now, zone=zone, local_time=local_time)
-    except IntegrityError:
-        return False
-    return True
-
-
-def schedule_row(conn: Connection, issue: Issue, send_at: datetime, now: datetime, *,
-                 zone: str, local_time: str | None = None) -> None:
-    """schedule_send inside the caller's transaction; raises IntegrityError instead."""
-    values = {"subject": issue.subject, "status": "scheduled", "send_at": send_at,
-              "zone": zone, "local_time": local_time, "reason": None}
-    changed = conn.execute(update(sends).where(and_(
-        sends.c.issue == issue.slug, sends.c.launched_at.is_(None),
-        sends.c.status.in_(RESCHEDULABLE))).values(**values)).rowcount
-    if not changed:
-        conn.execute(insert(sends).values(issue=issue.slug, recipients=0, created_at=now,
-                                          **values))
-
-
-def move_send(engine: Engine, issue: str, send_at: datetime, local_time: str | None) -> bool:
-    """A scheduled issue's new time; False if it is not scheduled (any more)."""
-    with engine.begin() as conn:
-        return bool(conn.execute(update(sends).where(and_(
-            sends.c.issue == issue, sends.c.status == "scheduled"))
-            .values(send_at=send_at, local_time=local_time)).rowcount)
-
-
-def cancel_send(engine: Engine, issue: str, reason: str, now: datetime) -> int | None:
-    """Cancel a scheduled, sending or paused issue. Rows not yet sent are marked skipped (the
-    ones in a worker's hands finish). None if there was nothing to cancel; else rows skipped."""
-    with engine.begin() as conn:
-        changed = conn.execute(update(sends).where(and_(
-            sends.c.issue == issue, sends.c.status.in_(("scheduled", "sending", "paused"))))
-            .values(status="cancelled", reason=reason, finished_at=now)).rowcount
-        if not changed:
-            return None
-        return conn.execute(update(outbox).where(and_(
-            outbox.c.issue == issue, outbox.c.state.in_(OPEN_STATES)))
-            .values(state="skipped", reply=reason, updated_at=now)).rowcount
-
-
-def scheduled_sends(engine: Engine) -> list[SendInfo]:
-    """Issues waiting for their time, soonest first."""
-    with engine.connect() as conn:
-        rows = conn.execute(select(sends).where(sends.c.status == "scheduled")
-                            .order_by(sends.c.send_at, sends.c.issue)).mappings().all()
-    return [SendInfo(**row) for row in rows]
 
 
 def live_workers(engine: Engine, now: datetime) -> int:
@@ -265,7 +206,7 @@ def last_errors(engine: Engine, issue: str, limit: int = 5) -> list[dict[str, An
                     outbox.c.updated_at)
              .join(subscribers, subscribers.c.id == outbox.c.subscriber_id, isouter=True)
              .where(and_(outbox.c.issue == issue,
-                         outbox.c.state.in_(("failed", "bounced", "retrying")),
+                         outbox.c.state.in_(PROBLEMS),
                          outbox.c.reply.is_not(None)))
              .order_by(outbox.c.updated_at.desc(), outbox.c.id.desc()).limit(limit))
     with engine.connect() as conn:
@@ -334,15 +275,16 @@ class SqlOutbox:
         live = select(workers.c.id)
         result = conn.execute(
             update(outbox)
-            .where(and_(outbox.c.state == "sending",
+            .where(and_(outbox.c.state == RowState.SENDING,
                         or_(outbox.c.claimed_by.is_(None), outbox.c.claimed_by.not_in(live))))
-            .values(state=case((outbox.c.attempts > 0, "retrying"), else_="queued"),
+            .values(state=case((outbox.c.attempts > 0, RowState.RETRYING),
+                               else_=RowState.QUEUED),
                     claimed_by=None, updated_at=now))
         return result.rowcount
 
     # -- rows
     def _scope(self) -> Any:
-        running = select(sends.c.issue).where(sends.c.status == "sending")
+        running = select(sends.c.issue).where(sends.c.status == SendStatus.SENDING)
         condition = outbox.c.issue.in_(running)
         return and_(condition, outbox.c.issue == self.issue) if self.issue else condition
 
@@ -353,12 +295,12 @@ class SqlOutbox:
                           outbox.c.subscriber_id, subscribers.c.email, subscribers.c.name,
                           subscribers.c.status)
                    .join(subscribers, subscribers.c.id == outbox.c.subscriber_id, isouter=True)
-                   .where(and_(self._scope(), outbox.c.state.in_(OPEN_STATES),
+                   .where(and_(self._scope(), outbox.c.state.in_(OPEN),
                                outbox.c.next_attempt_at <= bindparam("now", type_=UTCDateTime())))
                    .order_by(outbox.c.id).limit(limit)
                    .with_for_update(skip_locked=True, of=outbox))
             mark = (update(outbox).where(outbox.c.id.in_(bindparam("ids", expanding=True)))
-                    .values(state="sending", claimed_by=self.worker_id,
+                    .values(state=RowState.SENDING, claimed_by=self.worker_id,
                             updated_at=bindparam("now", type_=UTCDateTime())))
             self._statements[limit] = (due, mark)
         return self._statements[limit]
@@ -374,67 +316,33 @@ class SqlOutbox:
                     name=row.name, status=row.status if row.email else "erased")
                 for row in rows]
 
-    def record(self, outcomes: Iterable[Outcome], now: datetime) -> None:
+    def record(self, changes: Iterable[RowChange], now: datetime) -> None:
         """Write what happened to each claimed row, in one transaction."""
-        delivery = self.settings.delivery
-        changes: list[dict[str, Any]] = []
-        bounced: list[int] = []
-        for o in outcomes:
-            job = o.job
-            change = {"rid": job.row_id, "st": "", "att": job.attempts, "nxt": now, "now": now,
-                      "mid": o.message_id, "rep": o.reply[:2000]}
-            if o.kind == SENT:
-                change.update(st="sent", att=job.attempts + 1)
-            elif o.kind == RETRY:
-                attempts = job.attempts + 1
-                if attempts >= delivery.max_attempts:
-                    change.update(st="failed", att=attempts,
-                                  rep=f"gave up after {attempts} attempts: {o.reply}"[:2000])
-                else:
-                    change.update(st="retrying", att=attempts, nxt=now + timedelta(
-                        seconds=delivery.retry_backoff * 2 ** (attempts - 1)))
-            elif o.kind in (FAILED, BOUNCED, SKIPPED):
-                change.update(st=o.kind, att=job.attempts + (o.kind != SKIPPED))
-                if o.kind == BOUNCED and job.subscriber_id is not None:
-                    bounced.append(job.subscriber_id)
-            elif o.kind in (SENDER, REQUEUE):  # not the subscriber's fault: no attempt used
-                change.update(st="retrying" if job.attempts else "queued")
-            else:
-                raise ValueError(f"unknown outcome {o.kind!r}")
-            changes.append(change)
-        if not changes:
+        rows = [{"rid": c.row_id, "st": c.state, "att": c.attempts, "nxt": c.next_attempt_at,
+                 "now": now, "mid": c.message_id, "rep": c.reply[:MAX_REPLY]} for c in changes]
+        if not rows:
             return
         with self.engine.begin() as conn:
-            conn.execute(self._record_statement, changes)
-            for sid in bounced:
-                mark_bounced(conn, sid, now)
+            conn.execute(self._record_statement, rows)
+            for change in changes:
+                if change.bounced is not None:
+                    mark_bounced(conn, change.bounced, now)
 
     def waiting(self, now: datetime) -> tuple[int, datetime | None]:
         """Rows still to deliver in scope (open or being sent) and when the next open row is
         due; sends with nothing left are marked finished."""
         with self.engine.begin() as conn:
             left = conn.execute(select(func.count()).select_from(outbox).where(and_(
-                self._scope(), outbox.c.state.in_((*OPEN_STATES, "sending"))))).scalar_one()
+                self._scope(), outbox.c.state.in_(UNFINISHED)))).scalar_one()
             due = conn.execute(select(func.min(outbox.c.next_attempt_at)).where(and_(
-                self._scope(), outbox.c.state.in_(OPEN_STATES)))).scalar()
+                self._scope(), outbox.c.state.in_(OPEN)))).scalar()
             busy = exists().where(and_(outbox.c.issue == sends.c.issue,
-                                       outbox.c.state.in_((*OPEN_STATES, "sending"))))
-            conn.execute(update(sends).where(and_(sends.c.status == "sending", ~busy))
-                         .values(status="sent", finished_at=now))
+                                       outbox.c.state.in_(UNFINISHED)))
+            change_status(conn, SendStatus.SENT, [SendStatus.SENDING], ~busy, finished_at=now)
         return left, due
 
     def template_parts(self, issue: str, variant: str) -> tuple[str, str, str]:
         return variant_parts(self.engine, issue, variant)
-
-
-def pause_running(engine: Engine, issue: str | None, reason: str) -> None:
-    """Pause the running send (or every running send): the relay refuses us, not them."""
-    condition = sends.c.status == "sending"
-    if issue:
-        condition = and_(condition, sends.c.issue == issue)
-    with engine.begin() as conn:
-        conn.execute(update(sends).where(condition).values(status="paused",
-                                                           reason=reason[:2000]))
 
 
 # ---- Confirmations and the archive -----------------------------------------------------
@@ -443,6 +351,14 @@ def prepare_confirmations(engine: Engine, subject: str, html: str, text: str,
                           now: datetime) -> None:
     """The confirmation message as the one variant of the CONFIRMATIONS send, refreshed so a
     changed template or newsletter name applies to the next confirmation."""
+    try:
+        _store_confirmation(engine, subject, html, text, now)
+    except IntegrityError:
+        pass  # another web process starting at the same moment stored the same message
+
+
+def _store_confirmation(engine: Engine, subject: str, html: str, text: str,
+                        now: datetime) -> None:
     with engine.begin() as conn:
         if conn.execute(select(sends.c.issue).where(sends.c.issue == CONFIRMATIONS)).first():
             conn.execute(update(sends).where(sends.c.issue == CONFIRMATIONS)
@@ -450,10 +366,25 @@ def prepare_confirmations(engine: Engine, subject: str, html: str, text: str,
             conn.execute(delete(send_variants).where(send_variants.c.issue == CONFIRMATIONS))
         else:
             conn.execute(insert(sends).values(issue=CONFIRMATIONS, subject=subject,
-                                              status="sent", recipients=0, created_at=now,
+                                              status=SendStatus.SENT, recipients=0,
+                                              created_at=now,
                                               launched_at=now))
         conn.execute(insert(send_variants).values(issue=CONFIRMATIONS, variant="confirm",
                                                   html=html, text=text))
+
+
+def request_confirmation(engine: Engine, email: str, key: str, *, name: str | None,
+                         topics: list[str], now: datetime, resend_after: timedelta) -> bool:
+    """Record a sign-up (store/subscribers.signup_row) and queue its confirmation, in one
+    transaction. True when a confirmation was queued; False when nothing was (an active or
+    suppressed address, a repeat within `resend_after`, or the same address signing up at
+    the same moment)."""
+    try:
+        with engine.begin() as conn:
+            sid = signup_row(conn, email, key, name=name, topics=topics, now=now)
+            return sid is not None and queue_confirmation(conn, sid, now, resend_after)
+    except IntegrityError:
+        return False  # the same address signed up at the same moment: that request won
 
 
 def queue_confirmation(conn: Connection, subscriber_id: int, now: datetime,
@@ -464,57 +395,25 @@ def queue_confirmation(conn: Connection, subscriber_id: int, now: datetime,
     previous = conn.execute(select(outbox.c.state, outbox.c.updated_at).where(and_(
         outbox.c.issue == CONFIRMATIONS, outbox.c.subscriber_id == subscriber_id))).first()
     if previous is not None:
-        if previous.state in (*OPEN_STATES, "sending") or previous.updated_at > now - resend_after:
+        if previous.state in UNFINISHED or previous.updated_at > now - resend_after:
             return False
         # A fresh row, not a reset one: its id gives the new message its own Message-ID.
         conn.execute(delete(outbox).where(and_(outbox.c.issue == CONFIRMATIONS,
                                                outbox.c.subscriber_id == subscriber_id)))
     conn.execute(insert(outbox).values(issue=CONFIRMATIONS, subscriber_id=subscriber_id,
-                                       variant="confirm", state="queued", attempts=0,
+                                       variant="confirm", state=RowState.QUEUED, attempts=0,
                                        next_attempt_at=now, updated_at=now))
-    conn.execute(update(sends).where(sends.c.issue == CONFIRMATIONS).values(
-        status="sending", finished_at=None, reason=None, recipients=sends.c.recipients + 1))
+    # A confirmation reopens its pseudo-send whatever its status, paused included: a new
+    # sign-up is a fresh chance to deliver.
+    change_status(conn, SendStatus.SENDING, None, sends.c.issue == CONFIRMATIONS,
+                  finished_at=None, recipients=sends.c.recipients + 1)
     return True
 
 
 def mail_due(engine: Engine, now: datetime) -> bool:
     """Whether any running send has a message waiting for a worker."""
-    running = select(sends.c.issue).where(sends.c.status == "sending")
+    running = select(sends.c.issue).where(sends.c.status == SendStatus.SENDING)
     with engine.connect() as conn:
         return conn.execute(select(outbox.c.id).where(and_(
-            outbox.c.issue.in_(running), outbox.c.state.in_(OPEN_STATES),
+            outbox.c.issue.in_(running), outbox.c.state.in_(OPEN),
             outbox.c.next_attempt_at <= now)).limit(1)).first() is not None
-
-
-ARCHIVED = ("sending", "sent")  # launched, so someone has it; not cancelled
-VIEWABLE = (*ARCHIVED, "paused")  # the view-in-browser link of a copy already received
-
-
-def archived_sends(engine: Engine) -> list[SendInfo]:
-    """Issues in the public archive, newest first."""
-    with engine.connect() as conn:
-        rows = conn.execute(select(sends).where(and_(
-            sends.c.status.in_(ARCHIVED), sends.c.issue != CONFIRMATIONS))
-            .order_by(sends.c.launched_at.desc(), sends.c.issue)).mappings().all()
-    return [SendInfo(**row) for row in rows]
-
-
-def _viewable(issue: str) -> Any:
-    return (select(send_variants.c.variant, send_variants.c.html)
-            .join(sends, sends.c.issue == send_variants.c.issue)
-            .where(and_(send_variants.c.issue == issue, sends.c.status.in_(VIEWABLE),
-                        sends.c.issue != CONFIRMATIONS)))
-
-
-def archived_variants(engine: Engine, issue: str) -> list[str]:
-    """The variant ids a launched issue can be viewed in; empty if none."""
-    with engine.connect() as conn:
-        return list(conn.execute(_viewable(issue).with_only_columns(send_variants.c.variant)
-                                 .order_by(send_variants.c.variant)).scalars())
-
-
-def viewable_html(engine: Engine, issue: str, variant: str) -> str | None:
-    """A launched issue's variant as rendered, slots and all; None if it cannot be viewed."""
-    with engine.connect() as conn:
-        return conn.execute(_viewable(issue).with_only_columns(send_variants.c.html)
-                            .where(send_variants.c.variant == variant)).scalar()

@@ -1,4 +1,5 @@
-"""The store's tables (SQLAlchemy Core). Migrations in migrations/versions/ create them."""
+"""The store's tables (SQLAlchemy Core). Migrations in migrations/versions/ create them.
+Status and state columns hold the values of dispatch.states' enums."""
 
 from __future__ import annotations
 
@@ -25,8 +26,6 @@ class UTCDateTime(TypeDecorator[datetime]):
             return value.replace(tzinfo=timezone.utc)
         return value
 
-STATUSES = ("pending", "active", "unsubscribed", "bounced", "complained")
-SUPPRESSING = ("unsubscribed", "bounced", "complained")
 
 subscribers = Table(
     "subscribers", metadata,
@@ -66,13 +65,6 @@ settings_table = Table(
 
 # ---- Delivery ---------------------------------------------------------------------------
 
-# draft → scheduled → sending → sent, plus paused, cancelled, failed (could not launch) and
-# missed (its time passed more than schedule.grace ago while no daemon ran). A draft is an
-# issue folder with no row here.
-SEND_STATUSES = ("scheduled", "sending", "paused", "sent", "cancelled", "failed", "missed")
-RESCHEDULABLE = ("cancelled", "failed", "missed")  # never launched: may be scheduled again
-UNLAUNCHED = ("scheduled", *RESCHEDULABLE)  # may be sent now
-
 # One row per scheduled or launched issue: its state, when it goes out and why it stopped.
 sends = Table(
     "sends", metadata,
@@ -102,9 +94,6 @@ send_variants = Table(
     Column("html", Text, nullable=False),
     Column("text", Text, nullable=False),
 )
-
-OUTBOX_STATES = ("queued", "sending", "sent", "retrying", "failed", "bounced", "skipped")
-OPEN_STATES = ("queued", "retrying")  # waiting to be claimed
 
 # One row per (issue, subscriber): the unit of "nothing lost, nothing sent twice".
 outbox = Table(

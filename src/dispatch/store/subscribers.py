@@ -1,26 +1,25 @@
-"""Subscribers, their topics, segments and the suppression list: every query lives here."""
+"""Subscribers, their topics and the suppression list: every query about people lives here
+(segments: store/segments.py). Addresses are checked by audience/addresses.py first."""
 
 from __future__ import annotations
 
-import csv
-from collections import Counter
-import hashlib
-import io
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from itertools import groupby
-from typing import Any, TextIO
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Any
 
-from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import Connection, Engine, and_, delete, exists, func, insert, select, update
+from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
+from dispatch.audience.addresses import email_hash, normalize
+from dispatch.audience.csvio import Row
+from dispatch.clock import is_zone
 from dispatch.config import Segment
-from dispatch.errors import ContentError, DispatchError, Problem
-from dispatch.store.schema import STATUSES, SUPPRESSING, subscriber_topics, subscribers, \
-    suppressions
+from dispatch.config.topics import check_topics
+from dispatch.errors import DispatchError, Problem
+from dispatch.states import SUPPRESSING, SubscriberStatus
+from dispatch.store.schema import subscriber_topics, subscribers, suppressions
+from dispatch.store.segments import follows, segment_condition
 
 BATCH = 5_000
 IN_CHUNK = 900  # stays under SQLite's bound-parameter limit
@@ -49,21 +48,6 @@ class Subscriber:
 
 def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment else None
-
-
-def normalize(email: str) -> str:
-    """The unique key of an address: syntax-checked (no DNS), normalised, lower-cased.
-    Raises ValueError with the reason."""
-    if any(c in email for c in "\r\n"):
-        raise ValueError("line break in the address (header injection attempt)")
-    try:
-        return validate_email(email.strip(), check_deliverability=False).normalized.lower()
-    except EmailNotValidError as exc:
-        raise ValueError(str(exc)) from None
-
-
-def email_hash(key: str) -> str:
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
@@ -120,26 +104,13 @@ def mark_bounced(conn: Connection, subscriber_id: int, now: datetime) -> None:
     if key is None:
         return
     conn.execute(update(subscribers).where(subscribers.c.id == subscriber_id)
-                 .values(status="bounced"))
-    _suppress(conn, key, "bounced", now)
-
-
-def _check_topics(topics: Iterable[str], known: Mapping[str, object]) -> list[str]:
-    topics = list(dict.fromkeys(t.strip() for t in topics if t.strip()))
-    unknown = [t for t in topics if t not in known]
-    if unknown:
-        raise DispatchError(Problem("--topics", f"unknown topic(s) {', '.join(unknown)} "
-                                                f"(declared: {', '.join(known)})"))
-    return topics
+                 .values(status=SubscriberStatus.BOUNCED))
+    _suppress(conn, key, SubscriberStatus.BOUNCED, now)
 
 
 def _check_zone(zone: str | None) -> str | None:
-    if zone is None:
-        return None
-    try:
-        ZoneInfo(zone)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise DispatchError(Problem("--tz", f"unknown IANA time zone {zone!r}")) from None
+    if zone is not None and not is_zone(zone):
+        raise DispatchError(Problem("timezone", f"unknown IANA time zone {zone!r}"))
     return zone
 
 
@@ -163,14 +134,14 @@ def require(engine: Engine, email: str) -> Subscriber:
 
 def add(engine: Engine, email: str, *, name: str | None, topics: Iterable[str],
         timezone: str | None, known_topics: Mapping[str, object], now: datetime,
-        status: str = "active", resubscribe: bool = False) -> Subscriber:
+        status: SubscriberStatus = SubscriberStatus.ACTIVE, resubscribe: bool = False) -> Subscriber:
     """Add one subscriber. A suppressed address is refused unless `resubscribe` is set: the
     explicit act of someone re-subscribing."""
     try:
         key = normalize(email)
     except ValueError as exc:
         raise DispatchError(Problem(email, f"invalid address: {exc}")) from None
-    chosen = _check_topics(topics, known_topics)
+    chosen = check_topics(topics, known_topics)
     zone = _check_zone(timezone)
     with engine.begin() as conn:
         if conn.execute(select(subscribers.c.id).where(subscribers.c.email_key == key)).first():
@@ -184,7 +155,7 @@ def add(engine: Engine, email: str, *, name: str | None, topics: Iterable[str],
             conn.execute(delete(suppressions).where(suppressions.c.email_hash == email_hash(key)))
         sid = conn.execute(insert(subscribers).values(
             email=email.strip(), email_key=key, name=name, timezone=zone, status=status,
-            created_at=now, confirmed_at=now if status == "active" else None)
+            created_at=now, confirmed_at=now if status == SubscriberStatus.ACTIVE else None)
         ).inserted_primary_key[0]
         if chosen:
             conn.execute(insert(subscriber_topics),
@@ -199,10 +170,10 @@ def update_subscriber(engine: Engine, email: str, *, now: datetime,
     suppression list; setting `active` again is an explicit re-subscription and lifts it."""
     current = require(engine, email)
     key = normalize(current.email)
-    if status is not None and status not in STATUSES:
-        raise DispatchError(Problem("--status", f"expected one of {', '.join(STATUSES)}, "
-                                                f"got {status!r}"))
-    chosen = _check_topics(topics, known_topics) if topics is not None else None
+    if status is not None and status not in set(SubscriberStatus):
+        raise DispatchError(Problem("status", f"expected one of "
+                                              f"{', '.join(SubscriberStatus)}, got {status!r}"))
+    chosen = check_topics(topics, known_topics) if topics is not None else None
     zone = _check_zone(timezone)
     with engine.begin() as conn:
         values: dict[str, Any] = {}
@@ -213,7 +184,7 @@ def update_subscriber(engine: Engine, email: str, *, now: datetime,
             if status in SUPPRESSING:
                 values["unsubscribed_at"] = now
                 _suppress(conn, key, status, now)
-            elif status == "active":
+            elif status == SubscriberStatus.ACTIVE:
                 values["confirmed_at"] = current.confirmed_at or now
                 conn.execute(delete(suppressions)
                              .where(suppressions.c.email_hash == email_hash(key)))
@@ -240,56 +211,18 @@ def forget(engine: Engine, email: str, now: datetime) -> None:
         conn.execute(delete(subscribers).where(subscribers.c.id == current.id))
 
 
-# ---- Segments --------------------------------------------------------------------------
-
-def _follows(topics: Iterable[str]) -> ColumnElement[bool]:
-    return exists().where(and_(subscriber_topics.c.subscriber_id == subscribers.c.id,
-                               subscriber_topics.c.topic.in_(list(topics))))
-
-
-def segment_condition(segment: Segment) -> ColumnElement[bool]:
-    """The segment as a SQL condition on subscribers (never a Python loop over people)."""
-    if segment.match == "all":
-        parts = [_follows([topic]) for topic in segment.topics]
-    else:
-        parts = [_follows(segment.topics)] if segment.topics else []
-    if segment.exclude:
-        parts.append(~_follows(segment.exclude))
-    return and_(*parts) if parts else subscribers.c.id.is_not(None)
-
-
 def list_subscribers(engine: Engine, *, topic: str | None = None, status: str | None = None,
                      segment: Segment | None = None, limit: int | None = None
                      ) -> list[Subscriber]:
     conditions = []
     if topic:
-        conditions.append(_follows([topic]))
+        conditions.append(follows([topic]))
     if status:
         conditions.append(subscribers.c.status == status)
     if segment:
         conditions.append(segment_condition(segment))
     with engine.connect() as conn:
         return _subscribers(conn, and_(*conditions) if conditions else None, limit)
-
-
-def segment_counts(engine: Engine, segments: Mapping[str, Segment]) -> dict[str, int]:
-    """Active subscribers in each segment, counted by the database."""
-    with engine.connect() as conn:
-        return {name: conn.execute(select(func.count()).select_from(subscribers).where(
-                    and_(subscribers.c.status == "active", segment_condition(segment)))).scalar_one()
-                for name, segment in segments.items()}
-
-
-def active_topic_mixes(engine: Engine) -> dict[frozenset[str], int]:
-    """How many active subscribers follow each distinct set of topics (read-only)."""
-    query = (select(subscribers.c.id, subscriber_topics.c.topic)
-             .join(subscriber_topics, subscriber_topics.c.subscriber_id == subscribers.c.id,
-                   isouter=True)
-             .where(subscribers.c.status == "active").order_by(subscribers.c.id))
-    with engine.connect() as conn:
-        rows = conn.execute(query)
-        return Counter(frozenset(topic for _, topic in group if topic)
-                       for _, group in groupby(rows, key=lambda row: row[0]))
 
 
 def count(engine: Engine, status: str | None = None) -> int:
@@ -303,90 +236,12 @@ def count(engine: Engine, status: str | None = None) -> int:
 # ---- CSV import and export -------------------------------------------------------------
 
 @dataclass
-class Row:
-    line: int
-    email: str
-    key: str
-    name: str | None
-    topics: list[str]
-    timezone: str | None
-
-
-@dataclass
 class ImportReport:
     read: int = 0
     added: int = 0
     updated: int = 0
     rejected: list[tuple[int, str, str]] = field(default_factory=list)  # line, email, reason
     dry_run: bool = False
-
-
-def read_csv(text: str, known_topics: Mapping[str, object], source: str = "import.csv"
-             ) -> tuple[list[Row], list[tuple[int, str, str]], int]:
-    """Validate every row: (good rows merged by address, rejected rows, rows read)."""
-    text = text.lstrip("\ufeff")
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    header = [h.strip().lower() for h in (reader.fieldnames or [])]
-    if "email" not in header:
-        raise ContentError(Problem(source, "the first row must be a header naming the columns "
-                                           "email, name, topics, timezone", 1))
-    unknown = [h for h in header if h not in ("email", "name", "topics", "timezone")]
-    if unknown:
-        raise ContentError(Problem(source, f"unknown column(s) {', '.join(unknown)} (expected "
-                                           "email, name, topics, timezone)", 1))
-    reader.fieldnames = header
-    rows: dict[str, Row] = {}
-    rejected: list[tuple[int, str, str]] = []
-    read = 0
-    start_line = 2
-    for record in reader:
-        line, start_line = start_line, reader.line_num + 1
-        read += 1
-        if None in record:
-            rejected.append((line, str(record.get("email") or ""), "more fields than columns"))
-            continue
-        values = {k: (v or "").strip() for k, v in record.items()}
-        email = values.get("email", "")
-        if not email:
-            rejected.append((line, email, "empty address"))
-            continue
-        if any(c in v for v in values.values() for c in "\r\n"):
-            rejected.append((line, email.splitlines()[0] if email else "",
-                             "line break inside a field (header injection attempt)"))
-            continue
-        try:
-            key = normalize(email)
-        except ValueError as exc:
-            rejected.append((line, email, f"invalid address: {exc}"))
-            continue
-        topics = [t.strip() for t in values.get("topics", "").replace("|", ";").split(";")
-                  if t.strip()]
-        bad = [t for t in topics if t not in known_topics]
-        if bad:
-            rejected.append((line, email, f"unknown topic(s) {', '.join(bad)}"))
-            continue
-        zone = values.get("timezone") or None
-        if zone:
-            try:
-                ZoneInfo(zone)
-            except (ZoneInfoNotFoundError, ValueError):
-                rejected.append((line, email, f"unknown time zone {zone!r}"))
-                continue
-        name = values.get("name") or None
-        if name and (len(name) > 200 or any(ord(c) < 32 for c in name)):
-            rejected.append((line, email, "name longer than 200 characters or with control "
-                                          "characters"))
-            continue
-        if key in rows:
-            first = rows[key]
-            first.topics = list(dict.fromkeys(first.topics + topics))
-            first.name = first.name or name
-            first.timezone = first.timezone or zone
-            rejected.append((line, email, f"duplicate of line {first.line} (topics merged)"))
-            continue
-        rows[key] = Row(line=line, email=email, key=key, name=name, topics=topics,
-                        timezone=zone)
-    return list(rows.values()), rejected, read
 
 
 def import_rows(engine: Engine, rows: list[Row], now: datetime, *, dry_run: bool = False,
@@ -441,7 +296,7 @@ def _import(engine: Engine, rows: list[Row], now: datetime, report: ImportReport
             ids = conn.execute(
                 insert(subscribers).returning(subscribers.c.id, sort_by_parameter_order=True),
                 [{"email": r.email, "email_key": r.key, "name": r.name, "timezone": r.timezone,
-                  "status": "active", "created_at": now, "confirmed_at": now} for r in chunk]
+                  "status": SubscriberStatus.ACTIVE, "created_at": now, "confirmed_at": now} for r in chunk]
             ).scalars().all()
             topic_rows = [{"subscriber_id": sid, "topic": t}
                           for sid, r in zip(ids, chunk) for t in r.topics]
@@ -466,29 +321,23 @@ def _import(engine: Engine, rows: list[Row], now: datetime, report: ImportReport
             raise _DryRun
 
 
-def export_csv(engine: Engine, out: TextIO) -> int:
-    """Every subscriber as CSV in the import format (plus status), streamed in batches."""
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["email", "name", "topics", "timezone", "status"])
-    written = 0
+def iter_subscribers(engine: Engine, batch: int = BATCH) -> Iterator[Subscriber]:
+    """Every subscriber in id order, read in batches (constant memory for any list size)."""
     last_id = 0
     with engine.connect() as conn:
         while True:
-            batch = _subscribers(conn, subscribers.c.id > last_id, limit=BATCH)
-            if not batch:
-                return written
-            for s in batch:
-                writer.writerow([s.email, s.name or "", ";".join(s.topics), s.timezone or "",
-                                 s.status])
-            written += len(batch)
-            last_id = batch[-1].id
+            found = _subscribers(conn, subscribers.c.id > last_id, limit=batch)
+            if not found:
+                return
+            yield from found
+            last_id = found[-1].id
 
 
 def active_zones(engine: Engine) -> set[str | None]:
     """The distinct time zones of active subscribers (None for those without one)."""
     with engine.connect() as conn:
         return set(conn.execute(select(subscribers.c.timezone).distinct()
-                                .where(subscribers.c.status == "active")).scalars())
+                                .where(subscribers.c.status == SubscriberStatus.ACTIVE)).scalars())
 
 
 # ---- What subscribers do on the web ----------------------------------------------------
@@ -505,12 +354,12 @@ def unsubscribe(engine: Engine, subscriber_id: int, now: datetime) -> bool:
     with engine.begin() as conn:
         key = conn.execute(select(subscribers.c.email_key).where(and_(
             subscribers.c.id == subscriber_id,
-            subscribers.c.status.in_(("active", "pending"))))).scalar()
+            subscribers.c.status.in_((SubscriberStatus.ACTIVE, SubscriberStatus.PENDING))))).scalar()
         if key is None:
             return False
         conn.execute(update(subscribers).where(subscribers.c.id == subscriber_id)
-                     .values(status="unsubscribed", unsubscribed_at=now))
-        _suppress(conn, key, "unsubscribed", now)
+                     .values(status=SubscriberStatus.UNSUBSCRIBED, unsubscribed_at=now))
+        _suppress(conn, key, SubscriberStatus.UNSUBSCRIBED, now)
     return True
 
 
@@ -520,7 +369,7 @@ def resubscribe(engine: Engine, subscriber_id: int, now: datetime) -> bool:
     with engine.begin() as conn:
         key = conn.execute(select(subscribers.c.email_key).where(and_(
             subscribers.c.id == subscriber_id,
-            subscribers.c.status == "unsubscribed"))).scalar()
+            subscribers.c.status == SubscriberStatus.UNSUBSCRIBED))).scalar()
         if key is None:
             return False
         _activate(conn, subscriber_id, key, now)
@@ -529,7 +378,7 @@ def resubscribe(engine: Engine, subscriber_id: int, now: datetime) -> bool:
 
 def _activate(conn: Connection, subscriber_id: int, key: str, now: datetime) -> None:
     conn.execute(update(subscribers).where(subscribers.c.id == subscriber_id).values(
-        status="active", unsubscribed_at=None,
+        status=SubscriberStatus.ACTIVE, unsubscribed_at=None,
         confirmed_at=func.coalesce(subscribers.c.confirmed_at, now)))
     conn.execute(delete(suppressions).where(suppressions.c.email_hash == email_hash(key)))
 
@@ -537,7 +386,7 @@ def _activate(conn: Connection, subscriber_id: int, key: str, now: datetime) -> 
 def set_preferences(engine: Engine, subscriber_id: int, *, topics: Iterable[str],
                     timezone: str | None, known_topics: Mapping[str, object]) -> None:
     """Replace a subscriber's topics and time zone (None: the newsletter's default)."""
-    chosen = _check_topics(topics, known_topics)
+    chosen = check_topics(topics, known_topics)
     zone = _check_zone(timezone)
     with engine.begin() as conn:
         conn.execute(update(subscribers).where(subscribers.c.id == subscriber_id)
@@ -558,15 +407,15 @@ def signup_row(conn: Connection, email: str, key: str, *, name: str | None,
     row = conn.execute(select(subscribers.c.id, subscribers.c.status)
                        .where(subscribers.c.email_key == key)).first()
     if row is None:
-        if suppression_reason(conn, key) in ("bounced", "complained"):
+        if suppression_reason(conn, key) in (SubscriberStatus.BOUNCED, SubscriberStatus.COMPLAINED):
             return None
         sid: int = conn.execute(insert(subscribers).values(
-            email=email, email_key=key, name=name, status="pending", created_at=now)
+            email=email, email_key=key, name=name, status=SubscriberStatus.PENDING, created_at=now)
         ).inserted_primary_key[0]
-    elif row.status in ("pending", "unsubscribed"):
+    elif row.status in (SubscriberStatus.PENDING, SubscriberStatus.UNSUBSCRIBED):
         sid = row.id
         conn.execute(update(subscribers).where(subscribers.c.id == sid)
-                     .values(status="pending", name=name))
+                     .values(status=SubscriberStatus.PENDING, name=name))
         conn.execute(delete(subscriber_topics).where(subscriber_topics.c.subscriber_id == sid))
     else:
         return None
@@ -583,7 +432,8 @@ def confirm(engine: Engine, subscriber_id: int, now: datetime) -> str | None:
                            .where(subscribers.c.id == subscriber_id)).first()
         if row is None:
             return None
-        if row.status != "pending":
+        if row.status != SubscriberStatus.PENDING:
             return str(row.status)
         _activate(conn, subscriber_id, row.email_key, now)
-    return "active"
+    return SubscriberStatus.ACTIVE
+

@@ -10,17 +10,14 @@ one-click POST, which mailbox providers send from their own servers.
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from functools import partial
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo, available_timezones
+from zoneinfo import ZoneInfo
 
-import uvicorn
 from sqlalchemy import Engine
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -29,20 +26,25 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from dispatch.audience import signup
+from dispatch.audience.tokens import BadToken, Signer
+from dispatch.clock import utcnow, zone_names
+from dispatch.compose.render import environment
+from dispatch.compose.slots import SLOTS, fill_slots
 from dispatch.config import Settings, WebSettings
-from dispatch.clock import utcnow
-from dispatch.errors import DispatchError, Problem
-from dispatch.compose.render import SLOTS, environment, fill_slots
-from dispatch.store import outbox
+from dispatch.config.topics import unknown_topics
+from dispatch.errors import DispatchError
+from dispatch.states import SubscriberStatus
+from dispatch.store import outbox, sends
 from dispatch.store import subscribers as subs
-from dispatch.audience.tokens import BadToken, Signer, secret
+from dispatch.store.secrets import secret
+from dispatch.web.guards import BodyLimit, SignupLimiter
 
 MAX_BODY = 16 * 1024  # the largest form here (every topic and a zone) is under 2 KB
 ONE_CLICK = ("List-Unsubscribe", "One-Click")
-ZONES = sorted(available_timezones() - {"localtime", "Factory"})
+ZONES = zone_names()
 
 # No scripts, no frames, forms only to this site; inline styles only (the pages and the
 # archived emails carry their CSS inline). The archive may show the issues' remote images.
@@ -51,61 +53,6 @@ CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:{imag
 HEADERS = {"X-Content-Type-Options": "nosniff",
            "Referrer-Policy": "same-origin",  # token URLs must not leak to linked sites
            "Cache-Control": "no-store"}
-
-
-class BodyLimit:
-    """Refuses request bodies over `limit` bytes, declared or streamed: the endpoint reading
-    the body gets HTTPException(413), answered like any other error."""
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length", b"0")
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
-            if not declared.isdigit():
-                raise HTTPException(400, "Unreadable Content-Length.")
-            if int(declared) > self.limit:
-                raise HTTPException(413, f"Requests here are at most {self.limit:,} bytes.")
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise HTTPException(413, f"Requests here are at most {self.limit:,} bytes.")
-            return message
-
-        await self.app(scope, limited, send)
-
-
-class SignupLimiter:
-    """A token bucket per client address: `per_hour` sign-ups, refilled evenly. In memory:
-    a restart forgives everyone, which is the safe direction."""
-
-    def __init__(self, per_hour: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self.capacity = float(per_hour)
-        self.refill = per_hour / 3600.0
-        self.clock = clock
-        self._buckets: dict[str, tuple[float, float]] = {}
-        self._lock = threading.Lock()
-
-    def allow(self, client: str) -> bool:
-        now = self.clock()
-        with self._lock:
-            if len(self._buckets) > 10_000:  # forget the full buckets of quiet clients
-                self._buckets = {k: v for k, v in self._buckets.items()
-                                 if v[0] + (now - v[1]) * self.refill < self.capacity}
-            tokens, last = self._buckets.get(client, (self.capacity, now))
-            tokens = min(self.capacity, tokens + (now - last) * self.refill)
-            if tokens < 1:
-                self._buckets[client] = (tokens, now)
-                return False
-            self._buckets[client] = (tokens - 1, now)
-            return True
 
 
 class Web:
@@ -204,7 +151,11 @@ class Web:
                                     "Please try again in an hour.")
             response.headers["Retry-After"] = "3600"
             return response
-        if await run_in_threadpool(signup.request, self.engine, wanted, self.clock()):
+        queued = await run_in_threadpool(partial(
+            outbox.request_confirmation, self.engine, wanted.email, wanted.key,
+            name=wanted.name, topics=list(wanted.topics), now=self.clock(),
+            resend_after=signup.RESEND_AFTER))
+        if queued:
             self.queued()
         # The same answer for a new, pending, active or suppressed address.
         return self.message(200, "Check your inbox",
@@ -225,9 +176,9 @@ class Web:
         if found is None:
             raise HTTPException(404, "This subscription no longer exists. You can sign up "
                                      "again.")
-        if found.status == "active":
+        if found.status == SubscriberStatus.ACTIVE:
             return self.subscribed(found)
-        if found.status != "pending":
+        if found.status != SubscriberStatus.PENDING:
             raise HTTPException(400, "This link is no longer valid. You can sign up again.")
         if request.method != "POST":
             # A button, not an action on GET: mail scanners open links, and a subscription
@@ -256,7 +207,7 @@ class Web:
         token = request.path_params["token"]
         found = await self.subscriber("unsubscribe", token)
         if request.method != "POST":
-            if found is None or found.status not in ("active", "pending"):
+            if found is None or found.status not in (SubscriberStatus.ACTIVE, SubscriberStatus.PENDING):
                 return self.unsubscribed(found)
             # Never unsubscribes by itself: mail scanners follow links.
             return self.page("action", title="Unsubscribe",
@@ -300,7 +251,7 @@ class Web:
             chosen = [str(t) for t in form.getlist("topics")]
             zone = str(form.get("timezone", "")) or None
             error = None
-            if [t for t in chosen if t not in self.settings.topics]:
+            if unknown_topics(chosen, self.settings.topics):
                 error = "Unknown topic: nothing was changed."
             elif not chosen:
                 error = "Choose at least one topic, or unsubscribe below."
@@ -335,15 +286,15 @@ class Web:
     # ---- archive
 
     async def archive_page(self, request: Request) -> Response:
-        sends = await run_in_threadpool(outbox.archived_sends, self.engine)
+        archived = await run_in_threadpool(sends.archived_sends, self.engine)
         zone = ZoneInfo(self.settings.newsletter.timezone)
         issues = [{"slug": s.issue, "subject": s.subject,
-                   "date": (s.launched_at or s.created_at).astimezone(zone)} for s in sends]
+                   "date": (s.launched_at or s.created_at).astimezone(zone)} for s in archived]
         return self.page("archive", issues=issues)
 
     async def archive_issue(self, request: Request) -> Response:
         slug = request.path_params["issue"]
-        variants = await run_in_threadpool(outbox.archived_variants, self.engine, slug)
+        variants = await run_in_threadpool(sends.archived_variants, self.engine, slug)
         if not variants:
             raise HTTPException(404, "No such issue in the archive.")
         # The edition with the most briefs ("b0-1-2" carries briefs 0, 1 and 2).
@@ -352,7 +303,7 @@ class Web:
 
     async def archive_variant(self, request: Request) -> Response:
         slug, variant = request.path_params["issue"], request.path_params["variant"]
-        html = await run_in_threadpool(outbox.viewable_html, self.engine, slug, variant)
+        html = await run_in_threadpool(sends.viewable_html, self.engine, slug, variant)
         if html is None:
             raise HTTPException(404, "No such issue in the archive.")
         # Everyone's copy without anyone's data: no name, no personal links.
@@ -375,7 +326,8 @@ def create_app(engine: Engine, settings: Settings, *, queued: Callable[[], None]
     can send it at once."""
     web_settings = settings.web or WebSettings()
     signer = Signer(secret(engine), expiry={"confirm": web_settings.confirm_expiry})
-    signup.prepare(engine, settings, web_settings.confirm_expiry, clock())
+    outbox.prepare_confirmations(
+        engine, *signup.confirmation_message(settings, web_settings.confirm_expiry), clock())
     web = Web(engine, settings, web_settings, signer, queued, clock)
     both = ["GET", "POST"]
     routes = [
@@ -394,42 +346,3 @@ def create_app(engine: Engine, settings: Settings, *, queued: Callable[[], None]
     app = Starlette(routes=routes, exception_handlers={HTTPException: handler,
                                                       Exception: handler})
     return BodyLimit(app, MAX_BODY)
-
-
-class WebServer:
-    """uvicorn serving the app on a background thread (`dispatch serve` and `dispatch run`,
-    whose main thread waits for signals; the tests)."""
-
-    def __init__(self, app: ASGIApp, host: str, port: int, trusted_proxies: tuple[str, ...],
-                 log_level: str = "warning") -> None:
-        self.server = uvicorn.Server(uvicorn_config(app, host, port, trusted_proxies,
-                                                    log_level))
-        self.thread = threading.Thread(target=self.server.run, name="dispatch-web",
-                                       daemon=True)
-
-    def start(self, timeout: float = 10.0) -> None:
-        self.thread.start()
-        deadline = time.monotonic() + timeout
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                config = self.server.config
-                raise DispatchError(Problem("web", f"cannot serve on {config.host}:"
-                                                   f"{config.port} (in use, or not an address "
-                                                   "of this machine)"))
-            time.sleep(0.02)
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.server.config.host}:{self.server.config.port}"
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-
-
-def uvicorn_config(app: ASGIApp, host: str, port: int, trusted_proxies: tuple[str, ...],
-                   log_level: str) -> uvicorn.Config:
-    # No access log: the URLs carry subscribers' tokens, which stay out of logs.
-    return uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
-                          proxy_headers=True, forwarded_allow_ips=list(trusted_proxies),
-                          lifespan="off", server_header=False)

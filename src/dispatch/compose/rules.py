@@ -1,0 +1,58 @@
+"""The email-correctness rules a rendered message must pass before it may be sent
+(docs/architecture.md, "Email correctness"): size, doctype, lang, alt text, absolute links,
+responsive CSS, Outlook blocks, leftover template syntax, plaintext line lengths and the
+unsubscribe link in both parts."""
+
+from __future__ import annotations
+
+import re
+
+from dispatch.compose.slots import fill_slots, sample_values
+from dispatch.config import Settings
+
+MAX_TEXT_LINE = 78
+MAX_HTML_BYTES = 100 * 1024  # Gmail clips messages near 102 KB
+
+
+def check_rendered(html: str, text: str, settings: Settings) -> list[str]:
+    """The email-correctness rules that apply to a rendered variant (docs/architecture.md)."""
+    problems: list[str] = []
+    sample = sample_values(settings)
+    html_filled, text_filled = fill_slots(html, sample), fill_slots(text, sample)
+    size = len(html_filled.encode("utf-8"))
+    if size >= MAX_HTML_BYTES:
+        problems.append(f"HTML is {size:,} bytes; Gmail clips near 102 KB (limit 100 KB)")
+    if not re.match(r"^<!doctype html>", html, re.IGNORECASE):
+        problems.append("HTML does not start with <!doctype html>")
+    lang = re.search(r"<html[^>]*\blang=\"([^\"]*)\"", html)
+    if not lang or lang[1] in ("", "und"):
+        problems.append("<html> has no lang attribute (set newsletter.lang)")
+    for img in re.findall(r"<img\b[^>]*>", html, re.IGNORECASE):
+        alt = re.search(r"\balt=\"([^\"]*)\"", img)
+        if not alt or not alt[1].strip():
+            problems.append(f"image without alt text: {img[:120]}")
+    for attr, url in re.findall(r"\b(href|src)=\"([^\"]*)\"", html_filled):
+        if not re.match(r"^(https?://[^\s/]+|mailto:)", url):
+            problems.append(f"{attr} is not an absolute http(s) or mailto URL: {url[:120]!r}")
+    media = re.findall(r"@media[^{]*\{(.*?\})\s*\}", html, re.DOTALL)
+    if not media or not any("!important" in block for block in media):
+        problems.append("the responsive media queries lost their !important")
+    opened, closed = len(re.findall(r"<!--\[if", html)), len(re.findall(r"<!\[endif\]-->", html))
+    if opened == 0 or opened != closed:
+        problems.append(f"Outlook conditional blocks damaged ({opened} opened, {closed} closed)")
+    for where, body in (("HTML", html), ("text", text)):
+        leftover = re.search(r"\{\{|\}\}|\{%|%\}|<mj-|</mj-", body)
+        if leftover:
+            problems.append(f"unrendered template syntax in the {where}: "
+                            f"{body[max(0, leftover.start() - 30):leftover.end() + 30]!r}")
+    if re.search(r"<[a-zA-Z/][^>]*>|&[a-z]+;|&#\d+;", text):
+        problems.append("HTML tags or entities left in the plaintext")
+    for number, line in enumerate(text_filled.split("\n"), 1):
+        if len(line) > MAX_TEXT_LINE and not re.search(r"https?://\S{40,}", line):
+            problems.append(f"plaintext line {number} is {len(line)} characters (max "
+                            f"{MAX_TEXT_LINE} except URLs)")
+    if sample["unsubscribe_url"] not in text_filled:
+        problems.append("plaintext has no unsubscribe URL")
+    if sample["unsubscribe_url"] not in html_filled:
+        problems.append("HTML has no unsubscribe link")
+    return problems

@@ -1,0 +1,64 @@
+"""The named states of what the store keeps: a send (an issue going out), an outbox row (one
+message to one subscriber) and a subscriber. The stored strings are the enum values.
+
+The state machines are drawn in docs/architecture.md; every change of a send's status goes
+through `dispatch.store.sends.change_status`, which names the states it may come from.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class SendStatus(StrEnum):
+    """An issue's send: draft (a folder, no row) → scheduled → sending → sent; paused,
+    cancelled, failed (could not be launched at its time) and missed (too late)."""
+
+    SCHEDULED = "scheduled"
+    SENDING = "sending"
+    PAUSED = "paused"
+    SENT = "sent"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+    MISSED = "missed"
+
+
+RESCHEDULABLE = (SendStatus.CANCELLED, SendStatus.FAILED, SendStatus.MISSED)  # never launched
+UNLAUNCHED = (SendStatus.SCHEDULED, *RESCHEDULABLE)  # may be sent now
+CANCELLABLE = (SendStatus.SCHEDULED, SendStatus.SENDING, SendStatus.PAUSED)
+ARCHIVED = (SendStatus.SENDING, SendStatus.SENT)  # launched, so someone has it; not cancelled
+VIEWABLE = (*ARCHIVED, SendStatus.PAUSED)  # the view-in-browser link of a copy received
+
+
+class RowState(StrEnum):
+    """One outbox row: queued → sending (claimed by a worker) → sent; retrying after a
+    transient failure; failed, bounced, or skipped (the send was cancelled, or the subscriber
+    left after launch)."""
+
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    RETRYING = "retrying"
+    FAILED = "failed"
+    BOUNCED = "bounced"
+    SKIPPED = "skipped"
+
+
+OPEN = (RowState.QUEUED, RowState.RETRYING)  # waiting to be claimed
+UNFINISHED = (*OPEN, RowState.SENDING)  # not yet delivered or given up
+PROBLEMS = (RowState.FAILED, RowState.BOUNCED, RowState.RETRYING)  # rows whose reply is news
+
+
+class SubscriberStatus(StrEnum):
+    """pending (signed up, not confirmed) → active; unsubscribed, bounced and complained each
+    suppress the address, by hash, beyond deletion."""
+
+    PENDING = "pending"
+    ACTIVE = "active"
+    UNSUBSCRIBED = "unsubscribed"
+    BOUNCED = "bounced"
+    COMPLAINED = "complained"
+
+
+SUPPRESSING = (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED,
+               SubscriberStatus.COMPLAINED)
