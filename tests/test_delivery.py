@@ -1,6 +1,6 @@
 """Delivery against a real in-process SMTP server (aiosmtpd) and a real store (SQLite file and
 PostgreSQL): every recipient exactly once, the right variant and headers, and each injected
-fault ending as DESIGN.md says."""
+fault ending as docs/architecture.md says."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Rendering rules from DESIGN.md's "Email correctness", each checked on real output."""
+"""Rendering rules from docs/architecture.md's "Email correctness", each checked on real output."""
 
 from __future__ import annotations
 

@@ -6,13 +6,13 @@ what "now" is. See docs/architecture.md.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @lru_cache(maxsize=1024)
@@ -37,4 +37,4 @@ def local_release(wall: datetime, zone: str) -> datetime:
     """The instant a wall-clock time happens in a zone, in UTC. The zone database decides
     the offset (DST included): a time skipped by a spring-forward happens at the same
     distance after the gap's start, an hour repeated in autumn the first time round."""
-    return wall.replace(tzinfo=ZoneInfo(zone)).astimezone(timezone.utc)
+    return wall.replace(tzinfo=ZoneInfo(zone)).astimezone(UTC)

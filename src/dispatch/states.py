@@ -60,5 +60,6 @@ class SubscriberStatus(StrEnum):
     COMPLAINED = "complained"
 
 
+RECEIVING = (SubscriberStatus.ACTIVE, SubscriberStatus.PENDING)  # get issues or a confirmation
 SUPPRESSING = (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED,
                SubscriberStatus.COMPLAINED)

@@ -16,8 +16,8 @@ from typing import Any
 import yaml
 from markdown_it import MarkdownIt
 
-from dispatch.errors import ContentError, Problem, display_path
 from dispatch.compose.models import Brief, Image, Read
+from dispatch.errors import ContentError, Problem, display_path
 
 FRONT_MATTER = re.compile(r"\A---[ \t]*\n(.*?\n)?---[ \t]*(?:\n|\Z)", re.DOTALL)
 BRIEF_KEYS = {"title", "topics", "date", "summary", "image", "reads", "author"}

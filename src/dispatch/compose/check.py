@@ -6,13 +6,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from dispatch.config import Settings
 from dispatch.compose.briefs import load_brief
-from dispatch.errors import DispatchError, Problem, display_path
 from dispatch.compose.issues import ISSUE_FILE, issue_folders, load_issue
 from dispatch.compose.models import Issue
 from dispatch.compose.render import render_variant
 from dispatch.compose.variants import possible_variants
+from dispatch.config import Settings
+from dispatch.errors import DispatchError, Problem, display_path
 
 
 @dataclass

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import yaml
 
-from dispatch.config import Topic
 from dispatch.compose.briefs import slugify
+from dispatch.config import Topic
 from dispatch.errors import ContentError, Problem
 
 BULLET = re.compile(r"^\s*[•◦▪‣∙·\-*–]\s+(?=\S)")

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from dispatch.config import Settings, toml_line
 from dispatch.compose.briefs import load_brief
-from dispatch.errors import ContentError, Problem, display_path
 from dispatch.compose.models import Brief, Issue
+from dispatch.config import Settings, toml_line
+from dispatch.errors import ContentError, Problem, display_path
 
 ISSUE_FILE = "issue.toml"
 ISSUE_KEYS = {"subject", "preheader", "send_at", "segments", "briefs", "personalize"}

@@ -21,11 +21,11 @@ from email.utils import format_datetime
 from functools import lru_cache
 from urllib.parse import quote
 
-from dispatch.config import Settings
 from dispatch.compose.briefs import slugify
 from dispatch.compose.models import Issue
 from dispatch.compose.render import Rendered
 from dispatch.compose.slots import TOKEN_PATTERN, TOKENS
+from dispatch.config import Settings
 
 CRLF = "\r\n"
 QP_LINE = 74  # leaves room to write a leading "." as "=2E" within RFC 2045's 76
@@ -123,7 +123,7 @@ def template_from_parts(variant_id: str, html: str, text: str, subject: str, slu
     nl = settings.newsletter
     digest = hashlib.sha256((html + text).encode()).hexdigest()[:24]
     boundary = f"=_dispatch_{digest}"  # "=_" never occurs in quoted-printable output
-    headers = [
+    headers: list[str | tuple[str]] = [
         "Date: ", ("date",), CRLF,
         _header("From", _address(nl.from_name, nl.from_email)),
         "To: ", ("to",), CRLF,
@@ -195,7 +195,7 @@ def personalize(template: MessageTemplate, recipient: Recipient, now: datetime,
     """One recipient's complete message: the variant's chunks joined with their values."""
     values = slot_values(recipient, now, settings)
     parts: list[bytes] = [template.chunks[0]]
-    for slot, chunk in zip(template.slots, template.chunks[1:]):
+    for slot, chunk in zip(template.slots, template.chunks[1:], strict=True):
         parts.append(values[slot])
         parts.append(chunk)
     return b"".join(parts)

@@ -14,12 +14,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from dispatch.config import Settings
 from dispatch.compose.message import Recipient, build_template, message_id, personalize
 from dispatch.compose.models import Issue
 from dispatch.compose.render import environment, render_variant
 from dispatch.compose.slots import fill_slots, sample_values
 from dispatch.compose.variants import Variant, possible_variants
+from dispatch.config import Settings
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",

@@ -25,12 +25,12 @@ from markupsafe import Markup
 from mjml import mjml2html
 from premailer import Premailer
 
-from dispatch.config import Settings
-from dispatch.errors import Problem, RenderError
 from dispatch.compose.models import Issue
 from dispatch.compose.rules import check_rendered
 from dispatch.compose.slots import TOKENS
 from dispatch.compose.variants import Variant
+from dispatch.config import Settings
+from dispatch.errors import Problem, RenderError
 
 WIDTH = 72  # plaintext wrap column
 DASH_START = re.compile(r"^\s*(—|–|--)\s*")
@@ -176,7 +176,7 @@ def markdown_text(markdown: str, base_url: str, links: list[str]) -> str:
     # Consecutive list items read better without blank lines between them.
     item = re.compile(r"^\s*(- |\d+\. )")
     out = blocks[:1]
-    for previous, block in zip(blocks, blocks[1:]):
+    for previous, block in zip(blocks, blocks[1:], strict=False):
         tight = item.match(block) and item.match(previous)
         out.append(("\n" if tight else "\n\n") + block)
     return "".join(out)

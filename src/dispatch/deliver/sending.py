@@ -22,19 +22,19 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
-from dispatch.config import Settings
+from dispatch.audience.tokens import Signer
 from dispatch.clock import utcnow
-from dispatch.deliver.worker import MemoryOutbox, Stats, deliver
-from dispatch.errors import DispatchError, Problem
 from dispatch.compose.message import Recipient, build_template, message_id, personalize
 from dispatch.compose.models import Issue
 from dispatch.compose.render import Rendered, render_variant
 from dispatch.compose.variants import Variant, possible_variants
-from dispatch.audience.tokens import Signer
+from dispatch.config import Settings
 from dispatch.deliver.outcomes import Kind
+from dispatch.deliver.transport import FileWriter, Reply, SmtpConnection, Transport
+from dispatch.deliver.worker import MemoryOutbox, Stats, deliver
+from dispatch.errors import DispatchError, Problem
 from dispatch.store.outbox import Audience, Job, SqlOutbox, launch, mail_due, plan_audience
 from dispatch.store.secrets import existing_secret, secret
-from dispatch.deliver.transport import FileWriter, Reply, SmtpConnection, Transport
 
 log = logging.getLogger("dispatch.deliver.worker")
 TEST_BANNER = "This is a test send of this issue; subscribers have not received it."
@@ -202,6 +202,13 @@ def skipped_lines(skipped: Counter[str]) -> list[str]:
     return [f"{n:,} {reason}" for reason, n in sorted(skipped.items())]
 
 
+def _relay(stop: threading.Event, run_stop: threading.Event) -> Callable[[Stats], None]:
+    def relay(_: Stats) -> None:
+        if stop.is_set():
+            run_stop.set()
+    return relay
+
+
 def deliver_when_due(engine: Engine, settings: Settings, transport: Transport,
                      wake: threading.Event, stop: threading.Event, every: float = 30.0) -> None:
     """`dispatch serve`'s delivery: deliver when a sign-up wakes this loop, and look for due
@@ -218,13 +225,9 @@ def deliver_when_due(engine: Engine, settings: Settings, transport: Transport,
         # deliver() sets its stop event when it ends, so each run gets its own, set from
         # the progress callback once `stop` is.
         run_stop = threading.Event()
-
-        def relay_stop(_: Stats) -> None:
-            if stop.is_set():
-                run_stop.set()
         try:
             stats = run_worker(engine, settings, transport, stop=run_stop,
-                               wait_for_retries=False, progress=relay_stop)
+                               wait_for_retries=False, progress=_relay(stop, run_stop))
         except WorkerBusy:
             continue
         except Exception:  # a store or relay hiccup must not end the web server

@@ -22,16 +22,22 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from dispatch.audience.tokens import Signer
 from dispatch.clock import utcnow
+from dispatch.compose.message import (
+    MessageTemplate,
+    Recipient,
+    envelope_sender,
+    message_id,
+    personalize,
+    template_from_parts,
+)
 from dispatch.config import DeliverySettings, Settings
-from dispatch.compose.message import (MessageTemplate, Recipient, envelope_sender, message_id,
-                              personalize, template_from_parts)
 from dispatch.deliver.outcomes import Kind, Outcome, classify, row_change
 from dispatch.deliver.ratelimit import RateLimiter
+from dispatch.deliver.transport import Connection, Transport, TransportError
 from dispatch.store.outbox import Job, RowChange
 from dispatch.store.sends import CONFIRMATIONS
-from dispatch.audience.tokens import Signer
-from dispatch.deliver.transport import Connection, Transport, TransportError
 
 HEARTBEAT = 5.0  # seconds between a worker's heartbeats
 POLL = 2.0  # seconds between looks at an idle outbox

@@ -14,17 +14,17 @@ from dataclasses import dataclass
 from email import message_from_bytes, policy
 from pathlib import Path
 
-from dispatch.config import Settings
-from dispatch.clock import utcnow
-from dispatch.deliver.worker import Stats
-from dispatch.compose.models import Issue
-from dispatch.deliver.sending import launch_issue, run_worker
-from dispatch.devtools.sink import RecordingHandler, smtp_sink
 from dispatch.audience.csvio import Row
+from dispatch.clock import utcnow
+from dispatch.compose.models import Issue
+from dispatch.config import Settings
+from dispatch.deliver.sending import launch_issue, run_worker
+from dispatch.deliver.transport import smtp_transport
+from dispatch.deliver.worker import Stats
+from dispatch.devtools.sink import RecordingHandler, smtp_sink
 from dispatch.store import subscribers as subs
 from dispatch.store.db import open_store
 from dispatch.store.outbox import plan_audience
-from dispatch.deliver.transport import smtp_transport
 
 FIRST = ("Ana", "Bo-ra", "Chen", "Dara", "Emeka", "Fatima", "Goro", "Hana", "Ines", "Jun",
          "Kofi", "Lena", "Min-jun", "Noor", "Oren", "Priya", "Quinn", "Rafael", "Sora", "Tomás")

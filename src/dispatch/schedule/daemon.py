@@ -10,7 +10,7 @@ import logging
 import threading
 from collections import Counter
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.date import DateTrigger
@@ -65,7 +65,7 @@ class Daemon:
         self._lock = threading.Lock()
         self._worker: threading.Thread | None = None
         self.scheduler = BackgroundScheduler(
-            timezone=timezone.utc,
+            timezone=UTC,
             # Lateness is judged by fire() against schedule.grace, from the store, so
             # APScheduler must run every wake-up however late.
             job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1})

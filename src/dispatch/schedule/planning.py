@@ -6,7 +6,7 @@ pause, resume). Every status change goes through store/sends.py.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import Engine
@@ -27,7 +27,8 @@ def _wall_clock(text: str) -> datetime:
     try:
         moment = datetime.fromisoformat(text.strip().replace(" ", "T"))
     except ValueError:
-        raise DispatchError(Problem("--at", f"{text!r} is not a time like 2026-12-01 07:00"))
+        raise DispatchError(Problem("--at", f"{text!r} is not a time like 2026-12-01 07:00")
+                            ) from None
     if moment.tzinfo is not None:
         raise DispatchError(Problem("--at", "--local-time takes a wall-clock time without an "
                                             "offset or zone: each subscriber's zone applies"))
@@ -88,7 +89,7 @@ def plan_time(engine: Engine, settings: Settings, issue: Issue, at: str | None,
         except ValueError as exc:
             raise DispatchError(Problem("--at", str(exc))) from None
     shown = getattr(moment.tzinfo, "key", None) or zone
-    moment = moment.astimezone(timezone.utc)
+    moment = moment.astimezone(UTC)
     if moment <= now:
         raise DispatchError(Problem("--at", f"{moment:%Y-%m-%d %H:%M:%S} UTC is in the past "
                                             f"(now {now:%Y-%m-%d %H:%M:%S} UTC)"))

@@ -71,7 +71,8 @@ def upgrade(engine: Engine) -> str:
         current = current_revision(engine)
     except OperationalError as exc:
         raise StoreError(Problem("store.url", f"cannot open the database: {exc.orig}")) from None
-    known = {rev.revision for rev in ScriptDirectory.from_config(_alembic_config()).walk_revisions()}
+    scripts = ScriptDirectory.from_config(_alembic_config())
+    known = {rev.revision for rev in scripts.walk_revisions()}
     if current is not None and current not in known:
         raise StoreError(Problem("store.url", f"the database is at schema revision {current}, "
                                               f"newer than this dispatch ({head}): upgrade "

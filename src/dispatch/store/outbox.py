@@ -19,19 +19,47 @@ from datetime import datetime, timedelta
 from itertools import groupby
 from typing import Any
 
-from sqlalchemy import (Connection, Engine, and_, bindparam, case, delete, exists, func, insert,
-                        or_, select, update)
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    bindparam,
+    case,
+    delete,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
+from dispatch.audience.addresses import email_hash
 from dispatch.compose.models import Issue
 from dispatch.compose.variants import Variant, matched_briefs, variant_for
 from dispatch.config import Settings
-from dispatch.states import OPEN, UNFINISHED, UNLAUNCHED, PROBLEMS, RowState, SendStatus, SubscriberStatus
-from dispatch.store.schema import (UTCDateTime, outbox, send_variants, sends, subscriber_topics,
-                                   subscribers, suppressions, workers)
+from dispatch.states import (
+    OPEN,
+    PROBLEMS,
+    UNFINISHED,
+    UNLAUNCHED,
+    RowState,
+    SendStatus,
+    SubscriberStatus,
+)
+from dispatch.store.schema import (
+    UTCDateTime,
+    outbox,
+    send_variants,
+    sends,
+    subscriber_topics,
+    subscribers,
+    suppressions,
+    workers,
+)
 from dispatch.store.segments import segment_condition
 from dispatch.store.sends import CONFIRMATIONS, change_status
-from dispatch.audience.addresses import email_hash
 from dispatch.store.subscribers import mark_bounced, signup_row
 
 INSERT_BATCH = 5_000
@@ -55,8 +83,9 @@ class Job:
     @property
     def deliverable(self) -> bool:
         """Issues go to active subscribers only; a confirmation only to a pending one."""
-        wanted = SubscriberStatus.PENDING if self.issue == CONFIRMATIONS else SubscriberStatus.ACTIVE
-        return self.status == wanted
+        if self.issue == CONFIRMATIONS:
+            return self.status == SubscriberStatus.PENDING
+        return self.status == SubscriberStatus.ACTIVE
 
 
 @dataclass(frozen=True)
@@ -142,7 +171,8 @@ def launch(engine: Engine, issue: Issue, audience: Audience,
     or one that never launched (cancelled, failed, missed) is sent now. `release` gives each
     subscriber's first delivery time (local-time sends); everyone else is due at once.
     False when the issue was launched already or is no longer due: nothing is added."""
-    values = {"subject": issue.subject, "recipients": len(audience.rows), "launched_at": now}
+    values: dict[str, Any] = {"subject": issue.subject, "recipients": len(audience.rows),
+                              "launched_at": now}
     try:
         with engine.begin() as conn:
             where = [sends.c.issue == issue.slug, sends.c.launched_at.is_(None)]

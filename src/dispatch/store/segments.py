@@ -14,6 +14,7 @@ from dispatch.config import Segment
 from dispatch.states import SubscriberStatus
 from dispatch.store.schema import subscriber_topics, subscribers
 
+
 def follows(topics: Iterable[str]) -> ColumnElement[bool]:
     return exists().where(and_(subscriber_topics.c.subscriber_id == subscribers.c.id,
                                subscriber_topics.c.topic.in_(list(topics))))
@@ -33,8 +34,9 @@ def segment_condition(segment: Segment) -> ColumnElement[bool]:
 def segment_counts(engine: Engine, segments: Mapping[str, Segment]) -> dict[str, int]:
     """Active subscribers in each segment, counted by the database."""
     with engine.connect() as conn:
-        return {name: conn.execute(select(func.count()).select_from(subscribers).where(
-                    and_(subscribers.c.status == SubscriberStatus.ACTIVE, segment_condition(segment)))).scalar_one()
+        return {name: conn.execute(select(func.count()).select_from(subscribers).where(and_(
+                    subscribers.c.status == SubscriberStatus.ACTIVE,
+                    segment_condition(segment)))).scalar_one()
                 for name, segment in segments.items()}
 
 

@@ -15,8 +15,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
 from dispatch.compose.models import Issue
-from dispatch.states import (ARCHIVED, CANCELLABLE, OPEN, RESCHEDULABLE, VIEWABLE, RowState,
-                             SendStatus)
+from dispatch.states import (
+    ARCHIVED,
+    CANCELLABLE,
+    OPEN,
+    RESCHEDULABLE,
+    VIEWABLE,
+    RowState,
+    SendStatus,
+)
 from dispatch.store.schema import outbox, send_variants, sends
 
 # The outbox "send" that carries double opt-in confirmation messages. "~" never starts an issue
@@ -108,7 +115,7 @@ def schedule_send(engine: Engine, issue: Issue, send_at: datetime, now: datetime
 def schedule_row(conn: Connection, issue: Issue, send_at: datetime, now: datetime, *,
                  zone: str, local_time: str | None = None) -> None:
     """schedule_send inside the caller's transaction; raises IntegrityError instead."""
-    values = {"subject": issue.subject, "send_at": send_at, "zone": zone,
+    values: dict[str, Any] = {"subject": issue.subject, "send_at": send_at, "zone": zone,
               "local_time": local_time}
     if not change_status(conn, SendStatus.SCHEDULED, RESCHEDULABLE, sends.c.issue == issue.slug,
                          sends.c.launched_at.is_(None), **values):

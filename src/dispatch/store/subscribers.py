@@ -17,7 +17,7 @@ from dispatch.clock import is_zone
 from dispatch.config import Segment
 from dispatch.config.topics import check_topics
 from dispatch.errors import DispatchError, Problem
-from dispatch.states import SUPPRESSING, SubscriberStatus
+from dispatch.states import RECEIVING, SUPPRESSING, SubscriberStatus
 from dispatch.store.schema import subscriber_topics, subscribers, suppressions
 from dispatch.store.segments import follows, segment_condition
 
@@ -134,7 +134,8 @@ def require(engine: Engine, email: str) -> Subscriber:
 
 def add(engine: Engine, email: str, *, name: str | None, topics: Iterable[str],
         timezone: str | None, known_topics: Mapping[str, object], now: datetime,
-        status: SubscriberStatus = SubscriberStatus.ACTIVE, resubscribe: bool = False) -> Subscriber:
+        status: SubscriberStatus = SubscriberStatus.ACTIVE, resubscribe: bool = False
+        ) -> Subscriber:
     """Add one subscriber. A suppressed address is refused unless `resubscribe` is set: the
     explicit act of someone re-subscribing."""
     try:
@@ -156,7 +157,7 @@ def add(engine: Engine, email: str, *, name: str | None, topics: Iterable[str],
         sid = conn.execute(insert(subscribers).values(
             email=email.strip(), email_key=key, name=name, timezone=zone, status=status,
             created_at=now, confirmed_at=now if status == SubscriberStatus.ACTIVE else None)
-        ).inserted_primary_key[0]
+            .returning(subscribers.c.id)).scalar_one()
         if chosen:
             conn.execute(insert(subscriber_topics),
                          [{"subscriber_id": sid, "topic": t} for t in chosen])
@@ -296,10 +297,11 @@ def _import(engine: Engine, rows: list[Row], now: datetime, report: ImportReport
             ids = conn.execute(
                 insert(subscribers).returning(subscribers.c.id, sort_by_parameter_order=True),
                 [{"email": r.email, "email_key": r.key, "name": r.name, "timezone": r.timezone,
-                  "status": SubscriberStatus.ACTIVE, "created_at": now, "confirmed_at": now} for r in chunk]
+                  "status": SubscriberStatus.ACTIVE, "created_at": now, "confirmed_at": now}
+                 for r in chunk]
             ).scalars().all()
             topic_rows = [{"subscriber_id": sid, "topic": t}
-                          for sid, r in zip(ids, chunk) for t in r.topics]
+                          for sid, r in zip(ids, chunk, strict=True) for t in r.topics]
             if topic_rows:
                 conn.execute(insert(subscriber_topics), topic_rows)
             done += len(chunk)
@@ -354,7 +356,7 @@ def unsubscribe(engine: Engine, subscriber_id: int, now: datetime) -> bool:
     with engine.begin() as conn:
         key = conn.execute(select(subscribers.c.email_key).where(and_(
             subscribers.c.id == subscriber_id,
-            subscribers.c.status.in_((SubscriberStatus.ACTIVE, SubscriberStatus.PENDING))))).scalar()
+            subscribers.c.status.in_(RECEIVING)))).scalar()
         if key is None:
             return False
         conn.execute(update(subscribers).where(subscribers.c.id == subscriber_id)
@@ -407,11 +409,12 @@ def signup_row(conn: Connection, email: str, key: str, *, name: str | None,
     row = conn.execute(select(subscribers.c.id, subscribers.c.status)
                        .where(subscribers.c.email_key == key)).first()
     if row is None:
-        if suppression_reason(conn, key) in (SubscriberStatus.BOUNCED, SubscriberStatus.COMPLAINED):
+        if suppression_reason(conn, key) in (SubscriberStatus.BOUNCED,
+                                             SubscriberStatus.COMPLAINED):
             return None
         sid: int = conn.execute(insert(subscribers).values(
-            email=email, email_key=key, name=name, status=SubscriberStatus.PENDING, created_at=now)
-        ).inserted_primary_key[0]
+            email=email, email_key=key, name=name, status=SubscriberStatus.PENDING,
+            created_at=now).returning(subscribers.c.id)).scalar_one()
     elif row.status in (SubscriberStatus.PENDING, SubscriberStatus.UNSUBSCRIBED):
         sid = row.id
         conn.execute(update(subscribers).where(subscribers.c.id == sid)

@@ -36,7 +36,7 @@ from dispatch.compose.slots import SLOTS, fill_slots
 from dispatch.config import Settings, WebSettings
 from dispatch.config.topics import unknown_topics
 from dispatch.errors import DispatchError
-from dispatch.states import SubscriberStatus
+from dispatch.states import RECEIVING, SubscriberStatus
 from dispatch.store import outbox, sends
 from dispatch.store import subscribers as subs
 from dispatch.store.secrets import secret
@@ -207,7 +207,7 @@ class Web:
         token = request.path_params["token"]
         found = await self.subscriber("unsubscribe", token)
         if request.method != "POST":
-            if found is None or found.status not in (SubscriberStatus.ACTIVE, SubscriberStatus.PENDING):
+            if found is None or found.status not in RECEIVING:
                 return self.unsubscribed(found)
             # Never unsubscribes by itself: mail scanners follow links.
             return self.page("action", title="Unsubscribe",
