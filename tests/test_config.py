@@ -154,3 +154,182 @@ def test_web_settings(tmp_path):
     assert settings.web.trusted_proxies == ("10.0.0.2",)
     defaults = load_settings(write(tmp_path, MINIMAL + "[web]\n")).web
     assert defaults is not None and defaults.port == 8025 and defaults.signup_limit == 5
+
+
+# ---- The pydantic schema: what the hand-written reader did not cover -------------------------
+
+def problems(tmp_path: Path, text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, text))
+    assert info.value.exit_code == 2
+    return [f":{p.line}: {p.message}" if p.line else f": {p.message}"
+            for p in info.value.problems]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("", [": newsletter: required key is missing"]),
+    ("# nothing yet\n", [": newsletter: required key is missing"]),
+    (MINIMAL.replace("[newsletter]", "[news]"),
+     [": newsletter: required key is missing", ":2: news: unknown key"]),
+    ("newsletter = 5\n", [":1: newsletter: expected a table, got 5"]),
+    (MINIMAL.replace('from = "N <n@example.org>"\n', ""),
+     [":2: newsletter.from: required key is missing"]),
+])
+def test_missing_tables_and_keys_are_located_problems(tmp_path, text, expected):
+    assert problems(tmp_path, text) == expected
+
+
+def test_empty_config_exits_2_without_traceback(tmp_path):
+    path = write(tmp_path, "")
+    result = subprocess.run([sys.executable, "-m", "dispatch", "check", "--config", str(path)],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "newsletter: required key is missing" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("old, new, key", [
+    ('name = "N"', r'name = "N\r\nBcc: all@example.org"', "newsletter.name"),
+    ('name = "N"', r'name = "N\nX"', "newsletter.name"),
+    ('from = "N <n@example.org>"', r'from = "N\rBcc: x <n@example.org>"', "newsletter.from"),
+    ('label = "World"', 'label = "World"\nkeywords = ["a\\u2028b"]', "topics.world.keywords"),
+])
+def test_control_characters_never_reach_a_header(tmp_path, old, new, key):
+    (problem,) = problems(tmp_path, MINIMAL.replace(old, new))
+    assert f"{key}: expected text without control characters" in problem
+    assert "\n" not in problem and "\r" not in problem  # shown escaped, on one line
+
+
+def test_a_line_break_in_the_postal_address_is_fine(tmp_path):
+    text = MINIMAL.replace('address = "1 Main St"', r'address = "1 Main St\nSpringfield"')
+    assert load_settings(write(tmp_path, text)).newsletter.address == "1 Main St\nSpringfield"
+
+
+def test_types_are_not_coerced(tmp_path):
+    found = problems(tmp_path, MINIMAL + '[smtp]\nport = true\ntimeout = "5"\n'
+                                         '[delivery]\nconnections = 2.0\nrate = false\n')
+    assert found == [':10: smtp.port: expected an integer 1-65535, got True',
+                     ':11: smtp.timeout: expected a number 0.1-3600, got "5"',
+                     ':13: delivery.connections: expected an integer 1-64, got 2.0',
+                     ':14: delivery.rate: expected a number 0-100000, got False']
+
+
+def test_addresses_and_names(tmp_path):
+    nl = load_settings(write(tmp_path, MINIMAL.replace(
+        'from = "N <n@example.org>"', 'from = "n@example.org"\nreply_to = "Eds <e@example.org>"'
+        ))).newsletter
+    # No display name: the newsletter's name; reply_to is the address alone.
+    assert (nl.from_name, nl.from_email, nl.reply_to) == ("N", "n@example.org", "e@example.org")
+    (problem,) = problems(tmp_path, MINIMAL.replace('address = "1 Main St"',
+                                                    'address = "1 Main St"\nreply_to = "e@"'))
+    assert problem.startswith(":7: newsletter.reply_to: invalid address 'e@': ")
+
+
+def test_relative_paths_are_relative_to_the_config_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir("/")
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "dkim.pem").write_text("not checked here")
+    settings = load_settings(write(tmp_path, MINIMAL + '[store]\nurl = "sqlite:///data/x.db"\n'
+                                   '[dkim]\ndomain = "example.org"\nselector = "news"\n'
+                                   'key_file = "keys/dkim.pem"\n'))
+    assert settings.store.url == f"sqlite:///{tmp_path / 'data' / 'x.db'}"
+    assert settings.dkim is not None and settings.dkim.key_file == tmp_path / "keys" / "dkim.pem"
+    assert settings.path == tmp_path / "config.toml" and settings.root == tmp_path
+    memory = load_settings(write(tmp_path, MINIMAL + '[store]\nurl = "sqlite:///:memory:"\n'))
+    assert memory.store.url == "sqlite:///:memory:" and memory.dkim is None
+    assert problems(tmp_path, MINIMAL + '[dkim]\ndomain = "example.org"\nselector = "news"\n'
+                                        'key_file = "gone.pem"\n') == [
+        f":12: dkim.key_file: no such file: {tmp_path / 'gone.pem'}"]
+
+
+def test_zones_default_to_the_newsletter_zone(tmp_path):
+    text = MINIMAL.replace('address = "1 Main St"', 'address = "1 Main St"\n'
+                           'timezone = "Asia/Seoul"') + SCHEDULE + SCHEDULE.replace(
+        'cron = "0 7 * * fri"', 'cron = "0 7 * * fri"\ntimezone = "Europe/Paris"')
+    settings = load_settings(write(tmp_path, text))
+    assert settings.schedule.default_timezone == "Asia/Seoul"
+    assert [(s.name, s.timezone) for s in settings.schedules] == [
+        ("digest-1", "Asia/Seoul"), ("digest-2", "Europe/Paris")]
+    # A bad newsletter zone is one problem, not one more wherever it would be inherited.
+    assert problems(tmp_path, text.replace("Asia/Seoul", "Mars/Olympus")) == [
+        ':7: newsletter.timezone: unknown IANA time zone "Mars/Olympus"']
+
+
+SCHEDULE = '[[schedules]]\ncron = "0 7 * * fri"\nfolder = "inbox"\nsubject = "Week of {date}"\n'
+
+
+def test_references_are_reported_with_the_tables_other_mistakes(tmp_path):
+    found = problems(tmp_path, MINIMAL + '[segments.s]\ntopics = ["world", "nope"]\n'
+                     'match = "some"\nexclude = ["gone"]\n'
+                     + SCHEDULE.replace("[[schedules]]", '[[schedules]]\nname = "weekly"')
+                     + SCHEDULE.replace("[[schedules]]", '[[schedules]]\nname = "weekly"')
+                     .replace("0 7 * * fri", "0 7 * *"))
+    assert sorted(found) == [
+        ":10: segments.s.topics: unknown topic 'nope' (declared: world)",
+        ':11: segments.s.match: expected one of any, all, got "some"',
+        ":12: segments.s.exclude: unknown topic 'gone' (declared: world)",
+        ":19: schedules[1].name: another schedule is already named 'weekly'",
+        ':20: schedules[1].cron: expected a five-field cron expression like "0 7 * * fri", '
+        'got "0 7 * *"']
+
+
+@pytest.mark.parametrize("text, expected", [
+    (MINIMAL.replace('label = "World"', 'label = "World"\nkey = "earth"'),
+     ":9: topics.world.key: unknown key"),
+    (MINIMAL + '[segments.s]\nname = "t"\n', ":10: segments.s.name: unknown key"),
+    (MINIMAL + '[topics."World News"]\nlabel = "W"\n',
+     ":9: topics.World News: topic keys are lower-case letters, digits and hyphens"),
+    (MINIMAL.replace('[topics.world]\nlabel = "World"\n', "[topics]\n"),
+     ":7: topics: declare at least one topic"),
+    (MINIMAL + "[schedules]\nweekly = 1\n", ":9: schedules: expected [[schedules]] entries"),
+    (MINIMAL + '[smtp]\npassword = "hunter2"\nport = 0\n',
+     ":11: smtp.port: expected an integer 1-65535, got 0"),
+])
+def test_tables_of_tables(tmp_path, text, expected):
+    assert expected in problems(tmp_path, text)
+
+
+def test_domain_rates(tmp_path):
+    text = MINIMAL + '[delivery.domain_rates]\n"Gmail.com" = 20\n'
+    settings = load_settings(write(tmp_path, text))
+    assert dict(settings.delivery.domain_rates) == {"gmail.com": 20.0}
+    with pytest.raises(TypeError):
+        settings.delivery.domain_rates["x.org"] = 1  # type: ignore[index]
+    assert problems(tmp_path, text + '"nodot" = 1\n"y.org" = 0\n') == [
+        ":11: delivery.domain_rates.nodot: expected a domain name as the key",
+        ":12: delivery.domain_rates.y.org: expected a number 0.001-100000, got 0"]
+
+
+def test_a_byte_order_mark_is_tolerated(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_bytes("\ufeff".encode() + MINIMAL.encode())
+    assert load_settings(path).newsletter.name == "N"
+
+
+def test_settings_built_in_code(settings):
+    from dispatch.config import Segment, Topic, WebSettings
+    web = WebSettings()
+    assert (web.host, web.port, web.signup_limit) == ("127.0.0.1", 8025, 5)
+    assert web.confirm_expiry.total_seconds() == 2 * 86400
+    assert Segment(name="s", topics=("a",), match="all").exclude == ()
+    assert Topic(key="k", label="K").keywords == ()
+    copy = settings.model_copy(update={"smtp": settings.smtp.model_copy(update={"port": 2525})})
+    assert (copy.smtp.port, copy.path, settings.smtp.port) == (2525, settings.path, 8026)
+    with pytest.raises(AttributeError):
+        copy.newsletter.name = "x"  # type: ignore[misc]
+
+
+def test_toml_error_names_the_line():
+    import tomllib
+
+    from dispatch.config import toml_error
+    with pytest.raises(tomllib.TOMLDecodeError) as info:
+        tomllib.loads('a = 1\nb = "unterminated\n')
+    message, line = toml_error(info.value)
+    assert message.startswith("invalid TOML: ") and "line" not in message and line == 2
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "1e300", '"9999999999d"', '""', "-5", "true"])
+def test_impossible_durations_are_problems(tmp_path, value):
+    (problem,) = problems(tmp_path, MINIMAL + f"[schedule]\ngrace = {value}\n")
+    assert problem.startswith(':10: schedule.grace: expected seconds or a duration like "1h"')

@@ -4,7 +4,6 @@ fault ending as docs/architecture.md says."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import threading
 from datetime import datetime, timezone
@@ -45,13 +44,13 @@ def server():
 
 
 def configure(settings: Settings, port: int, **delivery: object) -> Settings:
-    return dataclasses.replace(
-        settings,
-        newsletter=dataclasses.replace(settings.newsletter, base_url="https://news.example.org"),
-        smtp=dataclasses.replace(settings.smtp, host="127.0.0.1", port=port, security="none",
-                                 timeout=5.0),
-        delivery=dataclasses.replace(settings.delivery, connections=2, retry_backoff=0.0,
-                                     max_attempts=3, **delivery))
+    return settings.model_copy(update=dict(
+        newsletter=settings.newsletter.model_copy(
+            update=dict(base_url="https://news.example.org")),
+        smtp=settings.smtp.model_copy(update=dict(host="127.0.0.1", port=port, security="none",
+                                                  timeout=5.0)),
+        delivery=settings.delivery.model_copy(update=dict(connections=2, retry_backoff=0.0,
+                                                          max_attempts=3, **delivery))))
 
 
 @pytest.fixture
@@ -160,8 +159,8 @@ def test_transient_replies_and_dropped_connections_are_retried_until_delivered(
         rows[4].email: ["slow:0.2"],  # slow but within it: delivered first time
     }
     handler.mail_421_every = 7
-    stats = send(engine, dataclasses.replace(
-        settings, smtp=dataclasses.replace(settings.smtp, timeout=0.8)))
+    stats = send(engine, settings.model_copy(
+        update=dict(smtp=settings.smtp.model_copy(update=dict(timeout=0.8)))))
 
     assert handler.per_recipient() == {r.email: 1 for r in rows}
     assert states(engine) == {"sent": len(rows)}
@@ -208,8 +207,8 @@ def test_authentication_failure_pauses_the_send_and_a_rerun_finishes_it(engine, 
     handler = FaultyHandler()
     with smtp_sink(handler, authenticator=refuse_login, auth_require_tls=False) as (_, port):
         settings = configure(settings, port)
-        settings = dataclasses.replace(settings, smtp=dataclasses.replace(
-            settings.smtp, username="dispatch", password_env="TEST_SMTP_PASSWORD"))
+        settings = settings.model_copy(update=dict(smtp=settings.smtp.model_copy(
+            update=dict(username="dispatch", password_env="TEST_SMTP_PASSWORD"))))
         rows = populate(engine, settings, 12)
         stats = send(engine, settings)
     assert stats.paused and "535" in stats.paused
@@ -220,8 +219,8 @@ def test_authentication_failure_pauses_the_send_and_a_rerun_finishes_it(engine, 
 
     handler = FaultyHandler()
     with smtp_sink(handler, authenticator=accept_login, auth_require_tls=False) as (_, port):
-        settings = dataclasses.replace(settings, smtp=dataclasses.replace(settings.smtp,
-                                                                          port=port))
+        settings = settings.model_copy(
+            update=dict(smtp=settings.smtp.model_copy(update=dict(port=port))))
         send(engine, settings)
     assert handler.per_recipient() == {r.email: 1 for r in rows}
 

@@ -4,7 +4,6 @@ unsubscribe headers."""
 from __future__ import annotations
 
 import base64
-import dataclasses
 from collections import deque
 from datetime import datetime, timezone
 
@@ -33,8 +32,8 @@ def test_messages_are_dkim_signed_and_verify(settings, tmp_path):
     public = key.public_key().public_bytes(serialization.Encoding.DER,
                                            serialization.PublicFormat.SubjectPublicKeyInfo)
     (tmp_path / "dkim.pem").write_bytes(pem)
-    settings = dataclasses.replace(settings, dkim=DkimSettings(
-        domain="example.org", selector="news", key_file=tmp_path / "dkim.pem"))
+    settings = settings.model_copy(update=dict(dkim=DkimSettings(
+        domain="example.org", selector="news", key_file=tmp_path / "dkim.pem")))
     issue = load_issue(settings.issues_dir / EXAMPLE_ISSUE, settings)
     variant = next(iter(possible_variants(issue).values()))
     rendered = render_variant(issue, variant, settings, NOW)

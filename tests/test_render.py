@@ -74,8 +74,8 @@ def test_not_personalized_is_one_variant(issue):
 def test_doctype_and_lang(full, issue, settings):
     assert full.html.startswith("<!doctype html>")
     assert re.search(r'<html[^>]*\blang="en"', full.html)
-    korean = dataclasses.replace(settings, newsletter=dataclasses.replace(
-        settings.newsletter, lang="ko"))
+    korean = settings.model_copy(update=dict(
+        newsletter=settings.newsletter.model_copy(update=dict(lang="ko"))))
     html = render_variant(issue, variant_for(issue, issue.briefs), korean, NOW).html
     assert re.search(r'<html[^>]*\blang="ko"', html)
 

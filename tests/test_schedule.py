@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import threading
 from datetime import datetime, timedelta, timezone
@@ -227,8 +226,8 @@ def test_local_time_releases_each_reader_at_their_seven_oclock(sqlite_engine, cf
                                                                day):
     engine = sqlite_engine
     handler, _ = server
-    cfg = dataclasses.replace(cfg, schedule=dataclasses.replace(
-        cfg.schedule, default_timezone="Europe/London"))
+    cfg = cfg.model_copy(update=dict(schedule=cfg.schedule.model_copy(
+        update=dict(default_timezone="Europe/London"))))
     topics = list(load_issue(cfg.issues_dir / EXAMPLE_ISSUE, cfg).topics)
     for who, zone in ZONES.items():
         subs.add(engine, f"{who}@example.com", name=who, topics=topics, timezone=zone,
@@ -274,9 +273,9 @@ def test_recurring_digest_collects_only_new_briefs_once(sqlite_engine, cfg, serv
     source = cfg.issues_dir / EXAMPLE_ISSUE
     for name in ("01-hiroshima-meeting.md", "03-missile-warnings.md"):
         shutil.copy(source / name, inbox / name)
-    cfg = dataclasses.replace(cfg, schedules=(RecurringSchedule(
+    cfg = cfg.model_copy(update=dict(schedules=(RecurringSchedule(
         name="weekly", cron="0 7 * * 5", timezone="Asia/Seoul", folder="inbox",
-        subject="The week in Asia, {date:%d %B}"),))
+        subject="The week in Asia, {date:%d %B}"),)))
     populate(engine, cfg)
 
     # "5" is Friday, as in crontab (APScheduler 3 alone would read it as Saturday).
@@ -406,7 +405,7 @@ def test_cancelling_a_send_in_progress_drops_what_is_left(sqlite_engine, cfg, se
 def test_the_daemon_keeps_its_triggers_in_step_with_the_store(sqlite_engine, cfg):
     engine = sqlite_engine
     populate(engine, cfg, 5)
-    cfg = dataclasses.replace(cfg, schedule=dataclasses.replace(cfg.schedule, sync=0.2))
+    cfg = cfg.model_copy(update=dict(schedule=cfg.schedule.model_copy(update=dict(sync=0.2))))
     daemon = scheduling.Daemon(engine, cfg, smtp_transport(cfg.smtp))
     daemon.start()
     try:
@@ -461,9 +460,9 @@ def test_two_digests_on_one_day_get_their_own_issues(sqlite_engine, cfg, server)
     inbox = cfg.root / "inbox"
     inbox.mkdir()
     source = cfg.issues_dir / EXAMPLE_ISSUE
-    cfg = dataclasses.replace(cfg, schedules=(RecurringSchedule(
+    cfg = cfg.model_copy(update=dict(schedules=(RecurringSchedule(
         name="briefing", cron="0 7,19 * * *", timezone="Asia/Seoul", folder="inbox",
-        subject="Briefing"),))
+        subject="Briefing"),)))
     populate(engine, cfg)
     shutil.copy(source / "01-hiroshima-meeting.md", inbox)
     morning = datetime(2026, 12, 3, 22, 0, tzinfo=UTC)  # 07:00 on 4 December in Seoul

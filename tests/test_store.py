@@ -98,10 +98,10 @@ def test_segments_resolve_in_the_database(engine):
     subs.import_rows(engine, rows, NOW)
     add(engine, "paused@example.com", ["security"], status="pending")
     segments = {
-        "any": Segment("any", ("security", "economy")),
-        "all": Segment("all", ("security", "economy"), match="all"),
-        "excl": Segment("excl", ("east-asia",), exclude=("security",)),
-        "everyone": Segment("everyone", ()),
+        "any": Segment(name="any", topics=("security", "economy")),
+        "all": Segment(name="all", topics=("security", "economy"), match="all"),
+        "excl": Segment(name="excl", topics=("east-asia",), exclude=("security",)),
+        "everyone": Segment(name="everyone", topics=()),
     }
     expected = {
         "any": sum(1 for t in topic_sets if t & {"security", "economy"}),

@@ -10,7 +10,6 @@ Run: pytest -m bench -s tests/bench/test_delivery_bench.py
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import resource
 import shutil
@@ -63,10 +62,10 @@ def cpu() -> float:
 
 @pytest.mark.bench
 def test_dispatch_against_postfix_smtp_source(sink: int, settings: Settings, tmp_path: Path):
-    settings = dataclasses.replace(
-        settings,
-        smtp=dataclasses.replace(settings.smtp, host="127.0.0.1", port=sink, security="none"),
-        delivery=dataclasses.replace(settings.delivery, connections=CONNECTIONS, rate=0.0))
+    settings = settings.model_copy(update=dict(
+        smtp=settings.smtp.model_copy(update=dict(host="127.0.0.1", port=sink,
+                                                  security="none")),
+        delivery=settings.delivery.model_copy(update=dict(connections=CONNECTIONS, rate=0.0))))
     engine = open_store(f"sqlite:///{tmp_path / 'bench.db'}")
     issue = load_issue(settings.issues_dir / EXAMPLE_ISSUE, settings)
     now = datetime.now(timezone.utc)

@@ -6,7 +6,6 @@ Run: pytest -m bench -s tests/bench/test_schedule_bench.py
 
 from __future__ import annotations
 
-import dataclasses
 import random
 import time
 from datetime import datetime, timedelta, timezone
@@ -52,8 +51,8 @@ def test_tick_and_local_time_launch(settings: Settings) -> None:
         assert scheduling.tick(engine, settings, NOW) == []
     idle = (time.perf_counter() - started) / rounds
 
-    settings = dataclasses.replace(settings, schedule=dataclasses.replace(
-        settings.schedule, default_timezone="UTC"))
+    settings = settings.model_copy(update=dict(schedule=settings.schedule.model_copy(
+        update=dict(default_timezone="UTC"))))
     started = time.perf_counter()
     _, when = scheduling.schedule_issue(engine, settings, EXAMPLE_ISSUE, at="2026-11-27 07:00",
                                         tz=None, local=True, now=NOW)

@@ -25,9 +25,11 @@ NOW = datetime(2026, 11, 21, 9, 0, tzinfo=timezone.utc)
 TOPICS = ["east-asia", "diplomacy", "security", "technology", "economy"]
 ZONES = ["Asia/Seoul", "Europe/Berlin", "America/New_York", ""]
 SEGMENTS = {
-    "asia": Segment("asia", ("east-asia",)),
-    "security-and-tech": Segment("security-and-tech", ("security", "technology"), match="all"),
-    "security-desk": Segment("security-desk", ("security", "diplomacy"), exclude=("economy",)),
+    "asia": Segment(name="asia", topics=("east-asia",)),
+    "security-and-tech": Segment(name="security-and-tech", topics=("security", "technology"),
+                                 match="all"),
+    "security-desk": Segment(name="security-desk", topics=("security", "diplomacy"),
+                             exclude=("economy",)),
 }
 
 

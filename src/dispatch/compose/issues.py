@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dispatch.compose.briefs import load_brief
 from dispatch.compose.models import Brief, Issue
-from dispatch.config import Settings, toml_line
+from dispatch.config import Settings, toml_error, toml_line
 from dispatch.errors import ContentError, Problem, display_path
 
 ISSUE_FILE = "issue.toml"
@@ -91,9 +91,7 @@ def load_issue(folder: Path, settings: Settings) -> Issue:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        line = re.search(r"\(at line (\d+)", str(exc))
-        raise ContentError(Problem(shown, "invalid TOML: " + re.sub(r"\s*\(at line.*\)", "",
-                                   str(exc)), int(line[1]) if line else None)) from None
+        raise ContentError(Problem(shown, *toml_error(exc))) from None
 
     for key in sorted(set(data) - ISSUE_KEYS):
         fail(key, f"unknown key (expected: {', '.join(sorted(ISSUE_KEYS))})")

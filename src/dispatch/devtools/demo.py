@@ -6,7 +6,6 @@ in-process SMTP server on localhost, a real send of the issue, and a check of wh
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from collections import Counter
 from collections.abc import Callable
@@ -71,13 +70,13 @@ def run_demo(settings: Settings, issue: Issue, folder: Path, count: int = 500,
     store_url = f"sqlite:///{folder / 'demo.db'}"
     handler = RecordingHandler()
     with smtp_sink(handler) as (_, port):
-        demo_settings = dataclasses.replace(
-            settings,
-            store=dataclasses.replace(settings.store, url=store_url),
-            smtp=dataclasses.replace(settings.smtp, host="127.0.0.1", port=port,
-                                     security="none", username=None),
-            delivery=dataclasses.replace(settings.delivery, rate=0.0, retry_backoff=1.0,
-                                         verp_domain=None), dkim=None)
+        demo_settings = settings.model_copy(update={
+            "store": settings.store.model_copy(update={"url": store_url}),
+            "smtp": settings.smtp.model_copy(update={"host": "127.0.0.1", "port": port,
+                                                     "security": "none", "username": None}),
+            "delivery": settings.delivery.model_copy(update={"rate": 0.0, "retry_backoff": 1.0,
+                                                             "verp_domain": None}),
+            "dkim": None})
         engine = open_store(store_url)
         now = utcnow()
         subs.import_rows(engine, generate_subscribers(settings, issue.topics, count), now)

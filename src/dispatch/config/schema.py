@@ -1,0 +1,314 @@
+"""The settings config.toml holds, as frozen pydantic models: every key, its default and its
+rules are declared here once.
+
+Models are validated with `context={"path": <config.toml>}`: relative paths in the file are
+resolved against its folder.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import FrozenInstanceError
+from datetime import date, timedelta
+from pathlib import Path
+from types import MappingProxyType
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from dispatch.config.cross_table import derived_defaults, references
+from dispatch.config.fields import (
+    TOPIC_KEY,
+    AsMailbox,
+    Between,
+    Duration,
+    IanaZone,
+    Key,
+    Keyed,
+    Mailbox,
+    OneOf,
+    Strings,
+    Text,
+    checked,
+    fail,
+    show,
+)
+
+_DOMAIN = r"^[A-Za-z0-9.-]+\.[A-Za-z]{2,}$"
+
+Port = Annotated[int, Between(1, 65535)]
+Zone = Annotated[str, Text(), IanaZone()]
+Domain = Annotated[str, Text("a domain name", _DOMAIN)]
+StrList = Annotated[tuple[str, ...], Strings()]
+
+
+def _table() -> Any:
+    # An absent table reads as an empty one, so its defaults (and their checks) apply.
+    return Field(default_factory=dict, validate_default=True)
+
+
+def _root(info: ValidationInfo) -> Path | None:
+    """config.toml's folder, when the models are validated from a file."""
+    path = info.context.get("path") if isinstance(info.context, dict) else None
+    return Path(path).parent if path is not None else None
+
+
+class _Table(BaseModel):
+    """One TOML table: unknown keys refused, no type coercion, read-only once read."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # An AttributeError, as frozen dataclasses raise (pydantic's own is a ValueError).
+        if name in self.__private_attributes__:
+            return super().__setattr__(name, value)
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+
+class NewsletterSettings(_Table):
+    name: Annotated[str, Text()]
+    sender: Annotated[Mailbox, Text(), AsMailbox()] = Field(alias="from")
+    reply: Annotated[Mailbox, Text(), AsMailbox()] | None = Field(None, alias="reply_to")
+    base_url: Annotated[str, Text("an http(s) URL", r"^https?://[^\s/]+")]
+    address: Annotated[str, Text(lines=True)]  # postal; a line break is fine in a footer
+    lang: Annotated[str, Text("a language tag like en or pt-BR",
+                              r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")] = "en"
+    timezone: Zone = "UTC"
+
+    @field_validator("base_url")
+    @classmethod
+    def _no_trailing_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @property
+    def from_name(self) -> str:
+        return self.sender.name or self.name
+
+    @property
+    def from_email(self) -> str:
+        return self.sender.address
+
+    @property
+    def reply_to(self) -> str | None:
+        return self.reply.address if self.reply else None
+
+
+_SECRET = ("secrets are never read from this file: name an environment variable with "
+           "smtp.password_env instead")
+
+
+class SmtpSettings(_Table):
+    host: Annotated[str, Text()] = "localhost"
+    port: Port = 25
+    security: Annotated[Literal["starttls", "tls", "none"], OneOf()] = "none"
+    username: Annotated[str, Text()] | None = None
+    password_env: Annotated[str, Text("an environment variable name",
+                                      r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = None
+    timeout: Annotated[float, Between(0.1, 3600)] = 30.0
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _no_password(cls, data: Any, handler: Callable[[Any], Any]) -> Any:
+        # Not merely an unknown key: the message says where a password does go.
+        if isinstance(data, dict) and "password" in data:
+            rest = {key: value for key, value in data.items() if key != "password"}
+            return checked(handler, rest, [(("password",), _SECRET)])
+        return handler(data)
+
+    def password(self) -> str | None:
+        """The SMTP password, read from the environment at the moment it is needed."""
+        return os.environ.get(self.password_env) if self.password_env else None
+
+
+class DeliverySettings(_Table):
+    connections: Annotated[int, Between(1, 64)] = 4
+    rate: Annotated[float, Between(0, 100_000)] = 0.0  # per second over all connections; 0: no limit
+    max_attempts: Annotated[int, Between(1, 100)] = 5
+    retry_backoff: Annotated[float, Between(0, 86_400)] = 60.0  # seconds; doubles each attempt
+    verp_domain: Domain | None = None
+    feedback_id: Annotated[str, Text()] | None = None
+    # Messages per second to one recipient domain.
+    domain_rates: Mapping[Annotated[str, Key(_DOMAIN, "expected a domain name as the key")],
+                          Annotated[float, Between(0.001, 100_000)]] = Field(default_factory=dict)
+    sender_failures: Annotated[int, Between(1, 1000)] = 3  # sender-side failures pausing a send
+
+    @field_validator("domain_rates")
+    @classmethod
+    def _lower_case(cls, rates: Mapping[str, float]) -> Mapping[str, float]:
+        # Read-only, so frozen settings stay frozen all the way down.
+        return MappingProxyType({domain.lower(): rate for domain, rate in rates.items()})
+
+
+class DkimSettings(_Table):
+    domain: Domain
+    selector: Annotated[str, Text("a DKIM selector", r"^[A-Za-z0-9._-]+$")]
+    key_file: Annotated[Path, Text("a path to a PEM private key")]  # resolved; must exist
+
+    @field_validator("key_file", mode="before")
+    @classmethod
+    def _path_as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, Path) else value
+
+    @field_validator("key_file")
+    @classmethod
+    def _existing(cls, value: str, info: ValidationInfo) -> Path:
+        root = _root(info)
+        path = root / value if root else Path(value)
+        if not path.is_file():
+            raise fail(f"no such file: {path}")
+        return path
+
+
+class StoreSettings(_Table):
+    # A relative sqlite path is relative to config.toml's folder, not the working directory.
+    url: Annotated[str, Text("a sqlite:/// or postgresql+psycopg:// URL",
+                             r"^(sqlite|postgresql(\+psycopg)?)://")] = Field(
+        "sqlite:///dispatch.db", validate_default=True)
+
+    @field_validator("url")
+    @classmethod
+    def _resolve_sqlite(cls, url: str, info: ValidationInfo) -> str:
+        relative = re.match(r"^sqlite:///(?!/)(.+)$", url)
+        root = _root(info)
+        if relative and relative[1] != ":memory:" and root is not None:
+            return f"sqlite:///{root / relative[1]}"
+        return url
+
+
+class Topic(_Table):
+    key: str
+    label: Annotated[str, Text()]
+    keywords: StrList = ()
+
+
+class Segment(_Table):
+    name: str
+    topics: StrList = ()
+    match: Annotated[Literal["any", "all"], OneOf()] = "any"
+    exclude: StrList = ()
+
+
+class ScheduleSettings(_Table):
+    grace: Annotated[timedelta, Duration()] = timedelta(hours=1)  # how late a missed issue may go
+    default_timezone: Zone  # for subscribers without a zone; Settings supplies newsletter's
+    sync: Annotated[float, Between(0.1, 3600)] = 2.0  # seconds between looks at the store
+
+
+class WebSettings(_Table):
+    host: Annotated[str, Text()] = "127.0.0.1"
+    port: Port = 8025
+    confirm_expiry: Annotated[timedelta, Duration()] = timedelta(days=2)  # confirmation link life
+    signup_limit: Annotated[int, Between(1, 100_000)] = 5  # per client address per hour
+    # Proxies whose X-Forwarded-For names the client (the rate limit is per client address).
+    trusted_proxies: StrList = ("127.0.0.1",)
+
+    @field_validator("confirm_expiry")
+    @classmethod
+    def _long_enough(cls, value: timedelta) -> timedelta:
+        if value < timedelta(minutes=10):
+            raise fail("expected at least 10 minutes")
+        return value
+
+
+class RecurringSchedule(_Table):
+    name: Annotated[str, Text("lower-case letters, digits and hyphens (it names the issues)",
+                              TOPIC_KEY.pattern)]
+    cron: Annotated[str, Text('a five-field cron expression like "0 7 * * fri"',
+                              r"^\S+(\s+\S+){4}$")]
+    timezone: Zone  # Settings supplies newsletter.timezone when the file gives none
+    folder: Annotated[str, Text()]  # briefs waiting for a digest; relative to config.toml's folder
+    subject: Annotated[str, Text()]  # may hold {date}, the fire date in the schedule's zone
+
+    @field_validator("cron")
+    @classmethod
+    def _fires(cls, cron: str) -> str:
+        # Imported here: APScheduler is loaded only when a file has schedules to check.
+        from dispatch.config.cron import cron_trigger
+        try:
+            cron_trigger(cron, "UTC")
+        except ValueError as exc:
+            raise fail(f"invalid cron expression {show(cron)}: {exc}") from None
+        return cron
+
+    @field_validator("subject")
+    @classmethod
+    def _only_date(cls, subject: str) -> str:
+        try:
+            subject.format(date=date(2026, 1, 1))
+        except (KeyError, IndexError, ValueError, AttributeError) as exc:
+            raise fail(f"subject may only use {{date}} (e.g. {{date:%d %B}}): {exc}") from None
+        return subject
+
+
+class Settings(_Table):
+    newsletter: NewsletterSettings
+    smtp: SmtpSettings = _table()
+    delivery: DeliverySettings = _table()
+    dkim: DkimSettings | None = None
+    store: StoreSettings = _table()
+    topics: Annotated[
+        Mapping[Annotated[str, Key(TOPIC_KEY.pattern,
+                                   "topic keys are lower-case letters, digits and hyphens")],
+                Topic], Keyed("key")] = Field(default_factory=dict)
+    segments: Annotated[Mapping[str, Segment], Keyed("name")] = Field(default_factory=dict)
+    schedule: ScheduleSettings
+    web: WebSettings | None = None  # None: `dispatch run` serves no web app
+    schedules: tuple[RecurringSchedule, ...] = ()
+
+    _path: Path
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _whole_file(cls, data: Any, handler: Callable[[Any], Any]) -> Any:
+        if not isinstance(data, dict):
+            return handler(data)
+        data = derived_defaults(data, NewsletterSettings.model_fields["timezone"].default)
+        return checked(handler, data, references(data))
+
+    @field_validator("schedules", mode="before")
+    @classmethod
+    def _entries(cls, value: Any) -> Any:
+        if not isinstance(value, (list, tuple)):
+            raise fail("expected [[schedules]] entries")
+        return tuple(value)
+
+    @field_validator("topics")
+    @classmethod
+    def _some_topics(cls, topics: Mapping[str, Topic]) -> Mapping[str, Topic]:
+        if not topics:
+            raise fail("declare at least one topic")
+        return topics
+
+    def model_post_init(self, context: Any, /) -> None:
+        if isinstance(context, dict) and "path" in context:
+            self._path = Path(context["path"])
+
+    @property
+    def path(self) -> Path:
+        """config.toml, absolute."""
+        return self._path
+
+    @property
+    def root(self) -> Path:
+        """The project folder: where config.toml lives; issues/ and templates/ sit beside it."""
+        return self.path.parent
+
+    @property
+    def issues_dir(self) -> Path:
+        return self.root / "issues"
+
+    @property
+    def templates_dir(self) -> Path:
+        return self.root / "templates"
