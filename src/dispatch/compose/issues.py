@@ -16,7 +16,9 @@ from dispatch.errors import ContentError, Problem, display_path
 
 ISSUE_FILE = "issue.toml"
 ISSUE_KEYS = {"subject", "preheader", "send_at", "segments", "briefs", "personalize"}
-_ZONED = re.compile(r"^(?P<when>\S+(?:[ T]\S+)?)\s*(?:\[(?P<bracket>[^\]]+)\]|\s(?P<zone>[A-Za-z_]+/[A-Za-z_/+-]+|UTC))$")
+# A time followed by a zone: "2026-12-01T07:00 Asia/Seoul" or "2026-12-01T07:00[Asia/Seoul]".
+_ZONED = re.compile(r"^(?P<when>\S+(?:[ T]\S+)?)\s*"
+                    r"(?:\[(?P<bracket>[^\]]+)\]|\s(?P<zone>[A-Za-z_]+/[A-Za-z_/+-]+|UTC))$")
 
 
 def parse_when(value: Any, default_zone: str | None = None) -> datetime:

@@ -5,7 +5,7 @@ A leaf: config.toml's [[schedules]] are checked with it, and the scheduler fires
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.cron import CronTrigger
@@ -64,7 +64,7 @@ def fire_times(trigger: CronTrigger, after: datetime, until: datetime,
     times: list[datetime] = []
     moment = trigger.get_next_fire_time(None, after + timedelta(microseconds=1))
     while moment is not None and moment <= until:
-        times.append(moment.astimezone(timezone.utc))
+        times.append(moment.astimezone(UTC))
         times = times[-limit:]
         moment = trigger.get_next_fire_time(moment, moment)
     return times
@@ -73,4 +73,4 @@ def fire_times(trigger: CronTrigger, after: datetime, until: datetime,
 def next_fire(expr: str, zone: str, now: datetime) -> datetime | None:
     """The next fire time after `now`, in UTC."""
     moment = cron_trigger(expr, zone).get_next_fire_time(None, now)
-    return moment.astimezone(timezone.utc) if moment else None
+    return moment.astimezone(UTC) if moment else None

@@ -134,7 +134,8 @@ class SmtpSettings(_Table):
 
 class DeliverySettings(_Table):
     connections: Annotated[int, Between(1, 64)] = 4
-    rate: Annotated[float, Between(0, 100_000)] = 0.0  # per second over all connections; 0: no limit
+    # Messages per second over all connections; 0: no limit.
+    rate: Annotated[float, Between(0, 100_000)] = 0.0
     max_attempts: Annotated[int, Between(1, 100)] = 5
     retry_backoff: Annotated[float, Between(0, 86_400)] = 60.0  # seconds; doubles each attempt
     verp_domain: Domain | None = None
