@@ -10,7 +10,7 @@ import pytest
 from typer.main import get_command
 
 from dispatch.cli import app
-from tests.conftest import FIXTURES, ROOT
+from tests.helpers import FIXTURES, ROOT
 
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

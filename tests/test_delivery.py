@@ -27,7 +27,7 @@ from dispatch.store.outbox import get_send, plan_audience, state_counts
 from dispatch.store.schema import metadata, outbox
 from dispatch.audience.tokens import BadToken, Signer, secret
 from dispatch.deliver.transport import Reply, smtp_transport
-from tests.conftest import EXAMPLE_ISSUE
+from tests.helpers import EXAMPLE_ISSUE, configure_delivery
 from tests.smtp_server import FaultyHandler, accept_login, refuse_login
 
 NOW = datetime(2026, 1, 5, 7, 0, tzinfo=timezone.utc)  # before the real clock: rows are due
@@ -38,16 +38,6 @@ def server():
     handler = FaultyHandler()
     with smtp_sink(handler) as (_, port):
         yield handler, port
-
-
-def configure(settings: Settings, port: int, **delivery: object) -> Settings:
-    return dataclasses.replace(
-        settings,
-        newsletter=dataclasses.replace(settings.newsletter, base_url="https://news.example.org"),
-        smtp=dataclasses.replace(settings.smtp, host="127.0.0.1", port=port, security="none",
-                                 timeout=5.0),
-        delivery=dataclasses.replace(settings.delivery, connections=2, retry_backoff=0.0,
-                                     max_attempts=3, **delivery))
 
 
 @pytest.fixture
@@ -80,7 +70,7 @@ def states(engine: Engine) -> dict[str, int]:
 def test_every_recipient_gets_one_message_with_its_variant_and_headers(engine, settings,
                                                                         server):
     handler, port = server
-    settings = configure(settings, port, feedback_id="dispatch")
+    settings = configure_delivery(settings, port, feedback_id="dispatch")
     rows = populate(engine, settings)
     stats = send(engine, settings)
     issue = load_issue(settings.issues_dir / EXAMPLE_ISSUE, settings)
@@ -123,7 +113,7 @@ def test_every_recipient_gets_one_message_with_its_variant_and_headers(engine, s
 def test_launching_twice_adds_nobody_and_the_excluded_are_never_in_the_snapshot(
         engine, settings, server):
     _, port = server
-    settings = configure(settings, port)
+    settings = configure_delivery(settings, port)
     rows = populate(engine, settings, 20)
     subs.update_subscriber(engine, rows[0].email, now=NOW, known_topics=settings.topics,
                            status="unsubscribed")
@@ -146,7 +136,7 @@ def test_launching_twice_adds_nobody_and_the_excluded_are_never_in_the_snapshot(
 def test_transient_replies_and_dropped_connections_are_retried_until_delivered(
         engine, settings, server):
     handler, port = server
-    settings = configure(settings, port)
+    settings = configure_delivery(settings, port)
     rows = populate(engine, settings, 24)
     handler.rcpt_script = {
         rows[0].email: ["451 4.3.0 Temporary failure"],
@@ -173,7 +163,7 @@ def test_transient_replies_and_dropped_connections_are_retried_until_delivered(
 def test_hard_bounce_suppresses_and_other_permanent_failures_keep_the_reply(
         engine, settings, server):
     handler, port = server
-    settings = configure(settings, port)
+    settings = configure_delivery(settings, port)
     rows = populate(engine, settings, 10)
     handler.rcpt_script = {rows[0].email: ["550 5.1.1 No such user"],
                            rows[1].email: ["552 5.2.2 Quota exceeded"],
@@ -203,7 +193,7 @@ def test_authentication_failure_pauses_the_send_and_a_rerun_finishes_it(engine, 
     monkeypatch.setenv("TEST_SMTP_PASSWORD", "wrong")
     handler = FaultyHandler()
     with smtp_sink(handler, authenticator=refuse_login, auth_require_tls=False) as (_, port):
-        settings = configure(settings, port)
+        settings = configure_delivery(settings, port)
         settings = dataclasses.replace(settings, smtp=dataclasses.replace(
             settings.smtp, username="dispatch", password_env="TEST_SMTP_PASSWORD"))
         rows = populate(engine, settings, 12)
@@ -225,7 +215,7 @@ def test_authentication_failure_pauses_the_send_and_a_rerun_finishes_it(engine, 
 def test_a_run_of_policy_refusals_pauses_instead_of_burning_the_list(engine, settings,
                                                                      server):
     handler, port = server
-    settings = configure(settings, port)
+    settings = configure_delivery(settings, port)
     rows = populate(engine, settings, 30)
     handler.data_reply = "554 5.7.1 Message rejected: sender reputation"
     stats = send(engine, settings)
@@ -264,7 +254,7 @@ def test_dry_run_writes_messages_and_a_report_and_changes_nothing(engine, settin
 def test_test_send_reaches_the_address_once_per_variant_with_a_banner(engine, settings,
                                                                       server):
     handler, port = server
-    settings = configure(settings, port)
+    settings = configure_delivery(settings, port)
     populate(engine, settings, 15)
     issue = load_issue(settings.issues_dir / EXAMPLE_ISSUE, settings)
     needed = plan_audience(engine, issue, settings).variants
@@ -280,7 +270,7 @@ def test_test_send_reaches_the_address_once_per_variant_with_a_banner(engine, se
 
 def test_verp_envelope_sender(engine, settings, server):
     handler, port = server
-    settings = configure(settings, port, verp_domain="bounces.example.org")
+    settings = configure_delivery(settings, port, verp_domain="bounces.example.org")
     rows = populate(engine, settings, 3)
     send(engine, settings)
     local, domain = rows[0].email.split("@")
@@ -291,7 +281,7 @@ def test_verp_envelope_sender(engine, settings, server):
 def test_sigterm_style_stop_finishes_in_flight_and_releases_the_rest(engine, settings,
                                                                      server):
     handler, port = server
-    settings = configure(settings, port, rate=40.0)
+    settings = configure_delivery(settings, port, rate=40.0)
     rows = populate(engine, settings, 40)
     stop = threading.Event()
     threading.Timer(0.4, stop.set).start()

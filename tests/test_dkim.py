@@ -21,7 +21,7 @@ from dispatch.compose.models import Job
 from dispatch.compose.render import render_variant
 from dispatch.compose.variants import possible_variants
 from dispatch.audience.tokens import Signer
-from tests.conftest import EXAMPLE_ISSUE
+from tests.helpers import EXAMPLE_ISSUE
 
 NOW = datetime(2026, 11, 27, 7, 0, tzinfo=timezone.utc)
 

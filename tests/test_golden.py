@@ -18,7 +18,7 @@ from dispatch.config import load_settings
 from dispatch.compose.issues import load_issue
 from dispatch.compose.render import render_variant
 from dispatch.compose.variants import possible_variants
-from tests.conftest import EXAMPLE_ISSUE, ROOT
+from tests.helpers import EXAMPLE_ISSUE, ROOT
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / EXAMPLE_ISSUE
 NOW = datetime(2026, 11, 21, 9, 0, tzinfo=timezone.utc)

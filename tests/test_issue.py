@@ -7,7 +7,7 @@ import pytest
 
 from dispatch.errors import ContentError
 from dispatch.compose.issues import load_issue, parse_when, resolve_issue_path
-from tests.conftest import EXAMPLE_ISSUE
+from tests.helpers import EXAMPLE_ISSUE
 
 
 def test_example_issue_loads(settings):

@@ -13,7 +13,7 @@ from dispatch.compose.issues import load_issue
 from dispatch.compose.message import Recipient, build_template, message_id, personalize
 from dispatch.compose.render import fill_slots, render_variant
 from dispatch.compose.variants import variant_for
-from tests.conftest import EXAMPLE_ISSUE
+from tests.helpers import EXAMPLE_ISSUE
 
 NOW = datetime(2026, 11, 21, 9, 0, tzinfo=timezone.utc)
 

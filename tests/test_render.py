@@ -18,7 +18,7 @@ from dispatch.compose.issues import load_issue
 from dispatch.compose.render import (MAX_TEXT_LINE, check_rendered, fill_slots, inline_css,
                              markdown_html, markdown_text, render_variant, sample_values)
 from dispatch.compose.variants import matched_briefs, plan_variants, possible_variants, variant_for
-from tests.conftest import EXAMPLE_ISSUE
+from tests.helpers import EXAMPLE_ISSUE
 
 NOW = datetime(2026, 11, 21, 9, 0, tzinfo=timezone.utc)
 

@@ -26,8 +26,7 @@ from dispatch.store.outbox import SqlOutbox, get_send, plan_audience
 from dispatch.store.schema import outbox
 from dispatch.audience.tokens import Signer, secret
 from dispatch.deliver.transport import smtp_transport
-from tests.conftest import EXAMPLE_ISSUE, eventually
-from tests.test_delivery import configure
+from tests.helpers import EXAMPLE_ISSUE, configure_delivery, eventually
 
 UTC = timezone.utc
 # 2026-12-01 07:00 in Seoul, the editors' zone in the shipped config.toml.
@@ -58,7 +57,7 @@ def sqlite_engine(settings: Settings) -> Engine:
 
 @pytest.fixture
 def cfg(settings: Settings, server) -> Settings:
-    return configure(settings, server[1])
+    return configure_delivery(settings, server[1])
 
 
 def populate(engine: Engine, settings: Settings, count: int = 30) -> int:
@@ -155,7 +154,7 @@ def test_a_moved_issue_goes_out_at_the_new_time_only(sqlite_engine, cfg, server)
 
 def test_a_restart_in_the_middle_of_a_send_sends_nobody_twice(settings, server):
     handler, port = server
-    cfg = configure(settings, port)
+    cfg = configure_delivery(settings, port)
     engine = open_store(cfg.store.url)
     expected = populate(engine, cfg, 240)
     schedule(engine, cfg)

@@ -34,7 +34,7 @@ from dispatch.store.schema import outbox, subscribers
 from dispatch.audience.tokens import Signer, secret
 from dispatch.deliver.transport import smtp_transport
 from dispatch.web.app import MAX_BODY, WebServer, create_app
-from tests.conftest import EXAMPLE_ISSUE, eventually
+from tests.helpers import EXAMPLE_ISSUE, configure_web, eventually
 
 NOW = datetime(2026, 1, 5, 7, 0, tzinfo=timezone.utc)
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
@@ -77,22 +77,11 @@ class Site:
         return found[0]
 
 
-def configure(project: Path, smtp_port: int, web_port: int, extra: str = "") -> Path:
-    config = project / "config.toml"
-    text = config.read_text()
-    text = re.sub(r"(?m)^port = \d+", f"port = {smtp_port}", text)
-    text = re.sub(r"(?m)^base_url = .*$", f'base_url = "http://127.0.0.1:{web_port}"', text)
-    text = re.sub(r"(?m)^retry_backoff = \d+", "retry_backoff = 0", text)
-    text += f"\n[web]\nport = {web_port}\nsignup_limit = 4\n{extra}"
-    config.write_text(text)
-    return config
-
-
 @pytest.fixture
 def site(project: Path) -> Iterator[Site]:
     web_port = free_port()
     with smtp_sink(RecordingHandler()) as (handler, smtp_port):
-        settings = load_settings(configure(project, smtp_port, web_port))
+        settings = load_settings(configure_web(project, smtp_port, web_port))
         engine = open_store(settings.store.url)
         wake, stop = threading.Event(), threading.Event()
         server = WebServer(create_app(engine, settings, queued=wake.set), "127.0.0.1",
@@ -543,7 +532,7 @@ def test_the_command_serves_signup_to_confirmation_and_stops_on_sigterm(project:
     a web table in config.toml) from the daemon's, woken by the sign-up."""
     web_port = free_port()
     with smtp_sink(RecordingHandler()) as (handler, smtp_port):
-        config = configure(project, smtp_port, web_port)
+        config = configure_web(project, smtp_port, web_port)
         log_path = project / "web.log"
         with log_path.open("w") as log:
             process = subprocess.Popen([sys.executable, "-m", "dispatch", command], cwd=project,

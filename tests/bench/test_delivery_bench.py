@@ -31,7 +31,7 @@ from dispatch.store import subscribers as subs
 from dispatch.store.db import open_store
 from dispatch.store.outbox import plan_audience, state_counts
 from dispatch.deliver.transport import smtp_transport
-from tests.conftest import EXAMPLE_ISSUE
+from tests.helpers import EXAMPLE_ISSUE
 
 MESSAGES = int(os.environ.get("DISPATCH_BENCH_MESSAGES", "20000"))
 CONNECTIONS = 4

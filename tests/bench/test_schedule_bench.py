@@ -21,7 +21,7 @@ from dispatch.compose.issues import load_issue
 from dispatch.store import subscribers as subs
 from dispatch.store.db import open_store
 from dispatch.store.schema import outbox, sends, subscribers
-from tests.conftest import EXAMPLE_ISSUE
+from tests.helpers import EXAMPLE_ISSUE
 
 pytestmark = pytest.mark.bench
 SUBSCRIBERS = 20_000

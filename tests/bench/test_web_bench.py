@@ -20,7 +20,7 @@ from dispatch.store import subscribers as subs
 from dispatch.store.db import open_store
 from dispatch.audience.tokens import Signer, secret
 from dispatch.web.app import WebServer, create_app
-from tests.test_web import configure
+from tests.helpers import configure_web
 
 NOW = datetime(2026, 11, 21, 9, 0, tzinfo=timezone.utc)
 PEOPLE = 2_000
@@ -30,7 +30,7 @@ CLIENTS = 8
 @pytest.mark.bench
 def test_web_throughput(project: Path):
     port = free_port()
-    settings = load_settings(configure(project, 2525, port))
+    settings = load_settings(configure_web(project, 2525, port))
     engine = open_store(settings.store.url)
     rows = [subs.Row(line=i + 2, email=f"reader{i}@example.com",
                      key=f"reader{i}@example.com", name=f"Reader {i}", topics=["security"],
