@@ -16,8 +16,12 @@ from dispatch.config import load_settings
 from dispatch.devtools.sink import RecordingHandler, smtp_sink
 from dispatch.store.db import open_store
 from dispatch.store.outbox import state_counts
-from tests.helpers import (EXAMPLE_ISSUE, PREPARED_CONNECTIONS, PREPARED_RECIPIENTS,
-                           prepare_project)
+from tests.helpers import (
+    EXAMPLE_ISSUE,
+    PREPARED_CONNECTIONS,
+    PREPARED_RECIPIENTS,
+    prepare_project,
+)
 
 # delivery.deliver claims max(25, connections * 25) rows whenever it holds no more than that,
 # so a worker never holds more than twice that many: the bound on messages in flight.

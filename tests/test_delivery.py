@@ -7,30 +7,37 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email import message_from_bytes, policy
 
 import pytest
 from sqlalchemy import Engine, func, select
 
-from dispatch.config import Settings
-from dispatch.deliver.worker import RateLimiter, classify
-from dispatch.devtools.demo import generate_subscribers
+from dispatch.audience.tokens import BadToken, Signer, secret
 from dispatch.compose.issues import load_issue
 from dispatch.compose.models import BOUNCED, FAILED, RETRY, SENDER, SENT
 from dispatch.compose.variants import matched_briefs, variant_for
-from dispatch.deliver.sending import WorkerBusy, dry_run, launch_issue, run_worker, send_test_copies, worker_lock
+from dispatch.config import Settings
+from dispatch.deliver.sending import (
+    WorkerBusy,
+    dry_run,
+    launch_issue,
+    run_worker,
+    send_test_copies,
+    worker_lock,
+)
+from dispatch.deliver.transport import Reply, smtp_transport
+from dispatch.deliver.worker import RateLimiter, classify
+from dispatch.devtools.demo import generate_subscribers
 from dispatch.devtools.sink import smtp_sink
 from dispatch.store import subscribers as subs
 from dispatch.store.db import open_store
 from dispatch.store.outbox import get_send, plan_audience, state_counts
 from dispatch.store.schema import metadata, outbox
-from dispatch.audience.tokens import BadToken, Signer, secret
-from dispatch.deliver.transport import Reply, smtp_transport
 from tests.helpers import EXAMPLE_ISSUE, configure_delivery
 from tests.smtp_server import FaultyHandler, accept_login, refuse_login
 
-NOW = datetime(2026, 1, 5, 7, 0, tzinfo=timezone.utc)  # before the real clock: rows are due
+NOW = datetime(2026, 1, 5, 7, 0, tzinfo=UTC)  # before the real clock: rows are due
 
 
 @pytest.fixture
@@ -295,10 +302,9 @@ def test_sigterm_style_stop_finishes_in_flight_and_releases_the_rest(engine, set
 
 def test_sqlite_allows_one_worker_at_a_time(tmp_path):
     engine = open_store(f"sqlite:///{tmp_path / 'one.db'}")
-    with worker_lock(engine):
-        with pytest.raises(WorkerBusy, match="one worker at a time"):
-            with worker_lock(engine):
-                pass
+    with (worker_lock(engine), pytest.raises(WorkerBusy, match="one worker at a time"),
+          worker_lock(engine)):
+        pass
     with worker_lock(engine):  # released when the first holder is done
         pass
 

@@ -14,8 +14,8 @@ from tests.helpers import EXAMPLE_ISSUE
 
 def run_preview(project, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "dispatch", "preview", EXAMPLE_ISSUE,
-                           "--out", "pv", *extra], cwd=project, capture_output=True,
-                          text=True, timeout=300)
+                           "--out", "pv", *extra], cwd=project, check=False,
+                          capture_output=True, text=True, timeout=300)
 
 
 def test_preview_writes_every_variant(project):
@@ -42,7 +42,7 @@ def test_preview_writes_every_variant(project):
 
 def test_preview_unknown_issue(project):
     result = subprocess.run([sys.executable, "-m", "dispatch", "preview", "nope"],
-                            cwd=project, capture_output=True, text=True)
+                            cwd=project, check=False, capture_output=True, text=True)
     assert result.returncode == 1 and "nope: no such issue folder" in result.stderr
 
 
@@ -66,9 +66,9 @@ def _pythonpath() -> dict[str, str]:
 
 def test_preview_without_chromium_says_so(project):
     result = subprocess.run([sys.executable, "-m", "dispatch", "preview", EXAMPLE_ISSUE,
-                             "--out", "pv", "--screenshots"], cwd=project, capture_output=True,
-                            text=True, env={"PATH": "/nonexistent", "HOME": str(project),
-                                            **_pythonpath()})
+                             "--out", "pv", "--screenshots"], cwd=project, check=False,
+                            capture_output=True, text=True,
+                            env={"PATH": "/nonexistent", "HOME": str(project), **_pythonpath()})
     assert result.returncode == 0, result.stderr
     assert "Chromium not found" in result.stdout
     assert not list((project / "pv").glob("*.png"))

@@ -6,21 +6,34 @@ import dataclasses
 import http.server
 import re
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from mjml import mjml2html
 
 from dispatch.compose.briefs import parse_brief
-from dispatch.errors import RenderError
 from dispatch.compose.issues import load_issue
-from dispatch.compose.render import (MAX_TEXT_LINE, check_rendered, fill_slots, inline_css,
-                             markdown_html, markdown_text, render_variant, sample_values)
-from dispatch.compose.variants import matched_briefs, plan_variants, possible_variants, variant_for
+from dispatch.compose.render import (
+    MAX_TEXT_LINE,
+    check_rendered,
+    fill_slots,
+    inline_css,
+    markdown_html,
+    markdown_text,
+    render_variant,
+    sample_values,
+)
+from dispatch.compose.variants import (
+    matched_briefs,
+    plan_variants,
+    possible_variants,
+    variant_for,
+)
+from dispatch.errors import RenderError
 from tests.helpers import EXAMPLE_ISSUE
 
-NOW = datetime(2026, 11, 21, 9, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -149,7 +162,7 @@ def test_premailer_never_fetches_remote_css(settings, tmp_path):
     hits: list[str] = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             hits.append(self.path)
             self.send_response(200)
             self.end_headers()
@@ -224,7 +237,7 @@ def test_check_cli_renders_templates(project):
     tpl.mkdir(parents=True)
     (tpl / "issue.txt.j2").write_text("{{ newsletter.name }} {{ no_such_thing }}\n")
     result = subprocess.run([sys.executable, "-m", "dispatch", "check"], cwd=project,
-                            capture_output=True, text=True)
+                            check=False, capture_output=True, text=True)
     assert result.returncode == 1
     assert "no_such_thing" in result.stdout
 

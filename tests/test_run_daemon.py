@@ -8,13 +8,13 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from dispatch.schedule import daemon as scheduling
 from dispatch.config import load_settings
 from dispatch.devtools.sink import RecordingHandler, smtp_sink
+from dispatch.schedule import daemon as scheduling
 from dispatch.store.db import open_store
 from dispatch.store.outbox import get_send
 from tests.helpers import EXAMPLE_ISSUE, eventually, prepare_project, run_cli
@@ -52,10 +52,10 @@ def test_the_daemon_sends_a_scheduled_issue_on_time_and_stops_on_sigterm(project
             # From another "shell": two seconds ahead, with seconds and an offset.
             settings = load_settings(config)
             engine = open_store(settings.store.url)
-            at = datetime.now(timezone.utc).astimezone(timezone(timedelta(hours=9))) \
+            at = datetime.now(UTC).astimezone(timezone(timedelta(hours=9))) \
                 + timedelta(seconds=2)
             scheduling.schedule_issue(engine, settings, EXAMPLE_ISSUE, at=at.isoformat(),
-                                      tz=None, local=False, now=datetime.now(timezone.utc))
+                                      tz=None, local=False, now=datetime.now(UTC))
             assert eventually(lambda: len(handler.received) >= len(emails), 60), \
                 (len(handler.received), log_path.read_text())
             time.sleep(0.5)  # anything doubled would arrive now

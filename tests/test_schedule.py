@@ -6,29 +6,28 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, func, select
 
-from dispatch.schedule import daemon as scheduling
-from dispatch.config import RecurringSchedule, Settings
-from dispatch.deliver.worker import Stats, deliver
-from dispatch.devtools.demo import generate_subscribers
-from dispatch.errors import DispatchError
+from dispatch.audience.tokens import Signer, secret
 from dispatch.compose.issues import load_issue
 from dispatch.compose.models import SENT
+from dispatch.config import RecurringSchedule, Settings
+from dispatch.deliver.transport import smtp_transport
+from dispatch.deliver.worker import Stats, deliver
+from dispatch.devtools.demo import generate_subscribers
 from dispatch.devtools.sink import smtp_sink
+from dispatch.errors import DispatchError
+from dispatch.schedule import daemon as scheduling
 from dispatch.store import subscribers as subs
 from dispatch.store.db import open_store
 from dispatch.store.outbox import SqlOutbox, get_send, plan_audience
 from dispatch.store.schema import outbox
-from dispatch.audience.tokens import Signer, secret
-from dispatch.deliver.transport import smtp_transport
 from tests.helpers import EXAMPLE_ISSUE, configure_delivery, eventually
 
-UTC = timezone.utc
 # 2026-12-01 07:00 in Seoul, the editors' zone in the shipped config.toml.
 T = datetime(2026, 11, 30, 22, 0, tzinfo=UTC)
 DAY_BEFORE = T - timedelta(days=1)

@@ -12,8 +12,15 @@ from itsdangerous import Signer as HmacSigner
 from itsdangerous.encoding import base64_encode
 from sqlalchemy import Engine, func, select
 
-from dispatch.audience.tokens import (PURPOSES, SECRET_ENV, BadToken, Claim, Signer,
-                                      existing_secret, secret)
+from dispatch.audience.tokens import (
+    PURPOSES,
+    SECRET_ENV,
+    BadToken,
+    Claim,
+    Signer,
+    existing_secret,
+    secret,
+)
 from dispatch.store.db import open_store
 from dispatch.store.schema import settings_table
 

@@ -108,9 +108,9 @@ def test_a_certificate_from_an_untrusted_ca_is_refused(ca, client_context, secur
     # Right name, but signed by a CA the client has never heard of: to the client it is
     # the same as a self-signed certificate.
     stranger = trustme.CA()
-    with tls_server(security, server_context(stranger, HOST)) as (handler, port):
-        with pytest.raises(TransportError) as caught:
-            SmtpConnection(settings(port, security), client_context)
+    with (tls_server(security, server_context(stranger, HOST)) as (handler, port),
+          pytest.raises(TransportError) as caught):
+        SmtpConnection(settings(port, security), client_context)
     assert "CERTIFICATE_VERIFY_FAILED" in str(caught.value), caught.value
     assert f"{HOST}:{port}" in str(caught.value)
     assert handler.received == [] and handler.tls == []
@@ -118,9 +118,9 @@ def test_a_certificate_from_an_untrusted_ca_is_refused(ca, client_context, secur
 
 @pytest.mark.parametrize("security", SECURE)
 def test_a_certificate_for_another_host_is_refused(ca, client_context, security):
-    with tls_server(security, server_context(ca, "mail.example.org")) as (handler, port):
-        with pytest.raises(TransportError) as caught:
-            SmtpConnection(settings(port, security), client_context)
+    with (tls_server(security, server_context(ca, "mail.example.org")) as (handler, port),
+          pytest.raises(TransportError) as caught):
+        SmtpConnection(settings(port, security), client_context)
     message = str(caught.value)
     assert "CERTIFICATE_VERIFY_FAILED" in message and "mismatch" in message, message
     assert handler.received == [] and handler.tls == []
@@ -130,9 +130,9 @@ def test_a_certificate_for_another_host_is_refused(ca, client_context, security)
 def test_without_a_context_the_system_trust_store_decides(ca, security):
     # The test CA is in no system store, so the default context must refuse it: proof that
     # leaving `context` out does not mean "do not verify".
-    with tls_server(security, server_context(ca, HOST)) as (handler, port):
-        with pytest.raises(TransportError) as caught:
-            SmtpConnection(settings(port, security))
+    with (tls_server(security, server_context(ca, HOST)) as (handler, port),
+          pytest.raises(TransportError) as caught):
+        SmtpConnection(settings(port, security))
     assert "CERTIFICATE_VERIFY_FAILED" in str(caught.value), caught.value
     assert handler.received == []
 

@@ -10,8 +10,13 @@ from pathlib import Path
 import pytest
 
 from dispatch.compose.models import Brief, Issue
-from dispatch.compose.variants import (Variant, matched_briefs, plan_variants,
-                                       possible_variants, variant_for)
+from dispatch.compose.variants import (
+    Variant,
+    matched_briefs,
+    plan_variants,
+    possible_variants,
+    variant_for,
+)
 
 
 def brief(slug: str, *topics: str) -> Brief:

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -21,22 +21,22 @@ import httpx
 import pytest
 from sqlalchemy import Engine, func, select
 
-from dispatch.deliver import sending
-from dispatch.config import Settings, load_settings
+from dispatch.audience.tokens import Signer, secret
 from dispatch.compose.issues import load_issue
 from dispatch.compose.models import CONFIRMATIONS
+from dispatch.config import Settings, load_settings
+from dispatch.deliver import sending
 from dispatch.deliver.sending import launch_issue, run_worker
+from dispatch.deliver.transport import smtp_transport
 from dispatch.devtools.sink import RecordingHandler, free_port, smtp_sink
 from dispatch.store import subscribers as subs
 from dispatch.store.db import open_store
 from dispatch.store.outbox import plan_audience
 from dispatch.store.schema import outbox, subscribers
-from dispatch.audience.tokens import Signer, secret
-from dispatch.deliver.transport import smtp_transport
 from dispatch.web.app import MAX_BODY, WebServer, create_app
 from tests.helpers import EXAMPLE_ISSUE, configure_web, eventually
 
-NOW = datetime(2026, 1, 5, 7, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 5, 7, 0, tzinfo=UTC)
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
 
 
@@ -409,7 +409,7 @@ def test_forged_altered_foreign_and_expired_tokens_get_a_plain_page_and_change_n
     signer = Signer(secret(site.engine))
     pat = site.get("pat@example.com")
     expired = signer.token("confirm", pat.id, pat.email,
-                           issued=datetime.now(timezone.utc) - timedelta(days=3))
+                           issued=datetime.now(UTC) - timedelta(days=3))
     other_address = signer.token("unsubscribe", site.get("ana@example.com").id, "x@example.com")
     cases = {
         f"/u/{'A' * 40}": 404, f"/u/{altered}": 404, "/u/": 404,
@@ -507,7 +507,7 @@ def test_a_scheduled_issue_is_not_in_the_archive_before_it_goes_out(site: Site):
     from dispatch.schedule import daemon as scheduling
     scheduling.schedule_issue(site.engine, site.settings, EXAMPLE_ISSUE,
                               at="2030-01-01 07:00", tz=None, local=False,
-                              now=datetime.now(timezone.utc))
+                              now=datetime.now(UTC))
     assert EXAMPLE_ISSUE not in site.http.get("/a").text
     assert site.http.get(f"/a/{EXAMPLE_ISSUE}").status_code == 404
 

@@ -9,15 +9,15 @@ from __future__ import annotations
 import dataclasses
 import random
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, insert, select
 
-from dispatch.schedule import daemon as scheduling
+from dispatch.compose.issues import load_issue
 from dispatch.config import Settings
 from dispatch.devtools.demo import generate_subscribers
-from dispatch.compose.issues import load_issue
+from dispatch.schedule import daemon as scheduling
 from dispatch.store import subscribers as subs
 from dispatch.store.db import open_store
 from dispatch.store.schema import outbox, sends, subscribers
@@ -28,7 +28,7 @@ SUBSCRIBERS = 20_000
 WAITING = 1_000
 ZONES = ["Asia/Seoul", "Asia/Tokyo", "Europe/Berlin", "Europe/London", "America/New_York",
          "America/Los_Angeles", "Australia/Sydney", "Pacific/Auckland", None]
-NOW = datetime(2026, 11, 1, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 1, tzinfo=UTC)
 
 
 def test_tick_and_local_time_launch(settings: Settings) -> None:

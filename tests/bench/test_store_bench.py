@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 import resource
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import insert
@@ -19,7 +19,7 @@ from dispatch.store import subscribers as subs
 from dispatch.store.db import open_store
 from dispatch.store.schema import subscriber_topics, subscribers
 
-NOW = datetime(2026, 11, 21, 9, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
 TOPICS = ["east-asia", "diplomacy", "security", "technology", "economy"]
 ZONES = ["Asia/Seoul", "Europe/Berlin", "America/New_York", ""]
 SEGMENTS = {

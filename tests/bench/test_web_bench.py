@@ -8,21 +8,21 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 
+from dispatch.audience.tokens import Signer, secret
 from dispatch.config import load_settings
 from dispatch.devtools.sink import free_port
 from dispatch.store import subscribers as subs
 from dispatch.store.db import open_store
-from dispatch.audience.tokens import Signer, secret
 from dispatch.web.app import WebServer, create_app
 from tests.helpers import configure_web
 
-NOW = datetime(2026, 11, 21, 9, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
 PEOPLE = 2_000
 CLIENTS = 8
 
