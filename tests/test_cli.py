@@ -10,12 +10,12 @@ import pytest
 from typer.main import get_command
 
 from dispatch.cli import app
-from tests.conftest import FIXTURES, ROOT
+from tests.helpers import FIXTURES, ROOT
 
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "dispatch", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=60)
+                          check=False, capture_output=True, text=True, timeout=60)
 
 
 def all_commands() -> list[tuple[str, object]]:

@@ -76,8 +76,8 @@ def test_malformed_briefs_are_located(old, new, expected):
 
 
 def test_empty_file_and_missing_front_matter():
-    assert problems("") == ["b.md:1: empty file: a brief needs YAML front matter "
-                            "(--- title: … ---) and a body"]
+    assert problems("") == [("b.md:1: empty file: a brief needs YAML front matter "
+                             "(--- title: … ---) and a body")]
     assert "missing front matter" in problems("# Just markdown\n")[0]
 
 
@@ -101,7 +101,7 @@ def test_check_flags_bad_brief_without_traceback(project):
     brief = project / "issues" / "2026-11-27-thaw" / "03-missile-warnings.md"
     brief.write_text(brief.read_text().replace("[security, east-asia]", "[security, space]"))
     result = subprocess.run([sys.executable, "-m", "dispatch", "check"], cwd=project,
-                            capture_output=True, text=True)
+                            check=False, capture_output=True, text=True)
     assert result.returncode == 1
     assert ("issues/2026-11-27-thaw/03-missile-warnings.md:3: unknown topic 'space'"
             in result.stdout)

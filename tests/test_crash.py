@@ -5,45 +5,27 @@ from __future__ import annotations
 
 import os
 import random
-import re
 import signal
 import subprocess
 import sys
 import time
 from collections import Counter
-from datetime import datetime, timezone
 from pathlib import Path
 
 from dispatch.config import load_settings
-from dispatch.devtools.demo import generate_subscribers
-from dispatch.compose.issues import load_issue
 from dispatch.devtools.sink import RecordingHandler, smtp_sink
-from dispatch.store import subscribers as subs
 from dispatch.store.db import open_store
 from dispatch.store.outbox import state_counts
-from tests.conftest import EXAMPLE_ISSUE
+from tests.helpers import (
+    EXAMPLE_ISSUE,
+    PREPARED_CONNECTIONS,
+    PREPARED_RECIPIENTS,
+    prepare_project,
+)
 
-RECIPIENTS = 1200
-CONNECTIONS = 2
 # delivery.deliver claims max(25, connections * 25) rows whenever it holds no more than that,
 # so a worker never holds more than twice that many: the bound on messages in flight.
-IN_FLIGHT_BOUND = 2 * max(25, CONNECTIONS * 25)
-
-
-def prepare(project: Path, port: int) -> list[str]:
-    config = project / "config.toml"
-    text = config.read_text()
-    text = re.sub(r"(?m)^port = \d+", f"port = {port}", text)
-    text = re.sub(r"(?m)^connections = \d+", f"connections = {CONNECTIONS}", text)
-    text = re.sub(r"(?m)^retry_backoff = \d+", "retry_backoff = 0", text)
-    config.write_text(text)
-    settings = load_settings(config)
-    issue = load_issue(settings.issues_dir / EXAMPLE_ISSUE, settings)
-    rows = generate_subscribers(settings, issue.topics, RECIPIENTS, seed=11)
-    engine = open_store(settings.store.url)
-    subs.import_rows(engine, rows, datetime.now(timezone.utc))
-    engine.dispose()
-    return [r.email for r in rows]
+IN_FLIGHT_BOUND = 2 * max(25, PREPARED_CONNECTIONS * 25)
 
 
 def start_send(project: Path) -> subprocess.Popen[str]:
@@ -67,7 +49,7 @@ def test_sigkill_at_random_points_then_restart_loses_nobody(project: Path):
     rng = random.Random(int(os.environ.get("DISPATCH_CRASH_SEED", "5")))
     handler = RecordingHandler()
     with smtp_sink(handler) as (_, port):
-        emails = prepare(project, port)
+        emails = prepare_project(project, port)
         kills = 0
         while True:
             proc = start_send(project)
@@ -89,13 +71,13 @@ def test_sigkill_at_random_points_then_restart_loses_nobody(project: Path):
     assert max(received.values()) <= 1 + kills
     settings = load_settings(project / "config.toml")
     engine = open_store(settings.store.url)
-    assert state_counts(engine)[EXAMPLE_ISSUE] == {"sent": RECIPIENTS}
+    assert state_counts(engine)[EXAMPLE_ISSUE] == {"sent": PREPARED_RECIPIENTS}
 
 
 def test_sigterm_stops_cleanly_and_a_rerun_sends_no_duplicate(project: Path):
     handler = RecordingHandler()
     with smtp_sink(handler) as (_, port):
-        emails = prepare(project, port)
+        emails = prepare_project(project, port)
         proc = start_send(project)
         assert wait_for(handler, 200, proc)
         proc.send_signal(signal.SIGTERM)
@@ -105,7 +87,7 @@ def test_sigterm_stops_cleanly_and_a_rerun_sends_no_duplicate(project: Path):
         engine = open_store(settings.store.url)
         counts = state_counts(engine)[EXAMPLE_ISSUE]
         assert "sending" not in counts  # nothing left half-claimed
-        assert counts["sent"] == len(handler.received) < RECIPIENTS
+        assert counts["sent"] == len(handler.received) < PREPARED_RECIPIENTS
         proc = start_send(project)
         output, _ = proc.communicate(timeout=120)
         assert proc.returncode == 0, output

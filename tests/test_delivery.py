@@ -1,39 +1,45 @@
 """Delivery against a real in-process SMTP server (aiosmtpd) and a real store (SQLite file and
 PostgreSQL): every recipient exactly once, the right variant and headers, and each injected
-fault ending as docs/architecture.md says."""
+fault ending as DESIGN.md says."""
 
 from __future__ import annotations
 
 import json
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email import message_from_bytes, policy
 
 import pytest
 from sqlalchemy import Engine, func, select
 
-from dispatch.config import Settings
-from dispatch.deliver.outcomes import classify
-from dispatch.deliver.ratelimit import RateLimiter
-from dispatch.devtools.demo import generate_subscribers
-from dispatch.compose.issues import load_issue
-from dispatch.deliver.outcomes import Kind
-from dispatch.compose.variants import matched_briefs, variant_for
-from dispatch.deliver.sending import WorkerBusy, dry_run, launch_issue, run_worker, send_test_copies, worker_lock
-from dispatch.devtools.sink import smtp_sink
 from dispatch.audience import csvio
+from dispatch.audience.tokens import BadToken, Signer
+from dispatch.compose.issues import load_issue
+from dispatch.compose.variants import matched_briefs, variant_for
+from dispatch.config import Settings
+from dispatch.deliver.outcomes import Kind, classify
+from dispatch.deliver.ratelimit import RateLimiter
+from dispatch.deliver.sending import (
+    WorkerBusy,
+    dry_run,
+    launch_issue,
+    run_worker,
+    send_test_copies,
+    worker_lock,
+)
+from dispatch.deliver.transport import Reply, smtp_transport
+from dispatch.devtools.demo import generate_subscribers
+from dispatch.devtools.sink import smtp_sink
 from dispatch.store import subscribers as subs
 from dispatch.store.db import open_store
 from dispatch.store.outbox import plan_audience, state_counts
-from dispatch.store.sends import get_send
 from dispatch.store.schema import metadata, outbox
-from dispatch.audience.tokens import BadToken, Signer
 from dispatch.store.secrets import secret
-from dispatch.deliver.transport import Reply, smtp_transport
-from tests.conftest import EXAMPLE_ISSUE
+from dispatch.store.sends import get_send
+from tests.helpers import EXAMPLE_ISSUE, configure_delivery
 from tests.smtp_server import FaultyHandler, accept_login, refuse_login
 
-NOW = datetime(2026, 1, 5, 7, 0, tzinfo=timezone.utc)  # before the real clock: rows are due
+NOW = datetime(2026, 1, 5, 7, 0, tzinfo=UTC)  # before the real clock: rows are due
 
 
 @pytest.fixture
@@ -41,16 +47,6 @@ def server():
     handler = FaultyHandler()
     with smtp_sink(handler) as (_, port):
         yield handler, port
-
-
-def configure(settings: Settings, port: int, **delivery: object) -> Settings:
-    return settings.model_copy(update=dict(
-        newsletter=settings.newsletter.model_copy(
-            update=dict(base_url="https://news.example.org")),
-        smtp=settings.smtp.model_copy(update=dict(host="127.0.0.1", port=port, security="none",
-                                                  timeout=5.0)),
-        delivery=settings.delivery.model_copy(update=dict(connections=2, retry_backoff=0.0,
-                                                          max_attempts=3, **delivery))))
 
 
 @pytest.fixture
@@ -83,7 +79,7 @@ def states(engine: Engine) -> dict[str, int]:
 def test_every_recipient_gets_one_message_with_its_variant_and_headers(engine, settings,
                                                                         server):
     handler, port = server
-    settings = configure(settings, port, feedback_id="dispatch")
+    settings = configure_delivery(settings, port, feedback_id="dispatch")
     rows = populate(engine, settings)
     stats = send(engine, settings)
     issue = load_issue(settings.issues_dir / EXAMPLE_ISSUE, settings)
@@ -126,7 +122,7 @@ def test_every_recipient_gets_one_message_with_its_variant_and_headers(engine, s
 def test_launching_twice_adds_nobody_and_the_excluded_are_never_in_the_snapshot(
         engine, settings, server):
     _, port = server
-    settings = configure(settings, port)
+    settings = configure_delivery(settings, port)
     rows = populate(engine, settings, 20)
     subs.update_subscriber(engine, rows[0].email, now=NOW, known_topics=settings.topics,
                            status="unsubscribed")
@@ -149,7 +145,7 @@ def test_launching_twice_adds_nobody_and_the_excluded_are_never_in_the_snapshot(
 def test_transient_replies_and_dropped_connections_are_retried_until_delivered(
         engine, settings, server):
     handler, port = server
-    settings = configure(settings, port)
+    settings = configure_delivery(settings, port)
     rows = populate(engine, settings, 24)
     handler.rcpt_script = {
         rows[0].email: ["451 4.3.0 Temporary failure"],
@@ -159,8 +155,8 @@ def test_transient_replies_and_dropped_connections_are_retried_until_delivered(
         rows[4].email: ["slow:0.2"],  # slow but within it: delivered first time
     }
     handler.mail_421_every = 7
-    stats = send(engine, settings.model_copy(
-        update=dict(smtp=settings.smtp.model_copy(update=dict(timeout=0.8)))))
+    stats = send(engine, settings.model_copy(update={
+        "smtp": settings.smtp.model_copy(update={"timeout": 0.8})}))
 
     assert handler.per_recipient() == {r.email: 1 for r in rows}
     assert states(engine) == {"sent": len(rows)}
@@ -176,7 +172,7 @@ def test_transient_replies_and_dropped_connections_are_retried_until_delivered(
 def test_hard_bounce_suppresses_and_other_permanent_failures_keep_the_reply(
         engine, settings, server):
     handler, port = server
-    settings = configure(settings, port)
+    settings = configure_delivery(settings, port)
     rows = populate(engine, settings, 10)
     handler.rcpt_script = {rows[0].email: ["550 5.1.1 No such user"],
                            rows[1].email: ["552 5.2.2 Quota exceeded"],
@@ -206,9 +202,9 @@ def test_authentication_failure_pauses_the_send_and_a_rerun_finishes_it(engine, 
     monkeypatch.setenv("TEST_SMTP_PASSWORD", "wrong")
     handler = FaultyHandler()
     with smtp_sink(handler, authenticator=refuse_login, auth_require_tls=False) as (_, port):
-        settings = configure(settings, port)
-        settings = settings.model_copy(update=dict(smtp=settings.smtp.model_copy(
-            update=dict(username="dispatch", password_env="TEST_SMTP_PASSWORD"))))
+        settings = configure_delivery(settings, port)
+        settings = settings.model_copy(update={"smtp": settings.smtp.model_copy(update={
+            "username": "dispatch", "password_env": "TEST_SMTP_PASSWORD"})})
         rows = populate(engine, settings, 12)
         stats = send(engine, settings)
     assert stats.paused and "535" in stats.paused
@@ -219,8 +215,8 @@ def test_authentication_failure_pauses_the_send_and_a_rerun_finishes_it(engine, 
 
     handler = FaultyHandler()
     with smtp_sink(handler, authenticator=accept_login, auth_require_tls=False) as (_, port):
-        settings = settings.model_copy(
-            update=dict(smtp=settings.smtp.model_copy(update=dict(port=port))))
+        settings = settings.model_copy(update={
+            "smtp": settings.smtp.model_copy(update={"port": port})})
         send(engine, settings)
     assert handler.per_recipient() == {r.email: 1 for r in rows}
 
@@ -228,7 +224,7 @@ def test_authentication_failure_pauses_the_send_and_a_rerun_finishes_it(engine, 
 def test_a_run_of_policy_refusals_pauses_instead_of_burning_the_list(engine, settings,
                                                                      server):
     handler, port = server
-    settings = configure(settings, port)
+    settings = configure_delivery(settings, port)
     rows = populate(engine, settings, 30)
     handler.data_reply = "554 5.7.1 Message rejected: sender reputation"
     stats = send(engine, settings)
@@ -267,7 +263,7 @@ def test_dry_run_writes_messages_and_a_report_and_changes_nothing(engine, settin
 def test_test_send_reaches_the_address_once_per_variant_with_a_banner(engine, settings,
                                                                       server):
     handler, port = server
-    settings = configure(settings, port)
+    settings = configure_delivery(settings, port)
     populate(engine, settings, 15)
     issue = load_issue(settings.issues_dir / EXAMPLE_ISSUE, settings)
     needed = plan_audience(engine, issue, settings).variants
@@ -283,7 +279,7 @@ def test_test_send_reaches_the_address_once_per_variant_with_a_banner(engine, se
 
 def test_verp_envelope_sender(engine, settings, server):
     handler, port = server
-    settings = configure(settings, port, verp_domain="bounces.example.org")
+    settings = configure_delivery(settings, port, verp_domain="bounces.example.org")
     rows = populate(engine, settings, 3)
     send(engine, settings)
     local, domain = rows[0].email.split("@")
@@ -294,7 +290,7 @@ def test_verp_envelope_sender(engine, settings, server):
 def test_sigterm_style_stop_finishes_in_flight_and_releases_the_rest(engine, settings,
                                                                      server):
     handler, port = server
-    settings = configure(settings, port, rate=40.0)
+    settings = configure_delivery(settings, port, rate=40.0)
     rows = populate(engine, settings, 40)
     stop = threading.Event()
     threading.Timer(0.4, stop.set).start()
@@ -308,10 +304,9 @@ def test_sigterm_style_stop_finishes_in_flight_and_releases_the_rest(engine, set
 
 def test_sqlite_allows_one_worker_at_a_time(tmp_path):
     engine = open_store(f"sqlite:///{tmp_path / 'one.db'}")
-    with worker_lock(engine):
-        with pytest.raises(WorkerBusy, match="one worker at a time"):
-            with worker_lock(engine):
-                pass
+    with (worker_lock(engine), pytest.raises(WorkerBusy, match="one worker at a time"),
+          worker_lock(engine)):
+        pass
     with worker_lock(engine):  # released when the first holder is done
         pass
 

@@ -5,24 +5,24 @@ from __future__ import annotations
 
 import base64
 from collections import deque
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dkim
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from dispatch.config import DkimSettings, load_settings
-from dispatch.errors import ConfigError
-from dispatch.deliver.worker import MemoryOutbox, Messages
+from dispatch.audience.tokens import Signer
 from dispatch.compose.issues import load_issue
-from dispatch.store.outbox import Job
 from dispatch.compose.render import render_variant
 from dispatch.compose.variants import possible_variants
-from dispatch.audience.tokens import Signer
-from tests.conftest import EXAMPLE_ISSUE
+from dispatch.config import DkimSettings, load_settings
+from dispatch.deliver.worker import MemoryOutbox, Messages
+from dispatch.errors import ConfigError
+from dispatch.store.outbox import Job
+from tests.helpers import EXAMPLE_ISSUE
 
-NOW = datetime(2026, 11, 27, 7, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 27, 7, 0, tzinfo=UTC)
 
 
 def test_messages_are_dkim_signed_and_verify(settings, tmp_path):

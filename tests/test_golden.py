@@ -9,19 +9,19 @@ and review the diff of tests/golden/ before committing it.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from dispatch.config import load_settings
 from dispatch.compose.issues import load_issue
 from dispatch.compose.render import render_variant
 from dispatch.compose.variants import possible_variants
-from tests.conftest import EXAMPLE_ISSUE, ROOT
+from dispatch.config import load_settings
+from tests.helpers import EXAMPLE_ISSUE, ROOT
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / EXAMPLE_ISSUE
-NOW = datetime(2026, 11, 21, 9, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
 VARIANTS = ["b1-2-3-4-5", "b3-5"]
 
 

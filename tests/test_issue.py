@@ -1,32 +1,32 @@
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from dispatch.errors import ContentError
 from dispatch.compose.issues import load_issue, parse_when, resolve_issue_path
-from tests.conftest import EXAMPLE_ISSUE
+from dispatch.errors import ContentError
+from tests.helpers import EXAMPLE_ISSUE
 
 
 def test_example_issue_loads(settings):
     issue = load_issue(settings.issues_dir / EXAMPLE_ISSUE, settings)
     assert len(issue.briefs) >= 4
     assert len(issue.topics) >= 3
-    assert [b.path.name for b in issue.briefs][0] == "01-hiroshima-meeting.md"
+    assert issue.briefs[0].path.name == "01-hiroshima-meeting.md"
     assert issue.send_at == datetime(2026, 11, 27, 7, 0, tzinfo=ZoneInfo("Asia/Seoul"))
     assert issue.personalize is True and issue.segments == ()
 
 
 @pytest.mark.parametrize("value, expected", [
-    ("2026-12-01T07:00:00+09:00", datetime(2026, 11, 30, 22, 0, tzinfo=timezone.utc)),
-    ("2026-12-01 07:00 Asia/Seoul", datetime(2026, 11, 30, 22, 0, tzinfo=timezone.utc)),
-    ("2026-12-01T07:00[Europe/Berlin]", datetime(2026, 12, 1, 6, 0, tzinfo=timezone.utc)),
-    ("2026-07-01T07:00 Europe/Berlin", datetime(2026, 7, 1, 5, 0, tzinfo=timezone.utc)),
-    ("2026-12-01T07:00Z", datetime(2026, 12, 1, 7, 0, tzinfo=timezone.utc)),
+    ("2026-12-01T07:00:00+09:00", datetime(2026, 11, 30, 22, 0, tzinfo=UTC)),
+    ("2026-12-01 07:00 Asia/Seoul", datetime(2026, 11, 30, 22, 0, tzinfo=UTC)),
+    ("2026-12-01T07:00[Europe/Berlin]", datetime(2026, 12, 1, 6, 0, tzinfo=UTC)),
+    ("2026-07-01T07:00 Europe/Berlin", datetime(2026, 7, 1, 5, 0, tzinfo=UTC)),
+    ("2026-12-01T07:00Z", datetime(2026, 12, 1, 7, 0, tzinfo=UTC)),
     (datetime(2026, 12, 1, 7, tzinfo=timezone(timedelta(hours=-5))),
-     datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)),
+     datetime(2026, 12, 1, 12, 0, tzinfo=UTC)),
 ])
 def test_parse_when(value, expected):
     assert parse_when(value) == expected

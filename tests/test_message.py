@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import email
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email import policy
 
 import pytest
@@ -14,9 +14,9 @@ from dispatch.compose.message import Recipient, build_template, message_id, pers
 from dispatch.compose.render import render_variant
 from dispatch.compose.slots import fill_slots
 from dispatch.compose.variants import variant_for
-from tests.conftest import EXAMPLE_ISSUE
+from tests.helpers import EXAMPLE_ISSUE
 
-NOW = datetime(2026, 11, 21, 9, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -28,10 +28,10 @@ def parts(settings):
 
 def recipient(settings, name: str | None = "Ana Reader", **overrides) -> Recipient:
     base = "https://news.example.org"
-    fields = dict(email="ana@example.com", name=name,
-                  unsubscribe_url=f"{base}/u/tok_ABC-123.xyz=",
-                  preferences_url=f"{base}/p/tok_ABC-123.xyz=?a=1&b=2",
-                  view_url=f"{base}/a/issue/b1", message_id=message_id("i", "ana", settings))
+    fields = {"email": "ana@example.com", "name": name,
+              "unsubscribe_url": f"{base}/u/tok_ABC-123.xyz=",
+              "preferences_url": f"{base}/p/tok_ABC-123.xyz=?a=1&b=2",
+              "view_url": f"{base}/a/issue/b1", "message_id": message_id("i", "ana", settings)}
     fields.update(overrides)
     return Recipient(**fields)
 
@@ -41,7 +41,7 @@ def parse(raw: bytes) -> email.message.EmailMessage:
 
 
 def test_structure_text_first_html_last_utf8_qp(parts, settings):
-    issue, rendered, template = parts
+    _issue, _rendered, template = parts
     msg = parse(personalize(template, recipient(settings), NOW, settings))
     assert msg.get_content_type() == "multipart/alternative"
     plain, html = msg.get_payload()
@@ -53,7 +53,7 @@ def test_structure_text_first_html_last_utf8_qp(parts, settings):
 
 
 def test_bodies_decode_to_the_rendered_variant_with_fields_filled(parts, settings):
-    issue, rendered, template = parts
+    _issue, rendered, template = parts
     r = recipient(settings, name='Zoë "Z" <script>')
     msg = parse(personalize(template, r, NOW, settings))
     plain, html = msg.get_payload()
@@ -69,7 +69,7 @@ def test_bodies_decode_to_the_rendered_variant_with_fields_filled(parts, setting
 
 
 def test_required_headers(parts, settings):
-    issue, rendered, template = parts
+    issue, _rendered, template = parts
     r = recipient(settings)
     raw = personalize(template, r, NOW, settings)
     msg = parse(raw)
@@ -88,13 +88,13 @@ def test_required_headers(parts, settings):
 
 
 def test_line_rules(parts, settings):
-    issue, rendered, template = parts
+    _issue, _rendered, template = parts
     long_url = "https://news.example.org/u/" + "x" * 300
     raw = personalize(template, recipient(settings, unsubscribe_url=long_url), NOW, settings)
     lines = raw.split(b"\r\n")
     assert b"\n" not in raw.replace(b"\r\n", b"")  # CRLF only
     assert max(map(len, lines)) <= 998
-    head, _, body = raw.partition(b"\r\n\r\n")
+    _head, _, body = raw.partition(b"\r\n\r\n")
     assert max(len(line) for line in body.split(b"\r\n")) <= 76  # RFC 2045 QP lines
     assert not any(line.startswith(b".") for line in lines)  # no dot-stuffing needed
     assert long_url in parse(raw).get_payload()[0].get_content()
@@ -113,7 +113,7 @@ def test_non_ascii_names_and_subjects_are_encoded(parts, settings):
 
 
 def test_personalize_uses_no_name_fallback(parts, settings):
-    issue, rendered, template = parts
+    _issue, _rendered, template = parts
     msg = parse(personalize(template, recipient(settings, name=None), NOW, settings))
     assert "Hi there," in msg.get_payload()[0].get_content()
     assert msg["To"] == "ana@example.com"

@@ -9,8 +9,13 @@ import yaml
 from markdown_it import MarkdownIt
 
 from dispatch.compose.briefs import parse_brief
-from dispatch.compose.importer import import_file, parse_plaintext, parse_read, suggest_topics
-from tests.conftest import FIXTURES, needs_seeds, seed_files
+from dispatch.compose.importer import (
+    import_file,
+    parse_plaintext,
+    parse_read,
+    suggest_topics,
+)
+from tests.helpers import FIXTURES, needs_seeds, seed_files
 
 TODAY = date(2026, 11, 21)
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from email import message_from_bytes, policy
@@ -8,13 +9,13 @@ from email import message_from_bytes, policy
 import pytest
 
 from dispatch.compose.preview import find_chromium
-from tests.conftest import EXAMPLE_ISSUE
+from tests.helpers import EXAMPLE_ISSUE
 
 
 def run_preview(project, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "dispatch", "preview", EXAMPLE_ISSUE,
-                           "--out", "pv", *extra], cwd=project, capture_output=True,
-                          text=True, timeout=300)
+                           "--out", "pv", *extra], cwd=project, check=False,
+                          capture_output=True, text=True, timeout=300)
 
 
 def test_preview_writes_every_variant(project):
@@ -41,7 +42,7 @@ def test_preview_writes_every_variant(project):
 
 def test_preview_unknown_issue(project):
     result = subprocess.run([sys.executable, "-m", "dispatch", "preview", "nope"],
-                            cwd=project, capture_output=True, text=True)
+                            cwd=project, check=False, capture_output=True, text=True)
     assert result.returncode == 1 and "nope: no such issue folder" in result.stderr
 
 
@@ -57,10 +58,17 @@ def test_preview_screenshots(project):
     assert (project / "pv" / "b1-2-3-4-5.desktop.png").is_file()
 
 
+def _pythonpath() -> dict[str, str]:
+    """The caller's PYTHONPATH, so the child imports the dispatch under test rather than
+    whichever one is installed."""
+    return {"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}
+
+
 def test_preview_without_chromium_says_so(project):
     result = subprocess.run([sys.executable, "-m", "dispatch", "preview", EXAMPLE_ISSUE,
-                             "--out", "pv", "--screenshots"], cwd=project, capture_output=True,
-                            text=True, env={"PATH": "/nonexistent", "HOME": str(project)})
+                             "--out", "pv", "--screenshots"], cwd=project, check=False,
+                            capture_output=True, text=True,
+                            env={"PATH": "/nonexistent", "HOME": str(project), **_pythonpath()})
     assert result.returncode == 0, result.stderr
     assert "Chromium not found" in result.stdout
     assert not list((project / "pv").glob("*.png"))

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +17,7 @@ from dispatch.config import load_settings
 from dispatch.devtools.sink import RecordingHandler, smtp_sink
 from dispatch.store.db import open_store
 from dispatch.store.sends import get_send
-from tests.conftest import EXAMPLE_ISSUE, eventually
-from tests.test_crash import prepare
-from tests.test_send_cli import run
+from tests.helpers import EXAMPLE_ISSUE, eventually, prepare_project, run_cli
 
 
 class StampingHandler(RecordingHandler):
@@ -37,7 +35,7 @@ class StampingHandler(RecordingHandler):
 def test_the_daemon_sends_a_scheduled_issue_on_time_and_stops_on_sigterm(project: Path):
     handler = StampingHandler()
     with smtp_sink(handler) as (_, port):
-        emails = prepare(project, port)
+        emails = prepare_project(project, port)
         config = project / "config.toml"
         text = config.read_text()
         assert '\ngrace = "1h"' in text
@@ -54,10 +52,10 @@ def test_the_daemon_sends_a_scheduled_issue_on_time_and_stops_on_sigterm(project
             # From another "shell": two seconds ahead, with seconds and an offset.
             settings = load_settings(config)
             engine = open_store(settings.store.url)
-            at = datetime.now(timezone.utc).astimezone(timezone(timedelta(hours=9))) \
+            at = datetime.now(UTC).astimezone(timezone(timedelta(hours=9))) \
                 + timedelta(seconds=2)
             scheduling.schedule_issue(engine, settings, EXAMPLE_ISSUE, at=at.isoformat(),
-                                      tz=None, local=False, now=datetime.now(timezone.utc))
+                                      tz=None, local=False, now=datetime.now(UTC))
             assert eventually(lambda: len(handler.received) >= len(emails), 60), \
                 (len(handler.received), log_path.read_text())
             time.sleep(0.5)  # anything doubled would arrive now
@@ -79,37 +77,37 @@ def test_the_daemon_sends_a_scheduled_issue_on_time_and_stops_on_sigterm(project
 
 
 def test_schedule_commands_as_an_editor_types_them(project: Path):
-    prepare(project, 1)  # nothing is sent here
-    bad = run(project, "schedule", EXAMPLE_ISSUE, "--at", "2020-01-01 07:00")
+    prepare_project(project, 1)  # nothing is sent here
+    bad = run_cli(project, "schedule", EXAMPLE_ISSUE, "--at", "2020-01-01 07:00")
     assert bad.returncode == 1 and "is in the past" in bad.stderr and "Traceback" not in bad.stderr
 
-    made = run(project, "schedule", EXAMPLE_ISSUE, "--at", "2099-12-01 07:00",
+    made = run_cli(project, "schedule", EXAMPLE_ISSUE, "--at", "2099-12-01 07:00",
                "--tz", "Asia/Seoul")
     assert made.returncode == 0, made.stderr
     assert "2099-12-01 07:00 Asia/Seoul (2099-11-30 22:00 UTC)" in made.stdout
     assert "no `dispatch run` daemon is running" in made.stderr
 
-    listed = run(project, "schedule", "list")
+    listed = run_cli(project, "schedule", "list")
     assert listed.returncode == 0
     row = next(line for line in listed.stdout.splitlines() if EXAMPLE_ISSUE in line)
     assert "scheduled" in row and "2099-12-01 07:00" in row and "2099-11-30 22:00" in row
 
-    moved = run(project, "schedule", "move", EXAMPLE_ISSUE, "--at", "2099-12-02T08:15:00+09:00")
+    moved = run_cli(project, "schedule", "move", EXAMPLE_ISSUE, "--at", "2099-12-02T08:15:00+09:00")
     assert moved.returncode == 0 and "2099-12-01 23:15 UTC" in moved.stdout, moved.stderr
-    data = json.loads(run(project, "schedule", "list", "--json").stdout)
+    data = json.loads(run_cli(project, "schedule", "list", "--json").stdout)
     assert data["sends"][0]["send_at"] == "2099-12-01T23:15:00+00:00"
 
-    paused = run(project, "pause", EXAMPLE_ISSUE)
+    paused = run_cli(project, "pause", EXAMPLE_ISSUE)
     assert paused.returncode == 1 and "only a send in progress can be paused" in paused.stderr
-    cancelled = run(project, "schedule", "cancel", EXAMPLE_ISSUE)
+    cancelled = run_cli(project, "schedule", "cancel", EXAMPLE_ISSUE)
     assert cancelled.returncode == 0 and "cancelled" in cancelled.stdout
-    listed = run(project, "schedule", "list", "--json")
+    listed = run_cli(project, "schedule", "list", "--json")
     assert json.loads(listed.stdout)["sends"][0]["status"] == "cancelled"
 
-    local = run(project, "schedule", "add", EXAMPLE_ISSUE, "--at", "2099-12-03 07:00",
+    local = run_cli(project, "schedule", "add", EXAMPLE_ISSUE, "--at", "2099-12-03 07:00",
                 "--local-time")
     assert local.returncode == 0, local.stderr
     assert "in each subscriber's zone" in local.stdout and "Asia/Seoul: 2099-12-02 22:00 UTC" \
         in local.stdout
-    send = run(project, "send", EXAMPLE_ISSUE, "--yes")
+    send = run_cli(project, "send", EXAMPLE_ISSUE, "--yes")
     assert send.returncode == 1 and "schedule cancel" in send.stderr

@@ -5,32 +5,30 @@ from __future__ import annotations
 
 import shutil
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, func, select
 
 from dispatch import schedule as scheduling
+from dispatch.audience.tokens import Signer
+from dispatch.compose.issues import load_issue
 from dispatch.config import RecurringSchedule, Settings
+from dispatch.deliver.outcomes import Kind
+from dispatch.deliver.transport import smtp_transport
 from dispatch.deliver.worker import Stats, deliver
 from dispatch.devtools.demo import generate_subscribers
-from dispatch.errors import DispatchError
-from dispatch.compose.issues import load_issue
-from dispatch.deliver.outcomes import Kind
 from dispatch.devtools.sink import smtp_sink
+from dispatch.errors import DispatchError
 from dispatch.store import subscribers as subs
 from dispatch.store.db import open_store
 from dispatch.store.outbox import SqlOutbox, plan_audience
-from dispatch.store.sends import get_send
 from dispatch.store.schema import outbox
-from dispatch.audience.tokens import Signer
 from dispatch.store.secrets import secret
-from dispatch.deliver.transport import smtp_transport
-from tests.conftest import EXAMPLE_ISSUE, eventually
-from tests.test_delivery import configure
+from dispatch.store.sends import get_send
+from tests.helpers import EXAMPLE_ISSUE, configure_delivery, eventually
 
-UTC = timezone.utc
 # 2026-12-01 07:00 in Seoul, the editors' zone in the shipped config.toml.
 T = datetime(2026, 11, 30, 22, 0, tzinfo=UTC)
 DAY_BEFORE = T - timedelta(days=1)
@@ -59,7 +57,7 @@ def sqlite_engine(settings: Settings) -> Engine:
 
 @pytest.fixture
 def cfg(settings: Settings, server) -> Settings:
-    return configure(settings, server[1])
+    return configure_delivery(settings, server[1])
 
 
 def populate(engine: Engine, settings: Settings, count: int = 30) -> int:
@@ -156,7 +154,7 @@ def test_a_moved_issue_goes_out_at_the_new_time_only(sqlite_engine, cfg, server)
 
 def test_a_restart_in_the_middle_of_a_send_sends_nobody_twice(settings, server):
     handler, port = server
-    cfg = configure(settings, port)
+    cfg = configure_delivery(settings, port)
     engine = open_store(cfg.store.url)
     expected = populate(engine, cfg, 240)
     schedule(engine, cfg)
@@ -226,8 +224,8 @@ def test_local_time_releases_each_reader_at_their_seven_oclock(sqlite_engine, cf
                                                                day):
     engine = sqlite_engine
     handler, _ = server
-    cfg = cfg.model_copy(update=dict(schedule=cfg.schedule.model_copy(
-        update=dict(default_timezone="Europe/London"))))
+    cfg = cfg.model_copy(update={"schedule": cfg.schedule.model_copy(
+        update={"default_timezone": "Europe/London"})})
     topics = list(load_issue(cfg.issues_dir / EXAMPLE_ISSUE, cfg).topics)
     for who, zone in ZONES.items():
         subs.add(engine, f"{who}@example.com", name=who, topics=topics, timezone=zone,
@@ -273,9 +271,9 @@ def test_recurring_digest_collects_only_new_briefs_once(sqlite_engine, cfg, serv
     source = cfg.issues_dir / EXAMPLE_ISSUE
     for name in ("01-hiroshima-meeting.md", "03-missile-warnings.md"):
         shutil.copy(source / name, inbox / name)
-    cfg = cfg.model_copy(update=dict(schedules=(RecurringSchedule(
+    cfg = cfg.model_copy(update={"schedules": (RecurringSchedule(
         name="weekly", cron="0 7 * * 5", timezone="Asia/Seoul", folder="inbox",
-        subject="The week in Asia, {date:%d %B}"),)))
+        subject="The week in Asia, {date:%d %B}"),)})
     populate(engine, cfg)
 
     # "5" is Friday, as in crontab (APScheduler 3 alone would read it as Saturday).
@@ -405,7 +403,7 @@ def test_cancelling_a_send_in_progress_drops_what_is_left(sqlite_engine, cfg, se
 def test_the_daemon_keeps_its_triggers_in_step_with_the_store(sqlite_engine, cfg):
     engine = sqlite_engine
     populate(engine, cfg, 5)
-    cfg = cfg.model_copy(update=dict(schedule=cfg.schedule.model_copy(update=dict(sync=0.2))))
+    cfg = cfg.model_copy(update={"schedule": cfg.schedule.model_copy(update={"sync": 0.2})})
     daemon = scheduling.Daemon(engine, cfg, smtp_transport(cfg.smtp))
     daemon.start()
     try:
@@ -460,9 +458,9 @@ def test_two_digests_on_one_day_get_their_own_issues(sqlite_engine, cfg, server)
     inbox = cfg.root / "inbox"
     inbox.mkdir()
     source = cfg.issues_dir / EXAMPLE_ISSUE
-    cfg = cfg.model_copy(update=dict(schedules=(RecurringSchedule(
+    cfg = cfg.model_copy(update={"schedules": (RecurringSchedule(
         name="briefing", cron="0 7,19 * * *", timezone="Asia/Seoul", folder="inbox",
-        subject="Briefing"),)))
+        subject="Briefing"),)})
     populate(engine, cfg)
     shutil.copy(source / "01-hiroshima-meeting.md", inbox)
     morning = datetime(2026, 12, 3, 22, 0, tzinfo=UTC)  # 07:00 on 4 December in Seoul

@@ -4,72 +4,64 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 from dispatch.devtools.sink import RecordingHandler, smtp_sink
-from tests.conftest import EXAMPLE_ISSUE
-from tests.test_crash import prepare
-
-
-def run(project: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "dispatch", *args], cwd=project,
-                          capture_output=True, text=True, timeout=180, input=stdin)
+from tests.helpers import EXAMPLE_ISSUE, prepare_project, run_cli
 
 
 def test_send_confirms_then_delivers_and_status_reports_it(project: Path):
     handler = RecordingHandler()
     with smtp_sink(handler) as (_, port):
-        emails = prepare(project, port)
-        declined = run(project, "send", EXAMPLE_ISSUE, stdin="n\n")
+        emails = prepare_project(project, port)
+        declined = run_cli(project, "send", EXAMPLE_ISSUE, stdin="n\n")
         assert declined.returncode == 1 and "Aborted" in declined.stdout + declined.stderr
         assert "recipient(s)" in declined.stdout and handler.received == []
-        assert run(project, "status").stdout.count(EXAMPLE_ISSUE) == 0  # nothing launched
+        assert run_cli(project, "status").stdout.count(EXAMPLE_ISSUE) == 0  # nothing launched
 
-        sent = run(project, "send", EXAMPLE_ISSUE, stdin="y\n")
+        sent = run_cli(project, "send", EXAMPLE_ISSUE, stdin="y\n")
         assert sent.returncode == 0, sent.stderr
         assert len(handler.received) == len(emails)
-        again = run(project, "send", EXAMPLE_ISSUE, "--yes")
+        again = run_cli(project, "send", EXAMPLE_ISSUE, "--yes")
         assert again.returncode == 0 and "sent already" in again.stdout
         assert len(handler.received) == len(emails)
 
-    status = run(project, "status", EXAMPLE_ISSUE, "--json")
+    status = run_cli(project, "status", EXAMPLE_ISSUE, "--json")
     report = json.loads(status.stdout)
     assert report[0]["status"] == "sent"
     assert report[0]["states"]["sent"] == len(emails) == report[0]["recipients"]
-    missing = run(project, "status", "no-such-issue")
+    missing = run_cli(project, "status", "no-such-issue")
     assert missing.returncode == 1 and "no send for this issue" in missing.stderr
 
 
 def test_dry_run_from_the_command_line(project: Path):
-    prepare(project, 1)  # nothing listens on port 1: a dry run must not connect
-    result = run(project, "send", EXAMPLE_ISSUE, "--dry-run", "--sample", "3",
+    prepare_project(project, 1)  # nothing listens on port 1: a dry run must not connect
+    result = run_cli(project, "send", EXAMPLE_ISSUE, "--dry-run", "--sample", "3",
                  "--out", "dry")
     assert result.returncode == 0, result.stderr
     assert "nothing sent, store unchanged" in result.stdout
     assert len(list((project / "dry").glob("*.eml"))) == 3
     report = json.loads((project / "dry" / "report.json").read_text())
     assert report["messages_built"] == report["recipients"] > 3
-    assert run(project, "status", "--json").stdout.strip() == "[]"
+    assert run_cli(project, "status", "--json").stdout.strip() == "[]"
 
 
 def test_unreachable_relay_pauses_with_a_clear_message_and_status_shows_it(project: Path):
-    prepare(project, 1)
-    result = run(project, "send", EXAMPLE_ISSUE, "--yes")
+    prepare_project(project, 1)
+    result = run_cli(project, "send", EXAMPLE_ISSUE, "--yes")
     assert result.returncode == 1
     assert re.search(r"delivery: paused after repeated sender-side failures: cannot connect "
                      r"to 127\.0\.0\.1:1", result.stderr), result.stderr
     assert "Traceback" not in result.stderr
-    status = run(project, "status", EXAMPLE_ISSUE)
+    status = run_cli(project, "status", EXAMPLE_ISSUE)
     assert "paused" in status.stdout
-    test = run(project, "send", EXAMPLE_ISSUE, "--test-to", "editor@example.net")
+    test = run_cli(project, "send", EXAMPLE_ISSUE, "--test-to", "editor@example.net")
     assert test.returncode == 1 and "Traceback" not in test.stderr
     assert "smtp: test send failed: cannot connect to 127.0.0.1:1" in test.stderr, test.stderr
 
 
 def test_demo_runs_the_whole_path(project: Path):
-    result = run(project, "demo", "--subscribers", "120", "--dir", "demo")
+    result = run_cli(project, "demo", "--subscribers", "120", "--dir", "demo")
     assert result.returncode == 0, result.stderr
     assert "120 recipient(s) planned, 120 message(s) received" in result.stdout
     assert len(list((project / "demo" / "mailbox").glob("*.eml"))) == 5
@@ -80,11 +72,11 @@ def test_send_hands_over_to_a_running_sqlite_worker(project: Path):
     from dispatch.deliver.sending import worker_lock
     from dispatch.store.db import open_store
 
-    prepare(project, 1)
+    prepare_project(project, 1)
     engine = open_store(load_settings(project / "config.toml").store.url)
     with worker_lock(engine):  # as a running `dispatch worker` holds it
-        result = run(project, "send", EXAMPLE_ISSUE, "--yes")
-        second = run(project, "worker", "--until-done")
+        result = run_cli(project, "send", EXAMPLE_ISSUE, "--yes")
+        second = run_cli(project, "worker", "--until-done")
     assert result.returncode == 0, result.stderr
     assert "is delivering from this store and will send them" in result.stdout
     assert second.returncode == 1 and "one worker at a time" in second.stderr

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import itertools
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import text
 
+from dispatch.audience import csvio
 from dispatch.config import Segment
 from dispatch.errors import ContentError, DispatchError
-from dispatch.audience import csvio
-from dispatch.store.segments import segment_counts
 from dispatch.store import subscribers as subs
 from dispatch.store.db import StoreError, current_revision, head_revision, open_store
+from dispatch.store.segments import segment_counts
 
-NOW = datetime(2026, 11, 21, 9, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
 TOPICS = {"east-asia": 1, "security": 1, "economy": 1, "diplomacy": 1}
 
 
@@ -60,7 +60,7 @@ def test_suppression_outlives_unsubscribe_and_forget(engine):
     add(engine, "gone@example.com", ["security"])
     subs.update_subscriber(engine, "GONE@example.com", now=NOW, known_topics=TOPICS,
                            status="unsubscribed")
-    rows, rejected, _ = csvio.read_csv("email\ngone@example.com\n", TOPICS)
+    rows, _rejected, _ = csvio.read_csv("email\ngone@example.com\n", TOPICS)
     report = subs.import_rows(engine, rows, NOW)
     assert report.added == 0 and "suppressed (unsubscribed)" in report.rejected[0][2]
 
@@ -92,7 +92,7 @@ def test_set_topics_status_and_timezone(engine):
 
 
 def test_segments_resolve_in_the_database(engine):
-    topic_sets = [set(c) for n in range(0, 4) for c in itertools.combinations(TOPICS, n)]
+    topic_sets = [set(c) for n in range(4) for c in itertools.combinations(TOPICS, n)]
     rows = [csvio.Row(line=i, email=f"r{i}@example.com", key=f"r{i}@example.com", name=None,
                      topics=sorted(t), timezone=None) for i, t in enumerate(topic_sets)]
     subs.import_rows(engine, rows, NOW)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 def run(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "dispatch", *args], cwd=project,
-                          capture_output=True, text=True, timeout=120)
+                          check=False, capture_output=True, text=True, timeout=120)
 
 
 def test_subscriber_lifecycle(project):

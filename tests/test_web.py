@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -21,24 +21,24 @@ import httpx
 import pytest
 from sqlalchemy import Engine, func, select
 
-from dispatch.deliver import sending
-from dispatch.config import Settings, load_settings
+from dispatch.audience.tokens import Signer
 from dispatch.compose.issues import load_issue
-from dispatch.store.sends import CONFIRMATIONS
+from dispatch.config import Settings, load_settings
+from dispatch.deliver import sending
 from dispatch.deliver.sending import launch_issue, run_worker
+from dispatch.deliver.transport import smtp_transport
 from dispatch.devtools.sink import RecordingHandler, free_port, smtp_sink
 from dispatch.store import subscribers as subs
 from dispatch.store.db import open_store
 from dispatch.store.outbox import plan_audience
 from dispatch.store.schema import outbox, subscribers
-from dispatch.audience.tokens import Signer
 from dispatch.store.secrets import secret
-from dispatch.deliver.transport import smtp_transport
+from dispatch.store.sends import CONFIRMATIONS
 from dispatch.web.app import MAX_BODY, create_app
 from dispatch.web.server import WebServer
-from tests.conftest import EXAMPLE_ISSUE, eventually
+from tests.helpers import EXAMPLE_ISSUE, configure_web, eventually
 
-NOW = datetime(2026, 1, 5, 7, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 5, 7, 0, tzinfo=UTC)
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
 
 
@@ -79,22 +79,11 @@ class Site:
         return found[0]
 
 
-def configure(project: Path, smtp_port: int, web_port: int, extra: str = "") -> Path:
-    config = project / "config.toml"
-    text = config.read_text()
-    text = re.sub(r"(?m)^port = \d+", f"port = {smtp_port}", text)
-    text = re.sub(r"(?m)^base_url = .*$", f'base_url = "http://127.0.0.1:{web_port}"', text)
-    text = re.sub(r"(?m)^retry_backoff = \d+", "retry_backoff = 0", text)
-    text += f"\n[web]\nport = {web_port}\nsignup_limit = 4\n{extra}"
-    config.write_text(text)
-    return config
-
-
 @pytest.fixture
 def site(project: Path) -> Iterator[Site]:
     web_port = free_port()
     with smtp_sink(RecordingHandler()) as (handler, smtp_port):
-        settings = load_settings(configure(project, smtp_port, web_port))
+        settings = load_settings(configure_web(project, smtp_port, web_port))
         engine = open_store(settings.store.url)
         wake, stop = threading.Event(), threading.Event()
         server = WebServer(create_app(engine, settings, queued=wake.set), "127.0.0.1",
@@ -422,7 +411,7 @@ def test_forged_altered_foreign_and_expired_tokens_get_a_plain_page_and_change_n
     signer = Signer(secret(site.engine))
     pat = site.get("pat@example.com")
     expired = signer.token("confirm", pat.id, pat.email,
-                           issued=datetime.now(timezone.utc) - timedelta(days=3))
+                           issued=datetime.now(UTC) - timedelta(days=3))
     other_address = signer.token("unsubscribe", site.get("ana@example.com").id, "x@example.com")
     cases = {
         f"/u/{'A' * 40}": 404, f"/u/{altered}": 404, "/u/": 404,
@@ -520,7 +509,7 @@ def test_a_scheduled_issue_is_not_in_the_archive_before_it_goes_out(site: Site):
     from dispatch import schedule as scheduling
     scheduling.schedule_issue(site.engine, site.settings, EXAMPLE_ISSUE,
                               at="2030-01-01 07:00", tz=None, local=False,
-                              now=datetime.now(timezone.utc))
+                              now=datetime.now(UTC))
     assert EXAMPLE_ISSUE not in site.http.get("/a").text
     assert site.http.get(f"/a/{EXAMPLE_ISSUE}").status_code == 404
 
@@ -545,7 +534,7 @@ def test_the_command_serves_signup_to_confirmation_and_stops_on_sigterm(project:
     a web table in config.toml) from the daemon's, woken by the sign-up."""
     web_port = free_port()
     with smtp_sink(RecordingHandler()) as (handler, smtp_port):
-        config = configure(project, smtp_port, web_port)
+        config = configure_web(project, smtp_port, web_port)
         log_path = project / "web.log"
         with log_path.open("w") as log:
             process = subprocess.Popen([sys.executable, "-m", "dispatch", command], cwd=project,

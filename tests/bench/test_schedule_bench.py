@@ -8,26 +8,26 @@ from __future__ import annotations
 
 import random
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, insert, select
 
 from dispatch import schedule as scheduling
+from dispatch.compose.issues import load_issue
 from dispatch.config import Settings
 from dispatch.devtools.demo import generate_subscribers
-from dispatch.compose.issues import load_issue
 from dispatch.store import subscribers as subs
 from dispatch.store.db import open_store
 from dispatch.store.schema import outbox, sends, subscribers
-from tests.conftest import EXAMPLE_ISSUE
+from tests.helpers import EXAMPLE_ISSUE
 
 pytestmark = pytest.mark.bench
 SUBSCRIBERS = 20_000
 WAITING = 1_000
 ZONES = ["Asia/Seoul", "Asia/Tokyo", "Europe/Berlin", "Europe/London", "America/New_York",
          "America/Los_Angeles", "Australia/Sydney", "Pacific/Auckland", None]
-NOW = datetime(2026, 11, 1, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 1, tzinfo=UTC)
 
 
 def test_tick_and_local_time_launch(settings: Settings) -> None:
@@ -51,8 +51,8 @@ def test_tick_and_local_time_launch(settings: Settings) -> None:
         assert scheduling.tick(engine, settings, NOW) == []
     idle = (time.perf_counter() - started) / rounds
 
-    settings = settings.model_copy(update=dict(schedule=settings.schedule.model_copy(
-        update=dict(default_timezone="UTC"))))
+    settings = settings.model_copy(update={"schedule": settings.schedule.model_copy(
+        update={"default_timezone": "UTC"})})
     started = time.perf_counter()
     _, when = scheduling.schedule_issue(engine, settings, EXAMPLE_ISSUE, at="2026-11-27 07:00",
                                         tz=None, local=True, now=NOW)

@@ -9,19 +9,19 @@ from __future__ import annotations
 import random
 import resource
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import insert
 
-from dispatch.config import Segment
 from dispatch.audience import csvio
-from dispatch.store.segments import segment_counts
+from dispatch.config import Segment
 from dispatch.store import subscribers as subs
 from dispatch.store.db import open_store
 from dispatch.store.schema import subscriber_topics, subscribers
+from dispatch.store.segments import segment_counts
 
-NOW = datetime(2026, 11, 21, 9, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
 TOPICS = ["east-asia", "diplomacy", "security", "technology", "economy"]
 ZONES = ["Asia/Seoul", "Europe/Berlin", "America/New_York", ""]
 SEGMENTS = {
@@ -54,9 +54,11 @@ def test_import_100k(store_url):
     elapsed = time.perf_counter() - start
     assert report.added == 100_000 and not rejected
     backend = store_url.split(":")[0]
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\n[{backend}] imported {read:,} rows in {elapsed:.1f} s: {read / elapsed:,.0f} rows/s "
-          f"(validation {validated - start:.1f} s, database {elapsed - (validated - start):.1f} s); "
-          f"peak memory (process max RSS) {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB "
+          f"(validation {validated - start:.1f} s, "
+          f"database {elapsed - (validated - start):.1f} s); "
+          f"peak memory (process max RSS) {peak:.0f} MiB "
           f"({before / 1024:.0f} MiB before the import)")
 
 

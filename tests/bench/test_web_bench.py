@@ -8,24 +8,24 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 
+from dispatch.audience import csvio
+from dispatch.audience.tokens import Signer
 from dispatch.config import load_settings
 from dispatch.devtools.sink import free_port
-from dispatch.audience import csvio
 from dispatch.store import subscribers as subs
 from dispatch.store.db import open_store
-from dispatch.audience.tokens import Signer
 from dispatch.store.secrets import secret
 from dispatch.web.app import create_app
 from dispatch.web.server import WebServer
-from tests.test_web import configure
+from tests.helpers import configure_web
 
-NOW = datetime(2026, 11, 21, 9, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
 PEOPLE = 2_000
 CLIENTS = 8
 
@@ -33,7 +33,7 @@ CLIENTS = 8
 @pytest.mark.bench
 def test_web_throughput(project: Path):
     port = free_port()
-    settings = load_settings(configure(project, 2525, port))
+    settings = load_settings(configure_web(project, 2525, port))
     engine = open_store(settings.store.url)
     rows = [csvio.Row(line=i + 2, email=f"reader{i}@example.com",
                      key=f"reader{i}@example.com", name=f"Reader {i}", topics=["security"],

@@ -36,6 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from dispatch.audience.addresses import email_hash
+from dispatch.audience.signup import RESEND_AFTER, Signup
 from dispatch.compose.models import Issue
 from dispatch.compose.variants import Variant, matched_briefs, variant_for
 from dispatch.config import Settings
@@ -403,15 +404,16 @@ def _store_confirmation(engine: Engine, subject: str, html: str, text: str,
                                                   html=html, text=text))
 
 
-def request_confirmation(engine: Engine, email: str, key: str, *, name: str | None,
-                         topics: list[str], now: datetime, resend_after: timedelta) -> bool:
+def request_confirmation(engine: Engine, wanted: Signup, now: datetime,
+                         resend_after: timedelta = RESEND_AFTER) -> bool:
     """Record a sign-up (store/subscribers.signup_row) and queue its confirmation, in one
     transaction. True when a confirmation was queued; False when nothing was (an active or
     suppressed address, a repeat within `resend_after`, or the same address signing up at
     the same moment)."""
     try:
         with engine.begin() as conn:
-            sid = signup_row(conn, email, key, name=name, topics=topics, now=now)
+            sid = signup_row(conn, wanted.email, wanted.key, name=wanted.name,
+                             topics=list(wanted.topics), now=now)
             return sid is not None and queue_confirmation(conn, sid, now, resend_after)
     except IntegrityError:
         return False  # the same address signed up at the same moment: that request won

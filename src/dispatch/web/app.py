@@ -151,11 +151,8 @@ class Web:
                                     "Please try again in an hour.")
             response.headers["Retry-After"] = "3600"
             return response
-        queued = await run_in_threadpool(partial(
-            outbox.request_confirmation, self.engine, wanted.email, wanted.key,
-            name=wanted.name, topics=list(wanted.topics), now=self.clock(),
-            resend_after=signup.RESEND_AFTER))
-        if queued:
+        if await run_in_threadpool(outbox.request_confirmation, self.engine, wanted,
+                                   self.clock()):
             self.queued()
         # The same answer for a new, pending, active or suppressed address.
         return self.message(200, "Check your inbox",

@@ -1,0 +1,115 @@
+"""Constants and plain functions shared by test modules. Fixtures live in conftest.py; test
+modules import from here, never from each other, so each can be read and run on its own."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from dispatch.compose.issues import load_issue
+from dispatch.config import Settings, load_settings
+from dispatch.devtools.demo import generate_subscribers
+from dispatch.store import subscribers as subs
+from dispatch.store.db import open_store
+
+ROOT = Path(__file__).resolve().parent.parent
+SEEDS = ROOT.parent / "shared" / "seeds"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+EXAMPLE_ISSUE = "2026-11-27-thaw"
+
+PG_URL = os.environ.get("DISPATCH_TEST_PG_URL",
+                        "postgresql+psycopg://dispatch:dispatch@127.0.0.1:5432/dispatch_test")
+
+# What prepare_project sets up: enough recipients that a send takes long enough to be
+# interrupted, over a fixed number of SMTP connections.
+PREPARED_RECIPIENTS = 1200
+PREPARED_CONNECTIONS = 2
+
+
+def seed_files() -> list[Path]:
+    return sorted(SEEDS.glob("*.txt")) if SEEDS.is_dir() else []
+
+
+needs_seeds = pytest.mark.skipif(not seed_files(), reason=f"seed texts not found in {SEEDS}")
+
+
+def reset_postgres(url: str) -> str | None:
+    """Empty the test database; the reason it cannot be reached, or None."""
+    from sqlalchemy import create_engine, text
+    try:
+        engine = create_engine(url)
+        with engine.begin() as conn:
+            conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+        engine.dispose()
+    except Exception as exc:
+        return f"PostgreSQL not reachable at {url.split('@')[-1]}: {type(exc).__name__}"
+    return None
+
+
+def eventually(condition: Callable[[], object], timeout: float = 5.0) -> bool:
+    """Poll `condition` until it holds or `timeout` seconds pass; whether it held."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def run_cli(project: Path, *args: str, stdin: str | None = None
+            ) -> subprocess.CompletedProcess[str]:
+    """`dispatch ARGS` as an operator types it in the project folder."""
+    return subprocess.run([sys.executable, "-m", "dispatch", *args], cwd=project, check=False,
+                          capture_output=True, text=True, timeout=180, input=stdin)
+
+
+def prepare_project(project: Path, port: int) -> list[str]:
+    """Point the project's config.toml at an SMTP server on `port` with no retry wait, and
+    import PREPARED_RECIPIENTS subscribers who all receive the example issue; their
+    addresses."""
+    config = project / "config.toml"
+    text = config.read_text()
+    text = re.sub(r"(?m)^port = \d+", f"port = {port}", text)
+    text = re.sub(r"(?m)^connections = \d+", f"connections = {PREPARED_CONNECTIONS}", text)
+    text = re.sub(r"(?m)^retry_backoff = \d+", "retry_backoff = 0", text)
+    config.write_text(text)
+    settings = load_settings(config)
+    issue = load_issue(settings.issues_dir / EXAMPLE_ISSUE, settings)
+    rows = generate_subscribers(settings, issue.topics, PREPARED_RECIPIENTS, seed=11)
+    engine = open_store(settings.store.url)
+    subs.import_rows(engine, rows, datetime.now(UTC))
+    engine.dispose()
+    return [r.email for r in rows]
+
+
+def configure_delivery(settings: Settings, port: int, **delivery: object) -> Settings:
+    """`settings` delivering to a plain-text SMTP server on localhost `port`, with fast,
+    bounded retries (extra [delivery] values as keywords)."""
+    return settings.model_copy(update={
+        "newsletter": settings.newsletter.model_copy(
+            update={"base_url": "https://news.example.org"}),
+        "smtp": settings.smtp.model_copy(update={"host": "127.0.0.1", "port": port,
+                                                 "security": "none", "timeout": 5.0}),
+        "delivery": settings.delivery.model_copy(update={
+            "connections": 2, "retry_backoff": 0.0, "max_attempts": 3, **delivery})})
+
+
+def configure_web(project: Path, smtp_port: int, web_port: int, extra: str = "") -> Path:
+    """Rewrite the project's config.toml to serve the web app on `web_port` (its base_url)
+    and deliver to `smtp_port`; `extra` lines go into [web]. The config file's path."""
+    config = project / "config.toml"
+    text = config.read_text()
+    text = re.sub(r"(?m)^port = \d+", f"port = {smtp_port}", text)
+    text = re.sub(r"(?m)^base_url = .*$", f'base_url = "http://127.0.0.1:{web_port}"', text)
+    text = re.sub(r"(?m)^retry_backoff = \d+", "retry_backoff = 0", text)
+    text += f"\n[web]\nport = {web_port}\nsignup_limit = 4\n{extra}"
+    config.write_text(text)
+    return config
