@@ -15,9 +15,9 @@ from pathlib import Path
 
 import yaml
 
-from dispatch.compose.briefs import slugify
+from dispatch.compose.briefs import read_text_file, slugify
 from dispatch.config import Topic
-from dispatch.errors import ContentError, Problem
+from dispatch.errors import ContentError, DispatchError, Problem, display_path
 
 BULLET = re.compile(r"^\s*[•◦▪‣∙·\-*–]\s+(?=\S)")
 TERMINAL = tuple(".!?,;…\"”’'")
@@ -298,3 +298,31 @@ def import_file(path: Path, text: str, topics: Mapping[str, Topic], today: date,
 
 def output_name(brief: Imported) -> str:
     return slugify(brief.title) + ".md"
+
+
+@dataclass(frozen=True)
+class ImportedFile:
+    source: Path
+    target: Path  # the Markdown brief written
+    brief: Imported
+    topics: list[str]  # given or suggested; empty when no keyword matched
+
+
+def import_files(files: list[Path], topics: Mapping[str, Topic], out_dir: Path, today: date,
+                 chosen: list[str] | None = None, *, force: bool = False
+                 ) -> list[ImportedFile]:
+    """Write each pasted file as a Markdown brief in `out_dir`. Every file is parsed, and
+    every target checked, before anything is written, so one bad file (or a brief that exists
+    already, unless `force`) writes nothing."""
+    results = []
+    for path in files:
+        brief, picked, markdown = import_file(path, read_text_file(path), topics, today, chosen)
+        target = out_dir / output_name(brief)
+        if target.exists() and not force:
+            raise DispatchError(Problem(display_path(target), "already exists (use --force "
+                                                              "to overwrite)"))
+        results.append((ImportedFile(path, target, brief, picked), markdown))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for imported, markdown in results:
+        imported.target.write_text(markdown, encoding="utf-8")
+    return [imported for imported, _ in results]

@@ -1,7 +1,8 @@
 """Sending an issue: launch (snapshot + render once), deliver, dry runs and test sends.
 
-The commands `dispatch send`, `dispatch worker` and `dispatch demo` are thin shells over
-these functions; so is the scheduler.
+`dispatch demo` and the scheduler's firing call these functions directly; `dispatch send`,
+`dispatch worker` and the daemon's delivery go through deliver/control.py, which decides what
+a send's state calls for and records a pause.
 """
 
 from __future__ import annotations

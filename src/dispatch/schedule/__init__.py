@@ -6,6 +6,7 @@ from dispatch.config.cron import cron_trigger, fire_times
 from dispatch.schedule.daemon import Daemon, tick
 from dispatch.schedule.digests import build_digest, digests_due, next_digest
 from dispatch.schedule.firing import Event, fire
+from dispatch.schedule.overview import Overview, schedule_overview
 from dispatch.schedule.planning import (
                                         When,
                                         cancel_issue,
@@ -17,6 +18,6 @@ from dispatch.schedule.planning import (
                                         validate,
 )
 
-__all__ = ["Daemon", "Event", "When", "build_digest", "cancel_issue", "cron_trigger",
+__all__ = ["Daemon", "Event", "Overview", "When", "build_digest", "cancel_issue", "cron_trigger",
            "digests_due", "fire", "fire_times", "move_issue", "next_digest", "pause_issue",
-           "plan_time", "resume_issue", "schedule_issue", "tick", "validate"]
+           "plan_time", "resume_issue", "schedule_issue", "schedule_overview", "tick", "validate"]

@@ -20,7 +20,8 @@ from sqlalchemy import Engine
 from dispatch.clock import utcnow
 from dispatch.config import Settings
 from dispatch.config.cron import cron_trigger
-from dispatch.deliver.sending import WorkerBusy, run_worker
+from dispatch.deliver.control import run_delivery
+from dispatch.deliver.sending import WorkerBusy
 from dispatch.deliver.transport import Transport
 from dispatch.deliver.worker import Stats
 from dispatch.schedule.digests import digests_due
@@ -135,8 +136,9 @@ class Daemon:
             if self.stopping.is_set():
                 return
             try:
-                stats = run_worker(self.engine, self.settings, self.transport, stop=run_stop,
-                                   until_done=False, progress=self.progress, wake=self._wake)
+                stats = run_delivery(self.engine, self.settings, self.transport,
+                                     stop=run_stop, until_done=False, progress=self.progress,
+                                     wake=self._wake)
             except WorkerBusy as busy:
                 log.warning("%s; retrying in 10 s", busy.problems[0])
                 self.stopping.wait(10)
@@ -145,8 +147,7 @@ class Daemon:
                 log.exception("delivery worker failed; restarting in 10 s")
                 self.stopping.wait(10)
                 continue
-            if stats.paused:
-                sends.pause_running(self.engine, None, stats.paused)
+            if stats.paused:  # run_delivery paused every running send
                 log.error("delivery paused after repeated sender-side failures: %s. Fix the "
                           "relay settings, then `dispatch resume ISSUE`", stats.paused)
 

@@ -1,0 +1,179 @@
+"""What every command module shares: the consoles, the group that turns errors into exit
+codes, the --config option, opening the store, delivery progress, clean stops on signals, and
+the formatting helpers more than one command prints with."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, Self
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from sqlalchemy import Engine
+from typer.core import TyperGroup
+
+from dispatch.config import Settings, load_settings
+from dispatch.deliver.control import describe_when
+from dispatch.deliver.outcomes import Kind
+from dispatch.deliver.worker import Stats
+from dispatch.errors import DispatchError
+from dispatch.store import outbox
+from dispatch.store.db import open_store
+from dispatch.store.sends import get_send
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+# The Context click hands a group's hooks: recent typer releases vendor click as the private
+# typer._click, older ones use click's own; the hooks take either without naming a private
+# module.
+ClickContext = Any
+
+
+class DispatchGroup(TyperGroup):
+    """Turns every DispatchError into located one-line messages and its exit code."""
+
+    def invoke(self, ctx: ClickContext) -> object:
+        try:
+            return super().invoke(ctx)
+        except DispatchError as exc:
+            for problem in exc.problems:
+                err.print(str(problem), markup=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+
+
+def group(help_text: str, cls: type[DispatchGroup] = DispatchGroup) -> typer.Typer:
+    """A command group: help when called bare, errors as located lines."""
+    return typer.Typer(cls=cls, no_args_is_help=True, help=help_text)
+
+
+ConfigOption = Annotated[Path | None, typer.Option(
+    "--config", "-c", envvar="DISPATCH_CONFIG", show_default="./config.toml",
+    help="Path to config.toml (or set DISPATCH_CONFIG).")]
+
+
+def load(config: Path | None) -> Settings:
+    return load_settings(config)
+
+
+def open_engine(settings: Settings) -> Engine:
+    return open_store(settings.store.url)
+
+
+def load_with_store(config: Path | None) -> tuple[Settings, Engine]:
+    settings = load(config)
+    return settings, open_engine(settings)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def say(text: str) -> None:
+    """One line on standard output, printed as given (no Rich markup)."""
+    out.print(text, markup=False)
+
+
+def warn(text: str) -> None:
+    """One line on standard error, printed as given."""
+    err.print(text, markup=False)
+
+
+def print_table(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    table = Table(*columns)
+    for row in rows:
+        table.add_row(*row)
+    out.print(table)
+
+
+def stats_line(stats: Stats) -> str:
+    """A delivery run in one line: sent and rate, then whatever else happened."""
+    o = stats.outcomes
+    parts = [f"{o[Kind.SENT]:,} sent ({stats.rate:,.0f}/s)"]
+    parts += [f"{o[k]:,} {label}" for k, label in ((Kind.RETRY, "to retry"),
+                                                  (Kind.FAILED, "failed"),
+                                                  (Kind.BOUNCED, "bounced"),
+                                                  (Kind.SKIPPED, "skipped")) if o[k]]
+    if stats.note:
+        parts.append(stats.note)
+    return ", ".join(parts)
+
+
+def when_scheduled(engine: Engine, settings: Settings, issue: str) -> str:
+    """The time of an issue's send as just written (scheduled or moved)."""
+    send = get_send(engine, issue)
+    assert send is not None  # sends are never deleted
+    return describe_when(send, settings)
+
+
+def daemon_hint(engine: Engine) -> None:
+    """Scheduling works only with a daemon running: say so when none is."""
+    if not outbox.live_workers(engine, now()):
+        warn("note: no `dispatch run` daemon is running against this store; start one to "
+             "send scheduled issues on time")
+
+
+class DeliveryProgress:
+    """A live bar with rate and ETA on a terminal; a plain log line every few seconds
+    otherwise (cron, systemd, CI)."""
+
+    def __init__(self, total: int, label: str, every: float = 5.0) -> None:
+        self.total = total
+        self.label = label
+        self.every = every
+        self._last = 0.0
+        self._bar: Progress | None = None
+
+    def __enter__(self) -> Self:
+        if err.is_terminal:
+            self._bar = Progress(TextColumn(self.label), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[detail]}"), TimeRemainingColumn(),
+                                 console=err)
+            self._bar.start()
+            self._task = self._bar.add_task(self.label, total=self.total, detail="")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar:
+            self._bar.stop()
+
+    def __call__(self, stats: Stats) -> None:
+        detail = stats_line(stats)
+        if self._bar:
+            self._bar.update(self._task, completed=stats.done, detail=detail)
+        elif time.monotonic() - self._last >= self.every:
+            self._last = time.monotonic()
+            warn(f"{self.label}: {stats.done:,}/{self.total:,} done; {detail}")
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[threading.Event]:
+    """SIGTERM or Ctrl-C stops cleanly: in-flight messages finish, the rest are released.
+    A second Ctrl-C interrupts at once."""
+    stop = threading.Event()
+
+    def handle(signum: int, _frame: object) -> None:
+        warn("stopping: finishing the messages in flight (Ctrl-C again to force)")
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,125 @@
+"""The long-running processes: `dispatch run` (scheduler, delivery and, with a [web] table,
+the web app) and `dispatch serve` (the web app and its confirmations)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from typing import Annotated
+
+import typer
+
+from dispatch import schedule as scheduling
+from dispatch.cli.common import (
+    ConfigOption,
+    load_with_store,
+    stats_line,
+    stop_on_signals,
+)
+from dispatch.config import WebSettings
+from dispatch.deliver import sending
+from dispatch.deliver.control import describe_when
+from dispatch.deliver.transport import smtp_transport
+from dispatch.deliver.worker import Stats
+from dispatch.errors import DispatchError
+from dispatch.store.sends import scheduled_sends
+from dispatch.web import app as web
+from dispatch.web.server import WebServer
+
+
+def _log_to_stderr() -> None:
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(message)s")
+
+
+def run(config: ConfigOption = None) -> None:
+    """The daemon: sends scheduled issues on time, builds recurring digests, and delivers,
+    until SIGTERM or Ctrl-C (messages in flight finish first). Logs go to standard error.
+
+    An issue whose time passed while no daemon ran goes out if it is less than
+    schedule.grace late, and is marked missed otherwise. With a web table in config.toml it
+    also serves the subscriber web app (see `dispatch serve`).
+
+    Example: dispatch run --config /etc/dispatch/config.toml
+    """
+    settings, engine = load_with_store(config)
+    _log_to_stderr()
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    log = logging.getLogger("dispatch.run")
+    last = [0.0, 0]
+
+    def progress(stats: Stats) -> None:  # a log line every 10 s while messages move
+        if stats.done != last[1] and time.monotonic() - last[0] >= 10:
+            last[:] = [time.monotonic(), stats.done]
+            log.info("delivery: %s", stats_line(stats))
+
+    daemon = scheduling.Daemon(engine, settings, smtp_transport(settings.smtp),
+                               progress=progress)
+    server = None
+    if settings.web is not None:
+        server = WebServer(web.create_app(engine, settings, queued=daemon.wake),
+                           settings.web.host, settings.web.port, settings.web.trusted_proxies)
+    with stop_on_signals() as stop:
+        daemon.start()
+        if server is not None:
+            try:
+                server.start()
+            except DispatchError:
+                daemon.stop()
+                raise
+            log.info("dispatch run: web app on %s (public address %s)", server.url,
+                     settings.newsletter.base_url)
+        waiting = scheduled_sends(engine)
+        log.info("dispatch run: %d issue(s) scheduled%s; %d recurring schedule(s); delivering "
+                 "through %s:%d", len(waiting),
+                 f", next {waiting[0].issue} at {describe_when(waiting[0], settings)}"
+                 if waiting else "", len(settings.schedules), settings.smtp.host,
+                 settings.smtp.port)
+        while not stop.wait(1.0):
+            pass
+        if server is not None:
+            server.stop()
+        daemon.stop()
+    log.info("dispatch run: stopped")
+
+
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on.",
+                                             show_default="web.host or 127.0.0.1")] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="Port to listen on.",
+                                             show_default="web.port or 8025")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Serve the subscriber web app until Ctrl-C: one-click unsubscribe, topic preferences,
+    sign-up with double opt-in, and the public archive. Put it at newsletter.base_url.
+
+    Sign-up confirmations are delivered from here, or by `dispatch run` or `dispatch worker`
+    when one of them is delivering from the same store. With a web table in config.toml,
+    `dispatch run` serves this app itself.
+
+    Example: dispatch serve --host 0.0.0.0 --port 8025
+    """
+    settings, engine = load_with_store(config)
+    web_settings = settings.web or WebSettings()
+    _log_to_stderr()
+    log = logging.getLogger("dispatch.serve")
+    wake = threading.Event()
+    server = WebServer(web.create_app(engine, settings, queued=wake.set),
+                       host or web_settings.host, port or web_settings.port,
+                       web_settings.trusted_proxies)
+    with stop_on_signals() as stop:
+        server.start()
+        sender = threading.Thread(target=sending.deliver_when_due, name="dispatch-delivery",
+                                  args=(engine, settings, smtp_transport(settings.smtp), wake,
+                                        stop))
+        sender.start()
+        log.info("dispatch serve: %s (public address %s); Ctrl-C stops", server.url,
+                 settings.newsletter.base_url)
+        while not stop.wait(1.0):
+            pass
+        server.stop()
+        wake.set()
+        sender.join()
+    log.info("dispatch serve: stopped")

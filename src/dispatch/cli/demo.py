@@ -1,0 +1,59 @@
+"""`dispatch demo`: the whole path on embedded defaults, nothing leaving the machine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dispatch.cli.common import (
+    ConfigOption,
+    DeliveryProgress,
+    load,
+    print_table,
+    say,
+    stats_line,
+    warn,
+)
+from dispatch.compose.issues import issue_folders, load_issue, resolve_issue_path
+from dispatch.devtools.demo import run_demo
+from dispatch.errors import DispatchError, Problem, display_path
+
+
+def demo(
+    subscribers: Annotated[int, typer.Option(min=1, max=100_000,
+                                             help="How many subscribers to generate.")] = 500,
+    folder: Annotated[Path, typer.Option("--dir", help="Where the demo store and sample "
+                                                       "messages go (emptied first).")
+                      ] = Path("out/demo"),
+    issue: Annotated[str | None, typer.Option(help="Issue to send (default: the first).")
+                     ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Run the whole path on embedded defaults: a fresh SQLite store with generated
+    subscribers, an in-process SMTP server on localhost, a real send, and what arrived.
+
+    Nothing leaves this machine.
+
+    Example: dispatch demo --subscribers 2000
+    """
+    settings = load(config)
+    folders = issue_folders(settings)
+    if issue is None and not folders:
+        raise DispatchError(Problem(display_path(settings.issues_dir), "no issue to send"))
+    loaded = load_issue(resolve_issue_path(issue, settings) if issue else folders[0], settings)
+    say(f"demo: {subscribers:,} generated subscribers, issue {loaded.slug!r}, in-process SMTP "
+        "server on 127.0.0.1")
+    with DeliveryProgress(subscribers, "sending") as bar:
+        result = run_demo(settings, loaded, folder, subscribers, progress=bar)
+    print_table(("variant", "messages received"),
+                ((vid, f"{n:,}") for vid, n in sorted(result.per_variant.items())))
+    say(f"{result.recipients:,} recipient(s) planned, {result.received:,} message(s) received "
+        f"by the SMTP server; {stats_line(result.stats)}")
+    store = Path(result.store_url.removeprefix("sqlite:///"))
+    say(f"sample messages: {display_path(result.mailbox)}; store: {display_path(store)}")
+    for problem in result.problems:
+        warn(problem)
+    if result.problems or result.received != result.recipients:
+        raise typer.Exit(1)
