@@ -24,7 +24,7 @@ from dispatch.store import sends
 from dispatch.store import subscribers as subs
 from dispatch.store.db import open_store
 from dispatch.store.schema import outbox
-from tests.conftest import EXAMPLE_ISSUE
+from tests.helpers import EXAMPLE_ISSUE
 
 NOW = datetime(2026, 1, 5, 7, 0, tzinfo=UTC)  # before the real clock: rows are due
 READERS = {"ana@example.com": ["east-asia"], "bo@example.com": ["security"],

@@ -14,16 +14,9 @@ from mjml import mjml2html
 
 from dispatch.compose.briefs import parse_brief
 from dispatch.compose.issues import load_issue
-from dispatch.compose.render import (
-    MAX_TEXT_LINE,
-    check_rendered,
-    fill_slots,
-    inline_css,
-    markdown_html,
-    markdown_text,
-    render_variant,
-    sample_values,
-)
+from dispatch.compose.render import inline_css, markdown_html, markdown_text, render_variant
+from dispatch.compose.rules import MAX_TEXT_LINE, check_rendered
+from dispatch.compose.slots import fill_slots, sample_values
 from dispatch.compose.variants import (
     matched_briefs,
     plan_variants,

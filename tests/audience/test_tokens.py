@@ -12,17 +12,10 @@ from itsdangerous import Signer as HmacSigner
 from itsdangerous.encoding import base64_encode
 from sqlalchemy import Engine, func, select
 
-from dispatch.audience.tokens import (
-    PURPOSES,
-    SECRET_ENV,
-    BadToken,
-    Claim,
-    Signer,
-    existing_secret,
-    secret,
-)
+from dispatch.audience.tokens import PURPOSES, BadToken, Claim, Signer
 from dispatch.store.db import open_store
 from dispatch.store.schema import settings_table
+from dispatch.store.secrets import SECRET_ENV, existing_secret, secret
 
 KEY = "a test key, long enough to be a real one"
 # A whole second, so the issue time a token carries (seconds) is exactly this moment.

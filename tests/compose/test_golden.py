@@ -2,7 +2,7 @@
 
 After an intended change to templates or rendering, regenerate with:
 
-    pytest tests/test_golden.py --update-golden
+    pytest tests/compose/test_golden.py --update-golden
 
 and review the diff of tests/golden/ before committing it.
 """
@@ -20,7 +20,7 @@ from dispatch.compose.variants import possible_variants
 from dispatch.config import load_settings
 from tests.helpers import EXAMPLE_ISSUE, ROOT
 
-GOLDEN = Path(__file__).resolve().parent / "golden" / EXAMPLE_ISSUE
+GOLDEN = Path(__file__).resolve().parents[1] / "golden" / EXAMPLE_ISSUE
 NOW = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
 VARIANTS = ["b1-2-3-4-5", "b3-5"]
 
@@ -36,7 +36,7 @@ def test_golden(variant_id, kind, request):
     if request.config.getoption("--update-golden"):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(actual, encoding="utf-8")
-    assert path.is_file(), "no golden file: run pytest tests/test_golden.py --update-golden"
+    assert path.is_file(), "no golden file: run pytest tests/compose/test_golden.py --update-golden"
     assert actual == path.read_text(encoding="utf-8"), (
         f"{path.name} differs from the rendering; if intended, run "
-        "pytest tests/test_golden.py --update-golden and review the diff")
+        "pytest tests/compose/test_golden.py --update-golden and review the diff")
