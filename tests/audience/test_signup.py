@@ -17,8 +17,9 @@ from dispatch.compose.slots import TOKENS
 from dispatch.config import Settings
 from dispatch.errors import RenderError
 from dispatch.store import subscribers as subs
+from dispatch.store.confirmations import prepare_confirmations
+from dispatch.store.confirmations import request_confirmation as request
 from dispatch.store.db import open_store
-from dispatch.store.outbox import request_confirmation as request
 from dispatch.store.schema import outbox
 from dispatch.store.sends import CONFIRMATIONS
 
@@ -145,7 +146,7 @@ def test_a_project_template_without_the_link_is_refused(settings, project: Path)
 def engine(settings: Settings) -> Iterator[Engine]:
     engine = open_store(settings.store.url)
     # What the web app does when it starts: the message every confirmation row points at.
-    signup.prepare(engine, settings, EXPIRY, NOW)
+    prepare_confirmations(engine, settings, EXPIRY, NOW)
     yield engine
     engine.dispose()
 

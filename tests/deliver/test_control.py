@@ -168,8 +168,8 @@ class _Refusing:
 
 
 def test_a_run_the_relay_refuses_pauses_the_send(engine, settings, issue):
-    settings = dataclasses.replace(settings, delivery=dataclasses.replace(
-        settings.delivery, connections=1, sender_failures=2))
+    settings = settings.model_copy(update={"delivery": settings.delivery.model_copy(
+        update={"connections": 1, "sender_failures": 2})})
     launched(engine, issue, settings)
     stats = control.run_delivery(engine, settings, _Refusing, issue=issue.slug)
     assert stats.paused and "authentication" in stats.paused

@@ -1,0 +1,2 @@
+"""The demo on embedded defaults and the in-process SMTP sink it (and the tests)
+deliver to."""

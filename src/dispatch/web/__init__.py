@@ -1,0 +1,2 @@
+"""The subscriber web app (Starlette): pages, the guards in front of them, and uvicorn
+on a thread."""

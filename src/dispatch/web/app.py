@@ -37,7 +37,7 @@ from dispatch.config import Settings, WebSettings
 from dispatch.config.topics import unknown_topics
 from dispatch.errors import DispatchError
 from dispatch.states import RECEIVING, SubscriberStatus
-from dispatch.store import outbox, sends
+from dispatch.store import confirmations, sends
 from dispatch.store import subscribers as subs
 from dispatch.store.secrets import secret
 from dispatch.web.guards import BodyLimit, SignupLimiter
@@ -151,7 +151,7 @@ class Web:
                                     "Please try again in an hour.")
             response.headers["Retry-After"] = "3600"
             return response
-        if await run_in_threadpool(outbox.request_confirmation, self.engine, wanted,
+        if await run_in_threadpool(confirmations.request_confirmation, self.engine, wanted,
                                    self.clock()):
             self.queued()
         # The same answer for a new, pending, active or suppressed address.
@@ -323,8 +323,7 @@ def create_app(engine: Engine, settings: Settings, *, queued: Callable[[], None]
     can send it at once."""
     web_settings = settings.web or WebSettings()
     signer = Signer(secret(engine), expiry={"confirm": web_settings.confirm_expiry})
-    outbox.prepare_confirmations(
-        engine, *signup.confirmation_message(settings, web_settings.confirm_expiry), clock())
+    confirmations.prepare_confirmations(engine, settings, web_settings.confirm_expiry, clock())
     web = Web(engine, settings, web_settings, signer, queued, clock)
     both = ["GET", "POST"]
     routes = [

@@ -1,0 +1,82 @@
+"""Double opt-in confirmations travel as an outbox pseudo-send, CONFIRMATIONS: one stored
+variant (the rendered message), one row per request, delivered by the same workers with the
+same retries, rate limits and DKIM as an issue."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, Engine, and_, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from dispatch.audience.signup import RESEND_AFTER, Signup, confirmation_message
+from dispatch.config import Settings
+from dispatch.states import UNFINISHED, RowState, SendStatus
+from dispatch.store.schema import outbox, send_variants, sends
+from dispatch.store.sends import CONFIRMATIONS, change_status
+from dispatch.store.subscribers import signup_row
+
+
+def prepare_confirmations(engine: Engine, settings: Settings, expiry: timedelta,
+                          now: datetime) -> None:
+    """The confirmation message rendered (audience/signup.py) and kept as the one variant of
+    the CONFIRMATIONS send, where every worker finds it; refreshed on every start so a changed
+    template or newsletter name applies to the next confirmation."""
+    try:
+        _store_confirmation(engine, *confirmation_message(settings, expiry), now)
+    except IntegrityError:
+        pass  # another web process starting at the same moment stored the same message
+
+
+def _store_confirmation(engine: Engine, subject: str, html: str, text: str,
+                        now: datetime) -> None:
+    with engine.begin() as conn:
+        if conn.execute(select(sends.c.issue).where(sends.c.issue == CONFIRMATIONS)).first():
+            conn.execute(update(sends).where(sends.c.issue == CONFIRMATIONS)
+                         .values(subject=subject))
+            conn.execute(delete(send_variants).where(send_variants.c.issue == CONFIRMATIONS))
+        else:
+            conn.execute(insert(sends).values(issue=CONFIRMATIONS, subject=subject,
+                                              status=SendStatus.SENT, recipients=0,
+                                              created_at=now,
+                                              launched_at=now))
+        conn.execute(insert(send_variants).values(issue=CONFIRMATIONS, variant="confirm",
+                                                  html=html, text=text))
+
+
+def request_confirmation(engine: Engine, wanted: Signup, now: datetime,
+                         resend_after: timedelta = RESEND_AFTER) -> bool:
+    """Record a sign-up (store/subscribers.signup_row) and queue its confirmation, in one
+    transaction. True when a confirmation was queued; False when nothing was (an active or
+    suppressed address, a repeat within `resend_after`, or the same address signing up at
+    the same moment)."""
+    try:
+        with engine.begin() as conn:
+            sid = signup_row(conn, wanted.email, wanted.key, name=wanted.name,
+                             topics=list(wanted.topics), now=now)
+            return sid is not None and queue_confirmation(conn, sid, now, resend_after)
+    except IntegrityError:
+        return False  # the same address signed up at the same moment: that request won
+
+
+def queue_confirmation(conn: Connection, subscriber_id: int, now: datetime,
+                       resend_after: timedelta) -> bool:
+    """Queue a confirmation message for a pending subscriber, in the caller's transaction.
+    One already waiting, or sent less than `resend_after` ago, is not repeated: a form
+    submitted again must not flood a mailbox. False when nothing was queued."""
+    previous = conn.execute(select(outbox.c.state, outbox.c.updated_at).where(and_(
+        outbox.c.issue == CONFIRMATIONS, outbox.c.subscriber_id == subscriber_id))).first()
+    if previous is not None:
+        if previous.state in UNFINISHED or previous.updated_at > now - resend_after:
+            return False
+        # A fresh row, not a reset one: its id gives the new message its own Message-ID.
+        conn.execute(delete(outbox).where(and_(outbox.c.issue == CONFIRMATIONS,
+                                               outbox.c.subscriber_id == subscriber_id)))
+    conn.execute(insert(outbox).values(issue=CONFIRMATIONS, subscriber_id=subscriber_id,
+                                       variant="confirm", state=RowState.QUEUED, attempts=0,
+                                       next_attempt_at=now, updated_at=now))
+    # A confirmation reopens its pseudo-send whatever its status, paused included: a new
+    # sign-up is a fresh chance to deliver.
+    change_status(conn, SendStatus.SENDING, None, sends.c.issue == CONFIRMATIONS,
+                  finished_at=None, recipients=sends.c.recipients + 1)
+    return True
