@@ -314,6 +314,72 @@ def test_recurring_digest_collects_only_new_briefs_once(sqlite_engine, cfg, serv
     assert scheduling.tick(engine, cfg, FRIDAY + 4 * WEEK + timedelta(hours=3)) == []
 
 
+BROKEN_YAML = "---\ntitle: [never closed\ntopics: [security]\n---\n\nBody.\n"
+
+
+def weekly_inbox(cfg: Settings, *briefs: str) -> Settings:
+    inbox = cfg.root / "inbox"
+    inbox.mkdir()
+    for name in briefs:
+        shutil.copy(cfg.issues_dir / EXAMPLE_ISSUE / name, inbox / name)
+    return cfg.model_copy(update={"schedules": (RecurringSchedule(
+        name="weekly", cron="0 7 * * 5", timezone="Asia/Seoul", folder="inbox",
+        subject="The week in Asia, {date:%d %B}"),)})
+
+
+def test_a_brief_that_fails_its_check_is_left_out_with_an_error_and_goes_once_fixed(
+        sqlite_engine, cfg, server, caplog):
+    engine = sqlite_engine
+    cfg = weekly_inbox(cfg, "01-hiroshima-meeting.md", "03-missile-warnings.md")
+    (cfg.root / "inbox" / "02-broken.md").write_text(BROKEN_YAML)
+    populate(engine, cfg)
+
+    with caplog.at_level("INFO", logger="dispatch.schedule"):
+        events = scheduling.tick(engine, cfg, FRIDAY)
+    assert [e.kind for e in events] == ["digest"], events
+    assert "built 2026-12-04-weekly from 2 new brief(s); left out" in events[0].message
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and errors[0].startswith("digest weekly: left out inbox/02-broken.md: ")
+    assert "02-broken.md:" in errors[0] and "YAML" in errors[0], errors
+    issue = load_issue(cfg.issues_dir / "2026-12-04-weekly", cfg)
+    assert [b.path.name for b in issue.briefs] == ["01-hiroshima-meeting.md",
+                                                  "03-missile-warnings.md"]
+    assert get_send(engine, issue.slug).status == "sending"
+
+    # Fixed by the next Friday: it goes out then, alone.
+    shutil.copy(cfg.issues_dir / EXAMPLE_ISSUE / "05-taiwan-strait.md",
+                cfg.root / "inbox" / "02-broken.md")
+    assert [e.kind for e in scheduling.tick(engine, cfg, FRIDAY + WEEK)] == ["digest"]
+    issue = load_issue(cfg.issues_dir / "2026-12-11-weekly", cfg)
+    assert [b.path.name for b in issue.briefs] == ["02-broken.md"]
+
+
+def test_a_failed_digest_leaves_no_folder_behind(sqlite_engine, cfg, server, caplog):
+    engine = sqlite_engine
+    cfg = weekly_inbox(cfg)
+    inbox = cfg.root / "inbox"
+    populate(engine, cfg)
+    before = sorted(cfg.issues_dir.rglob("*"))
+
+    # Every new brief fails its check.
+    (inbox / "02-broken.md").write_text(BROKEN_YAML)
+    events = scheduling.tick(engine, cfg, FRIDAY)
+    assert [e.kind for e in events] == ["failed"], events
+    assert "left out (failed their check): 02-broken.md" in events[0].message
+
+    # Each brief passes, the issue does not (an image without alt text fails the email rules).
+    (inbox / "02-broken.md").unlink()
+    text = (cfg.issues_dir / EXAMPLE_ISSUE / "03-missile-warnings.md").read_text()
+    (inbox / "03-no-alt.md").write_text(text + "\n![](https://example.com/radar.png)\n")
+    for week in (1, 2):
+        events = scheduling.tick(engine, cfg, FRIDAY + week * WEEK)
+        assert [e.kind for e in events] == ["failed"], events
+        assert "alt" in events[0].message, events[0].message
+    (inbox / "03-no-alt.md").unlink()
+    assert sorted(cfg.issues_dir.rglob("*")) == before  # no draft left under issues/
+    assert list(cfg.root.glob(".digest-*")) == []  # nor a scratch folder beside it
+
+
 @pytest.mark.parametrize("expr, weekdays", [
     ("0 7 * * 5", "fri"), ("0 7 * * 0", "sun"), ("0 7 * * 7", "sun"),
     ("0 7 * * 1-5", "mon,tue,wed,thu,fri"), ("0 7 * * fri-sun", "sun,fri,sat"),
