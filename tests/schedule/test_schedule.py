@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 from datetime import UTC, datetime, timedelta
@@ -488,6 +489,54 @@ def test_the_daemon_keeps_its_triggers_in_step_with_the_store(sqlite_engine, cfg
     finally:
         daemon.stop()
     assert not daemon.scheduler.running
+
+
+def schedule_toml(name: str, cron: str) -> str:
+    return (f'\n[[schedules]]\nname = "{name}"\ncron = "{cron}"\nfolder = "inbox"\n'
+            f'subject = "Digest"\n')
+
+
+def save(config: Path, text: str) -> None:
+    """Write config.toml as an editor saves it: its modification time moves on (set here, as
+    two saves within one clock tick of the file system could share it)."""
+    before = config.stat().st_mtime_ns
+    config.write_text(text)
+    os.utime(config, ns=(before + 1_000_000_000, before + 1_000_000_000))
+
+
+def test_the_daemon_reloads_schedules_when_config_toml_changes(sqlite_engine, cfg, caplog):
+    config = cfg.path
+    original = config.read_text()
+    cfg = cfg.model_copy(update={"schedule": cfg.schedule.model_copy(update={"sync": 0.2})})
+    daemon = scheduling.Daemon(sqlite_engine, cfg, smtp_transport(cfg.smtp))
+    daemon.start()
+
+    def recurring() -> set[str]:
+        return {job for job in daemon.jobs() if job.startswith("recurring:")}
+
+    try:
+        assert recurring() == set()
+        save(config, original + schedule_toml("weekly", "0 7 * * fri"))
+        assert eventually(lambda: recurring() == {"recurring:weekly"}), daemon.jobs()
+        assert daemon.jobs()["recurring:weekly"].weekday() in (3, 4)  # Fri 07:00 in Seoul
+
+        # A mistake: logged with its line, and the schedules in use are kept.
+        with caplog.at_level("INFO", logger="dispatch.schedule"):
+            save(config, original + schedule_toml("weekly", "0 7 * * fri")
+                 + schedule_toml("daily", "61 7 * * *"))
+            assert eventually(lambda: any(r.levelname == "ERROR" for r in caplog.records))
+        [error] = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+        line = (original + schedule_toml("weekly", "0 7 * * fri")).count("\n") + 4
+        assert "config.toml not reloaded (config.toml changed)" in error
+        assert f"config.toml:{line}: schedules[1].cron:" in error, error
+        assert recurring() == {"recurring:weekly"}
+        assert [r.name for r in daemon.settings.schedules] == ["weekly"]
+
+        save(config, original + schedule_toml("daily", "0 7 * * *"))
+        assert eventually(lambda: recurring() == {"recurring:daily"}), daemon.jobs()
+        assert daemon.settings.smtp == cfg.smtp  # only the schedules are taken from the file
+    finally:
+        daemon.stop()
 
 
 def test_migration_keeps_sends_made_before_scheduling_existed(tmp_path: Path):
