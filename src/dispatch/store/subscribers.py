@@ -217,7 +217,6 @@ def forget(engine: Engine, email: str, now: datetime) -> None:
     key = normalize(current.email)
     with engine.begin() as conn:
         _suppress(conn, key, "forgotten", now)
-        _withdraw_request(conn, current.id, now)
         conn.execute(delete(subscriber_topics)
                      .where(subscriber_topics.c.subscriber_id == current.id))
         conn.execute(delete(subscribers).where(subscribers.c.id == current.id))
