@@ -172,6 +172,11 @@ def subscriber(engine: Engine, email: str) -> subs.Subscriber:
     return found
 
 
+def suppressed(engine: Engine, key: str = "ana@example.com") -> str | None:
+    with engine.connect() as conn:
+        return subs.suppression_reason(conn, key)
+
+
 def add_active(engine: Engine, settings: Settings, email: str) -> subs.Subscriber:
     return subs.add(engine, email, name="Ana", topics=["security"], timezone=None,
                     known_topics=settings.topics, now=NOW - timedelta(days=30))
@@ -222,12 +227,16 @@ def test_a_repeated_confirmation_is_a_new_row_with_its_own_id(engine, settings):
     assert second != first
 
 
-def test_a_repeat_with_other_topics_updates_the_pending_request(engine, settings):
+def test_a_repeat_with_other_topics_waits_for_the_click_then_applies(engine, settings):
     assert request(engine, good(settings, name="Ana", topics=["security"]), NOW)
+    before = subscriber(engine, "ana@example.com")
     request(engine, good(settings, name="Ana R.", topics=["economy"]), NOW + timedelta(minutes=1))
-    ana = subscriber(engine, "ana@example.com")
-    assert (ana.name, ana.topics, ana.status) == ("Ana R.", ("economy",), "pending")
+    assert subscriber(engine, "ana@example.com") == before  # whoever sent it may not be Ana
     assert len(confirmations(engine)) == 1
+    assert subs.confirm(engine, before.id, NOW + timedelta(minutes=2)) == "active"
+    ana = subscriber(engine, "ana@example.com")
+    assert (ana.name, ana.topics, ana.status) == ("Ana R.", ("economy",), "active")
+    assert subs.signup_request(engine, ana.id) is None
 
 
 def test_an_active_subscriber_is_left_as_it_is(engine, settings):
@@ -238,14 +247,40 @@ def test_an_active_subscriber_is_left_as_it_is(engine, settings):
     assert confirmations(engine) == []
 
 
-def test_an_unsubscribed_address_may_ask_again_and_is_pending_until_it_confirms(engine,
-                                                                                 settings):
+def test_a_sign_up_leaves_an_unsubscribed_address_as_it_is_until_the_click(engine, settings):
+    ana = add_active(engine, settings, "ana@example.com")
+    assert subs.unsubscribe(engine, ana.id, NOW - timedelta(days=1))
+    before = subscriber(engine, "ana@example.com")
+    assert request(engine, good(settings, name="Mallory", topics=["economy"]), NOW) is True
+    assert subscriber(engine, "ana@example.com") == before  # unsubscribed, same name, topics
+    assert suppressed(engine) == "unsubscribed"
+    assert [(sid, state) for _, sid, state in confirmations(engine)] == [(ana.id, "queued")]
+
+    assert subs.confirm(engine, ana.id, NOW + timedelta(minutes=5)) == "active"
+    again = subscriber(engine, "ana@example.com")
+    assert (again.id, again.status, again.name, again.topics) == (ana.id, "active", "Mallory",
+                                                                   ("economy",))
+    assert suppressed(engine) is None
+
+
+def test_an_unsubscribed_address_without_a_request_cannot_be_confirmed(engine, settings):
+    # An old confirmation link from before the unsubscribe must not bring the address back.
+    ana = add_active(engine, settings, "ana@example.com")
+    assert subs.unsubscribe(engine, ana.id, NOW - timedelta(days=1))
+    assert subs.confirm(engine, ana.id, NOW) == "unsubscribed"
+    assert subscriber(engine, "ana@example.com").status == "unsubscribed"
+
+
+def test_unsubscribing_withdraws_a_waiting_request_and_its_confirmation(engine, settings):
     ana = add_active(engine, settings, "ana@example.com")
     assert subs.unsubscribe(engine, ana.id, NOW - timedelta(days=1))
     assert request(engine, good(settings, topics=["economy"]), NOW) is True
-    again = subscriber(engine, "ana@example.com")
-    assert (again.id, again.status, again.topics) == (ana.id, "pending", ("economy",))
-    assert [(sid, state) for _, sid, state in confirmations(engine)] == [(ana.id, "queued")]
+    # "Unsubscribe" in the confirmation someone else asked for: already unsubscribed, but
+    # the request and the message not yet sent are dropped.
+    assert subs.unsubscribe(engine, ana.id, NOW + timedelta(minutes=1)) is False
+    assert subs.signup_request(engine, ana.id) is None
+    assert [state for _, _, state in confirmations(engine)] == ["skipped"]
+    assert subs.confirm(engine, ana.id, NOW + timedelta(minutes=2)) == "unsubscribed"
 
 
 @pytest.mark.parametrize("status", ["bounced", "complained"])

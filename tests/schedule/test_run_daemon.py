@@ -76,6 +76,45 @@ def test_the_daemon_sends_a_scheduled_issue_on_time_and_stops_on_sigterm(project
     engine.dispose()
 
 
+def test_sighup_reloads_the_schedules_and_a_bad_file_keeps_the_old_ones(project: Path):
+    prepare_project(project, 1)  # nothing is sent here
+    config = project / "config.toml"
+    text = config.read_text()
+    # No sync tick during the test: only the signal can bring the change in.
+    text = text.replace('\ngrace = "1h"', '\ngrace = "1h"\nsync = 3600')
+    config.write_text(text)
+    weekly = ('\n[[schedules]]\nname = "weekly"\ncron = "0 7 * * fri"\nfolder = "inbox"\n'
+              'subject = "Digest"\n')
+    log_path = project / "run.log"
+    with log_path.open("w") as log:
+        daemon = subprocess.Popen([sys.executable, "-m", "dispatch", "run"], cwd=project,
+                                  stdout=log, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert eventually(lambda: "dispatch run:" in log_path.read_text()
+                          or daemon.poll() is not None, 30), log_path.read_text()
+        config.write_text(text + weekly)
+        daemon.send_signal(signal.SIGHUP)
+        assert eventually(lambda: "config.toml reloaded (SIGHUP): 1 recurring schedule(s): "
+                          "weekly" in log_path.read_text(), 15), log_path.read_text()
+
+        config.write_text(text + weekly.replace("0 7 * * fri", "0 7 * * someday"))
+        daemon.send_signal(signal.SIGHUP)
+        assert eventually(lambda: "not reloaded (SIGHUP)" in log_path.read_text(), 15), \
+            log_path.read_text()
+        assert daemon.poll() is None
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0, log_path.read_text()
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+    log_text = log_path.read_text()
+    error = next(line for line in log_text.splitlines() if "not reloaded (SIGHUP)" in line)
+    assert " ERROR " in error and "keeping the 1 recurring schedule(s) in use" in error
+    line = (text + weekly).count("\n") - 2
+    assert f"config.toml:{line}: schedules[0].cron:" in log_text, log_text
+    assert "Traceback" not in log_text
+
+
 def test_schedule_commands_as_an_editor_types_them(project: Path):
     prepare_project(project, 1)  # nothing is sent here
     bad = run_cli(project, "schedule", EXAMPLE_ISSUE, "--at", "2020-01-01 07:00")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 from datetime import UTC, datetime, timedelta
@@ -314,6 +315,72 @@ def test_recurring_digest_collects_only_new_briefs_once(sqlite_engine, cfg, serv
     assert scheduling.tick(engine, cfg, FRIDAY + 4 * WEEK + timedelta(hours=3)) == []
 
 
+BROKEN_YAML = "---\ntitle: [never closed\ntopics: [security]\n---\n\nBody.\n"
+
+
+def weekly_inbox(cfg: Settings, *briefs: str) -> Settings:
+    inbox = cfg.root / "inbox"
+    inbox.mkdir()
+    for name in briefs:
+        shutil.copy(cfg.issues_dir / EXAMPLE_ISSUE / name, inbox / name)
+    return cfg.model_copy(update={"schedules": (RecurringSchedule(
+        name="weekly", cron="0 7 * * 5", timezone="Asia/Seoul", folder="inbox",
+        subject="The week in Asia, {date:%d %B}"),)})
+
+
+def test_a_brief_that_fails_its_check_is_left_out_with_an_error_and_goes_once_fixed(
+        sqlite_engine, cfg, server, caplog):
+    engine = sqlite_engine
+    cfg = weekly_inbox(cfg, "01-hiroshima-meeting.md", "03-missile-warnings.md")
+    (cfg.root / "inbox" / "02-broken.md").write_text(BROKEN_YAML)
+    populate(engine, cfg)
+
+    with caplog.at_level("INFO", logger="dispatch.schedule"):
+        events = scheduling.tick(engine, cfg, FRIDAY)
+    assert [e.kind for e in events] == ["digest"], events
+    assert "built 2026-12-04-weekly from 2 new brief(s); left out" in events[0].message
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and errors[0].startswith("digest weekly: left out inbox/02-broken.md: ")
+    assert "02-broken.md:" in errors[0] and "YAML" in errors[0], errors
+    issue = load_issue(cfg.issues_dir / "2026-12-04-weekly", cfg)
+    assert [b.path.name for b in issue.briefs] == ["01-hiroshima-meeting.md",
+                                                  "03-missile-warnings.md"]
+    assert get_send(engine, issue.slug).status == "sending"
+
+    # Fixed by the next Friday: it goes out then, alone.
+    shutil.copy(cfg.issues_dir / EXAMPLE_ISSUE / "05-taiwan-strait.md",
+                cfg.root / "inbox" / "02-broken.md")
+    assert [e.kind for e in scheduling.tick(engine, cfg, FRIDAY + WEEK)] == ["digest"]
+    issue = load_issue(cfg.issues_dir / "2026-12-11-weekly", cfg)
+    assert [b.path.name for b in issue.briefs] == ["02-broken.md"]
+
+
+def test_a_failed_digest_leaves_no_folder_behind(sqlite_engine, cfg, server, caplog):
+    engine = sqlite_engine
+    cfg = weekly_inbox(cfg)
+    inbox = cfg.root / "inbox"
+    populate(engine, cfg)
+    before = sorted(cfg.issues_dir.rglob("*"))
+
+    # Every new brief fails its check.
+    (inbox / "02-broken.md").write_text(BROKEN_YAML)
+    events = scheduling.tick(engine, cfg, FRIDAY)
+    assert [e.kind for e in events] == ["failed"], events
+    assert "left out (failed their check): 02-broken.md" in events[0].message
+
+    # Each brief passes, the issue does not (an image without alt text fails the email rules).
+    (inbox / "02-broken.md").unlink()
+    text = (cfg.issues_dir / EXAMPLE_ISSUE / "03-missile-warnings.md").read_text()
+    (inbox / "03-no-alt.md").write_text(text + "\n![](https://example.com/radar.png)\n")
+    for week in (1, 2):
+        events = scheduling.tick(engine, cfg, FRIDAY + week * WEEK)
+        assert [e.kind for e in events] == ["failed"], events
+        assert "alt" in events[0].message, events[0].message
+    (inbox / "03-no-alt.md").unlink()
+    assert sorted(cfg.issues_dir.rglob("*")) == before  # no draft left under issues/
+    assert list(cfg.root.glob(".digest-*")) == []  # nor a scratch folder beside it
+
+
 @pytest.mark.parametrize("expr, weekdays", [
     ("0 7 * * 5", "fri"), ("0 7 * * 0", "sun"), ("0 7 * * 7", "sun"),
     ("0 7 * * 1-5", "mon,tue,wed,thu,fri"), ("0 7 * * fri-sun", "sun,fri,sat"),
@@ -422,6 +489,59 @@ def test_the_daemon_keeps_its_triggers_in_step_with_the_store(sqlite_engine, cfg
     finally:
         daemon.stop()
     assert not daemon.scheduler.running
+
+
+def schedule_toml(name: str, cron: str) -> str:
+    return (f'\n[[schedules]]\nname = "{name}"\ncron = "{cron}"\nfolder = "inbox"\n'
+            f'subject = "Digest"\n')
+
+
+def save(config: Path, text: str) -> None:
+    """Write config.toml as an editor saves it: its modification time moves on (set here, as
+    two saves within one clock tick of the file system could share it)."""
+    before = config.stat().st_mtime_ns
+    config.write_text(text)
+    os.utime(config, ns=(before + 1_000_000_000, before + 1_000_000_000))
+
+
+def test_the_daemon_reloads_schedules_when_config_toml_changes(sqlite_engine, cfg, caplog):
+    config = cfg.path
+    original = config.read_text()
+    cfg = cfg.model_copy(update={"schedule": cfg.schedule.model_copy(update={"sync": 0.2})})
+    daemon = scheduling.Daemon(sqlite_engine, cfg, smtp_transport(cfg.smtp))
+    daemon.start()
+
+    def recurring() -> set[str]:
+        return {job for job in daemon.jobs() if job.startswith("recurring:")}
+
+    try:
+        assert recurring() == set()
+        save(config, original + schedule_toml("weekly", "0 7 * * fri"))
+        assert eventually(lambda: recurring() == {"recurring:weekly"}), daemon.jobs()
+        assert daemon.jobs()["recurring:weekly"].weekday() in (3, 4)  # Fri 07:00 in Seoul
+
+        # A mistake: logged with its line, and the schedules in use are kept.
+        with caplog.at_level("INFO", logger="dispatch.schedule"):
+            save(config, original + schedule_toml("weekly", "0 7 * * fri")
+                 + schedule_toml("daily", "61 7 * * *"))
+            def errors() -> list[str]:
+                return [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+
+            assert eventually(errors)
+            # Reported once, not on every sync tick until someone fixes the file.
+            assert not eventually(lambda: len(errors()) > 1, 1.0), errors()
+        [error] = errors()
+        line = (original + schedule_toml("weekly", "0 7 * * fri")).count("\n") + 4
+        assert "config.toml not reloaded (config.toml changed)" in error
+        assert f"config.toml:{line}: schedules[1].cron:" in error, error
+        assert recurring() == {"recurring:weekly"}
+        assert [r.name for r in daemon.settings.schedules] == ["weekly"]
+
+        save(config, original + schedule_toml("daily", "0 7 * * *"))
+        assert eventually(lambda: recurring() == {"recurring:daily"}), daemon.jobs()
+        assert daemon.settings.smtp == cfg.smtp  # only the schedules are taken from the file
+    finally:
+        daemon.stop()
 
 
 def test_migration_keeps_sends_made_before_scheduling_existed(tmp_path: Path):

@@ -195,3 +195,20 @@ def test_export_round_trips(engine, tmp_path):
     again, rejected, _ = csvio.read_csv(out.read_text().replace(",status", "").replace(
         ",active", ""), TOPICS)
     assert not rejected and {r.key for r in again} == {r.key for r in rows}
+
+
+def test_a_sign_up_request_waits_for_confirmation(engine):
+    ana = add(engine, "ana@example.com", ["east-asia"], name="Ana")
+    assert subs.unsubscribe(engine, ana.id, NOW)
+    with engine.begin() as conn:
+        assert subs.signup_row(conn, "ana@example.com", "ana@example.com", name="Ana Lee",
+                               topics=["economy", "security"], now=NOW) == ana.id
+    still = subs.require(engine, "ana@example.com")
+    assert (still.status, still.name, still.topics) == ("unsubscribed", "Ana", ("east-asia",))
+    wanted = subs.signup_request(engine, ana.id)
+    assert wanted is not None and wanted.topics == ("economy", "security")
+    assert wanted.requested_at == NOW
+    assert subs.confirm(engine, ana.id, NOW) == "active"
+    back = subs.require(engine, "ana@example.com")
+    assert (back.name, back.topics) == ("Ana Lee", ("economy", "security"))
+

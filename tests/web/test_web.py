@@ -311,6 +311,35 @@ def test_signup_sends_a_confirmation_whose_link_activates_the_subscription(site:
     assert len(site.messages_to("dana@example.com")) == 2
 
 
+def test_a_sign_up_for_an_unsubscribed_address_changes_nothing_until_its_owner_confirms(
+        site: Site):
+    ana = site.add("ana@example.com", ["technology"], name="Ana")
+    site.add("ben@example.com", ["east-asia"])
+    assert subs.unsubscribe(site.engine, ana.id, NOW)
+    before = site.get("ana@example.com")
+    answer = sign_up(site, "ana@example.com", ["security", "east-asia"], name="Ana Lee")
+    assert answer.status_code == 200 and "Check your inbox" in answer.text
+    assert site.get("ana@example.com") == before  # still unsubscribed, same name and topics
+
+    # The confirmation reaches the unsubscribed address; issues do not.
+    assert eventually(lambda: site.messages_to("ana@example.com"), 10)
+    link = site.link("ana@example.com", "/c/")
+    site.send()
+    assert len(site.messages_to("ana@example.com")) == 1
+    assert len(site.messages_to("ben@example.com")) == 1
+
+    page = httpx.get(link)  # the page says what the click will apply
+    assert page.status_code == 200 and "Confirm my subscription" in page.text
+    assert "Topics: Security, East Asia." in page.text
+    assert site.get("ana@example.com") == before
+    done = httpx.post(link, data={"csrf": csrf(page)})
+    assert done.status_code == 200 and "You are subscribed" in done.text
+    ana = site.get("ana@example.com")
+    assert (ana.status, ana.name, ana.topics) == ("active", "Ana Lee", ("east-asia", "security"))
+    site.send(copy_issue(site, "2026-12-02-again"))
+    assert len(site.messages_to("ana@example.com")) == 2
+
+
 def test_signing_up_again_or_with_an_active_address_reveals_nothing(site: Site):
     site.add("ana@example.com", ["technology"], name="Ana")
     first = sign_up(site, "new@example.com", ["security"])

@@ -1,6 +1,6 @@
 """Double opt-in: a sign-up form checked, and the confirmation message it sends, rendered with
 the same pipeline and checks as an issue. Storing the request and queueing the message
-through the normal delivery path is store/outbox.request_confirmation."""
+through the normal delivery path is store/confirmations.request_confirmation."""
 
 from __future__ import annotations
 

@@ -4,6 +4,7 @@ the web app) and `dispatch serve` (the web app and its confirmations)."""
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import threading
 import time
@@ -42,6 +43,11 @@ def run(config: ConfigOption = None) -> None:
     schedule.grace late, and is marked missed otherwise. With a web table in config.toml it
     also serves the subscriber web app (see `dispatch serve`).
 
+    The [[schedules]] in config.toml are reloaded without a restart on SIGHUP (kill -HUP PID)
+    and when the file is saved (seen within schedule.sync seconds); other settings need a
+    restart. A file that is not valid is logged as an ERROR with its problems, and the
+    schedules in use are kept.
+
     Example: dispatch run --config /etc/dispatch/config.toml
     """
     settings, engine = load_with_store(config)
@@ -61,6 +67,8 @@ def run(config: ConfigOption = None) -> None:
     if settings.web is not None:
         server = WebServer(web.create_app(engine, settings, queued=daemon.wake),
                            settings.web.host, settings.web.port, settings.web.trusted_proxies)
+    hangup = threading.Event()
+    previous = signal.signal(signal.SIGHUP, lambda _signum, _frame: hangup.set())
     with stop_on_signals() as stop:
         daemon.start()
         if server is not None:
@@ -78,10 +86,13 @@ def run(config: ConfigOption = None) -> None:
                  if waiting else "", len(settings.schedules), settings.smtp.host,
                  settings.smtp.port)
         while not stop.wait(1.0):
-            pass
+            if hangup.is_set():  # reloaded here: a signal handler must not take locks
+                hangup.clear()
+                daemon.reload("SIGHUP")
         if server is not None:
             server.stop()
         daemon.stop()
+    signal.signal(signal.SIGHUP, previous)
     log.info("dispatch run: stopped")
 
 

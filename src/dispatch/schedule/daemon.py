@@ -2,6 +2,9 @@
 every recurring schedule's; every decision is made by `tick(engine, settings, now)` from the
 store with the clock passed in, and launching is a compare-and-set on the send's row, so a
 restart rebuilds everything from the store and nothing fires twice.
+
+The recurring schedules come from config.toml and are reloaded on SIGHUP (`Daemon.reload`, called
+by cli/daemon.py) and when the file's modification time changes (looked at on every sync tick).
 """
 
 from __future__ import annotations
@@ -18,12 +21,13 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Engine
 
 from dispatch.clock import utcnow
-from dispatch.config import Settings
+from dispatch.config import Settings, load_settings
 from dispatch.config.cron import cron_trigger
 from dispatch.deliver.control import run_delivery
 from dispatch.deliver.sending import WorkerBusy
 from dispatch.deliver.transport import Transport
 from dispatch.deliver.worker import Stats
+from dispatch.errors import ConfigError
 from dispatch.schedule.digests import digests_due
 from dispatch.schedule.firing import Event, fire
 from dispatch.states import SendStatus
@@ -44,14 +48,23 @@ def tick(engine: Engine, settings: Settings, now: datetime) -> list[Event]:
     return events
 
 
+# What an operator must act on stands out in the log: an issue or digest that could not go out.
+LEVELS = {"failed": logging.ERROR, "missed": logging.WARNING, "digest-missed": logging.WARNING}
+
+
+def log_event(event: Event) -> None:
+    log.log(LEVELS.get(event.kind, logging.INFO), "%s", event)
+
+
 class Daemon:
     """`dispatch run`: APScheduler wakes `tick` at every scheduled issue's time and every
     recurring schedule's, and every `schedule.sync` seconds to pick up changes made from other
-    shells; one delivery worker thread sends what was launched."""
+    shells and to config.toml's [[schedules]]; one delivery worker thread sends what was
+    launched."""
 
     def __init__(self, engine: Engine, settings: Settings, transport: Transport, *,
                  clock: Callable[[], datetime] = utcnow,
-                 on_event: Callable[[Event], None] = lambda e: log.info("%s", e),
+                 on_event: Callable[[Event], None] = log_event,
                  progress: Callable[[Stats], None] = lambda _: None) -> None:
         self.engine = engine
         self.progress = progress
@@ -65,13 +78,52 @@ class Daemon:
         self._run_stop = threading.Event()
         self._lock = threading.Lock()
         self._worker: threading.Thread | None = None
+        self._config_mtime = self._mtime()
         self.scheduler = BackgroundScheduler(
             timezone=UTC,
             # Lateness is judged by fire() against schedule.grace, from the store, so
             # APScheduler must run every wake-up however late.
             job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1})
 
+    def _mtime(self) -> int | None:
+        try:
+            return self.settings.path.stat().st_mtime_ns
+        except (AttributeError, OSError):  # settings built in code, or the file is gone
+            return None
+
+    def reload(self, why: str) -> bool:
+        """Read config.toml again and take its [[schedules]] (the rest of the settings
+        need a restart). An invalid file changes nothing: its problems are logged as an
+        ERROR and the schedules in use are kept. True when the new schedules apply."""
+        self._config_mtime = self._mtime()  # an invalid file is reported once, not per sync
+        try:
+            fresh = load_settings(self.settings.path)
+        except ConfigError as exc:
+            log.error("config.toml not reloaded (%s): keeping the %d recurring schedule(s) in "
+                      "use; fix these and save it again or send SIGHUP:\n%s", why,
+                      len(self.settings.schedules), "\n".join(str(p) for p in exc.problems))
+            return False
+        with self._lock:
+            self.settings = self.settings.model_copy(update={"schedules": fresh.schedules})
+            self._recurring_jobs()
+        log.info("config.toml reloaded (%s): %d recurring schedule(s)%s", why,
+                 len(fresh.schedules),
+                 f": {', '.join(r.name for r in fresh.schedules)}" if fresh.schedules else "")
+        return True
+
+    def _recurring_jobs(self) -> None:
+        """One cron job per [[schedules]] entry; those no longer in the file are dropped."""
+        wanted = {f"recurring:{r.name}": r for r in self.settings.schedules}
+        for job in self.scheduler.get_jobs():
+            if job.id.startswith("recurring:") and job.id not in wanted:
+                job.remove()
+        for job_id, recurring in wanted.items():
+            self.scheduler.add_job(self.tick, cron_trigger(recurring.cron, recurring.timezone),
+                                   id=job_id, replace_existing=True)
+
     def tick(self) -> list[Event]:
+        if self._mtime() != self._config_mtime:
+            self.reload("config.toml changed")
         with self._lock:
             try:
                 events = tick(self.engine, self.settings, self.clock())
@@ -120,9 +172,7 @@ class Daemon:
         return {job.id: job.next_run_time for job in self.scheduler.get_jobs()}
 
     def start(self) -> None:
-        for recurring in self.settings.schedules:
-            self.scheduler.add_job(self.tick, cron_trigger(recurring.cron, recurring.timezone),
-                                   id=f"recurring:{recurring.name}")
+        self._recurring_jobs()
         self.scheduler.add_job(self.tick, IntervalTrigger(seconds=self.settings.schedule.sync),
                                id="sync", next_run_time=utcnow())
         self.scheduler.start()

@@ -61,7 +61,7 @@ def request_confirmation(engine: Engine, wanted: Signup, now: datetime,
 
 def queue_confirmation(conn: Connection, subscriber_id: int, now: datetime,
                        resend_after: timedelta) -> bool:
-    """Queue a confirmation message for a pending subscriber, in the caller's transaction.
+    """Queue a confirmation message for a signed-up subscriber, in the caller's transaction.
     One already waiting, or sent less than `resend_after` ago, is not repeated: a form
     submitted again must not flood a mailbox. False when nothing was queued."""
     previous = conn.execute(select(outbox.c.state, outbox.c.updated_at).where(and_(

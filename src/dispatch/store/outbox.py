@@ -82,9 +82,11 @@ class Job:
 
     @property
     def deliverable(self) -> bool:
-        """Issues go to active subscribers only; a confirmation only to a pending one."""
+        """Issues go to active subscribers only; a confirmation to a pending one, or to an
+        unsubscribed one asking to come back (its row is skipped if the request is
+        withdrawn: store.subscribers._withdraw_request)."""
         if self.issue == CONFIRMATIONS:
-            return self.status == SubscriberStatus.PENDING
+            return self.status in (SubscriberStatus.PENDING, SubscriberStatus.UNSUBSCRIBED)
         return self.status == SubscriberStatus.ACTIVE
 
 

@@ -161,3 +161,18 @@ carried_briefs = Table(
     Column("issue", String(200), nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
 )
+
+
+# ---- Sign-up requests ----------------------------------------------------------------------
+
+# What a sign-up form asked for an address that already has a subscriber row (pending or
+# unsubscribed): kept aside and applied only when the confirmation link is clicked, so a
+# stranger's form never changes someone else's subscription. One per subscriber: the latest.
+signup_requests = Table(
+    "signup_requests", metadata,
+    Column("subscriber_id", Integer, ForeignKey("subscribers.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("name", String(200)),
+    Column("topics", Text, nullable=False),  # a JSON list of topic keys
+    Column("requested_at", UTCDateTime(), nullable=False),
+)

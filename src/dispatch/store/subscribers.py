@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,9 +18,16 @@ from dispatch.clock import is_zone
 from dispatch.config import Segment
 from dispatch.config.topics import check_topics
 from dispatch.errors import DispatchError, Problem
-from dispatch.states import RECEIVING, SUPPRESSING, SubscriberStatus
-from dispatch.store.schema import subscriber_topics, subscribers, suppressions
+from dispatch.states import OPEN, RECEIVING, SUPPRESSING, RowState, SubscriberStatus
+from dispatch.store.schema import (
+    outbox,
+    signup_requests,
+    subscriber_topics,
+    subscribers,
+    suppressions,
+)
 from dispatch.store.segments import follows, segment_condition
+from dispatch.store.sends import CONFIRMATIONS
 
 BATCH = 5_000
 IN_CHUNK = 900  # stays under SQLite's bound-parameter limit
@@ -106,6 +114,7 @@ def mark_bounced(conn: Connection, subscriber_id: int, now: datetime) -> None:
     conn.execute(update(subscribers).where(subscribers.c.id == subscriber_id)
                  .values(status=SubscriberStatus.BOUNCED))
     _suppress(conn, key, SubscriberStatus.BOUNCED, now)
+    _withdraw_request(conn, subscriber_id, now)
 
 
 def _check_zone(zone: str | None) -> str | None:
@@ -182,6 +191,7 @@ def update_subscriber(engine: Engine, email: str, *, now: datetime,
             values["timezone"] = zone
         if status is not None and status != current.status:
             values["status"] = status
+            _withdraw_request(conn, current.id, now)  # an operator's decision settles it
             if status in SUPPRESSING:
                 values["unsubscribed_at"] = now
                 _suppress(conn, key, status, now)
@@ -352,8 +362,11 @@ def by_id(engine: Engine, subscriber_id: int) -> Subscriber | None:
 
 def unsubscribe(engine: Engine, subscriber_id: int, now: datetime) -> bool:
     """Stop all mail to an active or pending subscriber and suppress the address; False when
-    they receive nothing already (repeating an unsubscribe changes nothing)."""
+    they receive nothing already (repeating an unsubscribe changes nothing). A sign-up request
+    waiting for confirmation is withdrawn either way: "unsubscribe" in a confirmation message
+    someone else asked for means no."""
     with engine.begin() as conn:
+        _withdraw_request(conn, subscriber_id, now)
         key = conn.execute(select(subscribers.c.email_key).where(and_(
             subscribers.c.id == subscriber_id,
             subscribers.c.status.in_(RECEIVING)))).scalar()
@@ -400,12 +413,47 @@ def set_preferences(engine: Engine, subscriber_id: int, *, topics: Iterable[str]
                          [{"subscriber_id": subscriber_id, "topic": t} for t in chosen])
 
 
+@dataclass(frozen=True)
+class SignupRequest:
+    """What a sign-up form asked for an address that already had a subscriber row."""
+
+    name: str | None
+    topics: tuple[str, ...]
+    requested_at: datetime
+
+
+def signup_request(engine: Engine, subscriber_id: int) -> SignupRequest | None:
+    with engine.connect() as conn:
+        return _request(conn, subscriber_id)
+
+
+def _request(conn: Connection, subscriber_id: int) -> SignupRequest | None:
+    row = conn.execute(select(signup_requests)
+                       .where(signup_requests.c.subscriber_id == subscriber_id)).first()
+    if row is None:
+        return None
+    return SignupRequest(name=row.name, topics=tuple(json.loads(row.topics)),
+                         requested_at=row.requested_at)
+
+
+def _withdraw_request(conn: Connection, subscriber_id: int, now: datetime) -> None:
+    """Drop a waiting sign-up request and the confirmation not yet sent for it: a subscriber
+    who left must not get one (store.outbox.Job.deliverable lets a confirmation reach an
+    unsubscribed address, which only has one queued while its request waits)."""
+    conn.execute(delete(signup_requests)
+                 .where(signup_requests.c.subscriber_id == subscriber_id))
+    conn.execute(update(outbox).where(and_(
+        outbox.c.issue == CONFIRMATIONS, outbox.c.subscriber_id == subscriber_id,
+        outbox.c.state.in_(OPEN))).values(state=RowState.SKIPPED, updated_at=now))
+
+
 def signup_row(conn: Connection, email: str, key: str, *, name: str | None,
                topics: list[str], now: datetime) -> int | None:
-    """The pending subscriber a sign-up form asks to confirm: created, or an existing pending
-    or unsubscribed one updated to what was asked. None (nothing changes) for an active
-    address, whose topics a stranger must not change, and for one that bounced or
-    complained, which is never mailed again."""
+    """The subscriber a sign-up form asks to confirm. A new address is created pending with
+    what was asked. An existing pending or unsubscribed one is left exactly as it is: what
+    was asked waits in signup_requests until the confirmation link is clicked (`confirm`),
+    since whoever sent the form may not own the address. None (nothing recorded) for an
+    active address, and for one that bounced or complained, which is never mailed again."""
     row = conn.execute(select(subscribers.c.id, subscribers.c.status)
                        .where(subscribers.c.email_key == key)).first()
     if row is None:
@@ -415,28 +463,42 @@ def signup_row(conn: Connection, email: str, key: str, *, name: str | None,
         sid: int = conn.execute(insert(subscribers).values(
             email=email, email_key=key, name=name, status=SubscriberStatus.PENDING,
             created_at=now).returning(subscribers.c.id)).scalar_one()
-    elif row.status in (SubscriberStatus.PENDING, SubscriberStatus.UNSUBSCRIBED):
-        sid = row.id
-        conn.execute(update(subscribers).where(subscribers.c.id == sid)
-                     .values(status=SubscriberStatus.PENDING, name=name))
-        conn.execute(delete(subscriber_topics).where(subscriber_topics.c.subscriber_id == sid))
-    else:
+        if topics:
+            conn.execute(insert(subscriber_topics),
+                         [{"subscriber_id": sid, "topic": t} for t in topics])
+        return sid
+    if row.status not in (SubscriberStatus.PENDING, SubscriberStatus.UNSUBSCRIBED):
         return None
-    if topics:
-        conn.execute(insert(subscriber_topics),
-                     [{"subscriber_id": sid, "topic": t} for t in topics])
-    return sid
+    # The latest request wins: the confirmation page shows what a click will apply.
+    conn.execute(delete(signup_requests).where(signup_requests.c.subscriber_id == row.id))
+    conn.execute(insert(signup_requests).values(subscriber_id=row.id, name=name,
+                                                topics=json.dumps(topics),
+                                                requested_at=now))
+    return int(row.id)
 
 
 def confirm(engine: Engine, subscriber_id: int, now: datetime) -> str | None:
-    """Activate a pending subscriber; their status afterwards, or None if they are gone."""
+    """The confirmation link's button: a pending subscriber, or an unsubscribed one with a
+    sign-up request waiting, becomes active with what the request asked (name, topics) and
+    is no longer suppressed. Their status afterwards, or None if they are gone."""
     with engine.begin() as conn:
         row = conn.execute(select(subscribers.c.email_key, subscribers.c.status)
                            .where(subscribers.c.id == subscriber_id)).first()
         if row is None:
             return None
-        if row.status != SubscriberStatus.PENDING:
+        request = _request(conn, subscriber_id)
+        if row.status != SubscriberStatus.PENDING and not (
+                row.status == SubscriberStatus.UNSUBSCRIBED and request is not None):
             return str(row.status)
+        if request is not None:
+            conn.execute(update(subscribers).where(subscribers.c.id == subscriber_id)
+                         .values(name=request.name))
+            conn.execute(delete(subscriber_topics)
+                         .where(subscriber_topics.c.subscriber_id == subscriber_id))
+            if request.topics:
+                conn.execute(insert(subscriber_topics), [
+                    {"subscriber_id": subscriber_id, "topic": t} for t in request.topics])
+            conn.execute(delete(signup_requests)
+                         .where(signup_requests.c.subscriber_id == subscriber_id))
         _activate(conn, subscriber_id, row.email_key, now)
     return SubscriberStatus.ACTIVE
-

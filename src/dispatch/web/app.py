@@ -175,19 +175,29 @@ class Web:
                                      "again.")
         if found.status == SubscriberStatus.ACTIVE:
             return self.subscribed(found)
-        if found.status != SubscriberStatus.PENDING:
+        # What the sign-up asked, applied only by the button below (store.subscribers.confirm);
+        # an unsubscribed address has a confirmation only while such a request waits.
+        wanted = await run_in_threadpool(subs.signup_request, self.engine, found.id)
+        if found.status != SubscriberStatus.PENDING and not (
+                found.status == SubscriberStatus.UNSUBSCRIBED and wanted is not None):
             raise HTTPException(400, "This link is no longer valid. You can sign up again.")
         if request.method != "POST":
             # A button, not an action on GET: mail scanners open links, and a subscription
             # needs a person's yes.
+            topics = wanted.topics if wanted is not None else found.topics
+            names = [self.settings.topics[t].label if t in self.settings.topics else t
+                     for t in topics]
             return self.page("action", title="Confirm your subscription",
                              lines=[f"One click to start receiving "
-                                    f"{self.settings.newsletter.name} at {found.email}."],
+                                    f"{self.settings.newsletter.name} at {found.email}.",
+                                    f"Topics: {', '.join(names)}."],
                              fields={"csrf": self.form_token(found.id)},
                              button="Confirm my subscription")
         form = await self.form(request)
         self.check_form(request, form, found.id)
-        await run_in_threadpool(subs.confirm, self.engine, found.id, self.clock())
+        if await run_in_threadpool(subs.confirm, self.engine, found.id,
+                                   self.clock()) != SubscriberStatus.ACTIVE:
+            raise HTTPException(400, "This link is no longer valid. You can sign up again.")
         return self.subscribed(found)
 
     def subscribed(self, found: subs.Subscriber) -> HTMLResponse:
