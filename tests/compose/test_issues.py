@@ -139,6 +139,14 @@ def test_a_symlink_pointing_out_is_refused_when_briefs_are_not_listed(settings):
                                "must be inside it")
 
 
+def test_a_nul_in_a_brief_name_is_a_located_problem(settings):
+    edit(settings, '"05-taiwan-strait.md",', r'"05-taiwan-strait.md", "x\u0000.md",')
+    with pytest.raises(ContentError) as info:
+        load_issue(settings.issues_dir / EXAMPLE_ISSUE, settings)
+    (problem,) = info.value.problems
+    assert problem.line == 5 and problem.message == "briefs: 'x\\x00.md' is not a file name"
+
+
 def test_a_symlink_within_the_folder_is_fine(settings):
     folder = settings.issues_dir / EXAMPLE_ISSUE
     (folder / "alias.md").symlink_to(folder / "05-taiwan-strait.md")

@@ -159,7 +159,9 @@ def load_issue(folder: Path, settings: Settings) -> Issue:
     else:
         for name in names:
             candidate = folder / name
-            if outside(candidate):
+            if "\0" in name:  # no file has it; Path.resolve would raise
+                fail("briefs", f"{name!r} is not a file name")
+            elif outside(candidate):
                 fail("briefs", f"{name!r} lies outside the issue folder "
                                f"{display_path(folder)}; briefs must be inside it")
             elif not candidate.is_file():
