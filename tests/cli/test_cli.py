@@ -10,7 +10,7 @@ import pytest
 from typer.main import get_command
 
 from dispatch.cli import app
-from tests.helpers import FIXTURES, ROOT
+from tests.helpers import EXAMPLE_ISSUE, FIXTURES, ROOT
 
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -92,3 +92,67 @@ def test_empty_import_file(project):
 
 def test_version():
     assert run("--version", cwd=ROOT).stdout.startswith("dispatch ")
+
+
+def hostile(project: Path, file: str, old: str, new: str) -> bytes:
+    """Edit a file of the example issue; the bytes of the whole issue folder after the edit."""
+    path = project / "issues" / EXAMPLE_ISSUE / file
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+    return snapshot(project)
+
+
+def snapshot(project: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted(project.rglob("*")) if p.is_file())
+
+
+@pytest.mark.parametrize("file, old, new, expected", [
+    # 3: a subject that would add header lines
+    ("issue.toml", 'subject = "Seoul', r'subject = "Hi\r\nBcc: all@example.org\r\nX-Injected: '
+                                       r'yes\r\nSeoul',
+     "issue.toml:1: subject: contains the control character U+000D at position 3"),
+    # 6: a date YAML cannot build
+    ("03-missile-warnings.md", "date: 2023-05-20", "date: 2026-02-30",
+     "03-missile-warnings.md:4: date: '2026-02-30' is not a valid date (day is out of range "
+     "for month)"),
+    # 12: briefs from outside the issue folder
+    ("issue.toml", '"05-taiwan-strait.md",', '"05-taiwan-strait.md", "../../config.toml",',
+     "issue.toml:5: briefs: '../../config.toml' lies outside the issue folder"),
+    ("issue.toml", '"05-taiwan-strait.md",', '"05-taiwan-strait.md", "/etc/passwd",',
+     "issue.toml:5: briefs: '/etc/passwd' lies outside the issue folder"),
+])
+def test_check_locates_hostile_content(project, file, old, new, expected):
+    before = hostile(project, file, old, new)
+    result = run("check", cwd=project)
+    assert result.returncode == 1
+    output = result.stdout + result.stderr
+    assert f"issues/{EXAMPLE_ISSUE}/{expected}" in output, output
+    assert "Traceback" not in output
+    assert not any(line.startswith(("Bcc:", "X-Injected:")) for line in output.splitlines())
+    assert snapshot(project) == before  # nothing changed
+
+
+def test_check_reports_an_unset_password_variable(project, monkeypatch):
+    config = project / "config.toml"
+    config.write_text(config.read_text().replace(
+        '# username = "dispatch"\n# password_env', 'username = "dispatch"\npassword_env'))
+    monkeypatch.delenv("DISPATCH_SMTP_PASSWORD", raising=False)
+    result = run("check", cwd=project)
+    assert result.returncode == 1
+    assert ("smtp.password_env: the environment variable DISPATCH_SMTP_PASSWORD is not set: "
+            "set it to the SMTP password") in result.stdout + result.stderr
+    monkeypatch.setenv("DISPATCH_SMTP_PASSWORD", "s3cret")
+    assert run("check", cwd=project).returncode == 0
+
+
+def test_a_password_pasted_as_password_env_is_not_shown(project):
+    config = project / "config.toml"
+    config.write_text(config.read_text().replace(
+        '# password_env = "DISPATCH_SMTP_PASSWORD"', 'password_env = "hunter2 s3cret!"'))
+    result = run("check", cwd=project)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == (
+        "config.toml:18: smtp.password_env: does not look like an environment variable name "
+        "(letters, digits and _, not starting with a digit); the value is not shown")
+    assert "hunter2" not in result.stdout + result.stderr

@@ -80,3 +80,23 @@ def test_send_hands_over_to_a_running_sqlite_worker(project: Path):
     assert result.returncode == 0, result.stderr
     assert "is delivering from this store and will send them" in result.stdout
     assert second.returncode == 1 and "one worker at a time" in second.stderr
+
+
+def test_an_unset_password_variable_stops_send_before_anything_happens(project: Path,
+                                                                       monkeypatch):
+    handler = RecordingHandler()
+    with smtp_sink(handler) as (_, port):
+        prepare_project(project, port)
+        config = project / "config.toml"
+        config.write_text(config.read_text().replace(
+            '# username = "dispatch"\n# password_env', 'username = "dispatch"\npassword_env'))
+        monkeypatch.delenv("DISPATCH_SMTP_PASSWORD", raising=False)
+        for args in (("send", EXAMPLE_ISSUE, "--yes"), ("worker", "--until-done"),
+                     ("send", EXAMPLE_ISSUE, "--test-to", "editor@example.net")):
+            result = run_cli(project, *args)
+            assert result.returncode == 2, (args, result.stderr)
+            assert result.stderr == ("smtp.password_env: the environment variable "
+                                     "DISPATCH_SMTP_PASSWORD is not set: set it to the SMTP "
+                                     "password\n"), (args, result.stderr)
+        assert handler.received == []  # refused before connecting: nothing sent
+    assert run_cli(project, "status", "--json").stdout.strip() == "[]"  # nothing launched

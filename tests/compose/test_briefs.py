@@ -106,3 +106,44 @@ def test_check_flags_bad_brief_without_traceback(project):
     assert ("issues/2026-11-27-thaw/03-missile-warnings.md:3: unknown topic 'space'"
             in result.stdout)
     assert "Traceback" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("old, new, expected", [
+    # PyYAML builds these values itself and raised a bare ValueError (a traceback in check).
+    ("date: 2026-11-20", "date: 2026-02-30",
+     "b.md:4: date: '2026-02-30' is not a valid date (day is out of range for month)"),
+    ("date: 2026-11-20", "date: 2026-02-30T10:00:00", "b.md:4: date: '2026-02-30T10:00:00' is "
+                                                      "not a valid date"),
+    ("date: 2026-11-20", "date: 2026-11-20 10:00:00+25:00", "b.md:4: date: '2026-11-20 "
+                                                            "10:00:00+25:00' is not a valid"),
+    ("    publisher: Wire", "    publisher: 0x_", "b.md:14: reads: '0x_' is not a valid integer"),
+    # Values YAML reads as something other than text.
+    ("title: A title", "title: 2026-11-20",
+     "b.md:2: title must be non-empty text, got a date (put it in quotes"),
+    ("title: A title", "title: 2026-11-20 10:00:00",
+     "b.md:2: title must be non-empty text, got a date-time"),
+    ("summary: One paragraph.", "summary: [one, two]",
+     "b.md:5: summary must be non-empty text, got a list"),
+    ("summary: One paragraph.", "summary: {a: b}",
+     "b.md:5: summary must be non-empty text, got a table of keys"),
+    ("title: A title", "title: yes", "b.md:2: title must be non-empty text, got true"),
+    # Control characters, which would reach a header or an inbox preview.
+    ("title: A title", r'title: "A\a title"', "b.md:2: title contains the control character "
+                                              "U+0007 at position 2"),
+    ("title: A title", r'title: "\e[31mA title"', "title contains the control character U+001B"),
+    ("summary: One paragraph.", r'summary: "One\x85paragraph."',
+     "summary contains the control character U+0085"),
+    ("summary: One paragraph.", r'summary: "One\u2028paragraph."',
+     "summary contains the control character U+2028"),
+])
+def test_odd_front_matter_values_are_located(old, new, expected):
+    assert old in GOOD
+    found = problems(GOOD.replace(old, new))
+    assert any(expected in p for p in found), found
+
+
+def test_a_number_is_a_title_and_line_breaks_in_text_are_folded():
+    assert parse(GOOD.replace("title: A title", "title: 2023")).title == "2023"
+    # A CR LF inside a quoted title folds to a space like any line break: nothing to inject.
+    brief = parse(GOOD.replace("title: A title", r'title: "A\r\nBcc: x"'))
+    assert brief.title == "A Bcc: x"

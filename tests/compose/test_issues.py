@@ -89,3 +89,66 @@ def test_missing_issue_folder(settings):
     with pytest.raises(ContentError, match="no such issue folder"):
         resolve_issue_path("2099-01-01-nothing", settings)
     assert resolve_issue_path(EXAMPLE_ISSUE, settings) == settings.issues_dir / EXAMPLE_ISSUE
+
+
+@pytest.mark.parametrize("old, new, expected", [
+    ('subject = "Seoul', r'subject = "Hi\r\nBcc: all@example.org\r\nX-Injected: yes\r\n',
+     "issue.toml:1: subject: contains the control character U+000D at position 3"),
+    ('subject = "Seoul', r'subject = "\u0085Seoul', "subject: contains the control character "
+                                                     "U+0085 at position 1"),
+    ('subject = "Seoul', r'subject = "\u2028Seoul', "subject: contains the control character "
+                                                     "U+2028"),
+    ('preheader = "A memorial', r'preheader = "\u001b[2JA memorial',
+     "issue.toml:2: preheader: contains the control character U+001B"),
+])
+def test_control_characters_in_header_values_are_refused(settings, old, new, expected):
+    edit(settings, old, new)
+    with pytest.raises(ContentError) as info:
+        load_issue(settings.issues_dir / EXAMPLE_ISSUE, settings)
+    assert any(expected in str(p) for p in info.value.problems), info.value.problems
+    assert all("\r" not in str(p) and "\n" not in str(p) for p in info.value.problems)
+
+
+@pytest.mark.parametrize("entry", ["../outside.md", "/etc/passwd", "link.md",
+                                   "sub/../../outside.md"])
+def test_briefs_outside_the_issue_folder_are_refused(settings, entry):
+    folder = settings.issues_dir / EXAMPLE_ISSUE
+    outside = folder.parent / "outside.md"
+    outside.write_text((folder / "01-hiroshima-meeting.md").read_text())
+    (folder / "link.md").symlink_to(outside)
+    (folder / "sub").mkdir()
+    edit(settings, '"05-taiwan-strait.md",', f'"05-taiwan-strait.md", "{entry}",')
+    with pytest.raises(ContentError) as info:
+        load_issue(folder, settings)
+    (problem,) = info.value.problems
+    assert problem.path.endswith(f"{EXAMPLE_ISSUE}/issue.toml") and problem.line == 5
+    assert problem.message.startswith(f"briefs: {entry!r} lies outside the issue folder ")
+
+
+def test_a_symlink_pointing_out_is_refused_when_briefs_are_not_listed(settings):
+    folder = settings.issues_dir / EXAMPLE_ISSUE
+    (folder / "99-elsewhere.md").symlink_to(folder / ".." / ".." / "config.toml")
+    edit(settings, "briefs = [", "unused = [")
+    text = (folder / "issue.toml").read_text()
+    (folder / "issue.toml").write_text(text[:text.index("unused = [")])
+    with pytest.raises(ContentError) as info:
+        load_issue(folder, settings)
+    (problem,) = info.value.problems
+    assert problem.path.endswith(f"{EXAMPLE_ISSUE}/99-elsewhere.md")
+    assert problem.message == ("a symbolic link to a file outside the issue folder; briefs "
+                               "must be inside it")
+
+
+def test_a_nul_in_a_brief_name_is_a_located_problem(settings):
+    edit(settings, '"05-taiwan-strait.md",', r'"05-taiwan-strait.md", "x\u0000.md",')
+    with pytest.raises(ContentError) as info:
+        load_issue(settings.issues_dir / EXAMPLE_ISSUE, settings)
+    (problem,) = info.value.problems
+    assert problem.line == 5 and problem.message == "briefs: 'x\\x00.md' is not a file name"
+
+
+def test_a_symlink_within_the_folder_is_fine(settings):
+    folder = settings.issues_dir / EXAMPLE_ISSUE
+    (folder / "alias.md").symlink_to(folder / "05-taiwan-strait.md")
+    edit(settings, '"05-taiwan-strait.md",', '"alias.md",')
+    assert load_issue(folder, settings).briefs[-1].path.name == "alias.md"

@@ -10,10 +10,17 @@ from email import policy
 import pytest
 
 from dispatch.compose.issues import load_issue
-from dispatch.compose.message import Recipient, build_template, message_id, personalize
+from dispatch.compose.message import (
+    Recipient,
+    build_template,
+    message_id,
+    personalize,
+    template_from_parts,
+)
 from dispatch.compose.render import render_variant
 from dispatch.compose.slots import fill_slots
 from dispatch.compose.variants import variant_for
+from dispatch.errors import RenderError
 from tests.helpers import EXAMPLE_ISSUE
 
 NOW = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
@@ -122,3 +129,22 @@ def test_personalize_uses_no_name_fallback(parts, settings):
 def test_message_ids_are_stable_per_recipient(settings):
     assert message_id("i", "a", settings) == message_id("i", "a", settings)
     assert message_id("i", "a", settings) != message_id("i", "b", settings)
+
+
+@pytest.mark.parametrize("field, value, header", [
+    ("subject", "Hi\r\nBcc: all@example.org\r\nX-Injected: yes", "Subject header"),
+    ("subject", "Hi\x85there", "Subject header"),
+    ("slug", "thaw\r\nBcc: all@example.org", "X-Dispatch-Issue header"),
+])
+def test_the_message_builder_refuses_control_characters_in_headers(parts, settings, field,
+                                                                   value, header):
+    # The last line of defence, for a subject that did not come through load_issue (one
+    # stored by an older version, say): no extra header line is ever written.
+    _, rendered, _ = parts
+    args = {"subject": "Hi", "slug": "thaw"} | {field: value}
+    with pytest.raises(RenderError) as info:
+        template_from_parts("b1", rendered.html, rendered.text, args["subject"], args["slug"],
+                            settings)
+    (problem,) = info.value.problems
+    assert problem.path == header and "control character" in problem.message
+    assert "\r" not in str(problem) and "\n" not in str(problem)

@@ -82,6 +82,43 @@ def test_password_comes_from_environment(tmp_path, monkeypatch):
     assert load_settings(path).smtp.password() == "s3cret"
 
 
+@pytest.mark.parametrize("pasted", ["hunter2!", "correct horse", "Tr0ub4dor&3", "1secret"])
+def test_a_password_pasted_into_password_env_is_not_echoed(tmp_path, pasted):
+    path = write(tmp_path, MINIMAL + f'[smtp]\npassword_env = "{pasted}"\n')
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    (problem,) = info.value.problems
+    assert problem.message == ("smtp.password_env: does not look like an environment variable "
+                               "name (letters, digits and _, not starting with a digit); the "
+                               "value is not shown")
+    assert problem.line == 10
+    assert pasted not in str(info.value)
+
+
+@pytest.mark.parametrize("value, state", [(None, "not set"), ("", "empty")])
+def test_an_unset_or_empty_password_variable_is_an_error(tmp_path, monkeypatch, value, state):
+    path = write(tmp_path, MINIMAL + '[smtp]\nusername = "u"\npassword_env = "DISPATCH_TEST_PW"\n')
+    if value is None:
+        monkeypatch.delenv("DISPATCH_TEST_PW", raising=False)
+    else:
+        monkeypatch.setenv("DISPATCH_TEST_PW", value)
+    smtp = load_settings(path).smtp  # loading needs no password: only sending does
+    for call in (smtp.password, smtp.check_credentials):
+        with pytest.raises(ConfigError) as info:
+            call()
+        assert str(info.value) == (f"smtp.password_env: the environment variable "
+                                   f"DISPATCH_TEST_PW is {state}: set it to the SMTP password")
+    monkeypatch.setenv("DISPATCH_TEST_PW", "s3cret")
+    smtp.check_credentials()
+
+
+def test_a_username_without_a_password_variable_is_an_error(tmp_path):
+    smtp = load_settings(write(tmp_path, MINIMAL + '[smtp]\nusername = "u"\n')).smtp
+    with pytest.raises(ConfigError, match="smtp.username is set but no password"):
+        smtp.check_credentials()
+    load_settings(write(tmp_path, MINIMAL)).smtp.check_credentials()  # no AUTH: nothing needed
+
+
 @pytest.mark.parametrize("text, expected", [
     ("[newsletter\nname=1", "invalid TOML"),
     (MINIMAL.replace('from = "N <n@example.org>"', 'from = "N <n@>"'), "newsletter.from: invalid"),
@@ -191,6 +228,9 @@ def test_empty_config_exits_2_without_traceback(tmp_path):
 @pytest.mark.parametrize("old, new, key", [
     ('name = "N"', r'name = "N\r\nBcc: all@example.org"', "newsletter.name"),
     ('name = "N"', r'name = "N\nX"', "newsletter.name"),
+    ('name = "N"', r'name = "N\u0007X"', "newsletter.name"),  # BEL
+    ('name = "N"', r'name = "N\u0085X"', "newsletter.name"),  # C1 NEL
+    ('name = "N"', r'name = "N\u2029X"', "newsletter.name"),
     ('from = "N <n@example.org>"', r'from = "N\rBcc: x <n@example.org>"', "newsletter.from"),
     ('label = "World"', 'label = "World"\nkeywords = ["a\\u2028b"]', "topics.world.keywords"),
 ])

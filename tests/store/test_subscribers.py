@@ -212,3 +212,32 @@ def test_a_sign_up_request_waits_for_confirmation(engine):
     back = subs.require(engine, "ana@example.com")
     assert (back.name, back.topics) == ("Ana Lee", ("economy", "security"))
 
+
+@pytest.mark.parametrize("name, expected", [
+    ("Ana\r\nBcc: all@example.org", "name contains the control character U+000D"),
+    ("Ana\x07", "U+0007"),
+    ("\x1b[31mAna", "U+001B"),
+    ("Ana\x85", "U+0085"),
+    ("Ana\u2028", "U+2028"),
+    ("x" * 10_000, "name longer than 200 characters (10000)"),
+])
+def test_names_are_held_to_the_import_rule(engine, name, expected):
+    with pytest.raises(DispatchError) as info:
+        add(engine, "ana@example.com", ["security"], name=name)
+    assert str(info.value).startswith("ana@example.com: ") and expected in str(info.value)
+    assert subs.get(engine, "ana@example.com") is None  # nothing added
+
+    add(engine, "bo@example.com", ["security"], name="Bo")
+    with pytest.raises(DispatchError) as info:
+        subs.update_subscriber(engine, "bo@example.com", now=NOW, known_topics=TOPICS,
+                               name=name, topics=["economy"])
+    assert str(info.value).startswith("bo@example.com: ") and expected in str(info.value)
+    unchanged = subs.get(engine, "bo@example.com")
+    assert unchanged.name == "Bo" and unchanged.topics == ("security",)
+
+
+def test_a_name_can_be_changed(engine):
+    add(engine, "bo@example.com", ["security"], name="Bo")
+    person = subs.update_subscriber(engine, "BO@example.com", now=NOW, known_topics=TOPICS,
+                                    name="  Bo Reader ")
+    assert person.name == "Bo Reader"

@@ -7,6 +7,8 @@ import hashlib
 
 from email_validator import EmailNotValidError, validate_email
 
+from dispatch.text import header_problem
+
 
 def normalize(email: str) -> str:
     """The unique key of an address: syntax-checked (no DNS), normalised, lower-cased.
@@ -26,6 +28,14 @@ def email_hash(key: str) -> str:
 MAX_NAME = 200
 
 
+def name_problem(name: str) -> str | None:
+    """Why `name` is no display name for a To header, or None when it is one: at most 200
+    characters and no control characters (dispatch.text's rule, C1 and U+2028/2029 included)."""
+    if len(name) > MAX_NAME:
+        return f"name longer than {MAX_NAME} characters ({len(name)})"
+    problem = header_problem(name)
+    return f"name {problem}" if problem else None
+
+
 def valid_name(name: str) -> bool:
-    """A display name fit for a To header: at most 200 characters, no control characters."""
-    return len(name) <= MAX_NAME and not any(ord(c) < 32 or ord(c) == 127 for c in name)
+    return name_problem(name) is None

@@ -9,12 +9,31 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol, TextIO
 
-from dispatch.audience.addresses import normalize, valid_name
+from dispatch.audience.addresses import name_problem, normalize
 from dispatch.clock import is_zone
 from dispatch.config.topics import unknown_topics
 from dispatch.errors import ContentError, Problem
 
 COLUMNS = ("email", "name", "topics", "timezone")
+# A cell starting with one of these is a formula to a spreadsheet (=HYPERLINK(…) from a
+# sign-up form would run when the export is opened), so the export writes it after a "'",
+# which spreadsheets show as text. Quotes already leading such a cell get one more, so that
+# the import, which drops one "'" before these, gives back exactly what was exported.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _is_quoted_formula(cell: str) -> bool:
+    return cell.lstrip("'").startswith(FORMULA_START)
+
+
+def spreadsheet_safe(cell: str) -> str:
+    """A cell as the export writes it: "'" before anything a spreadsheet would evaluate."""
+    return "'" + cell if _is_quoted_formula(cell) else cell
+
+
+def from_spreadsheet_safe(cell: str) -> str:
+    """The inverse of spreadsheet_safe, applied to every imported cell: "'-Ana" is "-Ana"."""
+    return cell[1:] if cell.startswith("'") and _is_quoted_formula(cell) else cell
 
 
 @dataclass
@@ -51,7 +70,7 @@ def read_csv(text: str, known_topics: Mapping[str, object], source: str = "impor
         if None in record:
             rejected.append((line, str(record.get("email") or ""), "more fields than columns"))
             continue
-        values = {k: (v or "").strip() for k, v in record.items()}
+        values = {k: from_spreadsheet_safe((v or "").strip()) for k, v in record.items()}
         email = values.get("email", "")
         if not email:
             rejected.append((line, email, "empty address"))
@@ -76,9 +95,9 @@ def read_csv(text: str, known_topics: Mapping[str, object], source: str = "impor
             rejected.append((line, email, f"unknown time zone {zone!r}"))
             continue
         name = values.get("name") or None
-        if name and not valid_name(name):
-            rejected.append((line, email, "name longer than 200 characters or with control "
-                                          "characters"))
+        problem = name_problem(name) if name else None
+        if problem:
+            rejected.append((line, email, problem))
             continue
         if key in rows:
             first = rows[key]
@@ -113,6 +132,7 @@ def write_csv(out: TextIO, people: Iterable[Person]) -> int:
     writer.writerow([*COLUMNS, "status"])
     written = 0
     for p in people:
-        writer.writerow([p.email, p.name or "", ";".join(p.topics), p.timezone or "", p.status])
+        writer.writerow([spreadsheet_safe(cell) for cell in (
+            p.email, p.name or "", ";".join(p.topics), p.timezone or "", p.status)])
         written += 1
     return written

@@ -51,6 +51,7 @@ def run(config: ConfigOption = None) -> None:
     Example: dispatch run --config /etc/dispatch/config.toml
     """
     settings, engine = load_with_store(config)
+    settings.smtp.check_credentials()
     _log_to_stderr()
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     log = logging.getLogger("dispatch.run")
@@ -113,6 +114,7 @@ def serve(
     Example: dispatch serve --host 0.0.0.0 --port 8025
     """
     settings, engine = load_with_store(config)
+    settings.smtp.check_credentials()  # it delivers sign-up confirmations
     web_settings = settings.web or WebSettings()
     _log_to_stderr()
     log = logging.getLogger("dispatch.serve")

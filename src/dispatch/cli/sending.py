@@ -138,6 +138,7 @@ def send(
     if dry_run:
         _dry_run(engine, loaded, settings, out_dir, sample)
         return
+    settings.smtp.check_credentials()  # before anything is launched or a relay contacted
     if test_to:
         _test_send(engine, loaded, settings, test_to)
         return
@@ -187,6 +188,7 @@ def worker(
     Example: dispatch worker --until-done
     """
     settings, engine = load_with_store(config)
+    settings.smtp.check_credentials()
     with stop_on_signals() as stop, DeliveryProgress(0, "worker", every=10.0) as bar:
         stats = control.run_delivery(engine, settings, smtp_transport(settings.smtp),
                                      stop=stop, until_done=until_done, progress=bar)

@@ -169,18 +169,20 @@ def subscribers_set(
     status: Annotated[str | None, typer.Option(help="New status; active lifts a suppression.")
                       ] = None,
     tz: Annotated[str | None, typer.Option("--tz", help="IANA time zone.")] = None,
+    name: Annotated[str | None, typer.Option(help="New display name.")] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Change a subscriber's topics, status or time zone.
+    """Change a subscriber's topics, status, time zone or name.
 
     Example: dispatch subscribers set ana@example.com --topics security --status active
     """
     settings = load(config)
-    if topics is None and status is None and tz is None:
-        raise DispatchError(Problem("dispatch subscribers set", "give --topics, --status or --tz"))
+    if topics is None and status is None and tz is None and name is None:
+        raise DispatchError(Problem("dispatch subscribers set",
+                                    "give --topics, --status, --tz or --name"))
     person = subs.update_subscriber(open_engine(settings), email, now=now(),
                                     known_topics=settings.topics, topics=_topic_list(topics),
-                                    status=status, timezone=tz)
+                                    status=status, timezone=tz, name=name)
     say(f"{person.email}: {person.status}; topics {', '.join(person.topics) or 'none'}")
 
 

@@ -18,6 +18,7 @@ from markdown_it import MarkdownIt
 
 from dispatch.compose.models import Brief, Image, Read
 from dispatch.errors import ContentError, Problem, display_path
+from dispatch.text import header_problem
 
 FRONT_MATTER = re.compile(r"\A---[ \t]*\n(.*?\n)?---[ \t]*(?:\n|\Z)", re.DOTALL)
 BRIEF_KEYS = {"title", "topics", "date", "summary", "image", "reads", "author"}
@@ -46,6 +47,44 @@ def _key_lines(front: str, first_line: int) -> dict[str, int]:
             for i, item in enumerate(value_node.value):
                 lines[f"{key}[{i}]"] = first_line + item.start_mark.line
     return lines
+
+
+_TAG_KINDS = {"tag:yaml.org,2002:timestamp": "date", "tag:yaml.org,2002:int": "integer",
+              "tag:yaml.org,2002:float": "number"}
+
+
+class _BadValue(yaml.constructor.ConstructorError):
+    """A scalar YAML recognised by its form but could not build (2026-02-30, 0x_)."""
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader, except that a value it cannot build is a YAML error at the value's place:
+    PyYAML's own constructors raise a bare ValueError that says neither where nor which key."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except ValueError as exc:
+            kind = _TAG_KINDS.get(node.tag, node.tag)
+            raise _BadValue(None, None, f"{node.value!r} is not a valid {kind} ({exc})",
+                            node.start_mark) from None
+
+
+def _kind(value: Any) -> str:
+    """What YAML made of a value, as a message names it."""
+    if isinstance(value, datetime):
+        return "a date-time (put it in quotes to mean text)"
+    if isinstance(value, date):
+        return "a date (put it in quotes to mean text)"
+    if isinstance(value, bool):
+        return f"{str(value).lower()} (put it in quotes to mean text)"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a table of keys"
+    if value is None:
+        return "nothing"
+    return "blank text" if isinstance(value, str) else type(value).__name__
 
 
 class _Collector:
@@ -94,14 +133,22 @@ def parse_brief(path: Path, text: str, topics: Mapping[str, Any]) -> Brief:
     front = match[1] or ""
     body = text[match.end():]
     body_line = text[:match.end()].count("\n") + 1
+    key_lines: dict[str, int] = {}
     try:
-        data = yaml.safe_load(front) or {}
-        key_lines = _key_lines(front, 2)
+        key_lines = _key_lines(front, 2)  # composing builds no values: nothing to refuse yet
+        data = yaml.load(front, Loader=_Loader) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         detail = getattr(exc, "problem", None) or str(exc)
+        at = 2 + mark.line if mark else 1
+        if isinstance(exc, _BadValue):
+            # Name the top-level key the bad value sits under: the last one starting above it.
+            keys = [k for k, n in key_lines.items() if "[" not in k and n <= at]
+            key = max(keys, key=key_lines.__getitem__, default=None)
+            raise ContentError(Problem(out.shown, f"{key}: {detail}" if key else detail,
+                                       at)) from None
         raise ContentError(Problem(out.shown, f"invalid YAML in front matter: {detail}",
-                                   2 + mark.line if mark else 1)) from None
+                                   at)) from None
     if not isinstance(data, dict):
         raise ContentError(Problem(out.shown, "front matter must be YAML keys and values", 2))
 
@@ -111,15 +158,24 @@ def parse_brief(path: Path, text: str, topics: Mapping[str, Any]) -> Brief:
     for key in sorted(set(map(str, data)) - BRIEF_KEYS):
         out.add(line(key), f"unknown key {key!r} (expected: {', '.join(sorted(BRIEF_KEYS))})")
 
-    title = _text(data.get("title"))
-    if title is None:
-        out.add(line("title"), "missing title" if "title" not in data else
-                "title must be non-empty text")
+    def text_value(key: str) -> str | None:
+        """A key's text, or None with the problem added: not text, or text unfit for a
+        header (a title or summary may become a subject line or an inbox preview)."""
+        value = _text(data[key])
+        if value is None:
+            out.add(line(key), f"{key} must be non-empty text, got {_kind(data[key])}")
+        elif problem := header_problem(value):
+            out.add(line(key), f"{key} {problem}")
+            return None
+        return value
 
-    summary = _text(data.get("summary"))
-    if summary is None:
-        out.add(line("summary"), "missing summary (the lede: one paragraph)"
-                if "summary" not in data else "summary must be non-empty text")
+    title = text_value("title") if "title" in data else None
+    if "title" not in data:
+        out.add(line("title"), "missing title")
+
+    summary = text_value("summary") if "summary" in data else None
+    if "summary" not in data:
+        out.add(line("summary"), "missing summary (the lede: one paragraph)")
 
     raw_topics = data.get("topics")
     brief_topics: list[str] = []
@@ -148,11 +204,7 @@ def parse_brief(path: Path, text: str, topics: Mapping[str, Any]) -> Brief:
         if brief_date is None:
             out.add(line("date"), f"date {data['date']!r} is not a date (use YYYY-MM-DD)")
 
-    author = None
-    if "author" in data:
-        author = _text(data["author"])
-        if author is None:
-            out.add(line("author"), "author must be non-empty text")
+    author = text_value("author") if "author" in data else None
 
     image = None
     if "image" in data:

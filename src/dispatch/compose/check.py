@@ -25,6 +25,10 @@ class CheckReport:
 def check(settings: Settings, now: datetime, path: Path | None = None) -> CheckReport:
     """Check one brief, one issue folder, a folder of briefs, or (by default) every issue."""
     report = CheckReport()
+    try:
+        settings.smtp.check_credentials()  # found now rather than at the first send
+    except DispatchError as exc:
+        report.problems.extend(exc.problems)
     if path is None:
         folders = issue_folders(settings)
         if not folders:

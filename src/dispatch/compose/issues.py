@@ -13,6 +13,7 @@ from dispatch.compose.briefs import load_brief
 from dispatch.compose.models import Brief, Issue
 from dispatch.config import Settings, toml_error, toml_line
 from dispatch.errors import ContentError, Problem, display_path
+from dispatch.text import header_problem
 
 ISSUE_FILE = "issue.toml"
 ISSUE_KEYS = {"subject", "preheader", "send_at", "segments", "briefs", "personalize"}
@@ -83,6 +84,10 @@ def load_issue(folder: Path, settings: Settings) -> Issue:
         raise ContentError(Problem(display_path(folder), "issue folder names may not start "
                                                          "with ~ (reserved for dispatch's own "
                                                          "messages)"))
+    if problem := header_problem(folder.name):
+        # The folder name is the issue's slug, written into headers and the Message-ID.
+        raise ContentError(Problem(display_path(folder.parent),
+                                   f"issue folder {folder.name!r}: the name {problem}"))
     text = toml_path.read_text(encoding="utf-8-sig")
     problems: list[Problem] = []
 
@@ -102,10 +107,15 @@ def load_issue(folder: Path, settings: Settings) -> Issue:
     if not isinstance(subject, str) or not subject.strip():
         fail("subject", "required: the email subject line")
         subject = ""
+    elif problem := header_problem(subject):
+        fail("subject", problem)
     preheader = data.get("preheader")
     if preheader is not None and (not isinstance(preheader, str) or not preheader.strip()):
         fail("preheader", "expected non-empty text")
         preheader = None
+    elif preheader is not None and (problem := header_problem(preheader)):
+        # The preheader is the inbox preview line: held to the subject's rule.
+        fail("preheader", problem)
 
     send_at = None
     if "send_at" in data:
@@ -129,16 +139,32 @@ def load_issue(folder: Path, settings: Settings) -> Issue:
         personalize = True
 
     names = data.get("briefs")
+    inside = folder.resolve()
+
+    def outside(candidate: Path) -> bool:
+        # Resolved, so "../x.md", "/etc/passwd" and symlinks pointing out are all caught: an
+        # issue carries only what lies in its own folder.
+        return not candidate.resolve().is_relative_to(inside)
+
+    paths: list[Path] = []
     if names is None:
-        paths = sorted(folder.glob("*.md"))
+        for candidate in sorted(folder.glob("*.md")):
+            if outside(candidate):
+                problems.append(Problem(display_path(candidate), "a symbolic link to a file "
+                                        "outside the issue folder; briefs must be inside it"))
+            else:
+                paths.append(candidate)
     elif not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         fail("briefs", "expected a list of file names")
-        paths = []
     else:
-        paths = []
         for name in names:
             candidate = folder / name
-            if not candidate.is_file():
+            if "\0" in name:  # no file has it; Path.resolve would raise
+                fail("briefs", f"{name!r} is not a file name")
+            elif outside(candidate):
+                fail("briefs", f"{name!r} lies outside the issue folder "
+                               f"{display_path(folder)}; briefs must be inside it")
+            elif not candidate.is_file():
                 fail("briefs", f"no brief named {name!r} in {display_path(folder)}")
             elif candidate in paths:
                 fail("briefs", f"{name!r} is listed twice")

@@ -26,6 +26,8 @@ from dispatch.compose.models import Issue
 from dispatch.compose.render import Rendered
 from dispatch.compose.slots import TOKEN_PATTERN, TOKENS
 from dispatch.config import Settings
+from dispatch.errors import Problem, RenderError
+from dispatch.text import header_problem
 
 CRLF = "\r\n"
 QP_LINE = 74  # leaves room to write a leading "." as "=2E" within RFC 2045's 76
@@ -65,9 +67,19 @@ def qp(text: str) -> str:
     return re.sub(r"(?m)^\.", "=2E", encoded)
 
 
+def _safe(name: str, value: str) -> str:
+    """`value`, refused if it holds a control character: a CR or LF would start a header line
+    of its own. Inputs are checked where they enter (issue.toml, briefs, names); this is the
+    last line of defence, for values that arrive some other way (an old stored subject)."""
+    problem = header_problem(value)
+    if problem:
+        raise RenderError(Problem(f"{name} header", f"{value!r} {problem}"))
+    return value
+
+
 def _header(name: str, value: str) -> str:
     """One header line, folded by the email policy (non-ASCII becomes encoded words)."""
-    return policy.SMTP.header_factory(name, value).fold(policy=policy.SMTP)
+    return policy.SMTP.header_factory(name, _safe(name, value)).fold(policy=policy.SMTP)
 
 
 def _address(name: str | None, email: str) -> str:
@@ -142,7 +154,8 @@ def template_from_parts(variant_id: str, html: str, text: str, subject: str, slu
         headers.append(_header("Feedback-ID", f"{slug}:{variant_id}:"
                                               f"{settings.delivery.feedback_id}"))
     headers += [
-        f"X-Dispatch-Issue: {slug}{CRLF}X-Dispatch-Variant: {variant_id}{CRLF}",
+        f"X-Dispatch-Issue: {_safe('X-Dispatch-Issue', slug)}{CRLF}"
+        f"X-Dispatch-Variant: {_safe('X-Dispatch-Variant', variant_id)}{CRLF}",
         f"Content-Type: multipart/alternative;{CRLF} boundary=\"{boundary}\"{CRLF}{CRLF}",
         f"This is a multi-part message in MIME format.{CRLF}",
     ]

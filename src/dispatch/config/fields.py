@@ -7,7 +7,6 @@ nor the value given, so every type here rewords them as `expected <what>, got <v
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -19,6 +18,7 @@ from pydantic import GetCoreSchemaHandler, ValidationError
 from pydantic_core import CoreSchema, InitErrorDetails, PydanticCustomError, core_schema
 
 from dispatch.clock import is_zone
+from dispatch.text import control_character
 
 Loc = tuple[str | int, ...]
 TOPIC_KEY = re.compile(r"^[a-z0-9][a-z0-9-]*$")  # also names schedules (and so issues)
@@ -80,9 +80,6 @@ def _reworded(schema: CoreSchema, message: Callable[[Any], PydanticCustomError])
     return core_schema.no_info_wrap_validator_function(reword, schema)
 
 
-_CONTROL = ("Cc", "Zl", "Zp")  # control characters and Unicode line breaks
-
-
 @dataclass(frozen=True)
 class Text:
     """A non-blank string, trimmed; `pattern` is matched before trimming. Control characters
@@ -102,9 +99,24 @@ class Text:
         if not value.strip():
             raise expected(self.what, value)
         allowed = "\t\r\n" if self.lines else ""
-        if any(unicodedata.category(c) in _CONTROL and c not in allowed for c in value):
+        if control_character(value, allowed) is not None:
             raise fail(f"expected text without control characters, got {show(value)}")
         return value.strip()
+
+
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+@dataclass(frozen=True)
+class EnvName:
+    """The name of an environment variable. Anything else is most likely the secret itself,
+    pasted in by mistake, so the message never shows the value."""
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler
+                                     ) -> CoreSchema:
+        return _reworded(core_schema.str_schema(pattern=ENV_NAME), lambda _: fail(
+            "does not look like an environment variable name (letters, digits and _, not "
+            "starting with a digit); the value is not shown"))
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from dispatch.config.fields import (
     AsMailbox,
     Between,
     Duration,
+    EnvName,
     IanaZone,
     Key,
     Keyed,
@@ -42,6 +43,7 @@ from dispatch.config.fields import (
     fail,
     show,
 )
+from dispatch.errors import ConfigError, Problem
 
 _DOMAIN = r"^[A-Za-z0-9.-]+\.[A-Za-z]{2,}$"
 
@@ -114,8 +116,7 @@ class SmtpSettings(_Table):
     port: Port = 25
     security: Annotated[Literal["starttls", "tls", "none"], OneOf()] = "none"
     username: Annotated[str, Text()] | None = None
-    password_env: Annotated[str, Text("an environment variable name",
-                                      r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = None
+    password_env: Annotated[str, EnvName()] | None = None
     timeout: Annotated[float, Between(0.1, 3600)] = 30.0
 
     @model_validator(mode="wrap")
@@ -128,8 +129,28 @@ class SmtpSettings(_Table):
         return handler(data)
 
     def password(self) -> str | None:
-        """The SMTP password, read from the environment at the moment it is needed."""
-        return os.environ.get(self.password_env) if self.password_env else None
+        """The SMTP password, read from the environment at the moment it is needed. An unset
+        or empty variable is an error: AUTH with an empty password would be refused by the
+        relay, or worse, accepted by a misconfigured one."""
+        if not self.password_env:
+            return None
+        value = os.environ.get(self.password_env)
+        if not value:
+            state = "not set" if value is None else "empty"
+            raise ConfigError(Problem("smtp.password_env", f"the environment variable "
+                                      f"{self.password_env} is {state}: set it to the SMTP "
+                                      "password"))
+        return value
+
+    def check_credentials(self) -> None:
+        """Raise ConfigError unless AUTH, when configured, has a password to send: called
+        before connecting (`dispatch send`, `worker`, `run`, `serve`) and by `dispatch check`."""
+        if not self.username:
+            return
+        if not self.password_env:
+            raise ConfigError(Problem("smtp.password_env", "smtp.username is set but no "
+                                      "password: name the environment variable holding it"))
+        self.password()
 
 
 class DeliverySettings(_Table):

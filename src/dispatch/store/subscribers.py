@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
-from dispatch.audience.addresses import email_hash, normalize
+from dispatch.audience.addresses import email_hash, name_problem, normalize
 from dispatch.audience.csvio import Row
 from dispatch.clock import is_zone
 from dispatch.config import Segment
@@ -123,6 +123,17 @@ def _check_zone(zone: str | None) -> str | None:
     return zone
 
 
+def _check_name(email: str, name: str | None) -> str | None:
+    """A display name held to the rule of CSV import and the sign-up form: it reaches the To
+    header of every message. Blank means none."""
+    if name is None or not name.strip():
+        return None
+    problem = name_problem(name)
+    if problem:
+        raise DispatchError(Problem(email.strip(), problem))
+    return name.strip()
+
+
 def get(engine: Engine, email: str) -> Subscriber | None:
     """A subscriber by address, matched case-insensitively."""
     try:
@@ -153,6 +164,7 @@ def add(engine: Engine, email: str, *, name: str | None, topics: Iterable[str],
         raise DispatchError(Problem(email, f"invalid address: {exc}")) from None
     chosen = check_topics(topics, known_topics)
     zone = _check_zone(timezone)
+    name = _check_name(email, name)
     with engine.begin() as conn:
         if conn.execute(select(subscribers.c.id).where(subscribers.c.email_key == key)).first():
             raise DispatchError(Problem(email, "already subscribed (use `dispatch subscribers "
@@ -175,8 +187,9 @@ def add(engine: Engine, email: str, *, name: str | None, topics: Iterable[str],
 
 def update_subscriber(engine: Engine, email: str, *, now: datetime,
                       known_topics: Mapping[str, object], topics: Iterable[str] | None = None,
-                      status: str | None = None, timezone: str | None = None) -> Subscriber:
-    """Change topics, status or timezone. Setting a suppressing status adds the address to the
+                      status: str | None = None, timezone: str | None = None,
+                      name: str | None = None) -> Subscriber:
+    """Change topics, status, timezone or name. Setting a suppressing status adds the address to the
     suppression list; setting `active` again is an explicit re-subscription and lifts it."""
     current = require(engine, email)
     key = normalize(current.email)
@@ -185,10 +198,13 @@ def update_subscriber(engine: Engine, email: str, *, now: datetime,
                                               f"{', '.join(SubscriberStatus)}, got {status!r}"))
     chosen = check_topics(topics, known_topics) if topics is not None else None
     zone = _check_zone(timezone)
+    checked_name = _check_name(current.email, name)
     with engine.begin() as conn:
         values: dict[str, Any] = {}
         if zone is not None:
             values["timezone"] = zone
+        if checked_name is not None:
+            values["name"] = checked_name
         if status is not None and status != current.status:
             values["status"] = status
             _withdraw_request(conn, current.id, now)  # an operator's decision settles it
