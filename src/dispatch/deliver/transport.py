@@ -44,6 +44,11 @@ class TransportError(Exception):
         self.stage = stage
 
 
+class Abandoned(TransportError):
+    """The caller's `before_dot` said no: the transaction was dropped before its final dot,
+    so nothing was delivered."""
+
+
 class Connection(Protocol):
     # Whether the server offers SMTPUTF8 (RFC 6531): needed for a non-ASCII local part.
     smtputf8: bool
@@ -138,7 +143,7 @@ class SmtpConnection:
                 stage = "data"
                 if before_dot is not None and not before_dot():
                     self._abandon()  # no way to take back a DATA but to hang up
-                    raise TransportError("stopped before the final dot", stage="data")
+                    raise Abandoned("stopped before the final dot", stage="data")
                 sock.sendall(data + b".\r\n")  # data ends with CRLF; no line starts with "."
                 stage = "dot"
                 sock.settimeout(self._data_timeout)

@@ -28,7 +28,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from dispatch.audience.tokens import Signer
 from dispatch.clock import utcnow
@@ -45,7 +45,7 @@ from dispatch.compose.message import (
 from dispatch.config import DeliverySettings, Settings
 from dispatch.deliver.outcomes import Kind, Outcome, classify, row_change
 from dispatch.deliver.ratelimit import RateLimiter
-from dispatch.deliver.transport import Connection, Transport, TransportError
+from dispatch.deliver.transport import Abandoned, Connection, Transport, TransportError
 from dispatch.states import SendStatus
 from dispatch.store.outbox import Job, RowChange
 from dispatch.store.sends import CONFIRMATIONS
@@ -54,6 +54,7 @@ HEARTBEAT = 2.0  # seconds between heartbeats, each also finding dead workers on
 POLL = 2.0  # seconds between looks at an idle outbox
 STATUS_EVERY = 0.5  # seconds between looks at whether the sends in hand were paused
 SWITCH_INTERVAL = 0.0005  # seconds; see deliver()
+RECORD_EVERY = 0.03  # seconds an outcome may wait for its commit when no connection needs it
 SESSION_BACKOFF = 0.5  # seconds before trying again for a session, doubling per failure
 SESSION_BACKOFF_MAX = 30.0
 # Outcomes that show the relay takes our sessions (they end a run of session refusals) and,
@@ -185,6 +186,83 @@ class Stats:
         return self.outcomes[Kind.SENT] / max(time.monotonic() - self.started, 1e-9)
 
 
+class _Signal:
+    """Set once an outcome is in the store: a lock held until then, cheaper than an Event
+    (one waiter, the connection that sent the message; one setter, the store thread)."""
+
+    __slots__ = ("_lock", "done")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self.done = False
+
+    def set(self) -> None:
+        if not self.done:
+            self.done = True
+            self._lock.release()
+
+    def wait(self, timeout: float) -> bool:
+        return self.done or self._lock.acquire(timeout=timeout)
+
+
+_Result = tuple[Outcome, _Signal]  # an outcome, and its "recorded" signal
+T = TypeVar("T")
+_DIRECT = (Kind.SENT, Kind.UNKNOWN)  # recorded by their connection's thread: nothing to decide
+
+
+class _Recorder:
+    """The one way outcomes reach the store. Outcomes wait in a list; whichever thread needs
+    them stored first (a connection about to write its next final dot, or the store thread
+    when one has waited RECORD_EVERY) commits all of them in one transaction, so the
+    connections' commits are grouped and no connection waits for another thread to wake."""
+
+    def __init__(self, outbox: Outbox, delivery: DeliverySettings,
+                 clock: Callable[[], datetime], stats: Stats) -> None:
+        self.outbox = outbox
+        self.delivery = delivery
+        self.clock = clock
+        self.stats = stats
+        self.error: BaseException | None = None  # a failed commit, for the store thread
+        self._waiting: list[_Result] = []
+        self._since = 0.0  # when the oldest waiting outcome came
+        self._list_lock = threading.Lock()
+        self._commit_lock = threading.Lock()
+
+    def add(self, results: list[_Result]) -> None:
+        if results:
+            with self._list_lock:
+                if not self._waiting:
+                    self._since = time.monotonic()
+                self._waiting += results
+
+    def age(self) -> float:
+        """Seconds the oldest waiting outcome has waited (0 when none waits)."""
+        return time.monotonic() - self._since if self._waiting else 0.0
+
+    def commit(self, needed: _Signal | None = None) -> None:
+        """Store every waiting outcome; with `needed`, only if that one is not stored yet
+        (another thread's commit may have taken it while this one waited for the lock)."""
+        with self._commit_lock:
+            if needed is not None and needed.done:
+                return
+            with self._list_lock:
+                results, self._waiting = self._waiting, []
+            if not results or self.error is not None:
+                self.add(results)
+                return
+            try:
+                now = self.clock()
+                self.outbox.record([row_change(o, self.delivery, now) for o, _ in results], now)
+            except BaseException as exc:
+                self.error = exc
+                self.add(results)  # for the last try on the way out
+                return
+            for outcome, stored in results:
+                stored.set()
+                self.stats.outcomes[outcome.kind] += 1
+
+
 class _Health:
     """Whether the relay gives us sessions at all, over every connection: since when none
     could be had (connections refused, timeouts, 4xx greetings, 4xx to MAIL FROM), how many
@@ -226,15 +304,15 @@ class _Shared:
 
     health: _Health = field(default_factory=_Health)
     halted: Mapping[str, str] = field(default_factory=dict)  # issue -> paused / cancelled
-    closing: threading.Event = field(default_factory=threading.Event)  # the loop has ended
 
 
 class _Sender:
     """One connection's loop; keeps the connection open between messages."""
 
     def __init__(self, transport: Transport, messages: Messages, limiter: RateLimiter,
-                 clock: Callable[[], datetime], shared: _Shared) -> None:
+                 clock: Callable[[], datetime], shared: _Shared, recorder: _Recorder) -> None:
         self.transport = transport
+        self.recorder = recorder
         self.messages = messages
         self.limiter = limiter
         self.clock = clock
@@ -242,11 +320,15 @@ class _Sender:
         self.conn: Connection | None = None
         self.failures = 0  # consecutive failures to get a session on this connection
         self.dropped = False  # the last failure was a working session lost, not a refusal
-        self.pending: threading.Event | None = None  # set once the last message is recorded
+        self.pending: _Signal | None = None  # set once the last message is recorded
+        self.nudge: queue.SimpleQueue[bool] = queue.SimpleQueue()
 
-    def run(self, work: queue.Queue[Job | None],
-            results: queue.Queue[tuple[Outcome, threading.Event]],
-            stop: threading.Event) -> None:
+    def run(self, work: queue.SimpleQueue[Job | None], results: queue.SimpleQueue[_Result],
+            nudge: queue.SimpleQueue[bool], stop: threading.Event) -> None:
+        """Deliver jobs until a None. Each outcome goes to `results` (a delivered one also
+        straight to the recorder); the store thread is woken through `nudge` only when it
+        has something to decide: an outcome other than a delivery, or no work left."""
+        self.nudge = nudge
         try:
             while (job := work.get()) is not None:
                 if stop.is_set():
@@ -257,10 +339,13 @@ class _Sender:
                     except Exception as exc:  # a bug must cost one try, not hang the loop
                         self._hang_up()
                         outcome = Outcome(job, Kind.RETRY, f"internal error: {exc!r}")
-                stored = threading.Event()
-                if outcome.kind in (Kind.SENT, Kind.UNKNOWN):
+                stored = _Signal()
+                if outcome.kind in _DIRECT:
                     self.pending = stored  # the next final dot waits for it
+                    self.recorder.add([(outcome, stored)])
                 results.put((outcome, stored))
+                if outcome.kind != Kind.SENT or work.empty():
+                    nudge.put(False)
                 if outcome.kind == Kind.SESSION:
                     self.failures += 1
                     # A session that worked and was lost is reconnected at once; a refusal,
@@ -280,14 +365,15 @@ class _Sender:
             self.conn = None
 
     def _before_dot(self) -> bool:
-        """Wait until the previous accepted message's outcome is in the store: a kill then
-        re-sends at most that one. False when the delivery loop is gone."""
+        """Make sure the previous accepted message's outcome is in the store, committing it
+        (with whatever else is waiting) if no other thread has: a kill then re-sends at most
+        that one message per connection. False when it cannot be stored."""
         pending = self.pending
-        if pending is not None:
-            while not pending.wait(0.1):
-                if self.shared.closing.is_set():
-                    return False
-            self.pending = None
+        if pending is not None and not pending.done:
+            self.recorder.commit(pending)
+            if not pending.done:
+                return False
+        self.pending = None
         return True
 
     def _session_failed(self, job: Job, reason: str, dropped: bool = False) -> Outcome:
@@ -335,10 +421,11 @@ class _Sender:
         try:
             reply = self.conn.send(built.sender, built.recipient, built.data, utf8=built.utf8,
                                    before_dot=self._before_dot)
+        except Abandoned as exc:
+            self.conn = None
+            return Outcome(job, Kind.REQUEUE, f"{exc}: the last outcome could not be stored")
         except TransportError as exc:
             self.conn = None
-            if self.shared.closing.is_set():
-                return Outcome(job, Kind.REQUEUE, f"stopped before sending: {exc}")
             if exc.stage == "dot":
                 self._session_works()
                 return Outcome(job, Kind.UNKNOWN, f"connection lost after the final dot, "
@@ -378,12 +465,15 @@ def deliver(outbox: Outbox, transport: Transport, settings: Settings, signer: Si
     messages = Messages(outbox, settings, signer)
     limiter = RateLimiter(delivery.rate, delivery.domain_rates)
     shared = _Shared()
-    work: queue.Queue[Job | None] = queue.Queue()
-    results: queue.Queue[tuple[Outcome, threading.Event]] = queue.Queue()
-    threads = [threading.Thread(target=_Sender(transport, messages, limiter, clock, shared).run,
-                                args=(work, results, stop), daemon=True,
-                                name=f"dispatch-connection-{i}")
-               for i in range(delivery.connections)]
+    stats = Stats()
+    recorder = _Recorder(outbox, delivery, clock, stats)
+    work: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+    results: queue.SimpleQueue[_Result] = queue.SimpleQueue()
+    nudge: queue.SimpleQueue[bool] = queue.SimpleQueue()  # see _Sender.run
+    threads = [threading.Thread(
+        target=_Sender(transport, messages, limiter, clock, shared, recorder).run,
+        args=(work, results, nudge, stop), daemon=True, name=f"dispatch-connection-{i}")
+        for i in range(delivery.connections)]
     # The connection threads spend their time waiting on sockets; with Python's default 5 ms
     # GIL switch interval a thread whose reply has arrived waits behind the store work.
     # A shorter interval lifted throughput to Postfix's smtp-sink by about 15%.
@@ -391,7 +481,6 @@ def deliver(outbox: Outbox, transport: Transport, settings: Settings, signer: Si
     sys.setswitchinterval(SWITCH_INTERVAL)
     for thread in threads:
         thread.start()
-    stats = Stats()
     runs = _Runs(delivery, stats, stop)
     batch = max(25, delivery.connections * 25)  # rows per claim; at most 2 batches held
     beat_every = min(HEARTBEAT, delivery.worker_lease / 4)
@@ -400,6 +489,8 @@ def deliver(outbox: Outbox, transport: Transport, settings: Settings, signer: Si
     last_beat = last_status = time.monotonic()
     try:
         while True:
+            if recorder.error is not None:
+                raise recorder.error
             now = clock()
             if heartbeat and time.monotonic() - last_beat >= beat_every:
                 heartbeat(now)
@@ -418,7 +509,9 @@ def deliver(outbox: Outbox, transport: Transport, settings: Settings, signer: Si
                     in_hand[job.issue] += 1
             if in_flight == 0:
                 if runs.held:  # nothing more to come: a run that did not pause fails its rows
-                    _record(outbox, runs.settle(), delivery, clock(), stats)
+                    recorder.add(runs.settle())
+                if recorder.age():
+                    recorder.commit()
                     continue
                 if stop.is_set():
                     break
@@ -444,26 +537,28 @@ def deliver(outbox: Outbox, transport: Transport, settings: Settings, signer: Si
                 continue
             if not shared.health.trouble():
                 stats.note = ""
-            outcomes = _drain(results, timeout=0.05)
-            if not outcomes:
-                progress(stats)
-                continue
+            _drain(nudge, timeout=max(0.001, RECORD_EVERY - recorder.age()))
+            outcomes = _drain(results, timeout=0)
             in_flight -= len(outcomes)
             for outcome, _ in outcomes:
                 in_hand[outcome.job.issue] -= 1
-            _record(outbox, runs.decide(outcomes), delivery, clock(), stats)
+            recorder.add(runs.decide(outcomes))
+            # Outcomes no connection is waiting for are stored within RECORD_EVERY.
+            if recorder.age() >= RECORD_EVERY or in_flight == 0 or stop.is_set():
+                recorder.commit()
             progress(stats)
     finally:
         stop.set()  # anything still queued goes back as REQUEUE
-        shared.closing.set()  # no connection waits for a record that may never come
         for _ in threads:
             work.put(None)
         for thread in threads:
             thread.join()
         sys.setswitchinterval(switch_interval)
-        leftover = runs.decide(_drain(results, timeout=0)) + runs.settle()
-        if leftover:
-            _record(outbox, leftover, delivery, clock(), stats)
+        recorder.add(runs.decide(_drain(results, timeout=0)) + runs.settle())
+        failed, recorder.error = recorder.error, None
+        recorder.commit()  # one more try for what a failed commit left
+        if recorder.error is not None and failed is None:
+            raise recorder.error
     return stats
 
 
@@ -480,17 +575,17 @@ class _Runs:
         self.stats = stats
         self.stop = stop
         self.sender_run = 0
-        self.held: list[tuple[Outcome, threading.Event]] = []
+        self.held: list[_Result] = []
 
     def pause(self, reason: str) -> None:
         if self.stats.paused is None:
             self.stats.paused = reason
             self.stop.set()
 
-    def decide(self, outcomes: list[tuple[Outcome, threading.Event]]
-               ) -> list[tuple[Outcome, threading.Event]]:
+    def decide(self, outcomes: list[_Result]
+               ) -> list[_Result]:
         """The outcomes to record now."""
-        ready: list[tuple[Outcome, threading.Event]] = []
+        ready: list[_Result] = []
         for outcome, stored in outcomes:
             kind = outcome.kind
             if kind in _SESSION_WORKS:
@@ -514,40 +609,27 @@ class _Runs:
                 self.sender_run += 1
                 if self.sender_run >= self.limit:
                     self.pause(outcome.reply)
-            ready.append((outcome, stored))
+            if kind not in _DIRECT:  # those are on their way to the store already
+                ready.append((outcome, stored))
         return ready
 
-    def settle(self) -> list[tuple[Outcome, threading.Event]]:
+    def settle(self) -> list[_Result]:
         """The held rows when no more outcomes are coming: failed, unless the run was cut
         short by a stop or a pause (then queued again, no attempt used)."""
         return self._release() if self.stop.is_set() else self._fail_held()
 
-    def _fail_held(self) -> list[tuple[Outcome, threading.Event]]:
+    def _fail_held(self) -> list[_Result]:
         held, self.held = self.held, []
         return [(Outcome(o.job, Kind.FAILED, o.reply), e) for o, e in held]
 
-    def _release(self) -> list[tuple[Outcome, threading.Event]]:
+    def _release(self) -> list[_Result]:
         held, self.held = self.held, []
         return [(Outcome(o.job, Kind.REQUEUE, o.reply), e) for o, e in held]
 
 
-def _record(outbox: Outbox, outcomes: list[tuple[Outcome, threading.Event]],
-            delivery: DeliverySettings, now: datetime, stats: Stats) -> None:
-    """One store transaction for every outcome at hand, then each connection waiting on one
-    of them may write its next final dot."""
-    if not outcomes:
-        return
-    outbox.record([row_change(o, delivery, now) for o, _ in outcomes], now)
-    for outcome, stored in outcomes:
-        stored.set()
-        stats.outcomes[outcome.kind] += 1
-
-
-def _drain(results: queue.Queue[tuple[Outcome, threading.Event]], timeout: float
-           ) -> list[tuple[Outcome, threading.Event]]:
-    """Every outcome waiting in the queue, blocking up to `timeout` for the first: whatever
-    arrived while the last transaction committed goes into the next one."""
-    outcomes: list[tuple[Outcome, threading.Event]] = []
+def _drain(results: queue.SimpleQueue[T], timeout: float) -> list[T]:
+    """Everything waiting in the queue, blocking up to `timeout` for the first."""
+    outcomes: list[T] = []
     try:
         outcomes.append(results.get(timeout=timeout) if timeout else results.get_nowait())
         while True:
