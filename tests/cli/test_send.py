@@ -48,10 +48,13 @@ def test_dry_run_from_the_command_line(project: Path):
 
 def test_unreachable_relay_pauses_with_a_clear_message_and_status_shows_it(project: Path):
     prepare_project(project, 1)
+    config = project / "config.toml"  # retried for a second instead of five minutes
+    config.write_text(re.sub(r"(?m)^session_patience = \d+", "session_patience = 1",
+                             config.read_text()))
     result = run_cli(project, "send", EXAMPLE_ISSUE, "--yes")
     assert result.returncode == 1
-    assert re.search(r"delivery: paused after repeated sender-side failures: cannot connect "
-                     r"to 127\.0\.0\.1:1", result.stderr), result.stderr
+    assert re.search(r"delivery: paused: the relay refuses us: no session with the relay for "
+                     r"1 s .*cannot connect to 127\.0\.0\.1:1", result.stderr), result.stderr
     assert "Traceback" not in result.stderr
     status = run_cli(project, "status", EXAMPLE_ISSUE)
     assert "paused" in status.stdout

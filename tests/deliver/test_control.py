@@ -160,7 +160,9 @@ def test_resuming_moves_a_send_only_from_paused(engine, settings, issue, monkeyp
 class _Refusing:
     """A relay that refuses us, not the recipients: authentication failed."""
 
-    def send(self, sender: str, recipient: str, data: bytes) -> Reply:
+    smtputf8 = True
+
+    def send(self, sender: str, recipient: str, data: bytes, **_: object) -> Reply:
         return Reply(535, "5.7.8 authentication credentials invalid")
 
     def close(self) -> None:

@@ -4,6 +4,7 @@ fault ending as DESIGN.md says."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from datetime import UTC, datetime
@@ -56,9 +57,15 @@ def engine(store_url: str) -> Engine:
     engine.dispose()
 
 
-def populate(engine: Engine, settings: Settings, count: int = 30) -> list[csvio.Row]:
+def populate(engine: Engine, settings: Settings, count: int = 30,
+             domains: tuple[str, ...] = ("example.com",)) -> list[csvio.Row]:
+    """`count` subscribers who all receive the example issue, their addresses spread over
+    `domains` in turn."""
     issue = load_issue(settings.issues_dir / EXAMPLE_ISSUE, settings)
     rows = generate_subscribers(settings, issue.topics, count)
+    for i, row in enumerate(rows):
+        email = row.email.replace("@example.com", f"@{domains[i % len(domains)]}")
+        rows[i] = dataclasses.replace(row, email=email, key=email)
     subs.import_rows(engine, rows, NOW)
     return rows
 
@@ -160,7 +167,8 @@ def test_transient_replies_and_dropped_connections_are_retried_until_delivered(
 
     assert handler.per_recipient() == {r.email: 1 for r in rows}
     assert states(engine) == {"sent": len(rows)}
-    assert stats.outcomes[Kind.RETRY] >= 4 + 3  # scripted faults plus the 421s
+    assert stats.outcomes[Kind.RETRY] >= 5  # the scripted faults, each using an attempt
+    assert stats.outcomes[Kind.SESSION] >= 3  # the 421s to MAIL FROM: no attempt used
     with engine.connect() as conn:
         attempts = dict(conn.execute(select(outbox.c.subscriber_id, outbox.c.attempts)).all())
     ids = {p.email: p.id for p in subs.list_subscribers(engine)}
@@ -225,13 +233,15 @@ def test_a_run_of_policy_refusals_pauses_instead_of_burning_the_list(engine, set
                                                                      server):
     handler, port = server
     settings = configure_delivery(settings, port)
-    rows = populate(engine, settings, 30)
+    rows = populate(engine, settings, 30, domains=("example.com", "example.net"))
     handler.data_reply = "554 5.7.1 Message rejected: sender reputation"
     stats = send(engine, settings)
     assert stats.paused and "5.7.1" in stats.paused
     counts = states(engine)
     assert counts.get("failed", 0) == counts.get("bounced", 0) == 0
     assert counts["queued"] == len(rows)
+    with engine.connect() as conn:
+        assert conn.execute(select(func.max(outbox.c.attempts))).scalar() == 0
 
 
 def test_dry_run_writes_messages_and_a_report_and_changes_nothing(engine, settings, tmp_path):
@@ -314,9 +324,15 @@ def test_sqlite_allows_one_worker_at_a_time(tmp_path):
 @pytest.mark.parametrize("reply, kind", [
     (Reply(250, "2.0.0 Ok"), Kind.SENT), (Reply(421, "4.3.2 bye"), Kind.RETRY),
     (Reply(451, "4.7.1 greylisted"), Kind.RETRY), (Reply(550, "5.1.1 unknown"), Kind.BOUNCED),
-    (Reply(553, "5.1.3 bad address"), Kind.BOUNCED), (Reply(554, "5.7.1 spam"), Kind.SENDER),
+    (Reply(553, "5.1.3 bad address"), Kind.BOUNCED), (Reply(554, "5.7.1 spam"), Kind.POLICY),
+    (Reply(550, "5.7.1 refused", "rcpt"), Kind.POLICY),
     (Reply(535, "Authentication failed"), Kind.SENDER), (Reply(552, "5.3.4 too big"), Kind.FAILED),
-    (Reply(550, "mailbox unavailable"), Kind.FAILED)])
+    (Reply(550, "mailbox unavailable"), Kind.FAILED),
+    (Reply(421, "4.3.2 bye", "connect"), Kind.SESSION),
+    (Reply(554, "5.7.1 no service", "connect"), Kind.SENDER),
+    (Reply(451, "4.3.0 busy", "mail"), Kind.SESSION),
+    (Reply(550, "5.7.1 not our customer", "mail"), Kind.SENDER),
+    (Reply(530, "5.7.0 Authentication required", "rcpt"), Kind.SENDER)])
 def test_reply_classification(reply, kind):
     assert classify(reply) == kind
 

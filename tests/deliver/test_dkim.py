@@ -41,7 +41,7 @@ def test_messages_are_dkim_signed_and_verify(settings, tmp_path):
                                                                rendered.text)})
     job = Job(row_id=1, issue=issue.slug, variant=variant.id, attempts=0, subscriber_id=7,
               email="ana@example.com", name="Ana Kim")
-    _, data, _ = Messages(outbox, settings, Signer("k")).build(job, NOW)
+    data = Messages(outbox, settings, Signer("k")).build(job, NOW).data
 
     assert data.startswith(b"DKIM-Signature:")
     header = data.split(b"\r\n\r\n", 1)[0].split(b"\r\nDate:")[0]

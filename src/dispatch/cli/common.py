@@ -105,6 +105,7 @@ def stats_line(stats: Stats) -> str:
     o = stats.outcomes
     parts = [f"{o[Kind.SENT]:,} sent ({stats.rate:,.0f}/s)"]
     parts += [f"{o[k]:,} {label}" for k, label in ((Kind.RETRY, "to retry"),
+                                                  (Kind.UNKNOWN, "unknown, to retry once"),
                                                   (Kind.FAILED, "failed"),
                                                   (Kind.BOUNCED, "bounced"),
                                                   (Kind.SKIPPED, "skipped")) if o[k]]

@@ -58,9 +58,9 @@ def _print_status(engine: Engine, issue: str | None, as_json: bool = False
 def _finish(stats: Stats) -> None:
     say(f"this run: {stats_line(stats)}")
     if stats.paused:  # control.run_delivery has paused the send
-        raise DispatchError(Problem("delivery", f"paused after repeated sender-side failures: "
-                                    f"{stats.paused}. Fix the relay settings, then run the "
-                                    "same command again to resume."))
+        raise DispatchError(Problem("delivery", f"paused: the relay refuses us: {stats.paused}. "
+                                    "Fix the relay settings (or wait for the relay), then run "
+                                    "the same command again to resume."))
 
 
 def _dry_run(engine: Engine, issue: Issue, settings: Settings, out_dir: Path | None,

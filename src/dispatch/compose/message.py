@@ -9,6 +9,7 @@ line of a message starts with a dot and SMTP dot-stuffing has nothing to do.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import html as html_lib
 import re
@@ -90,12 +91,61 @@ def _address(name: str | None, email: str) -> str:
     return str(Address(display_name=name, addr_spec=email))
 
 
-def _to_value(name: str | None, email: str) -> str:
-    """The To header's value: written directly when plain ASCII, else encoded by the policy."""
-    address = _address(name, email)
-    if address.isascii() and len(address) < 70 and (not name or _PLAIN_NAME.match(name)):
-        return address
-    return _header("To", address)[4:-2]
+def needs_smtputf8(email: str) -> bool:
+    """Whether an address can only be sent with SMTPUTF8 (RFC 6531): a non-ASCII local part.
+    A non-ASCII domain alone goes out as its IDNA (xn--) form."""
+    return not email.rpartition("@")[0].isascii()
+
+
+def wire_address(email: str) -> str:
+    """The address as written in RCPT TO and the To header: the domain in its IDNA form
+    when only the domain is non-ASCII; unchanged otherwise."""
+    local, _, domain = email.rpartition("@")
+    if domain.isascii() or not local.isascii():
+        return email
+    try:
+        return f"{local}@{domain.encode('idna').decode('ascii')}"
+    except UnicodeError as exc:
+        raise ValueError(f"the domain {domain!r} has no IDNA form: {exc}") from None
+
+
+def _quoted(name: str) -> str:
+    """An RFC 5322 quoted-string (UTF-8 inside is allowed by RFC 6532 under SMTPUTF8)."""
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _encoded_words(text: str, chunk: int = 45) -> str:
+    """RFC 2047 "B" encoded words of at most 75 characters (45 octets of UTF-8 each, cut
+    between characters), folded one per line: whitespace between them is not part of the
+    text, so the name reads back exactly."""
+    words, current = [], b""
+    for char in text:
+        octets = char.encode("utf-8")
+        if len(current) + len(octets) > chunk:
+            words.append(current)
+            current = b""
+        current += octets
+    words.append(current)
+    return f"{CRLF} ".join(f"=?utf-8?b?{base64.b64encode(w).decode('ascii')}?=" for w in words)
+
+
+def _to_value(name: str | None, email: str, utf8: bool = False) -> str:
+    """The To header's value (without "To: " and the final CRLF), folded to short lines. A
+    display name is a quoted string when it is ASCII (or when the message goes out with
+    SMTPUTF8, which carries UTF-8 headers as they are), else RFC 2047 encoded words; a name
+    that merely looks like an encoded word is encoded too, so it reads back as written.
+    ValueError for a name or address no header may carry (line breaks, control characters)."""
+    for text, what in ((name or "", "the display name"), (email, "the address")):
+        if any(ord(c) < 32 or ord(c) == 127 for c in text):
+            raise ValueError(f"control character in {what}")
+    if not name:
+        return email
+    if utf8 or (name.isascii() and "=?" not in name):
+        display = _quoted(name)
+    else:
+        display = _encoded_words(name)
+    first_line = 4 + len(display.split(CRLF)[-1]) + 2 + len(email)
+    return f"{display}{CRLF} <{email}>" if first_line > 78 else f"{display} <{email}>"
 
 
 @lru_cache(maxsize=4)
@@ -183,7 +233,9 @@ def unsubscribe_mailto(settings: Settings, token: str) -> str:
 
 
 def slot_values(recipient: Recipient, now: datetime, settings: Settings) -> dict[str, bytes]:
-    """Each slot's bytes for one recipient, encoded for where the slot stands."""
+    """Each slot's bytes for one recipient, encoded for where the slot stands. The To header
+    is UTF-8 as it is when the address needs SMTPUTF8 (RFC 6532), ASCII otherwise."""
+    utf8 = needs_smtputf8(recipient.email)
     token = recipient.unsubscribe_url.rstrip("/").rpartition("/")[2]
     name = recipient.name or "there"
     fields = {"name": name, "unsubscribe_url": recipient.unsubscribe_url,
@@ -192,7 +244,8 @@ def slot_values(recipient: Recipient, now: datetime, settings: Settings) -> dict
         fields["confirm_url"] = recipient.confirm_url
     values = {
         "date": _date(now),
-        "to": _to_value(recipient.name, recipient.email).encode("ascii"),
+        "to": _to_value(recipient.name, wire_address(recipient.email), utf8).encode(
+            "utf-8" if utf8 else "ascii"),
         "message_id": recipient.message_id.encode("ascii"),
         "list_unsubscribe": (f"<{recipient.unsubscribe_url}>,{CRLF} "
                              f"<{unsubscribe_mailto(settings, token)}>").encode("ascii"),
@@ -228,5 +281,5 @@ def envelope_sender(recipient: str, settings: Settings) -> str:
     domain = settings.delivery.verp_domain
     if not domain:
         return settings.newsletter.from_email
-    local, _, rdomain = recipient.rpartition("@")
+    local, _, rdomain = wire_address(recipient).rpartition("@")
     return f"bounces+{local}={rdomain}@{domain}"

@@ -117,7 +117,10 @@ class SmtpSettings(_Table):
     security: Annotated[Literal["starttls", "tls", "none"], OneOf()] = "none"
     username: Annotated[str, Text()] | None = None
     password_env: Annotated[str, EnvName()] | None = None
-    timeout: Annotated[float, Between(0.1, 3600)] = 30.0
+    timeout: Annotated[float, Between(0.1, 3600)] = 30.0  # seconds for each command's reply
+    # Seconds for the reply to a message's final dot (RFC 5321 4.5.3.2.6 says 10 minutes):
+    # a reply lost after the dot leaves the outcome unknown, which costs a possible duplicate.
+    data_timeout: Annotated[float, Between(0.1, 3600)] = 600.0
 
     @model_validator(mode="wrap")
     @classmethod
@@ -164,7 +167,15 @@ class DeliverySettings(_Table):
     # Messages per second to one recipient domain.
     domain_rates: Mapping[Annotated[str, Key(_DOMAIN, "expected a domain name as the key")],
                           Annotated[float, Between(0.001, 100_000)]] = Field(default_factory=dict)
-    sender_failures: Annotated[int, Between(1, 1000)] = 3  # sender-side failures pausing a send
+    # Consecutive refusals of the session (AUTH, MAIL FROM), or 5.7.x refusals spanning at
+    # least two recipient domains, that pause a send.
+    sender_failures: Annotated[int, Between(1, 1000)] = 3
+    # Seconds of failing to get a session at all (connection refused, timeouts, 421 and other
+    # 4xx at the greeting) retried with backoff before the send is paused.
+    session_patience: Annotated[float, Between(0, 86_400)] = 300.0
+    # Seconds without a heartbeat after which a worker on another host counts as dead and its
+    # claimed rows go back to the queue (workers on the same host are checked by pid).
+    worker_lease: Annotated[float, Between(5, 86_400)] = 60.0
 
     @field_validator("domain_rates")
     @classmethod

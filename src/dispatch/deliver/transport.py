@@ -23,38 +23,65 @@ from dispatch.config import SmtpSettings
 class Reply:
     code: int
     text: str
+    # Where in the session it came: "connect" (greeting, EHLO, STARTTLS, AUTH), "mail",
+    # "rcpt", "data" (the DATA command) or "dot" (the reply to the final dot). What a refusal
+    # means depends on it: a MAIL FROM refusal is about us, an RCPT one about the recipient.
+    stage: str = "dot"
 
     def __str__(self) -> str:
         return f"{self.code} {self.text}".strip()
 
 
 class TransportError(Exception):
-    """The connection failed or dropped; `reply` is the server's refusal when there was one."""
+    """The connection failed or dropped; `reply` is the server's refusal when there was one.
+    `stage` is where it happened (as Reply.stage); "dot" means after the whole message and
+    its final dot were written: the server may have accepted it (an unknown outcome)."""
 
-    def __init__(self, message: str, reply: Reply | None = None) -> None:
+    def __init__(self, message: str, reply: Reply | None = None, stage: str = "connect"
+                 ) -> None:
         super().__init__(message)
         self.reply = reply
+        self.stage = stage
+
+
+class Abandoned(TransportError):
+    """The caller's `before_dot` said no: the transaction was dropped before its final dot,
+    so nothing was delivered."""
 
 
 class Connection(Protocol):
-    def send(self, sender: str, recipient: str, data: bytes) -> Reply: ...
+    # Whether the server offers SMTPUTF8 (RFC 6531): needed for a non-ASCII local part.
+    smtputf8: bool
+
+    def send(self, sender: str, recipient: str, data: bytes, *, utf8: bool = False,
+             before_dot: Callable[[], bool] | None = None) -> Reply:
+        """One transaction; `before_dot` is called just before the final dot is written
+        (the worker waits there until the previous message's outcome is stored) and False
+        from it abandons the transaction."""
+        ...
+
     def close(self) -> None: ...
 
 
 Transport = Callable[[], Connection]  # opens a connection
 
 
-def _reply(code: int, message: bytes | str) -> Reply:
+def _reply(code: int, message: bytes | str, stage: str = "connect") -> Reply:
     text = message.decode("utf-8", "replace") if isinstance(message, bytes) else message
-    return Reply(code, " ".join(text.split()))
+    return Reply(code, " ".join(text.split()), stage)
 
 
 class SmtpConnection:
     """One persistent SMTP session: STARTTLS or implicit TLS with a verifying context, AUTH
-    when configured, PIPELINING when offered, the configured timeout on every command."""
+    when configured, PIPELINING when offered, SMTPUTF8 when a message needs it and the server
+    offers it. Every command waits `timeout` for its reply; the reply to the final dot waits
+    `data_timeout` (RFC 5321 4.5.3.2.6: ten minutes), since a server may check the whole
+    message before answering."""
 
     def __init__(self, settings: SmtpSettings, context: ssl.SSLContext | None = None) -> None:
         context = context or ssl.create_default_context()
+        self._timeout = settings.timeout
+        self._data_timeout = settings.data_timeout
         try:
             if settings.security == "tls":
                 self._smtp: smtplib.SMTP = smtplib.SMTP_SSL(
@@ -74,8 +101,9 @@ class SmtpConnection:
         except (OSError, smtplib.SMTPException) as exc:
             self._abandon()
             raise TransportError(f"cannot connect to {settings.host}:{settings.port}: "
-                                 f"{exc}") from None
+                                 f"{exc or type(exc).__name__}") from None
         self._pipelining = self._smtp.has_extn("pipelining")
+        self.smtputf8 = self._smtp.has_extn("smtputf8")
 
     def _abandon(self) -> None:
         try:
@@ -83,45 +111,60 @@ class SmtpConnection:
         except (AttributeError, OSError):
             pass
 
-    def _read(self) -> Reply:
+    def _read(self, stage: str) -> Reply:
         code, message = self._smtp.getreply()
         if code == -1:
-            raise TransportError("connection dropped")
-        return _reply(code, message)
+            raise TransportError("connection dropped", stage=stage)
+        return _reply(code, message, stage)
 
-    def send(self, sender: str, recipient: str, data: bytes) -> Reply:
-        envelope = [f"MAIL FROM:<{sender}>\r\n".encode(), f"RCPT TO:<{recipient}>\r\n".encode(),
-                    b"DATA\r\n"]
+    def send(self, sender: str, recipient: str, data: bytes, *, utf8: bool = False,
+             before_dot: Callable[[], bool] | None = None) -> Reply:
+        mail = f"MAIL FROM:<{sender}>{' SMTPUTF8' if utf8 else ''}\r\n"
+        envelope = [mail.encode(), f"RCPT TO:<{recipient}>\r\n".encode(), b"DATA\r\n"]
+        stages = ("mail", "rcpt", "data")
         sock = self._smtp.sock
         if sock is None:
-            raise TransportError("connection closed")
+            raise TransportError("connection closed", stage="mail")
+        stage = "mail"
         try:
+            replies: list[Reply] = []
             if self._pipelining:
                 sock.sendall(b"".join(envelope))
-                replies: list[Reply] = []
                 while len(replies) < 3 and (not replies or replies[-1].code != 421):
-                    replies.append(self._read())
+                    stage = stages[len(replies)]
+                    replies.append(self._read(stage))
             else:
-                replies = []
-                for command, ok in zip(envelope, (250, 250, 354), strict=True):
+                for command, ok, stage in zip(envelope, (250, 250, 354), stages, strict=True):
                     sock.sendall(command)
-                    replies.append(self._read())
+                    replies.append(self._read(stage))
                     if replies[-1].code // 100 != ok // 100:
                         break
             if len(replies) == 3 and replies[2].code == 354:
+                stage = "data"
+                if before_dot is not None and not before_dot():
+                    self._abandon()  # no way to take back a DATA but to hang up
+                    raise Abandoned("stopped before the final dot", stage="data")
                 sock.sendall(data + b".\r\n")  # data ends with CRLF; no line starts with "."
-                return self._read()
+                stage = "dot"
+                sock.settimeout(self._data_timeout)
+                reply = self._read("dot")
+                sock.settimeout(self._timeout)
+                return reply
             refusal = next(r for r in replies if r.code >= 400)
             if replies[-1].code != 421:
-                sock.sendall(b"RSET\r\n")
-                self._read()
+                try:
+                    sock.sendall(b"RSET\r\n")
+                    self._read("mail")
+                except (OSError, smtplib.SMTPException, TransportError):
+                    self._abandon()  # the next send finds it closed and reconnects
             return refusal
         except TransportError:
             self._abandon()
             raise
         except (OSError, smtplib.SMTPServerDisconnected) as exc:
             self._abandon()
-            raise TransportError(f"connection lost: {exc or type(exc).__name__}") from None
+            raise TransportError(f"connection lost: {exc or type(exc).__name__}",
+                                 stage=stage) from None
 
     def close(self) -> None:
         try:
@@ -146,10 +189,13 @@ class FileWriter:
         self.sizes: dict[str, int] = {}  # recipient -> message bytes
         self._lock = Lock()
 
+    smtputf8 = True
+
     def __call__(self) -> Connection:
         return self
 
-    def send(self, sender: str, recipient: str, data: bytes) -> Reply:
+    def send(self, sender: str, recipient: str, data: bytes, *, utf8: bool = False,
+             before_dot: Callable[[], bool] | None = None) -> Reply:
         with self._lock:
             self.sizes[recipient] = len(data)
             write = self.sample is None or self.written < self.sample

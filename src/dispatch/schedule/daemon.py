@@ -198,8 +198,8 @@ class Daemon:
                 self.stopping.wait(10)
                 continue
             if stats.paused:  # run_delivery paused every running send
-                log.error("delivery paused after repeated sender-side failures: %s. Fix the "
-                          "relay settings, then `dispatch resume ISSUE`", stats.paused)
+                log.error("delivery paused: the relay refuses us: %s. Fix the relay settings "
+                          "(or wait for the relay), then `dispatch resume ISSUE`", stats.paused)
 
     def stop(self) -> None:
         """Stop waking up, let in-flight messages finish, hand the rest back to the queue."""

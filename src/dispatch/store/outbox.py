@@ -64,7 +64,7 @@ from dispatch.store.subscribers import mark_bounced
 
 INSERT_BATCH = 5_000
 MAX_REPLY = 2000
-LEASE = timedelta(seconds=60)  # a worker silent this long is dead; its claimed rows return
+LEASE = timedelta(seconds=60)  # the default delivery.worker_lease
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,7 @@ class Job:
     email: str | None  # None: the subscriber was erased after launch
     name: str | None = None
     status: str = SubscriberStatus.ACTIVE  # the subscriber's status at claim time
+    reply: str | None = None  # the row's reply from its previous attempt, if any
 
     @property
     def deliverable(self) -> bool:
@@ -203,11 +204,11 @@ def launch(engine: Engine, issue: Issue, audience: Audience,
     return True
 
 
-def live_workers(engine: Engine, now: datetime) -> int:
+def live_workers(engine: Engine, now: datetime, lease: timedelta = LEASE) -> int:
     """Delivery processes (workers or daemons) whose heartbeat is recent."""
     with engine.connect() as conn:
         return conn.execute(select(func.count()).select_from(workers).where(
-            workers.c.heartbeat_at >= now - LEASE)).scalar_one()
+            workers.c.heartbeat_at >= now - lease)).scalar_one()
 
 
 def variant_parts(engine: Engine, issue: str, variant: str) -> tuple[str, str, str]:
@@ -247,6 +248,17 @@ def last_errors(engine: Engine, issue: str, limit: int = 5) -> list[dict[str, An
 
 # ---- Claiming and recording ------------------------------------------------------------
 
+def host_identity() -> str:
+    """This machine as the workers table names it: the host name, plus the PID namespace
+    where Linux tells it, so two containers that share a host name never probe each other's
+    process ids."""
+    try:
+        namespace = f"/pidns:{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        namespace = ""
+    return f"{socket.gethostname()}{namespace}"[:200]
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -265,9 +277,12 @@ class SqlOutbox:
         self.engine = engine
         self.settings = settings
         self.issue = issue
-        self.host = socket.gethostname()
-        self.worker_id = f"{self.host}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.host = host_identity()
+        self.lease = timedelta(seconds=settings.delivery.worker_lease)
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"[:120]
         self._statements: dict[int, tuple[Any, Any]] = {}
+        self._recorder: Connection | None = None  # record()'s own connection
+        self._driver_statement: tuple[str, Callable[[dict[str, Any]], Any]] | None = None
         self._record_statement = (
             update(outbox).where(and_(outbox.c.id == bindparam("rid"),
                                       outbox.c.claimed_by == self.worker_id))
@@ -282,28 +297,35 @@ class SqlOutbox:
         with self.engine.begin() as conn:
             if self.engine.dialect.name == "sqlite":
                 conn.execute(delete(workers))  # we hold the one-worker lock: nobody else lives
-            else:
-                for wid, pid in conn.execute(select(workers.c.id, workers.c.pid)
-                                             .where(workers.c.host == self.host)).all():
-                    if not _alive(pid):
-                        conn.execute(delete(workers).where(workers.c.id == wid))
             conn.execute(insert(workers).values(id=self.worker_id, host=self.host,
                                                 pid=os.getpid(), started_at=now,
                                                 heartbeat_at=now))
             return self._requeue_orphans(conn, now)
 
     def heartbeat(self, now: datetime) -> int:
+        """Say this worker lives; return the rows of dead workers to the queue (how many)."""
         with self.engine.begin() as conn:
             conn.execute(update(workers).where(workers.c.id == self.worker_id)
                          .values(heartbeat_at=now))
             return self._requeue_orphans(conn, now)
 
     def unregister(self) -> None:
+        if self._recorder is not None:
+            self._recorder.close()
+            self._recorder = None
         with self.engine.begin() as conn:
             conn.execute(delete(workers).where(workers.c.id == self.worker_id))
 
     def _requeue_orphans(self, conn: Connection, now: datetime) -> int:
-        conn.execute(delete(workers).where(workers.c.heartbeat_at < now - LEASE))
+        """A worker is dead when its process is gone (probed for workers on this host, so a
+        killed neighbour's rows come back within a heartbeat) or when it has been silent for
+        delivery.worker_lease (the only sign across hosts); its claimed rows are queued
+        again with no attempt used."""
+        for wid, pid in conn.execute(select(workers.c.id, workers.c.pid).where(and_(
+                workers.c.host == self.host, workers.c.id != self.worker_id))).all():
+            if not _alive(pid):
+                conn.execute(delete(workers).where(workers.c.id == wid))
+        conn.execute(delete(workers).where(workers.c.heartbeat_at < now - self.lease))
         live = select(workers.c.id)
         result = conn.execute(
             update(outbox)
@@ -324,8 +346,8 @@ class SqlOutbox:
         """Built once per batch size: SQLAlchemy then reuses the compiled SQL every batch."""
         if limit not in self._statements:
             due = (select(outbox.c.id, outbox.c.issue, outbox.c.variant, outbox.c.attempts,
-                          outbox.c.subscriber_id, subscribers.c.email, subscribers.c.name,
-                          subscribers.c.status)
+                          outbox.c.subscriber_id, outbox.c.reply, subscribers.c.email,
+                          subscribers.c.name, subscribers.c.status)
                    .join(subscribers, subscribers.c.id == outbox.c.subscriber_id, isouter=True)
                    .where(and_(self._scope(), outbox.c.state.in_(OPEN),
                                outbox.c.next_attempt_at <= bindparam("now", type_=UTCDateTime())))
@@ -345,20 +367,71 @@ class SqlOutbox:
                 conn.execute(mark, {"ids": [row.id for row in rows], "now": now})
         return [Job(row_id=row.id, issue=row.issue, variant=row.variant,
                     attempts=row.attempts, subscriber_id=row.subscriber_id, email=row.email,
-                    name=row.name, status=row.status if row.email else "erased")
+                    name=row.name, status=row.status if row.email else "erased",
+                    reply=row.reply)
                 for row in rows]
 
     def record(self, changes: Iterable[RowChange], now: datetime) -> None:
-        """Write what happened to each claimed row, in one transaction."""
+        """Write what happened to each claimed row, in one transaction.
+
+        The worker commits often (before each connection's next final dot), so this keeps a
+        connection of its own and, unless a subscriber is to be marked bounced, runs the
+        statement SQLAlchemy compiled once straight through the driver: the same SQL and the
+        same bind processing, without the per-call overhead."""
+        changes = list(changes)
         rows = [{"rid": c.row_id, "st": c.state, "att": c.attempts, "nxt": c.next_attempt_at,
                  "now": now, "mid": c.message_id, "rep": c.reply[:MAX_REPLY]} for c in changes]
         if not rows:
             return
-        with self.engine.begin() as conn:
-            conn.execute(self._record_statement, rows)
-            for change in changes:
-                if change.bounced is not None:
-                    mark_bounced(conn, change.bounced, now)
+        if self._recorder is None:
+            self._recorder = self.engine.connect()
+        conn = self._recorder
+        try:
+            if any(change.bounced is not None for change in changes):
+                conn.execute(self._record_statement, rows)
+                for change in changes:
+                    if change.bounced is not None:
+                        mark_bounced(conn, change.bounced, now)
+                conn.commit()
+            else:
+                driver = conn.connection.driver_connection
+                assert driver is not None
+                sql, bind = self._driver_record()
+                cursor = driver.cursor()
+                try:
+                    cursor.executemany(sql, [bind(row) for row in rows])
+                finally:
+                    cursor.close()
+                driver.commit()
+        except BaseException:
+            self._recorder = None
+            try:
+                conn.invalidate()  # a half-done driver transaction must not go back to the pool
+                conn.close()
+            except Exception:
+                pass
+            raise
+
+    def _driver_record(self) -> tuple[str, Callable[[dict[str, Any]], Any]]:
+        """The record statement as its driver takes it: (SQL, row dict -> parameters)."""
+        if self._driver_statement is None:
+            dialect = self.engine.dialect
+            compiled = self._record_statement.compile(dialect=dialect)
+            fixed = compiled.construct_params({name: None for name in (
+                "rid", "st", "att", "nxt", "now", "mid", "rep")})
+            processors = {name: process for name, bind in compiled.binds.items()
+                          if name in fixed
+                          and (process := bind.type.bind_processor(dialect)) is not None}
+            names = list(compiled.positiontup or ()) if dialect.positional else None
+
+            def bind(row: dict[str, Any]) -> Any:
+                values = {**fixed, **row}
+                for name, process in processors.items():
+                    values[name] = process(values[name])
+                return tuple(values[n] for n in names) if names is not None else values
+
+            self._driver_statement = (str(compiled), bind)
+        return self._driver_statement
 
     def waiting(self, now: datetime) -> tuple[int, datetime | None]:
         """Rows still to deliver in scope (open or being sent) and when the next open row is
@@ -375,6 +448,18 @@ class SqlOutbox:
 
     def template_parts(self, issue: str, variant: str) -> tuple[str, str, str]:
         return variant_parts(self.engine, issue, variant)
+
+    def halted(self, issues: Iterable[str]) -> dict[str, str]:
+        """Of these sends, the ones no longer sending (paused, cancelled), with their status:
+        the worker stops starting messages for them."""
+        names = set(issues)
+        if not names:
+            return {}
+        with self.engine.connect() as conn:
+            return {issue: status for issue, status in conn.execute(
+                select(sends.c.issue, sends.c.status).where(and_(
+                    sends.c.issue.in_(names),
+                    sends.c.status.in_((SendStatus.PAUSED, SendStatus.CANCELLED)))))}
 
 
 def mail_due(engine: Engine, now: datetime) -> bool:
