@@ -113,6 +113,7 @@ def test_a_certificate_from_an_untrusted_ca_is_refused(ca, client_context, secur
         SmtpConnection(settings(port, security), client_context)
     assert "CERTIFICATE_VERIFY_FAILED" in str(caught.value), caught.value
     assert f"{HOST}:{port}" in str(caught.value)
+    assert caught.value.permanent  # no retrying: the send pauses with this reason
     assert handler.received == [] and handler.tls == []
 
 
@@ -123,6 +124,7 @@ def test_a_certificate_for_another_host_is_refused(ca, client_context, security)
         SmtpConnection(settings(port, security), client_context)
     message = str(caught.value)
     assert "CERTIFICATE_VERIFY_FAILED" in message and "mismatch" in message, message
+    assert caught.value.permanent
     assert handler.received == [] and handler.tls == []
 
 

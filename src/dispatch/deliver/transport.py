@@ -35,13 +35,16 @@ class Reply:
 class TransportError(Exception):
     """The connection failed or dropped; `reply` is the server's refusal when there was one.
     `stage` is where it happened (as Reply.stage); "dot" means after the whole message and
-    its final dot were written: the server may have accepted it (an unknown outcome)."""
+    its final dot were written: the server may have accepted it (an unknown outcome).
+    `permanent`: retrying cannot help (the certificate does not verify, STARTTLS or AUTH is
+    not offered): a refusal of the session like a 5xx one."""
 
-    def __init__(self, message: str, reply: Reply | None = None, stage: str = "connect"
-                 ) -> None:
+    def __init__(self, message: str, reply: Reply | None = None, stage: str = "connect",
+                 permanent: bool = False) -> None:
         super().__init__(message)
         self.reply = reply
         self.stage = stage
+        self.permanent = permanent
 
 
 class Abandoned(TransportError):
@@ -100,8 +103,10 @@ class SmtpConnection:
                                  _reply(exc.smtp_code, exc.smtp_error)) from None
         except (OSError, smtplib.SMTPException) as exc:
             self._abandon()
+            permanent = isinstance(exc, (ssl.SSLCertVerificationError,
+                                         smtplib.SMTPNotSupportedError))
             raise TransportError(f"cannot connect to {settings.host}:{settings.port}: "
-                                 f"{exc or type(exc).__name__}") from None
+                                 f"{exc or type(exc).__name__}", permanent=permanent) from None
         self._pipelining = self._smtp.has_extn("pipelining")
         self.smtputf8 = self._smtp.has_extn("smtputf8")
 

@@ -412,7 +412,8 @@ class _Sender:
                 self.conn = self.transport()
             except TransportError as exc:
                 reason = f"{exc}: {exc.reply}" if exc.reply else str(exc)
-                if exc.reply is not None and classify(exc.reply) == Kind.SENDER:
+                if exc.permanent or (exc.reply is not None
+                                     and classify(exc.reply) == Kind.SENDER):
                     return Outcome(job, Kind.SENDER, reason)  # 5xx greeting, AUTH refused
                 return self._session_failed(job, reason)
         if built.utf8 and not self.conn.smtputf8:
