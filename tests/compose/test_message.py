@@ -148,3 +148,36 @@ def test_the_message_builder_refuses_control_characters_in_headers(parts, settin
     (problem,) = info.value.problems
     assert problem.path == header and "control character" in problem.message
     assert "\r" not in str(problem) and "\n" not in str(problem)
+
+
+def test_a_non_ascii_local_part_gets_a_utf8_to_header_and_the_envelope_stays_utf8(parts,
+                                                                                  settings):
+    from dispatch.compose.message import envelope_sender, needs_smtputf8, wire_address
+
+    _issue, _rendered, template = parts
+    raw = personalize(template, recipient(settings, name="José", email="josé@example.com"),
+                      NOW, settings)
+    assert 'To: "José" <josé@example.com>\r\n'.encode() in raw  # RFC 6532: as it is
+    assert needs_smtputf8("josé@example.com") and not needs_smtputf8("ann@bücher.example")
+    assert wire_address("ann@bücher.example") == "ann@xn--bcher-kva.example"
+    assert wire_address("josé@bücher.example") == "josé@bücher.example"  # SMTPUTF8 carries it
+    verp = settings.model_copy(update={"delivery": settings.delivery.model_copy(
+        update={"verp_domain": "bounces.example.org"})})
+    assert envelope_sender("ann@bücher.example", verp) == (
+        "bounces+ann=xn--bcher-kva.example@bounces.example.org")
+
+
+@pytest.mark.parametrize("name", ["Evil\r\nBcc: x@example.net", "Tab\there", "Bell\x07"])
+def test_a_name_no_header_may_carry_is_refused(parts, settings, name):
+    _issue, _rendered, template = parts
+    with pytest.raises(ValueError, match="control character in the display name"):
+        personalize(template, recipient(settings, name=name), NOW, settings)
+
+
+def test_a_name_that_looks_like_an_encoded_word_reads_back_as_written(parts, settings):
+    from email.header import decode_header, make_header
+
+    _issue, _rendered, template = parts
+    raw = personalize(template, recipient(settings, name="=?utf-8?q?Admin?="), NOW, settings)
+    to = email.message_from_bytes(raw, policy=policy.compat32)["To"]
+    assert str(make_header(decode_header(to.rpartition(" <")[0]))) == "=?utf-8?q?Admin?="

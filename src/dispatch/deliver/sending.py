@@ -25,7 +25,14 @@ from sqlalchemy.engine import make_url
 
 from dispatch.audience.tokens import Signer
 from dispatch.clock import utcnow
-from dispatch.compose.message import Recipient, build_template, message_id, personalize
+from dispatch.compose.message import (
+    Recipient,
+    build_template,
+    message_id,
+    needs_smtputf8,
+    personalize,
+    wire_address,
+)
 from dispatch.compose.models import Issue
 from dispatch.compose.render import Rendered, render_variant
 from dispatch.compose.variants import Variant, possible_variants
@@ -187,7 +194,9 @@ def send_test_copies(engine: Engine, issue: Issue, settings: Settings, address: 
                 preferences_url=f"{base}/p/TEST-SEND", view_url=f"{base}/a/{issue.slug}/{vid}",
                 message_id=message_id(issue.slug, f"test:{vid}:{now.isoformat()}", settings))
             data = personalize(template, recipient, now.replace(microsecond=0), settings)
-            replies.append((vid, connection.send(settings.newsletter.from_email, address, data)))
+            replies.append((vid, connection.send(settings.newsletter.from_email,
+                                                 wire_address(address), data,
+                                                 utf8=needs_smtputf8(address))))
     finally:
         connection.close()
     return replies

@@ -1,12 +1,14 @@
 """Delivery: workers that drain an outbox over a transport, with rate limits and retries.
 
-One thread per connection does the network work; the calling thread alone touches the store:
-it claims rows in batches, hands them to the connection threads, and records the outcomes as
-they come, each commit taking every outcome that has arrived (a group commit). A connection
-writes a message's final dot only once the previous message it sent is recorded, so a killed
-process has re-sent at most one accepted-but-unrecorded message per connection, and never
-skips anyone: a claimed row is either recorded or, when its worker is found dead, queued
-again.
+One thread per connection does the network work; the calling thread claims rows in batches,
+hands them to the connection threads, decides what their outcomes mean for the send (runs of
+refusals, pauses) and checks every STATUS_EVERY whether an editor paused or cancelled it.
+Outcomes reach the store through one _Recorder: a connection writes a message's final dot
+only once the previous message it sent is recorded, committing itself, in one transaction,
+every outcome waiting by then (the calling thread commits stragglers within RECORD_EVERY).
+So a killed process has re-sent at most one accepted-but-unrecorded message per connection,
+and never skips anyone: a claimed row is either recorded or, when its worker is found dead,
+queued again.
 
 What pauses a send (docs/architecture.md, "What pauses a send"): the relay refusing the
 session (AUTH, MAIL FROM, a 5xx greeting) `delivery.sender_failures` times in a row; a run of
