@@ -148,3 +148,16 @@ def test_a_plain_session_to_a_server_requiring_starttls_gets_its_refusal(ca, cli
             connection.close()
     assert reply.code == 530 and "STARTTLS" in reply.text, reply
     assert handler.received == [] and handler.tls == []
+
+
+def test_a_password_variable_gone_since_the_start_is_a_permanent_refusal(monkeypatch):
+    # Checked at start-up (dispatch check, send, run); if the variable disappears while a
+    # daemon runs, the session is refused for good (the send pauses) instead of retrying.
+    monkeypatch.delenv("DISPATCH_TEST_GONE_PASSWORD", raising=False)
+    with smtp_sink(RecordingHandler()) as (handler, port):
+        settings = SmtpSettings(host="127.0.0.1", port=port, security="none", timeout=5.0,
+                                username="dispatch", password_env="DISPATCH_TEST_GONE_PASSWORD")
+        with pytest.raises(TransportError) as info:
+            SmtpConnection(settings)
+    assert info.value.permanent and "DISPATCH_TEST_GONE_PASSWORD" in str(info.value)
+    assert handler.received == []

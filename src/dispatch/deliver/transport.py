@@ -17,6 +17,7 @@ from threading import Lock
 from typing import Protocol
 
 from dispatch.config import SmtpSettings
+from dispatch.errors import DispatchError
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,9 @@ class SmtpConnection:
             self._abandon()
             raise TransportError(f"{settings.host}:{settings.port} refused the session",
                                  _reply(exc.smtp_code, exc.smtp_error)) from None
+        except DispatchError as exc:  # the password variable vanished since the start
+            self._abandon()
+            raise TransportError(str(exc), permanent=True) from None
         except (OSError, smtplib.SMTPException) as exc:
             self._abandon()
             permanent = isinstance(exc, (ssl.SSLCertVerificationError,
