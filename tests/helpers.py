@@ -3,6 +3,7 @@ modules import from here, never from each other, so each can be read and run on 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import subprocess
@@ -13,7 +14,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine
 
+from dispatch.audience.csvio import Row
 from dispatch.compose.issues import load_issue
 from dispatch.config import Settings, load_settings
 from dispatch.devtools.demo import generate_subscribers
@@ -113,3 +116,16 @@ def configure_web(project: Path, smtp_port: int, web_port: int, extra: str = "")
     text += f"\n[web]\nport = {web_port}\nsignup_limit = 4\n{extra}"
     config.write_text(text)
     return config
+
+
+def populate_audience(engine: Engine, settings: Settings, count: int, now: datetime,
+                      domains: tuple[str, ...] = ("example.com",)) -> list[Row]:
+    """`count` generated subscribers who all receive the example issue, their addresses spread
+    over `domains` in turn, imported at `now`."""
+    issue = load_issue(settings.issues_dir / EXAMPLE_ISSUE, settings)
+    rows = generate_subscribers(settings, issue.topics, count)
+    for i, row in enumerate(rows):
+        email = row.email.replace("@example.com", f"@{domains[i % len(domains)]}")
+        rows[i] = dataclasses.replace(row, email=email, key=email)
+    subs.import_rows(engine, rows, now)
+    return rows

@@ -4,7 +4,6 @@ fault ending as DESIGN.md says."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import threading
 from datetime import UTC, datetime
@@ -29,7 +28,6 @@ from dispatch.deliver.sending import (
     worker_lock,
 )
 from dispatch.deliver.transport import Reply, smtp_transport
-from dispatch.devtools.demo import generate_subscribers
 from dispatch.devtools.sink import smtp_sink
 from dispatch.store import subscribers as subs
 from dispatch.store.db import open_store
@@ -37,7 +35,7 @@ from dispatch.store.outbox import plan_audience, state_counts
 from dispatch.store.schema import metadata, outbox
 from dispatch.store.secrets import secret
 from dispatch.store.sends import get_send
-from tests.helpers import EXAMPLE_ISSUE, configure_delivery
+from tests.helpers import EXAMPLE_ISSUE, configure_delivery, populate_audience
 from tests.smtp_server import FaultyHandler, accept_login, refuse_login
 
 NOW = datetime(2026, 1, 5, 7, 0, tzinfo=UTC)  # before the real clock: rows are due
@@ -59,15 +57,7 @@ def engine(store_url: str) -> Engine:
 
 def populate(engine: Engine, settings: Settings, count: int = 30,
              domains: tuple[str, ...] = ("example.com",)) -> list[csvio.Row]:
-    """`count` subscribers who all receive the example issue, their addresses spread over
-    `domains` in turn."""
-    issue = load_issue(settings.issues_dir / EXAMPLE_ISSUE, settings)
-    rows = generate_subscribers(settings, issue.topics, count)
-    for i, row in enumerate(rows):
-        email = row.email.replace("@example.com", f"@{domains[i % len(domains)]}")
-        rows[i] = dataclasses.replace(row, email=email, key=email)
-    subs.import_rows(engine, rows, NOW)
-    return rows
+    return populate_audience(engine, settings, count, NOW, domains)
 
 
 def send(engine: Engine, settings: Settings, stop: threading.Event | None = None):

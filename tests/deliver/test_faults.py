@@ -6,7 +6,6 @@ the session pauses it (docs/architecture.md, "What pauses a send")."""
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import threading
 import time
@@ -26,7 +25,6 @@ from dispatch.deliver.control import run_delivery
 from dispatch.deliver.outcomes import Kind
 from dispatch.deliver.sending import launch_issue
 from dispatch.deliver.transport import smtp_transport
-from dispatch.devtools.demo import generate_subscribers
 from dispatch.devtools.sink import free_port
 from dispatch.schedule.planning import cancel_issue, pause_issue
 from dispatch.store import subscribers as subs
@@ -34,7 +32,7 @@ from dispatch.store.db import open_store
 from dispatch.store.outbox import plan_audience, state_counts
 from dispatch.store.schema import outbox, subscribers
 from dispatch.store.sends import get_send
-from tests.helpers import EXAMPLE_ISSUE, configure_delivery
+from tests.helpers import EXAMPLE_ISSUE, configure_delivery, populate_audience
 from tests.smtp_server import FaultyHandler, faulty_sink, refuse_login
 
 NOW = datetime(2026, 1, 5, 7, 0, tzinfo=UTC)
@@ -55,15 +53,8 @@ def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def populate(engine: Engine, settings: Settings, count: int = 8,
              domains: tuple[str, ...] = ("example.com",)) -> list[str]:
-    """`count` subscribers who all receive the example issue, their addresses spread over
-    `domains` in turn; their addresses."""
-    issue = load_issue(settings.issues_dir / EXAMPLE_ISSUE, settings)
-    rows = generate_subscribers(settings, issue.topics, count)
-    for i, row in enumerate(rows):
-        email = row.email.replace("@example.com", f"@{domains[i % len(domains)]}")
-        rows[i] = dataclasses.replace(row, email=email, key=email)
-    subs.import_rows(engine, rows, NOW)
-    return [row.email for row in rows]
+    """The addresses of `count` subscribers who all receive the example issue."""
+    return [row.email for row in populate_audience(engine, settings, count, NOW, domains)]
 
 
 def add_one(engine: Engine, settings: Settings, email: str, name: str | None) -> None:
