@@ -17,7 +17,8 @@ from dispatch.compose.issues import load_issue
 from dispatch.compose.render import render_variant
 from dispatch.compose.variants import possible_variants
 from dispatch.config import DkimSettings, load_settings
-from dispatch.deliver.worker import MemoryOutbox, Messages
+from dispatch.deliver.messages import Messages
+from dispatch.deliver.recording import MemoryOutbox
 from dispatch.errors import ConfigError
 from dispatch.store.outbox import Job
 from tests.helpers import EXAMPLE_ISSUE

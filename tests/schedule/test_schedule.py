@@ -17,8 +17,9 @@ from dispatch.audience.tokens import Signer
 from dispatch.compose.issues import load_issue
 from dispatch.config import RecurringSchedule, Settings
 from dispatch.deliver.outcomes import Kind
+from dispatch.deliver.recording import Stats
 from dispatch.deliver.transport import smtp_transport
-from dispatch.deliver.worker import Stats, deliver
+from dispatch.deliver.worker import deliver
 from dispatch.devtools.demo import generate_subscribers
 from dispatch.devtools.sink import smtp_sink
 from dispatch.errors import DispatchError

@@ -29,7 +29,7 @@ from typer.core import TyperGroup
 from dispatch.config import Settings, load_settings
 from dispatch.deliver.control import describe_when
 from dispatch.deliver.outcomes import Kind
-from dispatch.deliver.worker import Stats
+from dispatch.deliver.recording import Stats
 from dispatch.errors import DispatchError
 from dispatch.store import outbox
 from dispatch.store.db import open_store

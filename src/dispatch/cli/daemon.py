@@ -22,8 +22,8 @@ from dispatch.cli.common import (
 from dispatch.config import WebSettings
 from dispatch.deliver import sending
 from dispatch.deliver.control import describe_when
+from dispatch.deliver.recording import Stats
 from dispatch.deliver.transport import smtp_transport
-from dispatch.deliver.worker import Stats
 from dispatch.errors import DispatchError
 from dispatch.store.sends import scheduled_sends
 from dispatch.web import app as web

@@ -31,8 +31,8 @@ from dispatch.compose.models import Issue
 from dispatch.config import Settings
 from dispatch.deliver import control, sending
 from dispatch.deliver.control import SendAction, SendPlan
+from dispatch.deliver.recording import Stats
 from dispatch.deliver.transport import TransportError, smtp_transport
-from dispatch.deliver.worker import Stats
 from dispatch.errors import DispatchError, Problem, display_path
 from dispatch.states import RowState, SendStatus
 

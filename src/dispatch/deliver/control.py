@@ -23,9 +23,9 @@ from sqlalchemy import Engine
 
 from dispatch.compose.models import Issue
 from dispatch.config import Settings
+from dispatch.deliver.recording import Stats
 from dispatch.deliver.sending import launch_issue, run_worker
 from dispatch.deliver.transport import Transport
-from dispatch.deliver.worker import Stats
 from dispatch.errors import DispatchError, Problem
 from dispatch.states import UNFINISHED, RowState, SendStatus
 from dispatch.store import outbox, sends

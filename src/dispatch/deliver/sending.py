@@ -38,8 +38,9 @@ from dispatch.compose.render import Rendered, render_variant
 from dispatch.compose.variants import Variant, possible_variants
 from dispatch.config import Settings
 from dispatch.deliver.outcomes import Kind
+from dispatch.deliver.recording import MemoryOutbox, Stats
 from dispatch.deliver.transport import FileWriter, Reply, SmtpConnection, Transport
-from dispatch.deliver.worker import MemoryOutbox, Stats, deliver
+from dispatch.deliver.worker import deliver
 from dispatch.errors import DispatchError, Problem
 from dispatch.store.outbox import Audience, Job, SqlOutbox, launch, mail_due, plan_audience
 from dispatch.store.secrets import existing_secret, secret

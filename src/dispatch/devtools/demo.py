@@ -17,9 +17,9 @@ from dispatch.audience.csvio import Row
 from dispatch.clock import utcnow
 from dispatch.compose.models import Issue
 from dispatch.config import Settings
+from dispatch.deliver.recording import Stats
 from dispatch.deliver.sending import launch_issue, run_worker
 from dispatch.deliver.transport import smtp_transport
-from dispatch.deliver.worker import Stats
 from dispatch.devtools.sink import RecordingHandler, smtp_sink
 from dispatch.store import subscribers as subs
 from dispatch.store.db import open_store

@@ -24,9 +24,9 @@ from dispatch.clock import utcnow
 from dispatch.config import Settings, load_settings
 from dispatch.config.cron import cron_trigger
 from dispatch.deliver.control import run_delivery
+from dispatch.deliver.recording import Stats
 from dispatch.deliver.sending import WorkerBusy
 from dispatch.deliver.transport import Transport
-from dispatch.deliver.worker import Stats
 from dispatch.errors import ConfigError
 from dispatch.schedule.digests import digests_due
 from dispatch.schedule.firing import Event, fire

@@ -1,0 +1,102 @@
+"""Building one recipient's message for the wire: the variant's template (serialised once per
+variant), the recipient's slot values and tokens, DKIM when configured, and what the envelope
+needs (VERP sender, the address as the wire wants it, whether SMTPUTF8 is needed)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from dispatch.audience.tokens import Signer
+from dispatch.compose.message import (
+    MessageTemplate,
+    Recipient,
+    envelope_sender,
+    message_id,
+    needs_smtputf8,
+    personalize,
+    template_from_parts,
+    wire_address,
+)
+from dispatch.config import Settings
+from dispatch.store.outbox import Job
+from dispatch.store.sends import CONFIRMATIONS
+
+
+class TemplateSource(Protocol):
+    def template_parts(self, issue: str, variant: str) -> tuple[str, str, str]: ...
+
+
+@dataclass(frozen=True)
+class Built:
+    """One recipient's message, ready for the wire."""
+
+    sender: str  # MAIL FROM
+    recipient: str  # RCPT TO
+    data: bytes
+    message_id: str
+    utf8: bool  # needs SMTPUTF8: a non-ASCII local part
+
+
+class Messages:
+    """Builds each recipient's bytes from its variant's template (serialised once)."""
+
+    def __init__(self, outbox: TemplateSource, settings: Settings, signer: Signer) -> None:
+        self.outbox = outbox
+        self.settings = settings
+        self.signer = signer
+        self._templates: dict[tuple[str, str], MessageTemplate] = {}
+        self._lock = threading.Lock()
+        self._dkim: tuple[bytes, bytes, bytes] | None = None
+        if settings.dkim:
+            self._dkim = (settings.dkim.selector.encode(), settings.dkim.domain.encode(),
+                          settings.dkim.key_file.read_bytes())
+
+    def template(self, issue: str, variant: str) -> MessageTemplate:
+        key = (issue, variant)
+        with self._lock:
+            if key not in self._templates:
+                subject, html, text = self.outbox.template_parts(issue, variant)
+                self._templates[key] = template_from_parts(variant, html, text, subject, issue,
+                                                           self.settings)
+            return self._templates[key]
+
+    def recipient(self, job: Job, now: datetime) -> Recipient:
+        base = self.settings.newsletter.base_url
+        sid, email = job.subscriber_id, job.email
+        assert email is not None and sid is not None
+        key, confirm_url = str(sid), ""
+        if job.issue == CONFIRMATIONS:
+            confirm_url = f"{base}/c/{self.signer.token('confirm', sid, email, now)}"
+            key = f"{sid}.{job.row_id}"  # a new request is a new row: a new Message-ID
+        return Recipient(
+            email=email, name=job.name,
+            unsubscribe_url=f"{base}/u/{self.signer.token('unsubscribe', sid, email)}",
+            preferences_url=f"{base}/p/{self.signer.token('preferences', sid, email)}",
+            view_url=f"{base}/a/{job.issue}/{job.variant}", confirm_url=confirm_url,
+            message_id=message_id(job.issue, key, self.settings))
+
+    def build(self, job: Job, now: datetime) -> Built:
+        """One job's message; any exception means it cannot be built (that row fails)."""
+        recipient = self.recipient(job, now)
+        data = personalize(self.template(job.issue, job.variant), recipient,
+                           now.replace(microsecond=0), self.settings)
+        if self._dkim:
+            data = sign_dkim(data, *self._dkim)
+        email = recipient.email
+        return Built(envelope_sender(email, self.settings), wire_address(email), data,
+                     recipient.message_id, needs_smtputf8(email))
+
+
+DKIM_HEADERS = (b"from", b"to", b"subject", b"date", b"message-id", b"mime-version",
+                b"content-type", b"list-id", b"list-unsubscribe", b"list-unsubscribe-post")
+
+
+def sign_dkim(data: bytes, selector: bytes, domain: bytes, key: bytes) -> bytes:
+    import dkim  # only when signing is configured
+
+    # List-Unsubscribe-Post must be signed for one-click unsubscribe to be honoured (RFC 8058).
+    return dkim.sign(data, selector, domain, key, canonicalize=(b"relaxed", b"relaxed"),
+                     include_headers=list(DKIM_HEADERS)) + data
