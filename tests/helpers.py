@@ -20,7 +20,7 @@ from dispatch.audience.csvio import Row
 from dispatch.compose.issues import load_issue
 from dispatch.config import Settings, load_settings
 from dispatch.devtools.demo import generate_subscribers
-from dispatch.store import subscribers as subs
+from dispatch.store import imports
 from dispatch.store.db import open_store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,7 +88,7 @@ def prepare_project(project: Path, port: int) -> list[str]:
     issue = load_issue(settings.issues_dir / EXAMPLE_ISSUE, settings)
     rows = generate_subscribers(settings, issue.topics, PREPARED_RECIPIENTS, seed=11)
     engine = open_store(settings.store.url)
-    subs.import_rows(engine, rows, datetime.now(UTC))
+    imports.import_rows(engine, rows, datetime.now(UTC))
     engine.dispose()
     return [r.email for r in rows]
 
@@ -127,5 +127,5 @@ def populate_audience(engine: Engine, settings: Settings, count: int, now: datet
     for i, row in enumerate(rows):
         email = row.email.replace("@example.com", f"@{domains[i % len(domains)]}")
         rows[i] = dataclasses.replace(row, email=email, key=email)
-    subs.import_rows(engine, rows, now)
+    imports.import_rows(engine, rows, now)
     return rows

@@ -27,7 +27,7 @@ from dispatch.deliver.sending import dry_run, launch_issue, run_worker
 from dispatch.deliver.transport import smtp_transport
 from dispatch.devtools.demo import generate_subscribers
 from dispatch.devtools.sink import free_port
-from dispatch.store import subscribers as subs
+from dispatch.store import imports
 from dispatch.store.db import open_store
 from dispatch.store.outbox import plan_audience, state_counts
 from tests.helpers import EXAMPLE_ISSUE
@@ -69,7 +69,7 @@ def test_dispatch_against_postfix_smtp_source(sink: int, settings: Settings, tmp
     engine = open_store(f"sqlite:///{tmp_path / 'bench.db'}")
     issue = load_issue(settings.issues_dir / EXAMPLE_ISSUE, settings)
     now = datetime.now(UTC)
-    subs.import_rows(engine, generate_subscribers(settings, issue.topics, MESSAGES), now)
+    imports.import_rows(engine, generate_subscribers(settings, issue.topics, MESSAGES), now)
     sizes = dry_run(engine, issue, settings, tmp_path / "dry", now, sample=0).data["variants"]
     mean_size = sum(v["message_bytes"]["mean"] * v["recipients"] for v in sizes) // MESSAGES
 

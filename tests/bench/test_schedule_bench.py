@@ -17,7 +17,7 @@ from dispatch import schedule as scheduling
 from dispatch.compose.issues import load_issue
 from dispatch.config import Settings
 from dispatch.devtools.demo import generate_subscribers
-from dispatch.store import subscribers as subs
+from dispatch.store import imports
 from dispatch.store.db import open_store
 from dispatch.store.schema import outbox, sends, subscribers
 from tests.helpers import EXAMPLE_ISSUE
@@ -33,7 +33,7 @@ NOW = datetime(2026, 11, 1, tzinfo=UTC)
 def test_tick_and_local_time_launch(settings: Settings) -> None:
     engine = open_store(settings.store.url)
     issue = load_issue(settings.issues_dir / EXAMPLE_ISSUE, settings)
-    subs.import_rows(engine, generate_subscribers(settings, issue.topics, SUBSCRIBERS), NOW)
+    imports.import_rows(engine, generate_subscribers(settings, issue.topics, SUBSCRIBERS), NOW)
     rng = random.Random(5)
     with engine.begin() as conn:
         ids = conn.execute(select(subscribers.c.id)).scalars().all()

@@ -16,7 +16,7 @@ from sqlalchemy import insert
 
 from dispatch.audience import csvio
 from dispatch.config import Segment
-from dispatch.store import subscribers as subs
+from dispatch.store import imports
 from dispatch.store.db import open_store
 from dispatch.store.schema import subscriber_topics, subscribers
 from dispatch.store.segments import segment_counts
@@ -50,7 +50,7 @@ def test_import_100k(store_url):
     start = time.perf_counter()
     rows, rejected, read = csvio.read_csv(text, dict.fromkeys(TOPICS))
     validated = time.perf_counter()
-    report = subs.import_rows(engine, rows, NOW)
+    report = imports.import_rows(engine, rows, NOW)
     elapsed = time.perf_counter() - start
     assert report.added == 100_000 and not rejected
     backend = store_url.split(":")[0]

@@ -18,6 +18,7 @@ from dispatch.audience import csvio
 from dispatch.audience.tokens import Signer
 from dispatch.config import load_settings
 from dispatch.devtools.sink import free_port
+from dispatch.store import imports
 from dispatch.store import subscribers as subs
 from dispatch.store.db import open_store
 from dispatch.store.secrets import secret
@@ -38,7 +39,7 @@ def test_web_throughput(project: Path):
     rows = [csvio.Row(line=i + 2, email=f"reader{i}@example.com",
                      key=f"reader{i}@example.com", name=f"Reader {i}", topics=["security"],
                      timezone=None) for i in range(PEOPLE)]
-    subs.import_rows(engine, rows, NOW)
+    imports.import_rows(engine, rows, NOW)
     signer = Signer(secret(engine))
     people = subs.list_subscribers(engine)
     server = WebServer(create_app(engine, settings), "127.0.0.1", port, ("127.0.0.1",))

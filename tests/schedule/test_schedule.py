@@ -23,6 +23,7 @@ from dispatch.deliver.worker import deliver
 from dispatch.devtools.demo import generate_subscribers
 from dispatch.devtools.sink import smtp_sink
 from dispatch.errors import DispatchError
+from dispatch.store import imports
 from dispatch.store import subscribers as subs
 from dispatch.store.db import open_store
 from dispatch.store.outbox import SqlOutbox, plan_audience
@@ -64,7 +65,7 @@ def cfg(settings: Settings, server) -> Settings:
 
 def populate(engine: Engine, settings: Settings, count: int = 30) -> int:
     issue = load_issue(settings.issues_dir / EXAMPLE_ISSUE, settings)
-    subs.import_rows(engine, generate_subscribers(settings, issue.topics, count), DAY_BEFORE)
+    imports.import_rows(engine, generate_subscribers(settings, issue.topics, count), DAY_BEFORE)
     return len(plan_audience(engine, issue, settings).rows)
 
 

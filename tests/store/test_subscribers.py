@@ -11,6 +11,7 @@ from sqlalchemy import text
 from dispatch.audience import csvio
 from dispatch.config import Segment
 from dispatch.errors import ContentError, DispatchError
+from dispatch.store import imports
 from dispatch.store import subscribers as subs
 from dispatch.store.db import StoreError, current_revision, head_revision, open_store
 from dispatch.store.segments import segment_counts
@@ -61,7 +62,7 @@ def test_suppression_outlives_unsubscribe_and_forget(engine):
     subs.update_subscriber(engine, "GONE@example.com", now=NOW, known_topics=TOPICS,
                            status="unsubscribed")
     rows, _rejected, _ = csvio.read_csv("email\ngone@example.com\n", TOPICS)
-    report = subs.import_rows(engine, rows, NOW)
+    report = imports.import_rows(engine, rows, NOW)
     assert report.added == 0 and "suppressed (unsubscribed)" in report.rejected[0][2]
 
     subs.forget(engine, "gone@example.com", NOW)
@@ -72,7 +73,8 @@ def test_suppression_outlives_unsubscribe_and_forget(engine):
     assert "gone@" not in stored  # only a hash outlives deletion
     with pytest.raises(DispatchError, match="suppressed"):
         add(engine, "Gone@Example.com")
-    report = subs.import_rows(engine, csvio.read_csv("email\ngone@example.com\n", TOPICS)[0], NOW)
+    rows = csvio.read_csv("email\ngone@example.com\n", TOPICS)[0]
+    report = imports.import_rows(engine, rows, NOW)
     assert report.added == 0 and report.rejected
     # Only an explicit re-subscription lifts it.
     assert add(engine, "gone@example.com", resubscribe=True).status == "active"
@@ -95,7 +97,7 @@ def test_segments_resolve_in_the_database(engine):
     topic_sets = [set(c) for n in range(4) for c in itertools.combinations(TOPICS, n)]
     rows = [csvio.Row(line=i, email=f"r{i}@example.com", key=f"r{i}@example.com", name=None,
                      topics=sorted(t), timezone=None) for i, t in enumerate(topic_sets)]
-    subs.import_rows(engine, rows, NOW)
+    imports.import_rows(engine, rows, NOW)
     add(engine, "paused@example.com", ["security"], status="pending")
     segments = {
         "any": Segment(name="any", topics=("security", "economy")),
@@ -141,7 +143,7 @@ def test_bad_rows_rejected_with_line_and_reason_good_rows_land(engine):
     assert reasons[9] == "duplicate of line 2 (topics merged)"
     assert "unknown time zone" in reasons[10]
     assert read == 9 and len(rejected) == 7
-    report = subs.import_rows(engine, rows, NOW)
+    report = imports.import_rows(engine, rows, NOW)
     assert report.added == 2 and not report.rejected
     good = subs.get(engine, "good@example.com")
     assert good.topics == ("diplomacy", "east-asia", "economy", "security")
@@ -160,20 +162,20 @@ def test_import_is_one_transaction(engine):
             raise RuntimeError("power cut")
 
     with pytest.raises(RuntimeError):
-        subs.import_rows(engine, rows, NOW, progress=crash_after_first_batch)
+        imports.import_rows(engine, rows, NOW, progress=crash_after_first_batch)
     assert subs.count(engine) == 1  # nothing from the interrupted import remains
 
 
 def test_dry_run_changes_nothing(engine):
     rows, _, _ = csvio.read_csv(BAD_CSV, TOPICS)
-    report = subs.import_rows(engine, rows, NOW, dry_run=True)
+    report = imports.import_rows(engine, rows, NOW, dry_run=True)
     assert report.added == 2 and subs.count(engine) == 0
 
 
 def test_existing_subscribers_merge_topics(engine):
     add(engine, "m@example.com", ["security"], name="Old")
     rows, _, _ = csvio.read_csv("email,name,topics\nM@example.com,New,economy\n", TOPICS)
-    report = subs.import_rows(engine, rows, NOW)
+    report = imports.import_rows(engine, rows, NOW)
     assert (report.added, report.updated) == (0, 1)
     person = subs.get(engine, "m@example.com")
     assert person.topics == ("economy", "security") and person.name == "New"
@@ -188,7 +190,7 @@ def test_header_is_required(engine):
 
 def test_export_round_trips(engine, tmp_path):
     rows, _, _ = csvio.read_csv(BAD_CSV, TOPICS)
-    subs.import_rows(engine, rows, NOW)
+    imports.import_rows(engine, rows, NOW)
     out = tmp_path / "out.csv"
     with out.open("w", newline="") as handle:
         assert csvio.write_csv(handle, subs.iter_subscribers(engine)) == 2

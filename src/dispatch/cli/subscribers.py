@@ -32,6 +32,7 @@ from dispatch.cli.common import (
 from dispatch.compose.briefs import read_text_file
 from dispatch.errors import DispatchError, Problem, display_path
 from dispatch.states import SubscriberStatus
+from dispatch.store import imports
 from dispatch.store import segments as segs
 from dispatch.store import subscribers as subs
 from dispatch.store.db import create, upgrade
@@ -98,7 +99,7 @@ def subscribers_import(
                   TimeRemainingColumn(), console=err, transient=True,
                   disable=not err.is_terminal) as bar:
         task = bar.add_task("import", total=len(rows))
-        report = subs.import_rows(engine, rows, now(), dry_run=dry_run,
+        report = imports.import_rows(engine, rows, now(), dry_run=dry_run,
                                   progress=lambda done: bar.update(task, completed=done))
     for line, email, reason in sorted(rejected + report.rejected):
         warn(f"{display_path(file)}:{line}: {email or '(empty)'}: {reason}")

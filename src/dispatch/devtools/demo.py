@@ -21,7 +21,7 @@ from dispatch.deliver.recording import Stats
 from dispatch.deliver.sending import launch_issue, run_worker
 from dispatch.deliver.transport import smtp_transport
 from dispatch.devtools.sink import RecordingHandler, smtp_sink
-from dispatch.store import subscribers as subs
+from dispatch.store import imports
 from dispatch.store.db import open_store
 from dispatch.store.outbox import plan_audience
 
@@ -79,7 +79,7 @@ def run_demo(settings: Settings, issue: Issue, folder: Path, count: int = 500,
             "dkim": None})
         engine = open_store(store_url)
         now = utcnow()
-        subs.import_rows(engine, generate_subscribers(settings, issue.topics, count), now)
+        imports.import_rows(engine, generate_subscribers(settings, issue.topics, count), now)
         audience = plan_audience(engine, issue, demo_settings)
         launch_issue(engine, issue, audience, demo_settings, now)
         stats = run_worker(engine, demo_settings, smtp_transport(demo_settings.smtp),

@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -13,7 +13,6 @@ from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, u
 from sqlalchemy.sql.elements import ColumnElement
 
 from dispatch.audience.addresses import email_hash, name_problem, normalize
-from dispatch.audience.csvio import Row
 from dispatch.clock import is_zone
 from dispatch.config import Segment
 from dispatch.config.topics import check_topics
@@ -58,14 +57,14 @@ def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment else None
 
 
-def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+def chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
 
 
-def _topics_by_id(conn: Connection, ids: list[int]) -> dict[int, list[str]]:
+def topics_by_id(conn: Connection, ids: list[int]) -> dict[int, list[str]]:
     found: dict[int, list[str]] = {i: [] for i in ids}
-    for chunk in _chunks(ids, IN_CHUNK):
+    for chunk in chunks(ids, IN_CHUNK):
         rows = conn.execute(select(subscriber_topics.c.subscriber_id, subscriber_topics.c.topic)
                             .where(subscriber_topics.c.subscriber_id.in_(chunk))
                             .order_by(subscriber_topics.c.topic))
@@ -82,7 +81,7 @@ def _subscribers(conn: Connection, condition: ColumnElement[bool] | None = None,
     if limit is not None:
         query = query.limit(limit)
     rows = conn.execute(query).mappings().all()
-    topics = _topics_by_id(conn, [r["id"] for r in rows])
+    topics = topics_by_id(conn, [r["id"] for r in rows])
     return [Subscriber(id=r["id"], email=r["email"], name=r["name"], topics=tuple(topics[r["id"]]),
                        timezone=r["timezone"], status=r["status"], created_at=r["created_at"],
                        confirmed_at=r["confirmed_at"], unsubscribed_at=r["unsubscribed_at"],
@@ -260,94 +259,7 @@ def count(engine: Engine, status: str | None = None) -> int:
         return conn.execute(query).scalar_one()
 
 
-# ---- CSV import and export -------------------------------------------------------------
-
-@dataclass
-class ImportReport:
-    read: int = 0
-    added: int = 0
-    updated: int = 0
-    rejected: list[tuple[int, str, str]] = field(default_factory=list)  # line, email, reason
-    dry_run: bool = False
-
-
-def import_rows(engine: Engine, rows: list[Row], now: datetime, *, dry_run: bool = False,
-                progress: Callable[[int], None] = lambda _: None) -> ImportReport:
-    """Add new subscribers and merge topics into existing ones, in one transaction: a failure
-    anywhere leaves the store exactly as it was. Suppressed addresses are rejected."""
-    report = ImportReport(dry_run=dry_run)
-    try:
-        _import(engine, rows, now, report, progress)
-    except _DryRun:
-        pass
-    return report
-
-
-class _DryRun(Exception):
-    """Raised inside the import transaction to roll a dry run back."""
-
-
-def _import(engine: Engine, rows: list[Row], now: datetime, report: ImportReport,
-            progress: Callable[[int], None]) -> None:
-    with engine.begin() as conn:
-        existing: dict[str, tuple[int, str]] = {}
-        suppressed: dict[str, str] = {}
-        keys = [r.key for r in rows]
-        for chunk in _chunks(keys, IN_CHUNK):
-            for sid, key, status in conn.execute(
-                    select(subscribers.c.id, subscribers.c.email_key, subscribers.c.status)
-                    .where(subscribers.c.email_key.in_(chunk))):
-                existing[key] = (sid, status)
-        by_hash = {email_hash(k): k for k in keys}
-        hashes = list(by_hash)
-        for chunk in _chunks(hashes, IN_CHUNK):
-            for digest, reason in conn.execute(
-                    select(suppressions.c.email_hash, suppressions.c.reason)
-                    .where(suppressions.c.email_hash.in_(chunk))):
-                suppressed[by_hash[digest]] = reason
-        new: list[Row] = []
-        old: list[tuple[int, Row]] = []
-        for row in rows:
-            if row.key in suppressed or existing.get(row.key, (0, ""))[1] in SUPPRESSING:
-                reason = suppressed.get(row.key) or existing[row.key][1]
-                report.rejected.append((row.line, row.email, f"suppressed ({reason}): never "
-                                                             "mailed again unless it "
-                                                             "re-subscribes"))
-            elif row.key in existing:
-                old.append((existing[row.key][0], row))
-            else:
-                new.append(row)
-        report.added, report.updated = len(new), len(old)
-        done = 0
-        for chunk in _chunks(new, BATCH):
-            ids = conn.execute(
-                insert(subscribers).returning(subscribers.c.id, sort_by_parameter_order=True),
-                [{"email": r.email, "email_key": r.key, "name": r.name, "timezone": r.timezone,
-                  "status": SubscriberStatus.ACTIVE, "created_at": now, "confirmed_at": now}
-                 for r in chunk]
-            ).scalars().all()
-            topic_rows = [{"subscriber_id": sid, "topic": t}
-                          for sid, r in zip(ids, chunk, strict=True) for t in r.topics]
-            if topic_rows:
-                conn.execute(insert(subscriber_topics), topic_rows)
-            done += len(chunk)
-            progress(done)
-        for chunk in _chunks(old, IN_CHUNK):
-            current = _topics_by_id(conn, [sid for sid, _ in chunk])
-            for sid, row in chunk:
-                values = {k: v for k, v in (("name", row.name), ("timezone", row.timezone)) if v}
-                if values:
-                    conn.execute(update(subscribers).where(subscribers.c.id == sid)
-                                 .values(**values))
-                missing = [t for t in row.topics if t not in current[sid]]
-                if missing:
-                    conn.execute(insert(subscriber_topics),
-                                 [{"subscriber_id": sid, "topic": t} for t in missing])
-            done += len(chunk)
-            progress(done)
-        if report.dry_run:
-            raise _DryRun
-
+# ---- Export (the import: store/imports.py) ---------------------------------------------
 
 def iter_subscribers(engine: Engine, batch: int = BATCH) -> Iterator[Subscriber]:
     """Every subscriber in id order, read in batches (constant memory for any list size)."""
