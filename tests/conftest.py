@@ -4,11 +4,14 @@ Constants and helper functions are in helpers.py."""
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine
 
 from dispatch.config import Settings, load_settings
+from dispatch.store.db import open_store
 from tests.helpers import PG_URL, ROOT, reset_postgres
 
 
@@ -39,3 +42,11 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if reason:
         pytest.skip(reason + " (run tests/install-services.sh as root)")
     return PG_URL
+
+
+@pytest.fixture
+def engine(store_url: str) -> Iterator[Engine]:
+    """The store at `store_url`, migrated; disposed after the test."""
+    engine = open_store(store_url)
+    yield engine
+    engine.dispose()

@@ -48,13 +48,6 @@ def server():
         yield handler, port
 
 
-@pytest.fixture
-def engine(store_url: str) -> Engine:
-    engine = open_store(store_url)
-    yield engine
-    engine.dispose()
-
-
 def populate(engine: Engine, settings: Settings, count: int = 30,
              domains: tuple[str, ...] = ("example.com",)) -> list[csvio.Row]:
     return populate_audience(engine, settings, count, NOW, domains)

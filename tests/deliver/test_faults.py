@@ -38,13 +38,6 @@ from tests.smtp_server import FaultyHandler, faulty_sink, refuse_login
 NOW = datetime(2026, 1, 5, 7, 0, tzinfo=UTC)
 
 
-@pytest.fixture
-def engine(store_url: str) -> Engine:
-    engine = open_store(store_url)
-    yield engine
-    engine.dispose()
-
-
 @pytest.fixture(autouse=True)
 def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(worker, "SESSION_BACKOFF", 0.05)

@@ -32,6 +32,19 @@ class StampingHandler(RecordingHandler):
         return await super().handle_DATA(server, session, envelope)
 
 
+def start_run(project: Path) -> tuple[subprocess.Popen[str], Path]:
+    """`dispatch run` in `project`, logging to run.log, once it has said it is up (or died)."""
+    log_path = project / "run.log"
+    with log_path.open("w") as log:
+        daemon = subprocess.Popen([sys.executable, "-m", "dispatch", "run"], cwd=project,
+                                  stdout=log, stderr=subprocess.STDOUT, text=True)
+    if not eventually(lambda: "dispatch run:" in log_path.read_text()
+                      or daemon.poll() is not None, 30):
+        daemon.kill()  # never leave a daemon behind a failed test
+        raise AssertionError(log_path.read_text())
+    return daemon, log_path
+
+
 def test_the_daemon_sends_a_scheduled_issue_on_time_and_stops_on_sigterm(project: Path):
     handler = StampingHandler()
     with smtp_sink(handler) as (_, port):
@@ -40,15 +53,9 @@ def test_the_daemon_sends_a_scheduled_issue_on_time_and_stops_on_sigterm(project
         text = config.read_text()
         assert '\ngrace = "1h"' in text
         config.write_text(text.replace('\ngrace = "1h"', '\ngrace = "1h"\nsync = 1'))
-        log_path = project / "run.log"
-        with log_path.open("w") as log:
-            daemon = subprocess.Popen([sys.executable, "-m", "dispatch", "run"], cwd=project,
-                                      stdout=log, stderr=subprocess.STDOUT, text=True)
+        daemon, log_path = start_run(project)
         try:
-            assert eventually(lambda: "dispatch run:" in log_path.read_text()
-                         or daemon.poll() is not None, 30)
-            assert daemon.poll() is None, \
-                log_path.read_text()
+            assert daemon.poll() is None, log_path.read_text()
             # From another "shell": two seconds ahead, with seconds and an offset.
             settings = load_settings(config)
             engine = open_store(settings.store.url)
@@ -85,13 +92,8 @@ def test_sighup_reloads_the_schedules_and_a_bad_file_keeps_the_old_ones(project:
     config.write_text(text)
     weekly = ('\n[[schedules]]\nname = "weekly"\ncron = "0 7 * * fri"\nfolder = "inbox"\n'
               'subject = "Digest"\n')
-    log_path = project / "run.log"
-    with log_path.open("w") as log:
-        daemon = subprocess.Popen([sys.executable, "-m", "dispatch", "run"], cwd=project,
-                                  stdout=log, stderr=subprocess.STDOUT, text=True)
+    daemon, log_path = start_run(project)
     try:
-        assert eventually(lambda: "dispatch run:" in log_path.read_text()
-                          or daemon.poll() is not None, 30), log_path.read_text()
         config.write_text(text + weekly)
         daemon.send_signal(signal.SIGHUP)
         assert eventually(lambda: "config.toml reloaded (SIGHUP): 1 recurring schedule(s): "

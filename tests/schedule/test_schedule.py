@@ -45,13 +45,6 @@ def server():
 
 
 @pytest.fixture
-def engine(store_url: str) -> Engine:
-    engine = open_store(store_url)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
 def sqlite_engine(settings: Settings) -> Engine:
     engine = open_store(settings.store.url)
     yield engine

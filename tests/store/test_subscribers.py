@@ -20,13 +20,6 @@ NOW = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
 TOPICS = {"east-asia": 1, "security": 1, "economy": 1, "diplomacy": 1}
 
 
-@pytest.fixture
-def engine(store_url):
-    engine = open_store(store_url)
-    yield engine
-    engine.dispose()
-
-
 def add(engine, email, topics=(), **kw):
     return subs.add(engine, email, name=kw.pop("name", None), topics=topics,
                     timezone=kw.pop("timezone", None), known_topics=TOPICS, now=NOW, **kw)
