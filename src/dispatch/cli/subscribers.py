@@ -31,7 +31,7 @@ from dispatch.cli.common import (
 )
 from dispatch.compose.briefs import read_text_file
 from dispatch.errors import DispatchError, Problem, display_path
-from dispatch.states import SubscriberStatus
+from dispatch.states import SUPPRESSING, SubscriberStatus
 from dispatch.store import imports
 from dispatch.store import segments as segs
 from dispatch.store import subscribers as subs
@@ -156,9 +156,15 @@ def subscribers_list(
     if as_json:
         out.print_json(data=[p.as_json() for p in people])
         return
-    print_table(("email", "name", "topics", "timezone", "status", "created"),
-                ((p.email, p.name or "", ", ".join(p.topics), p.timezone or "", p.status,
-                  f"{p.created_at:%Y-%m-%d}") for p in people))
+    if status in SUPPRESSING:  # who left, when and why
+        print_table(("email", "name", "status", "since", "reason"),
+                    ((p.email, p.name or "", p.status,
+                      f"{p.unsubscribed_at:%Y-%m-%d %H:%M} UTC" if p.unsubscribed_at else "",
+                      p.status_reason or "") for p in people))
+    else:
+        print_table(("email", "name", "topics", "timezone", "status", "created"),
+                    ((p.email, p.name or "", ", ".join(p.topics), p.timezone or "", p.status,
+                      f"{p.created_at:%Y-%m-%d}") for p in people))
     out.print(f"{len(people)} subscriber(s)")
 
 
