@@ -29,6 +29,7 @@ from dispatch.store.schema import outbox
 from dispatch.store.secrets import secret
 from dispatch.store.sends import get_send
 from tests.helpers import EXAMPLE_ISSUE, FIXTURES, configure_delivery, populate_audience
+from tests.smtp_server import FaultyHandler
 
 SAMPLES = FIXTURES / "inbound"
 NOW = datetime(2026, 1, 5, 7, 0, tzinfo=UTC)
@@ -235,3 +236,70 @@ def test_the_classifier_reads_every_sample(tmp_path: Path):
     # Bounces carry Auto-Submitted: auto-replied too; their content decides.
     assert kinds["postfix-user-unknown.eml"] == ReportKind.BOUNCED
     assert classify(b"").kind == ReportKind.NOT_EMAIL
+
+
+def test_a_sending_issue_pauses_when_its_hard_bounce_rate_passes_the_limit(
+        engine, inbound_settings):
+    # 25 subscribers; one stays retrying (a 4xx, retried an hour later), so the send is still
+    # sending when the bounces come back.
+    rows = populate_audience(engine, inbound_settings, 25, NOW)
+    slow = sorted(r.email for r in rows)[-1]
+    issue = load_issue(inbound_settings.issues_dir / EXAMPLE_ISSUE, inbound_settings)
+    handler = FaultyHandler(rcpt_script={slow: ["451 4.3.0 Try again later"]})
+    with smtp_sink(handler) as (_, port):
+        wired = configure_delivery(inbound_settings, port, retry_backoff=3600.0)
+        assert launch_issue(engine, issue, plan_audience(engine, issue, wired), wired, NOW)
+        run_worker(engine, wired, smtp_transport(wired.smtp), issue=issue.slug,
+                   wait_for_retries=False)
+    assert get_send(engine, EXAMPLE_ISSUE).status == "sending"  # type: ignore[union-attr]
+    sent = []
+    for item in sorted(handler.received, key=lambda r: r.recipient):
+        msg = message_from_bytes(item.data, policy=policy.SMTP)
+        sent.append(Sent(item.recipient, item.sender, "", str(msg["Message-ID"])))
+    assert len(sent) == 24
+    # One hard bounce in 24 delivered is 4.2 %: under delivery.max_bounce_rate (5 %).
+    first = run(engine, inbound_settings, fill("postfix-user-unknown.eml", sent[0]))
+    still = get_send(engine, EXAMPLE_ISSUE)
+    assert still is not None and still.status == "sending", first.describe()
+    second = run(engine, inbound_settings, fill("gmail-no-such-user.eml", sent[1]))
+    paused = get_send(engine, EXAMPLE_ISSUE)
+    assert paused is not None and paused.status == "paused"
+    assert paused.reason is not None and paused.reason.startswith("hard-bounce rate 8.3 %")
+    assert "delivery.max_bounce_rate 5 %" in paused.reason
+    assert second.recorded is not None
+    assert any("paused" in change for change in second.recorded.changes)
+
+
+def test_a_sending_issue_pauses_when_its_complaint_rate_passes_the_limit(
+        engine, inbound_settings):
+    rows = populate_audience(engine, inbound_settings, 21, NOW)
+    slow = sorted(r.email for r in rows)[-1]
+    issue = load_issue(inbound_settings.issues_dir / EXAMPLE_ISSUE, inbound_settings)
+    handler = FaultyHandler(rcpt_script={slow: ["451 4.3.0 Try again later"]})
+    with smtp_sink(handler) as (_, port):
+        wired = configure_delivery(inbound_settings, port, retry_backoff=3600.0)
+        assert launch_issue(engine, issue, plan_audience(engine, issue, wired), wired, NOW)
+        run_worker(engine, wired, smtp_transport(wired.smtp), issue=issue.slug,
+                   wait_for_retries=False)
+    item = sorted(handler.received, key=lambda r: r.recipient)[0]
+    msg = message_from_bytes(item.data, policy=policy.SMTP)
+    target = Sent(item.recipient, item.sender, "", str(msg["Message-ID"]))
+    run(engine, inbound_settings, fill("arf-abuse.eml", target))
+    paused = get_send(engine, EXAMPLE_ISSUE)
+    assert paused is not None and paused.status == "paused"
+    assert paused.reason == ("complaint rate 5.00 % (1 of 20 delivered) passed "
+                             "delivery.max_complaint_rate 0.3 %")
+
+
+def test_web_unsubscribes_are_counted_by_way_for_the_last_issue_sent(engine, inbound_settings,
+                                                                    sent):
+    ids = {p.email: p.id for p in subs.list_subscribers(engine)}
+    later = NOW + timedelta(hours=2)
+    assert reports.web_unsubscribe(engine, ids[sent[0].email], "one-click", later)
+    assert not reports.web_unsubscribe(engine, ids[sent[0].email], "one-click", later)
+    assert reports.web_unsubscribe(engine, ids[sent[1].email], "preferences", later)
+    run(engine, inbound_settings, fill("mailto-unsubscribe.eml", sent[2]))
+    counted = reports.counts(engine)[EXAMPLE_ISSUE]
+    assert (counted["unsubscribed_one_click"], counted["unsubscribed_preferences"],
+            counted["unsubscribed_mailto"]) == (1, 1, 1)
+    assert [status(engine, s.email) for s in sent[:4]] == ["unsubscribed"] * 3 + ["active"]
