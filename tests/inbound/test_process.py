@@ -4,6 +4,7 @@ received, each processed (twice), leaving every subscriber in the state it shoul
 
 from __future__ import annotations
 
+import mailbox
 import random
 import shutil
 from dataclasses import dataclass
@@ -20,8 +21,9 @@ from dispatch.config import Settings
 from dispatch.deliver.sending import launch_issue, run_worker
 from dispatch.deliver.transport import smtp_transport
 from dispatch.devtools.sink import smtp_sink
+from dispatch.errors import DispatchError
 from dispatch.inbound.classify import classify
-from dispatch.inbound.process import process
+from dispatch.inbound.process import process, read_messages
 from dispatch.states import ReportKind
 from dispatch.store import reports
 from dispatch.store import subscribers as subs
@@ -352,3 +354,27 @@ def test_hostile_messages_are_classified_without_an_exception_or_a_traceback(cap
     # Where no logging is set up (`dispatch inbound process`) a log record is a traceback on
     # the terminal.
     assert [r.getMessage() for r in caplog.records] == []
+
+
+def test_reading_files_names_what_cannot_be_read(tmp_path: Path):
+    sent = Sent("ana@example.com", f"b-1-1-abcdefghijklmnop@{INBOUND}",
+                f"u-1-1-abcdefghijklmnop@{INBOUND}", "<thaw.00ff@example.org>")
+    one = tmp_path / "one.eml"
+    one.write_bytes(fill("postfix-delayed.eml", sent))
+    assert [label for label, _ in read_messages(one, 100_000)] == [str(one)]
+    box = mailbox.mbox(tmp_path / "box.mbox")
+    for sample in ("arf-abuse.eml", "qmail-prose-bounce.eml"):
+        box.add(message_from_bytes(fill(sample, sent)))
+    box.flush()
+    read = list(read_messages(tmp_path / "box.mbox", 100_000))
+    assert [label.rpartition("#")[2] for label, _ in read] == ["1", "2"]
+    assert classify(read[0][1]).kind == ReportKind.COMPLAINT
+    for path, size, message in ((tmp_path / "none.eml", 100_000, "cannot read: No such file"),
+                                (tmp_path, 100_000, "cannot read: Is a directory"),
+                                (one, 1_000, "larger than inbound.max_size (1,000 octets)")):
+        with pytest.raises(DispatchError) as info:
+            list(read_messages(path, size))
+        (problem,) = info.value.problems
+        assert problem.path == str(path) and problem.message.startswith(message)
+    with pytest.raises(DispatchError, match="larger than inbound.max_size"):
+        list(read_messages(tmp_path / "box.mbox", 1_500))
