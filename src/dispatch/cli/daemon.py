@@ -1,11 +1,11 @@
 """The long-running processes: `dispatch run` (scheduler, delivery and, with a [web] table,
-the web app) and `dispatch serve` (the web app and its confirmations)."""
+the web app, with an [inbound] table the inbound SMTP server) and `dispatch serve` (the web
+app and its confirmations)."""
 
 from __future__ import annotations
 
 import logging
 import signal
-import sys
 import threading
 import time
 from typing import TYPE_CHECKING, Annotated
@@ -15,6 +15,7 @@ import typer
 from dispatch.cli.common import (
     ConfigOption,
     load_with_store,
+    log_to_stderr,
     stats_line,
     stop_on_signals,
 )
@@ -24,18 +25,14 @@ if TYPE_CHECKING:  # the stack is imported where a command uses it: start-up sta
     from dispatch.deliver.recording import Stats
 
 
-def _log_to_stderr() -> None:
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(message)s")
-
-
 def run(config: ConfigOption = None) -> None:
     """The daemon: sends scheduled issues on time, builds recurring digests, and delivers,
     until SIGTERM or Ctrl-C (messages in flight finish first). Logs go to standard error.
 
     An issue whose time passed while no daemon ran goes out if it is less than
     schedule.grace late, and is marked missed otherwise. With a web table in config.toml it
-    also serves the subscriber web app (see `dispatch serve`).
+    also serves the subscriber web app (see `dispatch serve`); with an inbound table it also
+    receives bounces, complaints and mailto unsubscribes (see `dispatch inbound serve`).
 
     The [[schedules]] in config.toml are reloaded without a restart on SIGHUP (kill -HUP PID)
     and when the file is saved (seen within schedule.sync seconds); other settings need a
@@ -47,12 +44,13 @@ def run(config: ConfigOption = None) -> None:
     from dispatch import schedule as scheduling
     from dispatch.deliver.control import describe_when
     from dispatch.deliver.transport import smtp_transport
+    from dispatch.inbound.server import InboundServer
     from dispatch.store.sends import scheduled_sends
     from dispatch.web import app as web
     from dispatch.web.server import WebServer
     settings, engine = load_with_store(config)
     settings.smtp.check_credentials()
-    _log_to_stderr()
+    log_to_stderr()
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     log = logging.getLogger("dispatch.run")
     last = [0.0, 0]
@@ -68,6 +66,7 @@ def run(config: ConfigOption = None) -> None:
     if settings.web is not None:
         server = WebServer(web.create_app(engine, settings, queued=daemon.wake),
                            settings.web.host, settings.web.port, settings.web.trusted_proxies)
+    inbound = InboundServer(engine, settings) if settings.inbound is not None else None
     hangup = threading.Event()
     previous = signal.signal(signal.SIGHUP, lambda _signum, _frame: hangup.set())
     with stop_on_signals() as stop:
@@ -80,6 +79,16 @@ def run(config: ConfigOption = None) -> None:
                 raise
             log.info("dispatch run: web app on %s (public address %s)", server.url,
                      settings.newsletter.base_url)
+        if inbound is not None:
+            try:
+                inbound.start()
+            except DispatchError:
+                if server is not None:
+                    server.stop()
+                daemon.stop()
+                raise
+            log.info("dispatch run: inbound SMTP on %s for %s", inbound.address,
+                     settings.delivery.verp_domain)
         waiting = scheduled_sends(engine)
         log.info("dispatch run: %d issue(s) scheduled%s; %d recurring schedule(s); delivering "
                  "through %s:%d", len(waiting),
@@ -90,6 +99,8 @@ def run(config: ConfigOption = None) -> None:
             if hangup.is_set():  # reloaded here: a signal handler must not take locks
                 hangup.clear()
                 daemon.reload("SIGHUP")
+        if inbound is not None:
+            inbound.stop()
         if server is not None:
             server.stop()
         daemon.stop()
@@ -121,7 +132,7 @@ def serve(
     settings, engine = load_with_store(config)
     settings.smtp.check_credentials()  # it delivers sign-up confirmations
     web_settings = settings.web or WebSettings()
-    _log_to_stderr()
+    log_to_stderr()
     log = logging.getLogger("dispatch.serve")
     wake = threading.Event()
     server = WebServer(web.create_app(engine, settings, queued=wake.set),

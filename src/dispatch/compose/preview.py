@@ -35,7 +35,7 @@ def sample_recipient(issue: Issue, variant: Variant, settings: Settings) -> Reci
                      unsubscribe_url=values["unsubscribe_url"],
                      preferences_url=values["preferences_url"],
                      view_url=f"{settings.newsletter.base_url}/a/{issue.slug}/{variant.id}",
-                     message_id=message_id(issue.slug, f"sample:{variant.id}", settings))
+                     message_id=message_id(issue.slug, "sample", settings))
 
 
 def find_chromium() -> str | None:

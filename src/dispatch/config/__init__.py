@@ -14,6 +14,7 @@ from dispatch.config.schema import (
                                   TOPIC_KEY,
                                   DeliverySettings,
                                   DkimSettings,
+                                  InboundSettings,
                                   NewsletterSettings,
                                   RecurringSchedule,
                                   ScheduleSettings,
@@ -26,7 +27,8 @@ from dispatch.config.schema import (
 )
 
 __all__ = [
-    "DEFAULT_CONFIG", "TOPIC_KEY", "DeliverySettings", "DkimSettings", "NewsletterSettings",
+    "DEFAULT_CONFIG", "TOPIC_KEY", "DeliverySettings", "DkimSettings", "InboundSettings",
+    "NewsletterSettings",
     "RecurringSchedule", "ScheduleSettings", "Segment", "Settings", "SmtpSettings",
     "StoreSettings", "Topic", "WebSettings", "config_path", "load_settings", "parse_settings",
     "toml_error", "toml_line",

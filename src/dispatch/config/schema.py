@@ -176,6 +176,14 @@ class DeliverySettings(_Table):
     # Seconds without a heartbeat after which a worker on another host counts as dead and its
     # claimed rows go back to the queue (workers on the same host are checked by pid).
     worker_lease: Annotated[float, Between(5, 86_400)] = 60.0
+    # What comes back (dispatch.inbound): soft bounces (4.x.x, mailbox full, delayed) from
+    # this many different issues within the window make a subscriber bounced.
+    soft_bounce_limit: Annotated[int, Between(1, 1000)] = 3
+    soft_bounce_window: Annotated[timedelta, Duration()] = timedelta(days=30)
+    # Percentages of a send's delivered messages past which it pauses: hard bounces, and
+    # complaints (mailbox providers want spam rates under 0.3 %).
+    max_bounce_rate: Annotated[float, Between(0, 100)] = 5.0
+    max_complaint_rate: Annotated[float, Between(0, 100)] = 0.3
 
     @field_validator("domain_rates")
     @classmethod
@@ -202,6 +210,28 @@ class DkimSettings(_Table):
         if not path.is_file():
             raise fail(f"no such file: {path}")
         return path
+
+
+class InboundSettings(_Table):
+    """`dispatch inbound serve` (and `dispatch run` when this table is present): the SMTP
+    server that receives bounces, complaints and mailto unsubscribes for delivery.verp_domain."""
+
+    host: Annotated[str, Text()] = "127.0.0.1"
+    port: Port = 2525
+    max_size: Annotated[int, Between(10_000, 100_000_000)] = 10_000_000  # octets per message
+    # Where each accepted message is kept (fsynced) before the 250; relative to config.toml.
+    spool: Annotated[Path, Text("a folder path")] = Path("spool/inbound")
+
+    @field_validator("spool", mode="before")
+    @classmethod
+    def _path_as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, Path) else value
+
+    @field_validator("spool")
+    @classmethod
+    def _resolved(cls, value: str | Path, info: ValidationInfo) -> Path:
+        root = _root(info)
+        return root / value if root else Path(value)
 
 
 class StoreSettings(_Table):
@@ -298,6 +328,7 @@ class Settings(_Table):
     segments: Annotated[Mapping[str, Segment], Keyed("name")] = Field(default_factory=dict)
     schedule: ScheduleSettings
     web: WebSettings | None = None  # None: `dispatch run` serves no web app
+    inbound: InboundSettings | None = None  # None: `dispatch run` runs no inbound server
     schedules: tuple[RecurringSchedule, ...] = ()
 
     _path: Path
@@ -308,7 +339,12 @@ class Settings(_Table):
         if not isinstance(data, dict):
             return handler(data)
         data = derived_defaults(data, NewsletterSettings.model_fields["timezone"].default)
-        return checked(handler, data, references(data))
+        problems = references(data)
+        delivery = data.get("delivery")
+        if "inbound" in data and not (isinstance(delivery, dict) and delivery.get("verp_domain")):
+            problems.append((("inbound",), "set delivery.verp_domain too: the domain bounces "
+                                           "and mailto unsubscribes are addressed to"))
+        return checked(handler, data, problems)
 
     @field_validator("schedules", mode="before")
     @classmethod

@@ -391,7 +391,7 @@ class SqlOutbox:
                 conn.execute(self._record_statement, rows)
                 for change in changes:
                     if change.bounced is not None:
-                        mark_bounced(conn, change.bounced, now)
+                        mark_bounced(conn, change.bounced, now, change.reply[:MAX_REPLY])
                 conn.commit()
             else:
                 driver = conn.connection.driver_connection

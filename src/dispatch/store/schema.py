@@ -51,6 +51,9 @@ subscribers = Table(
     Column("confirmed_at", UTCDateTime()),
     Column("unsubscribed_at", UTCDateTime()),
     Column("last_sent_at", UTCDateTime()),
+    # Why a subscriber is bounced or complained ("5.1.1 user unknown", "ARF abuse report");
+    # unsubscribed_at says when they left, whatever the status.
+    Column("status_reason", Text),
 )
 
 subscriber_topics = Table(
@@ -125,6 +128,7 @@ outbox = Table(
     UniqueConstraint("issue", "subscriber_id", name="uq_outbox_issue_subscriber"),
     Index("ix_outbox_claim", "state", "next_attempt_at", "id"),
     Index("ix_outbox_issue_state", "issue", "state"),
+    Index("ix_outbox_message_id", "message_id"),  # a report quoting one finds its row
 )
 
 # Live delivery processes; a row whose heartbeat is stale belongs to a dead worker, whose
@@ -175,4 +179,26 @@ signup_requests = Table(
     Column("name", String(200)),
     Column("topics", Text, nullable=False),  # a JSON list of topic keys
     Column("requested_at", UTCDateTime(), nullable=False),
+)
+
+
+# ---- What comes back ---------------------------------------------------------------------
+
+# Every report received (bounce, complaint, auto-reply, mailto unsubscribe, unmatched), once:
+# keyed by a fingerprint of the message, so the same report read again by any way in changes
+# nothing. Web unsubscribes (one-click, preferences) are kept here too, for the per-send
+# counts. The issue of an unmatched report is the one its Message-ID claims, if any.
+reports = Table(
+    "reports", metadata,
+    Column("fingerprint", String(64), primary_key=True),
+    Column("kind", String(16), nullable=False),  # states.ReportKind
+    Column("source", String(32), nullable=False),  # smtp, file, imap, a webhook, web
+    Column("via", String(16)),  # unsubscribes: mailto, one-click, preferences
+    Column("outbox_id", Integer, ForeignKey("outbox.id", ondelete="SET NULL")),
+    Column("issue", String(200)),
+    Column("subscriber_id", Integer, ForeignKey("subscribers.id", ondelete="SET NULL")),
+    Column("reason", Text),
+    Column("received_at", UTCDateTime(), nullable=False),
+    Index("ix_reports_issue_kind", "issue", "kind"),
+    Index("ix_reports_subscriber_kind", "subscriber_id", "kind", "received_at"),
 )
