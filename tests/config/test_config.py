@@ -144,6 +144,8 @@ def test_a_username_without_a_password_variable_is_an_error(tmp_path):
     (MINIMAL + '[web]\nconfirm_expiry = "5m"\n', "web.confirm_expiry: expected at least 10"),
     (MINIMAL + '[web]\nsignup_limit = "many"\n', "web.signup_limit: expected an integer"),
     (MINIMAL + "[web]\nlisten = 80\n", "web.listen: unknown key"),
+    (MINIMAL + '[web]\nwelcome = "yes"\n', 'web.welcome: expected true or false, got "yes"'),
+    (MINIMAL + "[web]\nwelcome = 1\n", "web.welcome: expected true or false, got 1"),
 ])
 def test_bad_config_values(tmp_path, text, expected):
     with pytest.raises(ConfigError) as info:
@@ -191,6 +193,9 @@ def test_web_settings(tmp_path):
     assert settings.web.trusted_proxies == ("10.0.0.2",)
     defaults = load_settings(write(tmp_path, MINIMAL + "[web]\n")).web
     assert defaults is not None and defaults.port == 8025 and defaults.signup_limit == 5
+    assert defaults.welcome is True
+    quiet = load_settings(write(tmp_path, MINIMAL + "[web]\nwelcome = false\n")).web
+    assert quiet is not None and quiet.welcome is False
 
 
 # ---- The pydantic schema: what the hand-written reader did not cover -------------------------

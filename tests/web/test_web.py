@@ -11,6 +11,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
@@ -28,15 +29,16 @@ from dispatch.deliver import sending
 from dispatch.deliver.sending import launch_issue, run_worker
 from dispatch.deliver.transport import smtp_transport
 from dispatch.devtools.sink import RecordingHandler, free_port, smtp_sink
+from dispatch.errors import RenderError
 from dispatch.store import subscribers as subs
 from dispatch.store.db import open_store
 from dispatch.store.outbox import plan_audience
 from dispatch.store.schema import outbox, subscribers
 from dispatch.store.secrets import secret
-from dispatch.store.sends import CONFIRMATIONS
+from dispatch.store.sends import CONFIRMATIONS, WELCOME
 from dispatch.web.app import MAX_BODY, create_app
 from dispatch.web.server import WebServer
-from tests.helpers import EXAMPLE_ISSUE, configure_web, eventually
+from tests.helpers import EXAMPLE_ISSUE, ROOT, configure_web, eventually
 
 NOW = datetime(2026, 1, 5, 7, 0, tzinfo=UTC)
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
@@ -79,11 +81,13 @@ class Site:
         return found[0]
 
 
-@pytest.fixture
-def site(project: Path) -> Iterator[Site]:
+@contextmanager
+def running_site(project: Path, extra: str = "") -> Iterator[Site]:
+    """The web app on a loopback port over the project's store, with a delivery loop woken
+    by each sign-up sending to an in-process SMTP server; `extra` lines go into [web]."""
     web_port = free_port()
     with smtp_sink(RecordingHandler()) as (handler, smtp_port):
-        settings = load_settings(configure_web(project, smtp_port, web_port))
+        settings = load_settings(configure_web(project, smtp_port, web_port, extra))
         engine = open_store(settings.store.url)
         wake, stop = threading.Event(), threading.Event()
         server = WebServer(create_app(engine, settings, queued=wake.set), "127.0.0.1",
@@ -102,6 +106,12 @@ def site(project: Path) -> Iterator[Site]:
             sender.join()
             server.stop()
             engine.dispose()
+
+
+@pytest.fixture
+def site(project: Path) -> Iterator[Site]:
+    with running_site(project) as running:
+        yield running
 
 
 def csrf(page: httpx.Response) -> str:
@@ -306,9 +316,11 @@ def test_signup_sends_a_confirmation_whose_link_activates_the_subscription(site:
     dana = site.get("dana@example.com")
     assert dana.status == "active" and dana.confirmed_at is not None
     assert httpx.get(link).status_code == 200  # the link again: still fine, nothing new
+    assert eventually(lambda: len(site.messages_to("dana@example.com")) == 2, 10)
+    assert site.messages_to("dana@example.com")[1]["Subject"] == "Welcome to The Pacific Brief"
 
     site.send()  # and the next issue reaches her
-    assert len(site.messages_to("dana@example.com")) == 2
+    assert len(site.messages_to("dana@example.com")) == 3
 
 
 def test_a_sign_up_for_an_unsubscribed_address_changes_nothing_until_its_owner_confirms(
@@ -336,8 +348,10 @@ def test_a_sign_up_for_an_unsubscribed_address_changes_nothing_until_its_owner_c
     assert done.status_code == 200 and "You are subscribed" in done.text
     ana = site.get("ana@example.com")
     assert (ana.status, ana.name, ana.topics) == ("active", "Ana Lee", ("east-asia", "security"))
+    # Added by an operator, she was never welcomed: now she is, once.
+    assert eventually(lambda: len(site.messages_to("ana@example.com")) == 2, 10)
     site.send(copy_issue(site, "2026-12-02-again"))
-    assert len(site.messages_to("ana@example.com")) == 2
+    assert len(site.messages_to("ana@example.com")) == 3
 
 
 def test_signing_up_again_or_with_an_active_address_reveals_nothing(site: Site):
@@ -424,6 +438,109 @@ def test_a_script_in_the_name_is_stored_as_typed_and_shown_escaped(site: Site):
     page = site.http.get(preferences[1])
     assert page.status_code == 200
     assert "<script>" not in page.text and "Hello &lt;script&gt;alert(&#34;x&#34;)" in page.text
+
+
+# ---- The welcome message -----------------------------------------------------------------
+
+def confirm_link(site: Site, email: str, topics: list[str], name: str = "") -> str:
+    """Sign `email` up and return the confirmation link it receives."""
+    assert sign_up(site, email, topics, name=name).status_code == 200
+    assert eventually(lambda: site.messages_to(email), 10)
+    return site.link(email, "/c/")
+
+
+def welcome_rows(site: Site) -> list[tuple[int, str]]:
+    with site.engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(  # type: ignore[misc]
+            select(outbox.c.subscriber_id, outbox.c.state).where(outbox.c.issue == WELCOME))]
+
+
+def test_a_confirmed_subscriber_is_welcomed_once_through_the_outbox(site: Site):
+    link = confirm_link(site, "dana@example.com", ["security"], name="Dana")
+    page = httpx.get(link)
+    token = csrf(page)
+    # Two presses of the button at once, then two more later: one activation, one welcome.
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda _: httpx.post(link, data={"csrf": token}), range(2)))
+    assert [a.status_code for a in answers] == [200, 200]
+    assert all("You are subscribed" in a.text for a in answers)
+    for _ in range(2):
+        assert httpx.post(link, data={"csrf": token}).status_code == 200
+    assert eventually(lambda: len(site.messages_to("dana@example.com")) == 2, 10)
+    assert not eventually(lambda: len(site.messages_to("dana@example.com")) > 2, 1.5)
+
+    welcome = site.messages_to("dana@example.com")[1]
+    assert welcome["Subject"] == "Welcome to The Pacific Brief"
+    assert [p.get_content_type() for p in welcome.iter_parts()] == ["text/plain", "text/html"]
+    assert welcome["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    text = welcome.get_body(("plain",)).get_content()
+    html = welcome.get_body(("html",)).get_content()
+    assert "Hi Dana," in text and "Hi Dana," in html
+    assert f"{site.url}/a" in text.split() and "__DSP_" not in text + html
+    # Her own preferences link, in both parts, opens her page.
+    preferences = site.link("dana@example.com", "/p/")
+    assert preferences in html
+    assert "Hello Dana" in httpx.get(preferences).text
+    dana = site.get("dana@example.com")
+    assert welcome_rows(site) == [(dana.id, "sent")]  # recorded exactly once, as sent
+
+    # An internal send: not an issue in the archive or the feed, nor viewable.
+    assert "Welcome to" not in site.http.get("/a").text
+    assert site.http.get(f"/a/{WELCOME}").status_code == 404
+    assert site.http.get(f"/a/{WELCOME}/welcome").status_code == 404
+
+
+def test_a_returning_reader_is_not_welcomed_twice(site: Site):
+    link = confirm_link(site, "ana@example.com", ["security"])
+    assert httpx.post(link, data={"csrf": csrf(httpx.get(link))}).status_code == 200
+    assert eventually(lambda: len(site.messages_to("ana@example.com")) == 2, 10)
+    ana = site.get("ana@example.com")
+    assert subs.unsubscribe(site.engine, ana.id, NOW)
+    # She signs up again later and confirms: a confirmation, but no second welcome.
+    with site.engine.begin() as conn:  # her first confirmation is older than RESEND_AFTER
+        conn.execute(outbox.update().where(outbox.c.issue == CONFIRMATIONS)
+                     .values(updated_at=NOW - timedelta(days=1)))
+    assert sign_up(site, "ana@example.com", ["technology"]).status_code == 200
+    assert eventually(lambda: len(site.messages_to("ana@example.com")) == 3, 10)
+    link = site.link("ana@example.com", "/c/")
+    assert httpx.post(link, data={"csrf": csrf(httpx.get(link))}).status_code == 200
+    assert site.get("ana@example.com").status == "active"
+    assert not eventually(lambda: len(site.messages_to("ana@example.com")) > 3, 1.5)
+    assert welcome_rows(site) == [(ana.id, "sent")]
+
+
+def test_with_welcome_off_a_confirmation_sends_nothing_more(project: Path):
+    with running_site(project, "welcome = false") as site:
+        link = confirm_link(site, "dana@example.com", ["security"])
+        assert httpx.post(link, data={"csrf": csrf(httpx.get(link))}).status_code == 200
+        assert site.get("dana@example.com").status == "active"
+        assert not eventually(lambda: len(site.messages_to("dana@example.com")) > 1, 2)
+        assert welcome_rows(site) == []
+
+
+def test_a_projects_own_welcome_template_is_sent_and_a_broken_one_refused(project: Path):
+    folder = project / "templates" / "email"
+    folder.mkdir(parents=True)
+    packaged = ROOT / "templates" / "email"
+    (folder / "welcome.mjml.j2").write_text((packaged / "welcome.mjml.j2").read_text()
+                                            .replace("Welcome to", "Glad you are here at"))
+    (folder / "welcome.txt.j2").write_text(
+        "Glad you are here, {{ slots.name }}.\n\nUnsubscribe: {{ slots.unsubscribe_url }}\n")
+    with running_site(project) as site:
+        link = confirm_link(site, "dana@example.com", ["security"], name="Dana")
+        assert httpx.post(link, data={"csrf": csrf(httpx.get(link))}).status_code == 200
+        assert eventually(lambda: len(site.messages_to("dana@example.com")) == 2, 10)
+        welcome = site.messages_to("dana@example.com")[1]
+        assert welcome.get_body(("plain",)).get_content().startswith("Glad you are here, Dana.")
+        assert "Glad you are here at" in welcome.get_body(("html",)).get_content()
+
+        # Without the unsubscribe link the template is refused, located, before anything
+        # is stored or served.
+        (folder / "welcome.txt.j2").write_text("Glad you are here, {{ slots.name }}.\n")
+        with pytest.raises(RenderError) as refused:
+            create_app(site.engine, site.settings)
+        assert refused.value.problems[0].path == "templates/email/welcome"
+        assert "unsubscribe" in refused.value.problems[0].message
 
 
 # ---- Tokens and bad requests -----------------------------------------------------------

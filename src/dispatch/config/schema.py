@@ -32,6 +32,7 @@ from dispatch.config.fields import (
     Between,
     Duration,
     EnvName,
+    Flag,
     IanaZone,
     Key,
     Keyed,
@@ -246,6 +247,8 @@ class WebSettings(_Table):
     signup_limit: Annotated[int, Between(1, 100_000)] = 5  # per client address per hour
     # Proxies whose X-Forwarded-For names the client (the rate limit is per client address).
     trusted_proxies: StrList = ("127.0.0.1",)
+    # A welcome message (templates/email/welcome.*) once a subscriber confirms.
+    welcome: Annotated[bool, Flag()] = True
 
     @field_validator("confirm_expiry")
     @classmethod

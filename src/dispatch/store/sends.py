@@ -26,9 +26,12 @@ from dispatch.states import (
 )
 from dispatch.store.schema import outbox, send_variants, sends
 
-# The outbox "send" that carries double opt-in confirmation messages. "~" never starts an issue
-# folder's name (compose.issues refuses it), so it cannot collide with an issue.
+# The outbox "sends" that carry double opt-in confirmation messages and the welcome message
+# after a confirmation (store/confirmations.py). "~" never starts an issue folder's name
+# (compose.issues refuses it), so they cannot collide with an issue.
 CONFIRMATIONS = "~confirmations"
+WELCOME = "~welcome"
+INTERNAL = (CONFIRMATIONS, WELCOME)
 MAX_REASON = 2000
 
 
@@ -76,6 +79,11 @@ def pause_running(engine: Engine, issue: str | None, reason: str) -> None:
     where = [sends.c.issue == issue] if issue else []
     with engine.begin() as conn:
         change_status(conn, SendStatus.PAUSED, [SendStatus.SENDING], *where, reason=reason)
+
+
+def is_internal(issue: str) -> bool:
+    """A pseudo-send (confirmations, welcome messages), never shown as an issue."""
+    return issue.startswith("~")
 
 
 def get_send(engine: Engine, issue: str) -> SendInfo | None:
@@ -149,7 +157,7 @@ def archived_sends(engine: Engine) -> list[SendInfo]:
     """Issues in the public archive, newest first."""
     with engine.connect() as conn:
         rows = conn.execute(select(sends).where(and_(
-            sends.c.status.in_(ARCHIVED), sends.c.issue != CONFIRMATIONS))
+            sends.c.status.in_(ARCHIVED), sends.c.issue.not_in(INTERNAL)))
             .order_by(sends.c.launched_at.desc(), sends.c.issue)).mappings().all()
     return [SendInfo.of(row) for row in rows]
 
@@ -158,7 +166,7 @@ def _viewable(issue: str) -> Any:
     return (select(send_variants.c.variant, send_variants.c.html)
             .join(sends, sends.c.issue == send_variants.c.issue)
             .where(and_(send_variants.c.issue == issue, sends.c.status.in_(VIEWABLE),
-                        sends.c.issue != CONFIRMATIONS)))
+                        sends.c.issue.not_in(INTERNAL))))
 
 
 def archived_variants(engine: Engine, issue: str) -> list[str]:

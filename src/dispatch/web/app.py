@@ -65,6 +65,7 @@ class Web:
         self.env = environment(settings)
         self.limiter = SignupLimiter(web.signup_limit)
         self.base = settings.newsletter.base_url
+        self.welcome = web.welcome
 
     # ---- responses
 
@@ -195,8 +196,11 @@ class Web:
                              button="Confirm my subscription")
         form = await self.form(request)
         self.check_form(request, form, found.id)
-        if await run_in_threadpool(subs.confirm, self.engine, found.id,
-                                   self.clock()) != SubscriberStatus.ACTIVE:
+        status, welcomed = await run_in_threadpool(partial(
+            confirmations.confirm, self.engine, found.id, self.clock(), welcome=self.welcome))
+        if welcomed:
+            self.queued()
+        if status != SubscriberStatus.ACTIVE:
             raise HTTPException(400, "This link is no longer valid. You can sign up again.")
         return self.subscribed(found)
 
@@ -328,12 +332,13 @@ class Web:
 
 def create_app(engine: Engine, settings: Settings, *, queued: Callable[[], None] = lambda: None,
                clock: Callable[[], datetime] = utcnow) -> ASGIApp:
-    """The ASGI app, with the confirmation message rendered into the store. `queued` is
-    called when a sign-up queued a confirmation, so a delivery worker in the same process
-    can send it at once."""
+    """The ASGI app, with the confirmation and welcome messages rendered into the store.
+    `queued` is called when a sign-up queued a confirmation or a confirmation a welcome, so a
+    delivery worker in the same process can send it at once."""
     web_settings = settings.web or WebSettings()
     signer = Signer(secret(engine), expiry={"confirm": web_settings.confirm_expiry})
-    confirmations.prepare_confirmations(engine, settings, web_settings.confirm_expiry, clock())
+    confirmations.prepare_confirmations(engine, settings, web_settings.confirm_expiry, clock(),
+                                        welcome=web_settings.welcome)
     web = Web(engine, settings, web_settings, signer, queued, clock)
     both = ["GET", "POST"]
     routes = [
