@@ -440,6 +440,31 @@ def test_a_script_in_the_name_is_stored_as_typed_and_shown_escaped(site: Site):
     assert "<script>" not in page.text and "Hello &lt;script&gt;alert(&#34;x&#34;)" in page.text
 
 
+def test_the_signup_form_says_what_the_address_is_for_and_links_the_privacy_policy(
+        project: Path):
+    shipped = (project / "config.toml").read_text()
+    with running_site(project) as site:
+        form = site.http.get("/").text
+    consent = re.search(r'<p class="note consent">(.*?)</p>\s*<button type="submit">', form,
+                        re.S)
+    assert consent, form  # just above the button, inside the form
+    assert "By subscribing you agree to receive The Pacific Brief by email" in consent[1]
+    assert "privacy-policy" not in form  # no policy configured, no dead link
+
+    extra = ('privacy_url = "https://example.org/privacy?lang=en&v=2"\n'
+             'consent = "We <3 privacy & \\"plain\\" words. You can leave at any time."\n')
+    (project / "config.toml").write_text(shipped)
+    with running_site(project, extra) as own:
+        form = own.http.get("/").text
+    consent = re.search(r'<p class="note consent">(.*?)</p>\s*<button type="submit">', form,
+                        re.S)
+    assert consent, form
+    assert consent[1] == ("We &lt;3 privacy &amp; &#34;plain&#34; words. You can leave at any "
+                          "time. <a href=\"https://example.org/privacy?lang=en&amp;v=2\" "
+                          'rel="privacy-policy">Privacy policy</a>')
+    assert "By subscribing you agree" not in form
+
+
 # ---- The welcome message -----------------------------------------------------------------
 
 def confirm_link(site: Site, email: str, topics: list[str], name: str = "") -> str:

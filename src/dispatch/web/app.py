@@ -65,7 +65,7 @@ class Web:
         self.env = environment(settings)
         self.limiter = SignupLimiter(web.signup_limit)
         self.base = settings.newsletter.base_url
-        self.welcome = web.welcome
+        self.web = web
 
     # ---- responses
 
@@ -164,6 +164,7 @@ class Web:
 
     def signup_form(self, status: int = 200, **values: Any) -> HTMLResponse:
         return self.page("signup", status, topics=self.settings.topics.values(),
+                         privacy_url=self.web.privacy_url, consent=self.web.consent,
                          csrf=self.form_token(0), errors=values.pop("errors", {}),
                          email=values.get("email", ""), name=values.get("name", ""),
                          chosen=values.get("chosen", []))
@@ -197,7 +198,7 @@ class Web:
         form = await self.form(request)
         self.check_form(request, form, found.id)
         status, welcomed = await run_in_threadpool(partial(
-            confirmations.confirm, self.engine, found.id, self.clock(), welcome=self.welcome))
+            confirmations.confirm, self.engine, found.id, self.clock(), welcome=self.web.welcome))
         if welcomed:
             self.queued()
         if status != SubscriberStatus.ACTIVE:
