@@ -252,6 +252,38 @@ def test_preferences_refuse_unknown_topics_and_zones_and_change_nothing(site: Si
     assert ana.topics == ("technology",) and ana.timezone is None and ana.status == "active"
 
 
+def test_the_zone_choice_offers_canonical_names_by_region_and_keeps_a_readers_alias(
+        site: Site):
+    site.add("ana@example.com", ["technology"])
+    site.add("ben@example.com", ["technology"])
+    site.send()
+    url = site.link("ana@example.com", "/p/")
+    page = httpx.get(url).text
+    groups = re.findall(r'<optgroup label="([^"]+)">', page)
+    assert groups[0] == "Common" and groups[1:] == sorted(groups[1:]) and len(groups) >= 9
+    values = re.findall(r'<option value="([^"]*)"', page)
+    for alias in ("W-SU", "Zulu", "Etc/GMT+5", "US/Eastern", "Asia/Calcutta", "Europe/Kiev"):
+        assert alias not in values, alias
+        answer = httpx.post(url, data={"csrf": csrf(httpx.get(url)), "action": "save",
+                                       "topics": ["technology"], "timezone": alias})
+        assert answer.status_code == 400 and "Unknown time zone" in answer.text, alias
+    assert site.get("ana@example.com").timezone is None
+    assert '<option value="" selected>Not set' in page and page.count(" selected>") == 1
+
+    # A zone set by an operator or a CSV file as an alias stays hers when she saves.
+    subs.update_subscriber(site.engine, "ben@example.com", now=NOW, timezone="US/Eastern",
+                           known_topics=site.settings.topics)
+    url = site.link("ben@example.com", "/p/")
+    page = httpx.get(url).text
+    assert '<option value="US/Eastern" selected>US/Eastern (as set before)</option>' in page
+    assert page.count(" selected>") == 1
+    answer = httpx.post(url, data={"csrf": csrf(httpx.get(url)), "action": "save",
+                                   "topics": ["security"], "timezone": "US/Eastern"})
+    assert answer.status_code == 303
+    ben = site.get("ben@example.com")
+    assert (ben.topics, ben.timezone) == (("security",), "US/Eastern")
+
+
 def test_preference_forms_are_refused_from_other_sites(site: Site):
     site.add("ana@example.com", ["technology"])
     site.send()
@@ -787,3 +819,91 @@ def test_a_reader_changes_a_topic_by_clicking_in_headless_chromium(site: Site, t
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     assert width >= 390 and height >= 600
     print(f"\nscreenshot: {shot}")
+
+
+def phone_browser():  # type: ignore[no-untyped-def]
+    """Headless Chromium at a phone's width (390 CSS pixels)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    options.binary_location = str(CHROMIUM)
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu",
+                     "--disable-dev-shm-usage", "--window-size=390,1400"):
+        options.add_argument(argument)
+    return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+
+
+def full_page_shot(browser, path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The whole page, however long, as a PNG at `path`."""
+    height = browser.execute_script("return document.body.scrollHeight")
+    browser.set_window_size(390, max(height + 140, 700))
+    assert browser.save_screenshot(str(path))
+    data = path.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 10_000
+    print(f"\nscreenshot: {path}")
+
+
+@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
+                    reason="Debian's chromium and chromium-driver are not installed "
+                           "(tests/install-services.sh installs them)")
+def test_signup_preferences_and_unsubscribe_pages_at_a_phones_width(project: Path,
+                                                                     tmp_path: Path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.select import Select
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    extra = ('privacy_url = "https://example.org/privacy"\n'
+             'consent = "We use your address only to send you The Pacific Brief."\n')
+    with running_site(project, extra) as site:
+        ana = site.add("ana@example.com", ["technology"], name="Ana")
+        site.send()
+        browser = phone_browser()
+        try:
+            fits = "return document.documentElement.scrollWidth <= window.innerWidth"
+            browser.get(site.url + "/")
+            assert browser.execute_script(fits)
+            consent = browser.find_element(By.CSS_SELECTOR, ".consent")
+            assert consent.text == ("We use your address only to send you The Pacific Brief. "
+                                    "Privacy policy")
+            button = browser.find_element(By.CSS_SELECTOR, "form button[type=submit]")
+            assert button.location["y"] > consent.location["y"] + consent.size["height"]
+            full_page_shot(browser, tmp_path / "signup.png")
+
+            browser.get(site.link("ana@example.com", "/p/"))
+            assert browser.execute_script(fits)
+            choice = Select(browser.find_element(By.ID, "timezone"))
+            groups = [g.get_attribute("label") for g in
+                      browser.find_elements(By.CSS_SELECTOR, "#timezone optgroup")]
+            assert groups[0] == "Common" and "Europe" in groups and "Americas" in groups
+            assert choice.first_selected_option.get_attribute("value") == ""  # not set
+            assert choice.first_selected_option.text == ("Not set: the newsletter's, Seoul, "
+                                                         "Korea (South) (UTC+9)")
+            values = [o.get_attribute("value") for o in choice.options]
+            assert not {"W-SU", "Zulu", "Etc/GMT+5", "US/Eastern", "Asia/Calcutta"} & set(values)
+            # The newsletter's zone heads the common ones, labelled for people.
+            assert choice.options[1].get_attribute("value") == "Asia/Seoul"
+            assert choice.options[1].text == "Seoul, Korea (South) (UTC+9)"
+            choice.select_by_value("Asia/Kolkata")
+            browser.find_element(By.CSS_SELECTOR, "button[value=save]").click()
+            WebDriverWait(browser, 10).until(ready.presence_of_element_located(
+                (By.CSS_SELECTOR, "[role=status]")))
+            assert "Saved" in browser.find_element(By.CSS_SELECTOR, "[role=status]").text
+            choice = Select(browser.find_element(By.ID, "timezone"))
+            assert choice.first_selected_option.get_attribute("value") == "Asia/Kolkata"
+            assert len(choice.all_selected_options) == 1
+            full_page_shot(browser, tmp_path / "preferences.png")
+
+            browser.get(site.link("ana@example.com", "/u/"))
+            assert browser.execute_script(fits)
+            button = browser.find_element(By.CSS_SELECTOR, "form button[type=submit]")
+            link = browser.find_element(By.LINK_TEXT, "Change topics instead")
+            gap = link.location["y"] - (button.location["y"] + button.size["height"])
+            assert gap >= 16, gap  # not stuck to the red button
+            full_page_shot(browser, tmp_path / "unsubscribe.png")
+        finally:
+            browser.quit()
+        assert site.get("ana@example.com").timezone == "Asia/Kolkata"
+        assert site.get("ana@example.com").id == ana.id

@@ -41,10 +41,11 @@ from dispatch.store import confirmations, sends
 from dispatch.store import subscribers as subs
 from dispatch.store.secrets import secret
 from dispatch.web.guards import BodyLimit, SignupLimiter
+from dispatch.web.zones import zone_groups, zone_label
 
 MAX_BODY = 16 * 1024  # the largest form here (every topic and a zone) is under 2 KB
 ONE_CLICK = ("List-Unsubscribe", "One-Click")
-ZONES = zone_names()
+ZONES = frozenset(zone_names())  # the zones offered; a subscriber's own stays valid too
 
 # No scripts, no frames, forms only to this site; inline styles only (the pages and the
 # archived emails carry their CSS inline). The archive may show the issues' remote images.
@@ -267,7 +268,7 @@ class Web:
                 error = "Unknown topic: nothing was changed."
             elif not chosen:
                 error = "Choose at least one topic, or unsubscribe below."
-            elif zone is not None and zone not in ZONES:
+            elif zone is not None and zone not in ZONES and zone != found.timezone:
                 error = "Unknown time zone: nothing was changed."
             if error:
                 return self.preferences_form(found, 400, error=error)
@@ -283,9 +284,11 @@ class Web:
 
     def preferences_form(self, found: subs.Subscriber, status: int = 200,
                          saved: str | None = None, error: str | None = None) -> HTMLResponse:
+        default, now = self.settings.schedule.default_timezone, self.clock()
+        groups = zone_groups([default, self.settings.newsletter.timezone], found.timezone, now)
         return self.page("preferences", status, subscriber=found,
-                         topics=self.settings.topics.values(), zones=ZONES,
-                         default_zone=self.settings.schedule.default_timezone,
+                         topics=self.settings.topics.values(), zone_groups=groups,
+                         default_zone=zone_label(default, now),
                          csrf=self.form_token(found.id), saved=saved, error=error)
 
     async def manage_page(self, request: Request) -> Response:
