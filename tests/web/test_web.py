@@ -17,6 +17,8 @@ from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
+from urllib.parse import unquote
+from xml.etree import ElementTree
 
 import httpx
 import pytest
@@ -33,12 +35,13 @@ from dispatch.errors import RenderError
 from dispatch.store import subscribers as subs
 from dispatch.store.db import open_store
 from dispatch.store.outbox import plan_audience
-from dispatch.store.schema import outbox, subscribers
+from dispatch.store.schema import archive_hidden, outbox, subscribers
 from dispatch.store.secrets import secret
-from dispatch.store.sends import CONFIRMATIONS, WELCOME
+from dispatch.store.sends import CONFIRMATIONS, WELCOME, get_send, schedule_send
 from dispatch.web.app import MAX_BODY, create_app
+from dispatch.web.feed import ATOM
 from dispatch.web.server import WebServer
-from tests.helpers import EXAMPLE_ISSUE, ROOT, configure_web, eventually
+from tests.helpers import EXAMPLE_ISSUE, ROOT, configure_web, eventually, run_cli
 
 NOW = datetime(2026, 1, 5, 7, 0, tzinfo=UTC)
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
@@ -717,6 +720,190 @@ def test_a_scheduled_issue_is_not_in_the_archive_before_it_goes_out(site: Site):
     assert site.http.get(f"/a/{EXAMPLE_ISSUE}").status_code == 404
 
 
+def launch_at(site: Site, slug: str, when: datetime) -> None:
+    """Launch an issue at `when` (no delivery needed for the archive)."""
+    issue = load_issue(site.settings.issues_dir / slug, site.settings)
+    assert launch_issue(site.engine, issue, plan_audience(site.engine, issue, site.settings),
+                        site.settings, when)
+
+
+def launched(site: Site, slug: str) -> datetime:
+    found = get_send(site.engine, slug)
+    assert found is not None and found.launched_at is not None
+    return found.launched_at
+
+
+def atom(text: bytes) -> ElementTree.Element:
+    """The feed parsed and held to RFC 4287's rules for a feed and its entries: exactly one
+    id (an absolute IRI), title and updated (RFC 3339) each, an author, links with href."""
+    root = ElementTree.fromstring(text)
+    assert root.tag == f"{{{ATOM}}}feed"
+
+    def one(parent: ElementTree.Element, tag: str) -> str:
+        found = parent.findall(f"{{{ATOM}}}{tag}")
+        assert len(found) == 1, (parent.tag, tag, len(found))
+        return found[0].text or ""
+
+    for element in (root, *root.findall(f"{{{ATOM}}}entry")):
+        assert re.fullmatch(r"https?://\S+", one(element, "id"))
+        assert one(element, "title").strip()
+        for stamp in ("updated", "published"):
+            if element.find(f"{{{ATOM}}}{stamp}") is not None:
+                assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", one(element, stamp))
+        for link in element.findall(f"{{{ATOM}}}link"):
+            assert re.fullmatch(r"https?://\S+", link.get("href", ""))
+    assert root.find(f"{{{ATOM}}}author/{{{ATOM}}}name") is not None
+    return root
+
+
+def entries(root: ElementTree.Element) -> list[dict[str, str]]:
+    return [{"id": e.findtext(f"{{{ATOM}}}id", ""), "title": e.findtext(f"{{{ATOM}}}title", ""),
+             "published": e.findtext(f"{{{ATOM}}}published", ""),
+             "href": next(link.get("href", "") for link in e.findall(f"{{{ATOM}}}link")
+                          if link.get("rel") == "alternate")}
+            for e in root.findall(f"{{{ATOM}}}entry")]
+
+
+def stamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_the_archive_feed_is_atom_with_one_entry_per_issue_sent_newest_first(site: Site):
+    site.add("ana@example.com", ["technology"])
+    empty = site.http.get("/a/feed.xml")
+    assert empty.status_code == 200 and entries(atom(empty.content)) == []
+    # The same issue under three names on three days: one title, three dates.
+    for n, slug in enumerate([EXAMPLE_ISSUE, copy_issue(site, "2026-12-04-thaw"),
+                              copy_issue(site, "2026 winter édition")]):
+        launch_at(site, slug, NOW + timedelta(days=7 * n, hours=n))
+    # Scheduled days before it went out: its entry carries the day it went out.
+    later = load_issue(site.settings.issues_dir / copy_issue(site, "2026-12-20-later"),
+                       site.settings)
+    assert schedule_send(site.engine, later, NOW + timedelta(days=1), NOW - timedelta(days=3),
+                         zone="Asia/Seoul")
+    launch_at(site, later.slug, NOW + timedelta(days=1, minutes=5))
+    answer = site.http.get("/a/feed.xml")
+    assert answer.status_code == 200
+    assert answer.headers["content-type"] == "application/atom+xml; charset=utf-8"
+    assert answer.content.startswith(b"<?xml version='1.0' encoding='utf-8'?>")
+    root = atom(answer.content)
+    base = site.url
+    assert root.findtext(f"{{{ATOM}}}id") == f"{base}/a"
+    assert root.findtext(f"{{{ATOM}}}title") == "The Pacific Brief"
+    links = {link.get("rel"): link.attrib for link in root.findall(f"{{{ATOM}}}link")}
+    assert links["self"] == {"rel": "self", "type": "application/atom+xml",
+                             "href": f"{base}/a/feed.xml"}
+    assert links["alternate"]["href"] == f"{base}/a"
+    newest = launched(site, "2026 winter édition")
+    assert root.findtext(f"{{{ATOM}}}updated") == stamp(newest)
+    got = entries(root)
+    assert [e["href"] for e in got] == [
+        f"{base}/a/2026%20winter%20%C3%A9dition", f"{base}/a/2026-12-04-thaw",
+        f"{base}/a/2026-12-20-later", f"{base}/a/{EXAMPLE_ISSUE}"]
+    for entry in got:
+        slug = unquote(entry["href"].rsplit("/", 1)[1])
+        assert entry["id"] == entry["href"]
+        assert entry["title"] == "Seoul and Tokyo, closer than they have been in years"
+        assert entry["published"] == stamp(launched(site, slug))  # when it actually went out
+        assert launched(site, slug) > NOW - timedelta(minutes=1)
+        page = httpx.get(entry["href"], follow_redirects=True)  # every link leads to the issue
+        assert page.status_code == 200 and page.text.startswith("<!doctype html>"), slug
+
+    listing = site.http.get("/a").text
+    assert ('<link rel="alternate" type="application/atom+xml" title="The Pacific Brief" '
+            'href="/a/feed.xml">') in listing
+    # Entries with the same title are told apart by when they went out.
+    assert "Sent <time datetime=\"2026-01-19T18:00:00+09:00\">Monday, 19 January 2026, " \
+           "18:00 KST</time>" in listing
+    assert "Monday, 12 January 2026, 17:00 KST" in listing
+    assert "Monday, 5 January 2026, 16:00 KST" in listing
+    assert 'href="/a/2026%20winter%20%C3%A9dition"' in listing
+
+
+def test_an_issue_hidden_from_the_archive_is_gone_until_shown_again(site: Site):
+    site.add("ana@example.com", ["technology"])
+    site.send()
+    launch_at(site, copy_issue(site, "2026-12-04-thaw"), NOW + timedelta(days=7))
+    view = site.link("ana@example.com", f"/a/{EXAMPLE_ISSUE}/")  # her "view in browser" link
+    variant = view.rsplit("/", 1)[1]
+    assert httpx.get(view).status_code == 200
+
+    hidden = run_cli(site.settings.root, "archive", "hide", EXAMPLE_ISSUE)
+    assert hidden.returncode == 0, hidden.stderr
+    assert hidden.stdout.startswith(f"hid {EXAMPLE_ISSUE}: it is out of the archive")
+    for path in (f"/a/{EXAMPLE_ISSUE}", f"/a/{EXAMPLE_ISSUE}/{variant}"):
+        gone = site.http.get(path)
+        assert gone.status_code == 410, path
+        assert "taken down from the archive" in gone.text and EXAMPLE_ISSUE not in gone.text
+    assert httpx.get(view).status_code == 410
+    assert site.http.get("/a/2026-12-04-thaw").status_code == 302  # the other stays
+    assert f'href="/a/{EXAMPLE_ISSUE}"' not in site.http.get("/a").text
+    assert [e["href"].rsplit("/", 1)[1] for e in entries(atom(
+        site.http.get("/a/feed.xml").content))] == ["2026-12-04-thaw"]
+    again = run_cli(site.settings.root, "archive", "hide", f"issues/{EXAMPLE_ISSUE}")
+    assert again.returncode == 0 and "was already hidden" in again.stdout
+
+    shown = run_cli(site.settings.root, "archive", "show", EXAMPLE_ISSUE)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.strip() == f"{EXAMPLE_ISSUE} is back in the archive and its feed"
+    assert httpx.get(view).status_code == 200
+    assert f'href="/a/{EXAMPLE_ISSUE}"' in site.http.get("/a").text
+    assert len(entries(atom(site.http.get("/a/feed.xml").content))) == 2
+    assert "was not hidden" in run_cli(site.settings.root, "archive", "show",
+                                       EXAMPLE_ISSUE).stdout
+
+
+def test_a_draft_hidden_before_it_goes_out_stays_out(site: Site):
+    site.add("ana@example.com", ["technology"])
+    slug = copy_issue(site, "2026-12-04-thaw")
+    hidden = run_cli(site.settings.root, "archive", "hide", slug)
+    assert hidden.returncode == 0, hidden.stderr
+    assert hidden.stdout.strip() == f"hid {slug}: it will stay out of the archive when it " \
+                                    "goes out"
+    site.send(slug)
+    assert site.http.get(f"/a/{slug}").status_code == 410
+    assert entries(atom(site.http.get("/a/feed.xml").content)) == []
+
+
+BAD_ISSUE_NAMES = [
+    ("2026-01-01-nothing", "2026-01-01-nothing: no such issue: it was never sent or scheduled "
+                           "and there is no folder issues/2026-01-01-nothing"),
+    ("../../etc", "etc: no such issue"),
+    ("~confirmations", "not an issue name: is not an issue (names starting with ~ are "
+                       "dispatch's own messages)"),
+    ("~welcome", "not an issue name"),
+    ("thaw\r\nX: y", "not an issue name: contains the control character U+000D"),
+    ("", "not an issue name: give the issue folder name or its path"),
+    ("  ", "not an issue name"),
+    ("x" * 300, "not an issue name"),
+]
+
+
+def test_archive_commands_name_what_is_wrong_with_an_issue_and_change_nothing(site: Site):
+    site.add("ana@example.com", ["technology"])
+    site.send()
+    for n, (name, message) in enumerate(BAD_ISSUE_NAMES):
+        for command in ("hide", "show") if n < 3 else ("hide",):
+            result = run_cli(site.settings.root, "archive", command, name)
+            assert result.returncode == 1, (command, name, result.stdout, result.stderr)
+            assert message in result.stderr, result.stderr
+            assert "Traceback" not in result.stderr
+    assert count(site.engine, archive_hidden) == 0
+    assert site.http.get(f"/a/{EXAMPLE_ISSUE}").status_code == 302
+
+
+def test_hostile_archive_urls_get_a_plain_404(site: Site):
+    site.add("ana@example.com", ["technology"])
+    site.send()
+    for path in ("/a/..%2F..%2Fetc%2Fpasswd", "/a/%00", "/a/%3Cscript%3Ealert(1)%3C%2Fscript%3E",
+                 f"/a/{EXAMPLE_ISSUE}/..%2F..%2Fconfig.toml", "/a/feed.xml/x", "/a/%7Ewelcome",
+                 f"/a/{EXAMPLE_ISSUE}%27%20OR%20%271%27=%271", "/a/" + "x" * 5000):
+        answer = site.http.get(path)
+        assert answer.status_code == 404, (path, answer.status_code)
+        assert "<script>" not in answer.text and "Traceback" not in answer.text
+    assert site.http.post("/a/feed.xml").status_code == 405
+
+
 def test_pages_are_plain_html_for_phones_without_scripts(site: Site):
     page = site.http.get("/")
     assert page.status_code == 200
@@ -903,6 +1090,12 @@ def test_signup_preferences_and_unsubscribe_pages_at_a_phones_width(project: Pat
             gap = link.location["y"] - (button.location["y"] + button.size["height"])
             assert gap >= 16, gap  # not stuck to the red button
             full_page_shot(browser, tmp_path / "unsubscribe.png")
+
+            browser.get(site.url + "/a")
+            assert browser.execute_script(fits)
+            assert browser.find_element(By.CSS_SELECTOR, "ol.archive time").text.startswith(
+                "Monday, 5 January 2026")
+            full_page_shot(browser, tmp_path / "archive.png")
         finally:
             browser.quit()
         assert site.get("ana@example.com").timezone == "Asia/Kolkata"

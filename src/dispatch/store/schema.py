@@ -176,3 +176,14 @@ signup_requests = Table(
     Column("topics", Text, nullable=False),  # a JSON list of topic keys
     Column("requested_at", UTCDateTime(), nullable=False),
 )
+
+
+# ---- The archive ---------------------------------------------------------------------------
+
+# Issues taken down from the public archive, or kept out of it before they go out: no foreign
+# key, so an issue can be hidden while it is still a draft folder.
+archive_hidden = Table(
+    "archive_hidden", metadata,
+    Column("issue", String(200), primary_key=True),
+    Column("hidden_at", UTCDateTime(), nullable=False),
+)

@@ -15,7 +15,7 @@ from datetime import datetime
 from functools import partial
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine
@@ -40,6 +40,7 @@ from dispatch.states import RECEIVING, SubscriberStatus
 from dispatch.store import confirmations, sends
 from dispatch.store import subscribers as subs
 from dispatch.store.secrets import secret
+from dispatch.web.feed import FEED_PATH, archive_url, atom_feed, sent_at
 from dispatch.web.guards import BodyLimit, SignupLimiter
 from dispatch.web.zones import zone_groups, zone_label
 
@@ -303,24 +304,37 @@ class Web:
     async def archive_page(self, request: Request) -> Response:
         archived = await run_in_threadpool(sends.archived_sends, self.engine)
         zone = ZoneInfo(self.settings.newsletter.timezone)
-        issues = [{"slug": s.issue, "subject": s.subject,
-                   "date": (s.launched_at or s.created_at).astimezone(zone)} for s in archived]
-        return self.page("archive", issues=issues)
+        issues = [{"url": archive_url("", s.issue), "subject": s.subject,
+                   "sent": sent_at(s).astimezone(zone)} for s in archived]
+        return self.page("archive", issues=issues, feed=FEED_PATH)
+
+    async def archive_feed(self, request: Request) -> Response:
+        archived = await run_in_threadpool(sends.archived_sends, self.engine)
+        return Response(atom_feed(self.settings, archived, self.clock()),
+                        media_type="application/atom+xml; charset=utf-8", headers={
+                            **HEADERS, "Cache-Control": "public, max-age=300"})
+
+    async def not_archived(self, slug: str) -> HTTPException:
+        """404 for an issue the archive never had, 410 for one taken down."""
+        if await run_in_threadpool(sends.hidden_from_archive, self.engine, slug):
+            return HTTPException(410, "This issue was taken down from the archive.")
+        return HTTPException(404, "No such issue in the archive.")
 
     async def archive_issue(self, request: Request) -> Response:
         slug = request.path_params["issue"]
         variants = await run_in_threadpool(sends.archived_variants, self.engine, slug)
         if not variants:
-            raise HTTPException(404, "No such issue in the archive.")
+            raise await self.not_archived(slug)
         # The edition with the most briefs ("b0-1-2" carries briefs 0, 1 and 2).
         fullest = max(variants, key=lambda v: (v.count("-"), v))
-        return RedirectResponse(f"/a/{slug}/{fullest}", 302, headers=HEADERS)
+        return RedirectResponse(f"{archive_url('', slug)}/{quote(fullest, safe='')}", 302,
+                                headers=HEADERS)
 
     async def archive_variant(self, request: Request) -> Response:
         slug, variant = request.path_params["issue"], request.path_params["variant"]
         html = await run_in_threadpool(sends.viewable_html, self.engine, slug, variant)
         if html is None:
-            raise HTTPException(404, "No such issue in the archive.")
+            raise await self.not_archived(slug)
         # Everyone's copy without anyone's data: no name, no personal links.
         values = {slot: "" for slot in SLOTS}
         values.update(name="there", unsubscribe_url=f"{self.base}/p",
@@ -353,6 +367,7 @@ def create_app(engine: Engine, settings: Settings, *, queued: Callable[[], None]
         Route("/p", web.manage_page, methods=["GET"]),
         Route("/p/{token}", web.preferences_page, methods=both),
         Route("/a", web.archive_page, methods=["GET"]),
+        Route(FEED_PATH, web.archive_feed, methods=["GET"]),
         Route("/a/{issue}", web.archive_issue, methods=["GET"]),
         Route("/a/{issue}/{variant}", web.archive_variant, methods=["GET"]),
         Route("/healthz", web.health, methods=["GET"]),
