@@ -32,6 +32,7 @@ from dispatch.config.fields import (
     Between,
     Duration,
     EnvName,
+    Flag,
     IanaZone,
     Key,
     Keyed,
@@ -46,6 +47,9 @@ from dispatch.config.fields import (
 from dispatch.errors import ConfigError, Problem
 
 _DOMAIN = r"^[A-Za-z0-9.-]+\.[A-Za-z]{2,}$"
+_HTTP_URL = r"^https?://[^\s/?#@]+([/?#]\S*)?$"  # no spaces, no user@ before the host
+MAX_URL = 2000  # what every browser and proxy carries
+MAX_CONSENT = 300  # a line under a form, not a policy
 
 Port = Annotated[int, Between(1, 65535)]
 Zone = Annotated[str, Text(), IanaZone()]
@@ -276,6 +280,27 @@ class WebSettings(_Table):
     signup_limit: Annotated[int, Between(1, 100_000)] = 5  # per client address per hour
     # Proxies whose X-Forwarded-For names the client (the rate limit is per client address).
     trusted_proxies: StrList = ("127.0.0.1",)
+    # A welcome message (templates/email/welcome.*) once a subscriber confirms.
+    welcome: Annotated[bool, Flag()] = True
+    # The sign-up form's link to the privacy policy, and its line on consent (None: the
+    # form's own sentence, templates/web/signup.html.j2).
+    privacy_url: Annotated[str, Text("an http:// or https:// URL", _HTTP_URL)] | None = None
+    consent: Annotated[str, Text()] | None = None
+
+    @field_validator("privacy_url")
+    @classmethod
+    def _url_length(cls, value: str | None) -> str | None:
+        if value is not None and len(value) > MAX_URL:
+            raise fail(f"expected a URL of at most {MAX_URL} characters, got {len(value)}")
+        return value
+
+    @field_validator("consent")
+    @classmethod
+    def _short(cls, value: str | None) -> str | None:
+        if value is not None and len(value) > MAX_CONSENT:
+            raise fail(f"expected at most {MAX_CONSENT} characters (one or two sentences), "
+                       f"got {len(value)}")
+        return value
 
     @field_validator("confirm_expiry")
     @classmethod

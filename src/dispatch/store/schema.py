@@ -202,3 +202,14 @@ reports = Table(
     Index("ix_reports_issue_kind", "issue", "kind"),
     Index("ix_reports_subscriber_kind", "subscriber_id", "kind", "received_at"),
 )
+
+
+# ---- The archive ---------------------------------------------------------------------------
+
+# Issues taken down from the public archive, or kept out of it before they go out: no foreign
+# key, so an issue can be hidden while it is still a draft folder.
+archive_hidden = Table(
+    "archive_hidden", metadata,
+    Column("issue", String(200), primary_key=True),
+    Column("hidden_at", UTCDateTime(), nullable=False),
+)

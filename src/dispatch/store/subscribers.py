@@ -425,27 +425,35 @@ def signup_row(conn: Connection, email: str, key: str, *, name: str | None,
 
 
 def confirm(engine: Engine, subscriber_id: int, now: datetime) -> str | None:
+    """The confirmation link's button (`confirm_row` in a transaction of its own)."""
+    with engine.begin() as conn:
+        return confirm_row(conn, subscriber_id, now)[0]
+
+
+def confirm_row(conn: Connection, subscriber_id: int, now: datetime
+                ) -> tuple[str | None, bool]:
     """The confirmation link's button: a pending subscriber, or an unsubscribed one with a
     sign-up request waiting, becomes active with what the request asked (name, topics) and
-    is no longer suppressed. Their status afterwards, or None if they are gone."""
-    with engine.begin() as conn:
-        row = conn.execute(select(subscribers.c.email_key, subscribers.c.status)
-                           .where(subscribers.c.id == subscriber_id)).first()
-        if row is None:
-            return None
-        request = _request(conn, subscriber_id)
-        if row.status != SubscriberStatus.PENDING and not (
-                row.status == SubscriberStatus.UNSUBSCRIBED and request is not None):
-            return str(row.status)
-        if request is not None:
-            conn.execute(update(subscribers).where(subscribers.c.id == subscriber_id)
-                         .values(name=request.name))
-            conn.execute(delete(subscriber_topics)
-                         .where(subscriber_topics.c.subscriber_id == subscriber_id))
-            if request.topics:
-                conn.execute(insert(subscriber_topics), [
-                    {"subscriber_id": subscriber_id, "topic": t} for t in request.topics])
-            conn.execute(delete(signup_requests)
-                         .where(signup_requests.c.subscriber_id == subscriber_id))
-        _activate(conn, subscriber_id, row.email_key, now)
-    return SubscriberStatus.ACTIVE
+    is no longer suppressed. Their status afterwards (None if they are gone) and whether
+    this call activated them."""
+    # Locked (PostgreSQL): a second press of the button waits, then finds them active.
+    row = conn.execute(select(subscribers.c.email_key, subscribers.c.status)
+                       .where(subscribers.c.id == subscriber_id).with_for_update()).first()
+    if row is None:
+        return None, False
+    request = _request(conn, subscriber_id)
+    if row.status != SubscriberStatus.PENDING and not (
+            row.status == SubscriberStatus.UNSUBSCRIBED and request is not None):
+        return str(row.status), False
+    if request is not None:
+        conn.execute(update(subscribers).where(subscribers.c.id == subscriber_id)
+                     .values(name=request.name))
+        conn.execute(delete(subscriber_topics)
+                     .where(subscriber_topics.c.subscriber_id == subscriber_id))
+        if request.topics:
+            conn.execute(insert(subscriber_topics), [
+                {"subscriber_id": subscriber_id, "topic": t} for t in request.topics])
+        conn.execute(delete(signup_requests)
+                     .where(signup_requests.c.subscriber_id == subscriber_id))
+    _activate(conn, subscriber_id, row.email_key, now)
+    return SubscriberStatus.ACTIVE, True
