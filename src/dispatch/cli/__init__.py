@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from dispatch import __version__
-from dispatch.cli import compose, daemon, demo, sending, subscribers
+from dispatch.cli import compose, daemon, demo, sending, subscribers, users
 from dispatch.cli.common import DispatchGroup, out
 from dispatch.cli.schedule import schedule_app
 
@@ -44,6 +44,7 @@ app.add_typer(compose.brief_app, name="brief")
 app.add_typer(subscribers.subscribers_app, name="subscribers")
 app.add_typer(subscribers.db_app, name="db")
 app.add_typer(schedule_app, name="schedule")
+app.add_typer(users.users_app, name="users")
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ from dispatch.config.load import (
 )
 from dispatch.config.schema import (
                                   TOPIC_KEY,
+                                  ConsoleSettings,
                                   DeliverySettings,
                                   DkimSettings,
                                   NewsletterSettings,
@@ -26,7 +27,8 @@ from dispatch.config.schema import (
 )
 
 __all__ = [
-    "DEFAULT_CONFIG", "TOPIC_KEY", "DeliverySettings", "DkimSettings", "NewsletterSettings",
+    "ConsoleSettings", "DEFAULT_CONFIG", "TOPIC_KEY", "DeliverySettings", "DkimSettings",
+    "NewsletterSettings",
     "RecurringSchedule", "ScheduleSettings", "Segment", "Settings", "SmtpSettings",
     "StoreSettings", "Topic", "WebSettings", "config_path", "load_settings", "parse_settings",
     "toml_error", "toml_line",
