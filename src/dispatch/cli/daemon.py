@@ -8,9 +8,11 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
+from sqlalchemy import Engine
 
 from dispatch import schedule as scheduling
 from dispatch.cli.common import (
@@ -19,7 +21,7 @@ from dispatch.cli.common import (
     stats_line,
     stop_on_signals,
 )
-from dispatch.config import WebSettings
+from dispatch.config import Settings, WebSettings
 from dispatch.deliver import sending
 from dispatch.deliver.control import describe_when
 from dispatch.deliver.recording import Stats
@@ -27,7 +29,20 @@ from dispatch.deliver.transport import smtp_transport
 from dispatch.errors import DispatchError
 from dispatch.store.sends import scheduled_sends
 from dispatch.web import app as web
+from dispatch.web.console import create_console
 from dispatch.web.server import WebServer
+
+
+def _console_server(engine: Engine, settings: Settings, queued: Callable[[], None]
+                    ) -> WebServer | None:
+    """The console on its own listener, when [console] names a port (else it is /admin/ on
+    the web app, or off)."""
+    console, web_settings = settings.console, settings.web or WebSettings()
+    if not console.enabled or console.port is None:
+        return None
+    return WebServer(create_console(engine, settings, queued=queued),
+                     console.host or web_settings.host, console.port,
+                     web_settings.trusted_proxies)
 
 
 def _log_to_stderr() -> None:
@@ -68,6 +83,7 @@ def run(config: ConfigOption = None) -> None:
     if settings.web is not None:
         server = WebServer(web.create_app(engine, settings, queued=daemon.wake),
                            settings.web.host, settings.web.port, settings.web.trusted_proxies)
+    console = _console_server(engine, settings, daemon.wake)
     hangup = threading.Event()
     previous = signal.signal(signal.SIGHUP, lambda _signum, _frame: hangup.set())
     with stop_on_signals() as stop:
@@ -80,6 +96,9 @@ def run(config: ConfigOption = None) -> None:
                 raise
             log.info("dispatch run: web app on %s (public address %s)", server.url,
                      settings.newsletter.base_url)
+        if console is not None:
+            console.start()
+            log.info("dispatch run: console on %s/admin/", console.url)
         waiting = scheduled_sends(engine)
         log.info("dispatch run: %d issue(s) scheduled%s; %d recurring schedule(s); delivering "
                  "through %s:%d", len(waiting),
@@ -90,8 +109,9 @@ def run(config: ConfigOption = None) -> None:
             if hangup.is_set():  # reloaded here: a signal handler must not take locks
                 hangup.clear()
                 daemon.reload("SIGHUP")
-        if server is not None:
-            server.stop()
+        for listener in (server, console):
+            if listener is not None:
+                listener.stop()
         daemon.stop()
     signal.signal(signal.SIGHUP, previous)
     log.info("dispatch run: stopped")
@@ -122,8 +142,12 @@ def serve(
     server = WebServer(web.create_app(engine, settings, queued=wake.set),
                        host or web_settings.host, port or web_settings.port,
                        web_settings.trusted_proxies)
+    console = _console_server(engine, settings, wake.set)
     with stop_on_signals() as stop:
         server.start()
+        if console is not None:
+            console.start()
+            log.info("dispatch serve: console on %s/admin/", console.url)
         sender = threading.Thread(target=sending.deliver_when_due, name="dispatch-delivery",
                                   args=(engine, settings, smtp_transport(settings.smtp), wake,
                                         stop))
@@ -133,6 +157,8 @@ def serve(
         while not stop.wait(1.0):
             pass
         server.stop()
+        if console is not None:
+            console.stop()
         wake.set()
         sender.join()
     log.info("dispatch serve: stopped")

@@ -16,7 +16,8 @@
           if (cell) { cell.textContent = data.states[state].toLocaleString(); }
         });
         panel.querySelector('[data-field="rate"]').textContent = String(data.rate);
-        if (shown && shown.textContent !== data.status) { window.location.reload(); }
+        // A fresh page, without the last action's notice in its address.
+        if (shown && shown.textContent !== data.status) { window.location.replace(window.location.pathname); }
       })
       .catch(function () { /* the next tick tries again */ });
   }
