@@ -198,7 +198,8 @@ def test_the_session_id_changes_at_sign_in_and_the_old_one_is_revoked(console: C
             "email": PEOPLE[Role.EDITOR], "password": PASSWORD, "csrf": csrf(page)})
         first = response.cookies["dispatch_session"]
         assert first != "planted-by-an-attacker"
-        cookie = response.headers["set-cookie"]
+        cookie = next(c for c in response.headers.get_list("set-cookie")
+                      if c.startswith("dispatch_session="))
         assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Path=/admin" in cookie
         assert "Secure" not in cookie  # base_url is http here
         # Signing in again from the same browser: a new id, and the first one stops working.
@@ -527,3 +528,39 @@ def test_an_operator_sends_watches_pauses_and_resumes_in_chromium(console: Conso
     assert len({r.recipient for r in console.mail.received}) == 400
     actions = [e.action for e in audit.entries(console.engine, actor=PEOPLE[Role.OPERATOR])]
     assert {"send", "pause", "resume"} <= set(actions)
+
+
+def test_cookies_are_secure_behind_https_and_a_console_port_keeps_it_off_the_public_app(
+        console: Console):
+    from dispatch.web.console import create_console
+
+    https = console.settings.model_copy(update={
+        "newsletter": console.settings.newsletter.model_copy(
+            update={"base_url": "https://news.example.org"}),
+        "console": console.settings.console.model_copy(update={"port": free_port()})})
+    port = https.console.port
+    assert port is not None
+    own = WebServer(create_console(console.engine, https), "127.0.0.1", port, ("127.0.0.1",))
+    public = WebServer(create_app(console.engine, https), "127.0.0.1", free_port(),
+                       ("127.0.0.1",))
+    own.start()
+    public.start()
+    try:
+        with httpx.Client(base_url=own.url, timeout=30) as browser:
+            page = browser.get(f"{PREFIX}/login")
+            login_cookie = page.headers["set-cookie"]
+            assert "Secure" in login_cookie and "HttpOnly" in login_cookie
+            # httpx keeps Secure cookies for https only: hand it back as a browser would.
+            browser.cookies.set("dispatch_login", page.cookies["dispatch_login"], path=PREFIX)
+            response = browser.post(f"{PREFIX}/login", data={
+                "email": PEOPLE[Role.EDITOR], "password": PASSWORD, "csrf": csrf(page)})
+            assert response.status_code == 303
+            cookie = next(c for c in response.headers.get_list("set-cookie")
+                          if c.startswith("dispatch_session="))
+            assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=lax" in cookie
+        with httpx.Client(base_url=public.url, timeout=30) as stranger:
+            assert stranger.get(f"{PREFIX}/login").status_code == 404
+            assert stranger.get("/healthz").status_code == 200
+    finally:
+        own.stop()
+        public.stop()

@@ -32,6 +32,7 @@ from dispatch.config.fields import (
     Between,
     Duration,
     EnvName,
+    Flag,
     IanaZone,
     Key,
     Keyed,
@@ -260,7 +261,7 @@ class ConsoleSettings(_Table):
     the web app (`dispatch serve`, `dispatch run` with [web]); with one, on that listener only,
     so operators can keep it off the public one."""
 
-    enabled: bool = False
+    enabled: Annotated[bool, Flag()] = False
     host: Annotated[str, Text()] | None = None  # its own listener; default web.host
     port: Port | None = None  # its own listener; None: /admin/ on the web app
     idle_timeout: Annotated[timedelta, Duration()] = timedelta(minutes=30)
