@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from markupsafe import escape
 from sqlalchemy import Engine
 
 from dispatch.compose.issues import load_issue
@@ -365,6 +366,66 @@ def test_a_csv_import_shows_each_rejected_row_and_keeps_the_good_ones(console: C
     export = operator.get(f"{PREFIX}/subscribers/export.csv")
     assert export.headers["content-type"].startswith("text/csv")
     assert "ana@example.com" in export.text
+
+
+def test_test_send_dry_run_and_the_confirmed_schedule_move_cancel(console: Console):
+    populate_audience(console.engine, console.settings, 30, datetime.now(UTC))
+    operator = console.login(Role.OPERATOR)
+    issue_page = f"{PREFIX}/issues/{EXAMPLE_ISSUE}"
+    token = csrf(operator.get(issue_page))
+    sent = operator.post(f"{issue_page}/test", data={"csrf": token})
+    assert sent.status_code == 303 and "test" in sent.headers["location"]
+    to_me = [r for r in console.mail.received if r.recipient == PEOPLE[Role.OPERATOR]]
+    assert to_me and len(console.mail.received) == len(to_me)  # nobody else got anything
+    dry = operator.post(f"{issue_page}/dry-run", data={"csrf": token})
+    assert dry.status_code == 200 and "30 recipient(s)" in dry.text
+    assert sends.get_send(console.engine, EXAMPLE_ISSUE) is None  # nothing in the store
+    at = (datetime.now(UTC) + timedelta(days=2)).strftime("%Y-%m-%d 07:00")
+    asked = operator.post(f"{issue_page}/schedule", data={"csrf": token, "at": at,
+                                                          "tz": "Europe/Paris"})
+    assert asked.status_code == 200 and "Europe/Paris" in asked.text and "UTC" in asked.text
+    assert sends.get_send(console.engine, EXAMPLE_ISSUE) is None  # only the confirmation
+    done = operator.post(f"{issue_page}/schedule", data={"csrf": token, "at": at,
+                                                         "tz": "Europe/Paris",
+                                                         "confirm": "yes"})
+    assert done.status_code == 303
+    first = sends.get_send(console.engine, EXAMPLE_ISSUE)
+    assert first is not None and first.status == SendStatus.SCHEDULED
+    page = operator.get(issue_page).text
+    assert "Asia/Seoul" in page and "UTC" in page  # the editors' zone and UTC
+    later = (datetime.now(UTC) + timedelta(days=3)).strftime("%Y-%m-%d 09:30")
+    operator.post(f"{issue_page}/move", data={"csrf": token, "at": later, "tz": "UTC"})
+    assert sends.get_send(console.engine, EXAMPLE_ISSUE) == first  # not confirmed yet
+    operator.post(f"{issue_page}/move", data={"csrf": token, "at": later, "tz": "UTC",
+                                              "confirm": "yes"})
+    moved = sends.get_send(console.engine, EXAMPLE_ISSUE)
+    assert moved is not None and moved.send_at is not None
+    assert moved.send_at.strftime("%Y-%m-%d %H:%M") == later
+    past = operator.post(f"{issue_page}/move", data={"csrf": token, "at": "2020-01-01 07:00",
+                                                     "tz": "UTC", "confirm": "yes"})
+    assert past.status_code == 400 and "in the past" in past.text
+    asked = operator.post(f"{issue_page}/cancel", data={"csrf": token})
+    assert asked.status_code == 200 and "confirm" in asked.text
+    assert sends.get_send(console.engine, EXAMPLE_ISSUE).status == SendStatus.SCHEDULED
+    operator.post(f"{issue_page}/cancel", data={"csrf": token, "confirm": "yes"})
+    assert sends.get_send(console.engine, EXAMPLE_ISSUE).status == SendStatus.CANCELLED
+    listed = operator.get(f"{PREFIX}/").text
+    assert "cancelled by an editor" in listed
+
+
+def test_an_issue_shows_its_problems_at_file_and_line_and_its_variants(console: Console):
+    editor = console.login(Role.EDITOR)
+    page = editor.get(f"{PREFIX}/issues/{EXAMPLE_ISSUE}").text
+    assert "No problems" in page
+    issue = load_issue(console.settings.issues_dir / EXAMPLE_ISSUE, console.settings)
+    for brief in issue.briefs:  # each variant's briefs, labelled by its topics
+        assert str(escape(brief.title)) in page
+    assert page.count('sandbox=""') == 2 * page.count('class="variant"') > 0
+    assert "East Asia" in page
+    brief = console.settings.issues_dir / EXAMPLE_ISSUE / "03-missile-warnings.md"
+    brief.write_text(brief.read_text().replace("topics:", "topic_list:", 1))
+    broken = editor.get(f"{PREFIX}/issues/{EXAMPLE_ISSUE}").text
+    assert re.search(r"03-missile-warnings\.md:\d+: unknown key &#39;topic_list&#39;", broken)
 
 
 # ---- In a real browser -----------------------------------------------------------------

@@ -49,8 +49,7 @@ def users_add(
 ) -> None:
     """Create a console account.
 
-    Example: printf '%s\\n' "$PW" | dispatch users add ana@example.org --role editor
-    --password-stdin
+    Example: dispatch users add ana@example.org --role editor (asks for the password)
     """
     accounts.check_role(role)
     accounts.account_key(email)
