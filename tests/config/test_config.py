@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -167,6 +168,16 @@ def test_a_username_without_a_password_variable_is_an_error(tmp_path):
     (MINIMAL + '[web]\nconsent = "Bell\\u0007"\n',
      "web.consent: expected text without control characters"),
     (MINIMAL + '[web]\nconsent = "  "\n', "web.consent: expected a string"),
+    (MINIMAL + '[console]\nenabled = "yes"\n', 'console.enabled: expected true or false, '
+                                               'got "yes"'),
+    (MINIMAL + "[console]\nenabled = true\nport = 70000\n",
+     "console.port: expected an integer 1-65535"),
+    (MINIMAL + '[console]\nenabled = true\nhost = "0.0.0.0"\n', "console: host needs port"),
+    (MINIMAL + '[console]\nidle_timeout = "2d"\n',
+     "console: idle_timeout is longer than session_lifetime"),
+    (MINIMAL + "[console]\nlogin_failures = 0\n",
+     "console.login_failures: expected an integer 1-1000"),
+    (MINIMAL + "[console]\npassword = 1\n", "console.password: unknown key"),
 ])
 def test_bad_config_values(tmp_path, text, expected):
     with pytest.raises(ConfigError) as info:
@@ -218,6 +229,14 @@ def test_schedule_settings(tmp_path):
     assert settings.schedule.default_timezone == settings.newsletter.timezone
     settings = load_settings(write(tmp_path, MINIMAL + "[schedule]\ngrace = 600\nsync = 0.5\n"))
     assert settings.schedule.grace.total_seconds() == 600 and settings.schedule.sync == 0.5
+
+
+def test_console_settings(tmp_path):
+    assert load_settings(write(tmp_path, MINIMAL)).console.enabled is False
+    console = load_settings(write(tmp_path, MINIMAL + '[console]\nenabled = true\nport = 8030\n'
+                                                      'idle_timeout = "10m"\n')).console
+    assert console.enabled and console.port == 8030 and console.host is None
+    assert console.idle_timeout == timedelta(minutes=10) and console.login_failures == 10
 
 
 def test_web_settings(tmp_path):

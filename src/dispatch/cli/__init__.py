@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from dispatch import __version__
-from dispatch.cli import compose, daemon, demo, inbound, sending, subscribers
+from dispatch.cli import compose, daemon, demo, inbound, sending, subscribers, users
 from dispatch.cli.archive import archive_app
 from dispatch.cli.common import DispatchGroup, out
 from dispatch.cli.schedule import schedule_app
@@ -48,6 +48,7 @@ app.add_typer(subscribers.db_app, name="db")
 app.add_typer(schedule_app, name="schedule")
 app.add_typer(inbound.inbound_app, name="inbound")
 app.add_typer(archive_app, name="archive")
+app.add_typer(users.users_app, name="users")
 
 
 def main() -> None:

@@ -51,6 +51,16 @@ def screenshot(chromium: str, html_path: Path, png_path: Path, size: tuple[int, 
                        check=True, capture_output=True, timeout=120)
 
 
+def sample_copy(issue: Issue, variant: Variant, settings: Settings, now: datetime
+                ) -> tuple[str, str]:
+    """One variant as a sample reader gets it: its HTML and plaintext, slots filled (what
+    `dispatch preview` writes, and the console shows)."""
+    rendered = render_variant(issue, variant, settings, now)
+    values = {**sample_values(settings),
+              "view_url": sample_recipient(issue, variant, settings).view_url}
+    return fill_slots(rendered.html, values), fill_slots(rendered.text, values)
+
+
 def preview(issue: Issue, settings: Settings, out_dir: Path, now: datetime,
             variants: dict[str, Variant] | None = None, screenshots: bool = False,
             progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:

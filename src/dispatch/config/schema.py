@@ -310,6 +310,28 @@ class WebSettings(_Table):
         return value
 
 
+class ConsoleSettings(_Table):
+    """The newsroom console at /admin/ (web/console/). Without its own port it is served by
+    the web app (`dispatch serve`, `dispatch run` with [web]); with one, on that listener only,
+    so operators can keep it off the public one."""
+
+    enabled: Annotated[bool, Flag()] = False
+    host: Annotated[str, Text()] | None = None  # its own listener; default web.host
+    port: Port | None = None  # its own listener; None: /admin/ on the web app
+    idle_timeout: Annotated[timedelta, Duration()] = timedelta(minutes=30)
+    session_lifetime: Annotated[timedelta, Duration()] = timedelta(hours=12)  # absolute
+    login_failures: Annotated[int, Between(1, 1000)] = 10  # per account or client, then 429
+    lockout: Annotated[timedelta, Duration()] = timedelta(minutes=15)  # the window and the wait
+
+    @model_validator(mode="after")
+    def _host_needs_port(self) -> ConsoleSettings:
+        if self.host is not None and self.port is None:
+            raise fail("host needs port: host is where the console's own listener binds")
+        if self.idle_timeout > self.session_lifetime:
+            raise fail("idle_timeout is longer than session_lifetime")
+        return self
+
+
 class RecurringSchedule(_Table):
     name: Annotated[str, Text("lower-case letters, digits and hyphens (it names the issues)",
                               TOPIC_KEY.pattern)]
@@ -354,6 +376,7 @@ class Settings(_Table):
     schedule: ScheduleSettings
     web: WebSettings | None = None  # None: `dispatch run` serves no web app
     inbound: InboundSettings | None = None  # None: `dispatch run` runs no inbound server
+    console: ConsoleSettings = _table()
     schedules: tuple[RecurringSchedule, ...] = ()
 
     _path: Path

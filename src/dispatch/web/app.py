@@ -40,6 +40,7 @@ from dispatch.states import RECEIVING, SubscriberStatus
 from dispatch.store import confirmations, reports, sends
 from dispatch.store import subscribers as subs
 from dispatch.store.secrets import secret
+from dispatch.web.console import with_console
 from dispatch.web.feed import FEED_PATH, archive_url, atom_feed, sent_at
 from dispatch.web.guards import BodyLimit, SignupLimiter
 from dispatch.web.zones import zone_groups, zone_label
@@ -377,4 +378,4 @@ def create_app(engine: Engine, settings: Settings, *, queued: Callable[[], None]
     handler: Callable[[Request, Exception], Awaitable[Response]] = web.error
     app = Starlette(routes=routes, exception_handlers={HTTPException: handler,
                                                       Exception: handler})
-    return BodyLimit(app, MAX_BODY)
+    return with_console(BodyLimit(app, MAX_BODY), engine, settings, queued, clock)
