@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -17,8 +18,19 @@ from dispatch.cli.common import (
     warn,
 )
 from dispatch.compose.issues import issue_folders, load_issue, resolve_issue_path
+from dispatch.compose.scaffold import example_project
 from dispatch.devtools.demo import run_demo
 from dispatch.errors import DispatchError, Problem, display_path
+
+
+def has_config() -> bool:
+    return bool(os.environ.get("DISPATCH_CONFIG")) or Path("config.toml").is_file()
+
+
+def example_config() -> Path:
+    path = example_project() / "config.toml"
+    say(f"no config.toml here: using the example project shipped with dispatch ({path})")
+    return path
 
 
 def demo(
@@ -37,8 +49,11 @@ def demo(
     Nothing leaves this machine.
 
     Example: dispatch demo --subscribers 2000
+    Without a config.toml here (or --config), the example project shipped with dispatch is
+    used, so the demo runs from any folder.
+
     """
-    settings = load(config)
+    settings = load(config if config or has_config() else example_config())
     folders = issue_folders(settings)
     if issue is None and not folders:
         raise DispatchError(Problem(display_path(settings.issues_dir), "no issue to send"))
