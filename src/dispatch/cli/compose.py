@@ -79,7 +79,7 @@ def brief_import(
                                                   f"(declared: {', '.join(settings.topics)})"))
     for done in import_files(files, settings.topics, out_dir, date.today(), chosen, force=force):
         brief, target = done.brief, display_path(done.target)
-        bullets = sum(len(b.items) for b in brief.blocks if b.kind == "bullets")
+        bullets = sum(len(b.items) for b in brief.blocks if b.kind in ("bullets", "numbered"))
         say(f"{display_path(done.source)} → {target}: {brief.count('heading')} section(s), "
             f"{bullets} bullet(s), {brief.count('quote')} quote(s), {len(brief.reads)} read(s)")
         if done.topics:
@@ -90,6 +90,8 @@ def brief_import(
                  "(dispatch check will flag it)")
         if brief.caption:
             warn(f"  {target}: photo caption kept; add image.src before sending")
+        for hint in done.hints:
+            warn(f"  {hint}")
 
 
 def preview(

@@ -62,9 +62,11 @@ def issue_new(
     from dispatch.compose.scaffold import new_issue
 
     settings = load(config)
-    folder = new_issue(settings, slug, subject, list(briefs or []))
+    folder, pending = new_issue(settings, slug, subject, list(briefs or []))
     say(f"created {display_path(folder / 'issue.toml')}"
         + (f" with {len(briefs)} brief(s)" if briefs else ""))
+    for problem in pending:
+        warn(f"  to fix before sending: {problem}")
     if not briefs:
         say(f"next: dispatch brief new \"A title\" --topics {next(iter(settings.topics))} "
             f"--out {display_path(folder)}")

@@ -142,7 +142,9 @@ def markdown_text(markdown: str, base_url: str, links: list[str]) -> str:
     attribution = False
     for position, token in enumerate(tokens):
         if token.type in ("bullet_list_open", "ordered_list_open"):
-            lists.append([token.type == "ordered_list_open", 0])
+            # An ordered list counts on from its first number ("4." starts at 4).
+            start = int(token.attrGet("start") or 1) if token.type == "ordered_list_open" else 1
+            lists.append([token.type == "ordered_list_open", start - 1])
         elif token.type in ("bullet_list_close", "ordered_list_close"):
             lists.pop()
         elif token.type == "list_item_open":

@@ -6,12 +6,28 @@ unsubscribe link in both parts."""
 from __future__ import annotations
 
 import re
+from html import escape
 
 from dispatch.compose.slots import fill_slots, sample_values
 from dispatch.config import Settings
 
 MAX_TEXT_LINE = 78
 MAX_HTML_BYTES = 100 * 1024  # Gmail clips messages near 102 KB
+MARKUP = re.compile(r"<[a-zA-Z/][^<>]*>|&(?:[a-zA-Z]+|#\d+|#x[0-9a-fA-F]+);")
+
+
+def markup_left(text: str, html: str) -> str | None:
+    """The first tag or entity in the plaintext that the HTML does not show as text too.
+
+    A brief may say "<effective Jan. 1>" or "A&amp;B" in so many words: the HTML part then
+    carries it escaped (&lt;effective Jan. 1&gt;), and it is text, not markup that a template
+    or the renderer let through."""
+    shown = " ".join(html.split())
+    for match in MARKUP.finditer(text):
+        literal = " ".join(match[0].split())  # the plaintext may wrap inside it
+        if escape(literal, quote=False) not in shown and escape(literal) not in shown:
+            return match[0]
+    return None
 
 
 def check_rendered(html: str, text: str, settings: Settings) -> list[str]:
@@ -45,8 +61,8 @@ def check_rendered(html: str, text: str, settings: Settings) -> list[str]:
         if leftover:
             problems.append(f"unrendered template syntax in the {where}: "
                             f"{body[max(0, leftover.start() - 30):leftover.end() + 30]!r}")
-    if re.search(r"<[a-zA-Z/][^>]*>|&[a-z]+;|&#\d+;", text):
-        problems.append("HTML tags or entities left in the plaintext")
+    if leaked := markup_left(text, html):
+        problems.append(f"HTML tags or entities left in the plaintext: {leaked[:60]!r}")
     for number, line in enumerate(text_filled.split("\n"), 1):
         if len(line) > MAX_TEXT_LINE and not re.search(r"https?://\S{40,}", line):
             problems.append(f"plaintext line {number} is {len(line)} characters (max "

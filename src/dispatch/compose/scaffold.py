@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from dispatch.compose.briefs import load_brief, slugify
+from dispatch.compose.briefs import FRONT_MATTER, load_brief, slugify
 from dispatch.config import Settings
 from dispatch.config.topics import check_topics
 from dispatch.errors import ContentError, DispatchError, Problem, display_path
@@ -117,42 +117,63 @@ def check_slug(slug: str, where: str = "SLUG") -> str:
     return slug
 
 
+def _draft_title(path: Path) -> str | None:
+    """A brief's title even while it has other problems (reported once it is copied)."""
+    try:
+        match = FRONT_MATTER.match(path.read_text(encoding="utf-8-sig"))
+        data = yaml.safe_load(match[1] or "") if match else None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    title = data.get("title") if isinstance(data, dict) else None
+    return title.strip() if isinstance(title, str) and not header_problem(title) else None
+
+
 def new_issue(settings: Settings, slug: str, subject: str | None, briefs: list[Path]
-              ) -> Path:
-    """issues/SLUG/issue.toml, with the given briefs copied in (each checked first).
-    The subject defaults to the first brief's title."""
+              ) -> tuple[Path, list[Problem]]:
+    """issues/SLUG/issue.toml, with the given briefs copied in; the subject defaults to the
+    first brief's title. Returns the folder and the briefs' own problems (a draft may still
+    wait for its photo URL: `dispatch check` keeps flagging them until they are fixed)."""
     check_slug(slug)
     folder = settings.issues_dir / slug
     if folder.exists():
         raise ContentError(Problem(display_path(folder), "already exists; choose another "
                                                          "name (nothing was written)"))
-    problems: list[Problem] = []
-    loaded = []
+    refused: list[Problem] = []
+    pending: list[Problem] = []
+    titles: list[str] = []
     names: set[str] = set()
     for path in briefs:
-        if path.name in names:
-            problems.append(Problem(display_path(path), "a brief with this file name is "
-                                                        "already given"))
-            continue
-        names.add(path.name)
-        try:
-            loaded.append(load_brief(path, settings.topics))
-        except DispatchError as exc:
-            problems.extend(exc.problems)
-    if subject is None:
-        if not loaded:
-            problems.append(Problem("--subject", "required when no brief is given (the "
-                                                 "email's subject line)"))
+        if not path.is_file():
+            refused.append(Problem(display_path(path), "no such file"))
+        elif path.suffix != ".md":
+            refused.append(Problem(display_path(path), "not a brief (expected a .md file; "
+                                                       "`dispatch brief import` turns plain "
+                                                       "text into one)"))
+        elif path.name in names:
+            refused.append(Problem(display_path(path), "a brief with this file name is "
+                                                       "already given"))
         else:
-            subject = loaded[0].title
+            names.add(path.name)
+            if title := _draft_title(path):
+                titles.append(title)
+    if subject is None:
+        if not titles:
+            refused.append(Problem("--subject", "required when no readable brief is given "
+                                                "(the email's subject line)"))
+        else:
+            subject = titles[0]
     if subject is not None and (not subject.strip() or header_problem(subject)):
-        problems.append(Problem("--subject", header_problem(subject) or "must not be empty"))
-    if problems:
-        raise ContentError(problems)
+        refused.append(Problem("--subject", header_problem(subject) or "must not be empty"))
+    if refused:
+        raise ContentError(refused)
     assert subject is not None
     folder.mkdir(parents=True)
     for path in briefs:
         shutil.copy2(path, folder / path.name)
+        try:
+            load_brief(folder / path.name, settings.topics)
+        except DispatchError as exc:
+            pending.extend(exc.problems)
     zone = settings.newsletter.timezone
     (folder / "issue.toml").write_text(
         f"# The issue {slug}: `dispatch check issues/{slug}` validates it,\n"
@@ -164,7 +185,7 @@ def new_issue(settings: Settings, slug: str, subject: str | None, briefs: list[P
         "# briefs = [\"01-first.md\"]                # default: every *.md here, sorted by name\n"
         "personalize = true                        # each reader gets only their topics' briefs\n",
         encoding="utf-8")
-    return folder
+    return folder, pending
 
 
 def new_brief(settings: Settings, title: str, topics: list[str], out_dir: Path, today: date
