@@ -64,7 +64,7 @@ def test_issue_new_and_brief_new(project):
     assert bad.returncode == 1
     assert "SLUG: 'Next Week!' is not a usable issue name" in bad.stderr
     no_subject = run("issue", "new", "next-week", cwd=project)
-    assert "--subject: required when no brief is given" in no_subject.stderr
+    assert "--subject: required when no readable brief is given" in no_subject.stderr
     assert not (project / "issues" / "next-week").exists()
 
     made = run("issue", "new", "next-week", "--subject", 'Rail "and" ferries', cwd=project)
@@ -96,19 +96,23 @@ def test_issue_new_and_brief_new(project):
     assert twice.returncode == 1 and "already exists; nothing was written" in twice.stderr
 
 
-def test_issue_new_copies_checked_briefs(project):
+def test_issue_new_copies_briefs_and_reports_their_problems(project):
     source = project / "issues" / EXAMPLE_ISSUE / "01-hiroshima-meeting.md"
-    broken = project / "broken.md"
-    broken.write_text("no front matter\n")
-    refused = run("issue", "new", "copy", str(source), str(broken), cwd=project)
-    assert refused.returncode == 1 and "broken.md:1: missing front matter" in refused.stderr
+    draft = project / "draft.md"
+    draft.write_text("---\ntitle: Ferries resume\ntopics: [economy]\nsummary: Soon.\n"
+                     "image: {alt: A ferry, caption: A ferry at dawn}\n---\n\nBody.\n")
+    missing = run("issue", "new", "copy", "nowhere.md", "notes.txt", cwd=project)
+    assert missing.returncode == 1
+    assert "nowhere.md: no such file" in missing.stderr
     assert not (project / "issues" / "copy").exists()
-    made = run("issue", "new", "copy", str(source), cwd=project)
+    # A draft waiting for its photo is copied; its problem is named at the copy's line.
+    made = run("issue", "new", "copy", str(draft), str(source), cwd=project)
     assert made.returncode == 0, made.stderr
+    assert "to fix before sending: issues/copy/draft.md:5: image.src is missing" in made.stderr
     assert (project / "issues" / "copy" / source.name).read_text() == source.read_text()
-    assert 'subject = "Kishida and Yoon' in (project / "issues" / "copy" / "issue.toml"
-                                             ).read_text()
-    assert run("check", "issues/copy", cwd=project).returncode == 0
+    toml = (project / "issues" / "copy" / "issue.toml").read_text()
+    assert 'subject = "Ferries resume"' in toml
+    assert run("check", "issues/copy", cwd=project).returncode == 1
 
 
 @pytest.mark.slow
