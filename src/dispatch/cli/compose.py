@@ -21,7 +21,7 @@ from dispatch.cli.common import (
 )
 from dispatch.compose.check import check as run_check
 from dispatch.compose.importer import import_files
-from dispatch.compose.issues import load_issue, resolve_issue_path
+from dispatch.compose.issues import load_draft_issue, resolve_issue_path
 from dispatch.compose.preview import preview as run_preview
 from dispatch.compose.variants import plan_variants
 from dispatch.errors import ConfigError, Problem, display_path
@@ -109,12 +109,13 @@ def preview(
     """Render every variant of an issue to HTML, text and .eml files, with index.html and
     report.json. Never touches SMTP; reads the store only with --audience.
 
-    Without --audience, every variant some topic mix can produce is rendered.
+    Without --audience, every variant some topic mix can produce is rendered. A draft with
+    problems is rendered as far as it goes and its problems listed (exit status 1).
 
     Example: dispatch preview 2026-11-27-thaw --screenshots
     """
     settings = load(config)
-    loaded = load_issue(resolve_issue_path(issue, settings), settings)
+    loaded, problems = load_draft_issue(resolve_issue_path(issue, settings), settings)
     target = out_dir or Path("out") / loaded.slug
     variants = None
     if audience:
@@ -123,6 +124,13 @@ def preview(
         say(f"{sum(mixes.values()):,} active subscriber(s) in {len(mixes)} topic mix(es) "
             f"need {len(variants)} variant(s)")
     report = run_preview(loaded, settings, target, now(), variants=variants,
-                         screenshots=screenshots, progress=say)
-    say(f"{len(report['variants'])} variant(s) written to {display_path(target)} "
+                         screenshots=screenshots, progress=say, problems=problems)
+    written = sum(1 for v in report["variants"] if v["written"])
+    say(f"{written} variant(s) written to {display_path(target)} "
         f"(open {display_path(target / 'index.html')})")
+    if report["problems"]:
+        for problem in report["problems"]:
+            warn(problem["text"])
+        err.print(f"{len(report['problems'])} problem(s) to fix before sending (listed in "
+                  f"{display_path(target / 'index.html')} and report.json)", markup=False)
+        raise typer.Exit(1)
