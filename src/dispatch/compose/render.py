@@ -320,5 +320,6 @@ def locate(finding: Finding, issue: Issue, variant: Variant) -> Problem:
                 continue
             for number, line in enumerate(lines, 1):
                 if needle in line.replace("\\", ""):
-                    return Problem(display_path(brief.path), finding.message, number)
+                    return Problem(display_path(brief.path),
+                                   finding.at_brief or finding.message, number)
     return Problem(f"{issue.slug}/{variant.id}", finding.message)

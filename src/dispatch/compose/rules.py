@@ -37,6 +37,7 @@ class Finding(NamedTuple):
 
     message: str
     evidence: str | None = None
+    at_brief: str | None = None  # the message when located at a brief, if it reads otherwise
 
 
 def check_rendered(html: str, text: str, settings: Settings) -> list[str]:
@@ -84,8 +85,12 @@ def findings(html: str, text: str, settings: Settings) -> list[Finding]:
                                 leaked))
     for number, line in enumerate(text_filled.split("\n"), 1):
         if len(line) > MAX_TEXT_LINE and not re.search(r"https?://\S{40,}", line):
-            problems.append(Finding(f"plaintext line {number} is {len(line)} characters (max "
-                                    f"{MAX_TEXT_LINE} except URLs)", max(line.split(), key=len)))
+            word = max(line.split(), key=len)
+            problems.append(Finding(
+                f"plaintext line {number} is {len(line)} characters (max {MAX_TEXT_LINE} "
+                "except URLs)", word,
+                f"{word[:40]!r} makes a plaintext line of {len(line)} characters (max "
+                f"{MAX_TEXT_LINE} except URLs): break it up"))
     if sample["unsubscribe_url"] not in text_filled:
         problems.append(Finding("plaintext has no unsubscribe URL"))
     if sample["unsubscribe_url"] not in html_filled:
