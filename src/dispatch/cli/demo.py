@@ -17,9 +17,6 @@ from dispatch.cli.common import (
     stats_line,
     warn,
 )
-from dispatch.compose.issues import issue_folders, load_issue, resolve_issue_path
-from dispatch.compose.scaffold import example_project
-from dispatch.devtools.demo import run_demo
 from dispatch.errors import DispatchError, Problem, display_path
 
 
@@ -28,6 +25,7 @@ def has_config() -> bool:
 
 
 def example_config() -> Path:
+    from dispatch.compose.scaffold import example_project
     path = example_project() / "config.toml"
     say(f"no config.toml here: using the example project shipped with dispatch ({path})")
     return path
@@ -46,13 +44,13 @@ def demo(
     """Run the whole path on embedded defaults: a fresh SQLite store with generated
     subscribers, an in-process SMTP server on localhost, a real send, and what arrived.
 
-    Nothing leaves this machine.
+    Nothing leaves this machine. Without a config.toml here (or --config), the example
+    project shipped with dispatch is used, so the demo runs from any folder.
 
     Example: dispatch demo --subscribers 2000
-    Without a config.toml here (or --config), the example project shipped with dispatch is
-    used, so the demo runs from any folder.
-
     """
+    from dispatch.compose.issues import issue_folders, load_issue, resolve_issue_path
+    from dispatch.devtools.demo import run_demo
     settings = load(config if config or has_config() else example_config())
     folders = issue_folders(settings)
     if issue is None and not folders:
