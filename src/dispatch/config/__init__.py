@@ -12,6 +12,7 @@ from dispatch.config.load import (
 )
 from dispatch.config.schema import (
                                   TOPIC_KEY,
+                                  ConsoleSettings,
                                   DeliverySettings,
                                   DkimSettings,
                                   InboundSettings,
@@ -27,7 +28,8 @@ from dispatch.config.schema import (
 )
 
 __all__ = [
-    "DEFAULT_CONFIG", "TOPIC_KEY", "DeliverySettings", "DkimSettings", "InboundSettings",
+    "ConsoleSettings", "DEFAULT_CONFIG", "TOPIC_KEY", "DeliverySettings", "DkimSettings",
+    "InboundSettings",
     "NewsletterSettings",
     "RecurringSchedule", "ScheduleSettings", "Segment", "Settings", "SmtpSettings",
     "StoreSettings", "Topic", "WebSettings", "config_path", "load_settings", "parse_settings",
