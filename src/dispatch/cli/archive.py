@@ -6,7 +6,6 @@ from typing import Annotated
 
 import typer
 
-from dispatch import schedule as scheduling
 from dispatch.cli.common import ConfigOption, group, load_with_store, now, say
 
 archive_app = group(
@@ -27,6 +26,8 @@ def archive_hide(issue: IssueArgument, config: ConfigOption = None) -> None:
 
     Example: dispatch archive hide 2026-11-27-thaw
     """
+    from dispatch import schedule as scheduling
+
     settings, engine = load_with_store(config)
     change = scheduling.hide_issue(engine, settings, issue, now())
     if not change.changed:
@@ -40,12 +41,15 @@ def archive_hide(issue: IssueArgument, config: ConfigOption = None) -> None:
 
 @archive_app.command("show")
 def archive_show(issue: IssueArgument, config: ConfigOption = None) -> None:
-    """Put an issue taken down with `dispatch archive hide` back in the archive.
+    """Put a hidden issue back in the public archive.
 
-    Its pages, its entry in the list and in the feed come back as they were.
+    An issue taken down with `dispatch archive hide` gets its pages, its entry in the list
+    and in the feed back as they were.
 
     Example: dispatch archive show 2026-11-27-thaw
     """
+    from dispatch import schedule as scheduling
+
     settings, engine = load_with_store(config)
     change = scheduling.show_issue(engine, settings, issue)
     if not change.changed:
