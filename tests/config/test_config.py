@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -167,6 +168,16 @@ def test_a_username_without_a_password_variable_is_an_error(tmp_path):
     (MINIMAL + '[web]\nconsent = "Bell\\u0007"\n',
      "web.consent: expected text without control characters"),
     (MINIMAL + '[web]\nconsent = "  "\n', "web.consent: expected a string"),
+    (MINIMAL + '[console]\nenabled = "yes"\n', 'console.enabled: expected true or false, '
+                                               'got "yes"'),
+    (MINIMAL + "[console]\nenabled = true\nport = 70000\n",
+     "console.port: expected an integer 1-65535"),
+    (MINIMAL + '[console]\nenabled = true\nhost = "0.0.0.0"\n', "console: host needs port"),
+    (MINIMAL + '[console]\nidle_timeout = "2d"\n',
+     "console: idle_timeout is longer than session_lifetime"),
+    (MINIMAL + "[console]\nlogin_failures = 0\n",
+     "console.login_failures: expected an integer 1-1000"),
+    (MINIMAL + "[console]\npassword = 1\n", "console.password: unknown key"),
 ])
 def test_bad_config_values(tmp_path, text, expected):
     with pytest.raises(ConfigError) as info:
@@ -218,6 +229,14 @@ def test_schedule_settings(tmp_path):
     assert settings.schedule.default_timezone == settings.newsletter.timezone
     settings = load_settings(write(tmp_path, MINIMAL + "[schedule]\ngrace = 600\nsync = 0.5\n"))
     assert settings.schedule.grace.total_seconds() == 600 and settings.schedule.sync == 0.5
+
+
+def test_console_settings(tmp_path):
+    assert load_settings(write(tmp_path, MINIMAL)).console.enabled is False
+    console = load_settings(write(tmp_path, MINIMAL + '[console]\nenabled = true\nport = 8030\n'
+                                                      'idle_timeout = "10m"\n')).console
+    assert console.enabled and console.port == 8030 and console.host is None
+    assert console.idle_timeout == timedelta(minutes=10) and console.login_failures == 10
 
 
 def test_web_settings(tmp_path):
@@ -417,3 +436,35 @@ def test_toml_error_names_the_line():
 def test_impossible_durations_are_problems(tmp_path, value):
     (problem,) = problems(tmp_path, MINIMAL + f"[schedule]\ngrace = {value}\n")
     assert problem.startswith(':10: schedule.grace: expected seconds or a duration like "1h"')
+
+
+def test_inbound_settings(tmp_path):
+    assert load_settings(write(tmp_path, MINIMAL)).inbound is None  # `dispatch run`: no server
+    settings = load_settings(write(tmp_path, MINIMAL + '[delivery]\nverp_domain = '
+                                   '"bounces.example.org"\nsoft_bounce_limit = 2\n'
+                                   'soft_bounce_window = "14d"\nmax_bounce_rate = 2.5\n'
+                                   '[inbound]\nport = 25\nmax_size = 200000\n'
+                                   'spool = "var/spool"\n'))
+    assert settings.inbound is not None
+    assert (settings.inbound.port, settings.inbound.max_size) == (25, 200_000)
+    assert settings.inbound.spool == tmp_path / "var" / "spool"  # beside config.toml
+    delivery = settings.delivery
+    assert (delivery.soft_bounce_limit, delivery.soft_bounce_window.days,
+            delivery.max_bounce_rate, delivery.max_complaint_rate) == (2, 14, 2.5, 0.3)
+    defaults = load_settings(write(tmp_path, MINIMAL)).delivery
+    assert (defaults.soft_bounce_limit, defaults.soft_bounce_window.days,
+            defaults.max_bounce_rate) == (3, 30, 5.0)
+
+
+def test_inbound_mistakes_are_located(tmp_path):
+    # No VERP domain: nothing to receive for. The server's own keys are checked too.
+    assert problems(tmp_path, MINIMAL + "[inbound]\nport = 0\nmax_size = 10\nrelay = true\n") == [
+        ":10: inbound.port: expected an integer 1-65535, got 0",
+        ":11: inbound.max_size: expected an integer 10000-100000000, got 10",
+        ":12: inbound.relay: unknown key",
+        ":9: inbound: set delivery.verp_domain too: the domain bounces and mailto "
+        "unsubscribes are addressed to"]
+    assert problems(tmp_path, MINIMAL + '[delivery]\nverp_domain = "x"\nmax_bounce_rate = 101\n'
+                    '[inbound]\n') == [
+        ':10: delivery.verp_domain: expected a domain name, got "x"',
+        ":11: delivery.max_bounce_rate: expected a number 0-100, got 101"]

@@ -6,7 +6,10 @@ The key comes from the store (store/secrets.py); this module does no I/O.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -21,6 +24,12 @@ from dispatch.config import WebSettings
 FORM_EXPIRY = timedelta(hours=12)
 # Purpose -> whether its tokens carry their issue time and expire.
 PURPOSES = {"unsubscribe": False, "preferences": False, "confirm": True, "form": True}
+# Tokens naming one outbox row in an address on the inbound domain: the VERP envelope sender
+# ("b-…", bounces come back to it) and the List-Unsubscribe mailto ("u-…"). Lower-case base36
+# and base32, since some MTAs fold the case of local parts; 32 octets at most, well inside
+# RFC 5321's 64.
+ROW_PURPOSES = {"bounce": "b", "mailto": "u"}
+ROW_ADDRESS = re.compile(r"^(?P<prefix>[bu])-(?P<row>[0-9a-z]{1,13})-(?P<mac>[a-z2-7]{16})$")
 
 
 class BadToken(Exception):
@@ -62,6 +71,7 @@ class Signer:
 
     def __init__(self, key: str, *, expiry: dict[str, timedelta] | None = None) -> None:
         self._signers = {p: HmacSigner(key, salt=f"dispatch.{p}") for p in PURPOSES}
+        self._key = hashlib.sha256(b"dispatch.rows\0" + key.encode("utf-8")).digest()
         # The confirmation link's life is an operator's choice (web.confirm_expiry); a form's
         # is how long a page may sit open before it is sent.
         self.expiry = {"confirm": WebSettings().confirm_expiry, "form": FORM_EXPIRY,
@@ -89,3 +99,39 @@ class Signer:
             if not 0 <= age <= self.expiry[purpose].total_seconds() + 60:  # 60 s of clock skew
                 raise BadToken(expired=age > 0)
         return Claim(int.from_bytes(parts[0], "big"), parts[1])
+
+    def _row_mac(self, purpose: str, row_id: int) -> str:
+        mac = hmac.new(self._key, f"{purpose}\0{row_id}".encode(), hashlib.sha256).digest()
+        return base64.b32encode(mac[:10]).decode("ascii").lower()  # 80 bits, 16 characters
+
+    def row_local_part(self, purpose: str, row_id: int) -> str:
+        """The local part of an inbound-domain address that names one outbox row:
+        "b-<row>-<mac>" for bounces (the VERP sender), "u-<row>-<mac>" for the mailto
+        unsubscribe."""
+        return f"{ROW_PURPOSES[purpose]}-{_base36(row_id)}-{self._row_mac(purpose, row_id)}"
+
+    def read_row_local_part(self, local_part: str) -> tuple[str, int]:
+        """(purpose, row id) of a local part made by row_local_part; BadToken otherwise."""
+        found = ROW_ADDRESS.match(local_part.strip().lower())
+        if not found:
+            raise BadToken()
+        purpose = next(p for p, prefix in ROW_PURPOSES.items() if prefix == found["prefix"])
+        row_id = int(found["row"], 36)
+        if not secrets.compare_digest(found["mac"], self._row_mac(purpose, row_id)):
+            raise BadToken()
+        return purpose, row_id
+
+    def digest(self, purpose: str, text: str) -> str:
+        """A keyed hash (hex, 128 bits) nobody without the secret can compute: Message-IDs."""
+        data = f"{purpose}\0{text}".encode()
+        return hmac.new(self._key, data, hashlib.sha256).hexdigest()[:32]
+
+
+def _base36(n: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        n, r = divmod(n, 36)
+        out = digits[r] + out
+        if n == 0:
+            return out

@@ -37,9 +37,10 @@ from dispatch.config import Settings, WebSettings
 from dispatch.config.topics import unknown_topics
 from dispatch.errors import DispatchError
 from dispatch.states import RECEIVING, SubscriberStatus
-from dispatch.store import confirmations, sends
+from dispatch.store import confirmations, reports, sends
 from dispatch.store import subscribers as subs
 from dispatch.store.secrets import secret
+from dispatch.web.console import with_console
 from dispatch.web.feed import FEED_PATH, archive_url, atom_feed, sent_at
 from dispatch.web.guards import BodyLimit, SignupLimiter
 from dispatch.web.zones import zone_groups, zone_label
@@ -234,7 +235,8 @@ class Web:
         if form.get(ONE_CLICK[0]) != ONE_CLICK[1]:
             raise HTTPException(400, "The body must be List-Unsubscribe=One-Click.")
         if found is not None:
-            await run_in_threadpool(subs.unsubscribe, self.engine, found.id, self.clock())
+            await run_in_threadpool(reports.web_unsubscribe, self.engine, found.id,
+                                    "one-click", self.clock())
         return self.unsubscribed(found)
 
     def unsubscribed(self, found: subs.Subscriber | None) -> HTMLResponse:
@@ -258,7 +260,8 @@ class Web:
         self.check_form(request, form, found.id)
         action = form.get("action")
         if action == "unsubscribe":
-            await run_in_threadpool(subs.unsubscribe, self.engine, found.id, self.clock())
+            await run_in_threadpool(reports.web_unsubscribe, self.engine, found.id,
+                                    "preferences", self.clock())
         elif action == "resubscribe":
             await run_in_threadpool(subs.resubscribe, self.engine, found.id, self.clock())
         elif action == "save":
@@ -375,4 +378,4 @@ def create_app(engine: Engine, settings: Settings, *, queued: Callable[[], None]
     handler: Callable[[Request, Exception], Awaitable[Response]] = web.error
     app = Starlette(routes=routes, exception_handlers={HTTPException: handler,
                                                       Exception: handler})
-    return BodyLimit(app, MAX_BODY)
+    return with_console(BodyLimit(app, MAX_BODY), engine, settings, queued, clock)
