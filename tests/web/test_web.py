@@ -35,7 +35,7 @@ from dispatch.errors import RenderError
 from dispatch.store import subscribers as subs
 from dispatch.store.db import open_store
 from dispatch.store.outbox import plan_audience
-from dispatch.store.schema import archive_hidden, outbox, subscribers
+from dispatch.store.schema import archive_hidden, outbox, reports, subscribers
 from dispatch.store.secrets import secret
 from dispatch.store.sends import CONFIRMATIONS, WELCOME, get_send, schedule_send
 from dispatch.web.app import MAX_BODY, create_app
@@ -551,8 +551,17 @@ def test_a_confirmed_subscriber_is_welcomed_once_through_the_outbox(site: Site):
 
     # An internal send: not an issue in the archive or the feed, nor viewable.
     assert "Welcome to" not in site.http.get("/a").text
+    assert "Welcome to" not in site.http.get("/a/feed.xml").text
     assert site.http.get(f"/a/{WELCOME}").status_code == 404
     assert site.http.get(f"/a/{WELCOME}/welcome").status_code == 404
+
+    # Its one-click unsubscribe works, and is not counted against an issue called ~welcome.
+    url = str(welcome["List-Unsubscribe"]).split(",")[0].strip(" <>")
+    assert httpx.post(url, data=ONE_CLICK).status_code == 200
+    assert site.get("dana@example.com").status == "unsubscribed"
+    with site.engine.connect() as conn:
+        assert conn.execute(select(reports.c.issue, reports.c.via)).all() == [
+            (None, "one-click")]
 
 
 def test_a_returning_reader_is_not_welcomed_twice(site: Site):

@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from dispatch.config import DeliverySettings
 from dispatch.states import ReportKind, RowState, SendStatus, SubscriberStatus
 from dispatch.store.schema import outbox, reports, sends, subscribers
-from dispatch.store.sends import CONFIRMATIONS, change_status
+from dispatch.store.sends import INTERNAL, change_status, is_internal
 from dispatch.store.subscribers import mark_suppressed, unsubscribe_in
 
 MAX_REASON = 1000
@@ -132,7 +132,7 @@ def _act(conn: Connection, row: _Row, sid: int, kind: ReportKind, reason: str | 
             changes.append("subscriber complained and suppressed")
     elif kind == ReportKind.UNSUBSCRIBE and unsubscribe_in(conn, sid, now):
         changes.append("subscriber unsubscribed")
-    if kind in (ReportKind.BOUNCED, ReportKind.COMPLAINT) and row.issue != CONFIRMATIONS:
+    if kind in (ReportKind.BOUNCED, ReportKind.COMPLAINT) and not is_internal(row.issue):
         paused = _pause_on_rates(conn, row.issue, delivery)
         if paused:
             changes.append(f"send {row.issue} paused: {paused}")
@@ -181,7 +181,7 @@ def web_unsubscribe(engine: Engine, subscriber_id: int, via: str, now: datetime)
         if not unsubscribe_in(conn, subscriber_id, now):
             return False
         issue = conn.execute(select(outbox.c.issue).where(and_(
-            outbox.c.subscriber_id == subscriber_id, outbox.c.issue != CONFIRMATIONS,
+            outbox.c.subscriber_id == subscriber_id, outbox.c.issue.not_in(INTERNAL),
             outbox.c.state == RowState.SENT)).order_by(outbox.c.updated_at.desc(),
                                                        outbox.c.id.desc()).limit(1)).scalar()
         key = f"web\0{subscriber_id}\0{via}\0{now.isoformat()}"
