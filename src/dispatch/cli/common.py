@@ -96,7 +96,7 @@ class DispatchGroup(TyperGroup):
     reads as sentences: readable value names and each command's first sentence in full."""
 
     def get_command(self, ctx: ClickContext, cmd_name: str) -> Any:
-        command = super().get_command(ctx, cmd_name)
+        command: Any = super().get_command(ctx, cmd_name)
         if command is not None and not getattr(command, "_readable", False):
             readable_metavars(command)
             command.help = keep_examples(command.help)
