@@ -7,6 +7,9 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -428,6 +431,46 @@ def test_an_issue_shows_its_problems_at_file_and_line_and_its_variants(console: 
     assert re.search(r"03-missile-warnings\.md:\d+: unknown key &#39;topic_list&#39;", broken)
 
 
+@pytest.mark.parametrize("command", ["serve", "run"])
+def test_the_commands_serve_the_console_on_its_own_port(project: Path, command: str):
+    web_port, console_port = free_port(), free_port()
+    with smtp_sink(RecordingHandler()) as (_, smtp_port):
+        config = configure_web(project, smtp_port, web_port)
+        config.write_text(config.read_text() + f"\n[console]\nenabled = true\n"
+                                               f"port = {console_port}\n")
+        engine = open_store(load_settings(config).store.url)
+        accounts.add_user(engine, PEOPLE[Role.EDITOR], PASSWORD, "editor", datetime.now(UTC))
+        engine.dispose()
+        log_path = project / "console.log"
+        with log_path.open("w") as log:
+            process = subprocess.Popen([sys.executable, "-m", "dispatch", command],
+                                       cwd=project, stdout=log, stderr=subprocess.STDOUT)
+        own = f"http://127.0.0.1:{console_port}"
+
+        def up() -> bool:
+            try:
+                return httpx.get(f"{own}{PREFIX}/login").status_code == 200
+            except httpx.TransportError:
+                return process.poll() is not None
+        try:
+            assert eventually(up, 30) and process.poll() is None, log_path.read_text()
+            with httpx.Client(base_url=own, timeout=30) as browser:
+                page = browser.get(f"{PREFIX}/login")
+                assert browser.post(f"{PREFIX}/login", data={
+                    "email": PEOPLE[Role.EDITOR], "password": PASSWORD,
+                    "csrf": csrf(page)}).status_code == 303
+                assert browser.get(f"{PREFIX}/").status_code == 200
+            public = httpx.get(f"http://127.0.0.1:{web_port}{PREFIX}/login")
+            assert public.status_code == 404
+        finally:
+            process.send_signal(signal.SIGTERM)
+            code = process.wait(timeout=20)
+        output = log_path.read_text()
+        assert code == 0, output
+        assert f"console on {own}/admin/" in output
+        assert PASSWORD not in output
+
+
 # ---- In a real browser -----------------------------------------------------------------
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -503,6 +546,14 @@ def test_an_editor_imports_edits_previews_and_schedules_in_chromium(console: Con
         sign_in(driver, console, Role.EDITOR, f"{PREFIX}/issues/{slug}")
         assert driver.find_element(By.TAG_NAME, "h1").text.startswith("Seoul and Tokyo")
         shoot(driver, folder_shots, f"editor-issue-{label}")
+        first = driver.find_element(By.CSS_SELECTOR, ".variant")
+        driver.execute_script("arguments[0].scrollIntoView()", first)
+        frames = first.find_elements(By.TAG_NAME, "iframe")
+        assert [f.get_attribute("sandbox") for f in frames] == ["", ""]
+        driver.switch_to.frame(frames[0])  # the rendered email, as a reader sees it
+        assert "Seoul" in driver.find_element(By.TAG_NAME, "body").text
+        driver.switch_to.default_content()
+        shoot(driver, folder_shots, f"editor-variants-{label}")
         driver.find_element(By.LINK_TEXT, "Paste plain text as a new brief").click()
         driver.find_element(By.NAME, "text").send_keys(PASTED)
         driver.find_element(By.ID, "import").click()
@@ -579,6 +630,16 @@ def test_an_operator_sends_watches_pauses_and_resumes_in_chromium(console: Conso
         shoot(driver, folder_shots, "operator-paused-desktop")
         assert eventually(lambda: False, timeout=1.5) is False  # the worker sees the pause
         assert len(console.mail.received) <= paused_at + 8  # messages in flight only
+        # The issues list shows the paused send with its figures, filled in by the script.
+        driver.get(f"{console.url}{PREFIX}/")
+        row = driver.find_element(By.CSS_SELECTOR, "tr[data-progress-url]")
+        assert eventually(lambda: row.find_element(
+            By.CSS_SELECTOR, '[data-state="queued"]').text not in ("", "–"), timeout=10)
+        queued = int(row.find_element(By.CSS_SELECTOR, '[data-state="queued"]').text
+                     .replace(",", ""))
+        assert 0 < queued < 400 and "paused by an editor" in row.text
+        shoot(driver, folder_shots, "operator-issues-list-desktop")
+        driver.find_element(By.LINK_TEXT, EXAMPLE_ISSUE).click()
         driver.find_element(By.ID, "resume").click()
         assert eventually(lambda: driver.find_element(By.ID, "status").text == "sent",
                           timeout=60)

@@ -178,7 +178,8 @@ class Pages:
 
     def issues(self, request: Request, session: Session, form: None) -> Response:
         overview = schedule_overview(self.engine, self.settings, self.clock())
-        rows = [{"send": s, "when": control.describe_when(s, self.settings),
+        rows = [{"send": s, "when": control.describe_when(s, self.settings) if s.send_at
+                 else f"sent at once, {self.local(s.launched_at)}" if s.launched_at else "-",
                  "sent": overview.sent[s.issue],
                  "finished": self.local(s.finished_at) if s.finished_at else ""}
                 for s in overview.sends]
