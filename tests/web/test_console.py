@@ -272,6 +272,9 @@ def test_every_user_supplied_field_is_shown_escaped(console: Console):
     assert "Mallory &lt;script&gt;" in admin.get(f"{PREFIX}/subscribers?q=mallory").text
     assert "Brief &lt;script&gt;" in admin.get(
         f"{PREFIX}/issues/escaping/briefs/{brief.name}").text
+    # A notice in a link from elsewhere is not shown: only the console's own, signed ones.
+    forged = admin.get(f"{PREFIX}/?done=Your+password+expired%3A+call+555-0100")
+    assert "555-0100" not in forged.text
     # The audit log shows what was typed, escaped, too.
     token = csrf(admin.get(f"{PREFIX}/users"))
     admin.post(f"{PREFIX}/users/role", data={"csrf": token, "email": SCRIPT, "role": "admin"})
