@@ -533,8 +533,10 @@ def sign_in(driver: object, console: Console, role: Role, start: str) -> None:
 def test_an_editor_imports_edits_previews_and_schedules_in_chromium(console: Console,
                                                                     tmp_path: Path,
                                                                     width: int):
+    from selenium.common.exceptions import NoSuchElementException
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select
+    from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     slug = "2026-12-04-chips"
     folder = console.settings.issues_dir / slug
@@ -571,7 +573,21 @@ def test_an_editor_imports_edits_previews_and_schedules_in_chromium(console: Con
         technology = driver.find_element(By.CSS_SELECTOR, "input[value=technology]")
         if not technology.is_selected():
             technology.click()
-        driver.find_element(By.ID, "preview").click()
+        # The live preview follows the typing, before anything is saved.
+        live = driver.find_element(By.ID, "card")
+
+        def card_shows(text: str) -> bool:
+            driver.switch_to.frame(live)
+            try:
+                return text in driver.find_element(By.TAG_NAME, "body").text
+            except NoSuchElementException:  # the empty frame before the first preview
+                return False
+            finally:
+                driver.switch_to.default_content()
+        assert eventually(lambda: card_shows("shared gas supply plan"), timeout=15)
+        assert "Live preview" in driver.find_element(By.ID, "card-state").text
+        driver.find_element(By.ID, "preview").click()  # the same, without the script
+        WebDriverWait(driver, 10).until(ready.staleness_of(live))
         card = driver.find_element(By.ID, "card")
         assert card.get_attribute("sandbox") == ""
         driver.switch_to.frame(card)
@@ -595,6 +611,9 @@ def test_an_editor_imports_edits_previews_and_schedules_in_chromium(console: Con
         driver.find_element(By.ID, "confirm").click()
         assert "scheduled for" in driver.find_element(By.CSS_SELECTOR, "[role=status]").text
         shoot(driver, folder_shots, f"editor-scheduled-{label}")
+        # The console's script ran without an error on every page it was on.
+        errors = [e for e in driver.get_log("browser") if e["source"] == "javascript"]
+        assert errors == [], errors
     finally:
         driver.quit()
     send = sends.get_send(console.engine, slug)
@@ -603,6 +622,7 @@ def test_an_editor_imports_edits_previews_and_schedules_in_chromium(console: Con
         __import__("zoneinfo").ZoneInfo("Asia/Seoul")).strftime("%Y-%m-%d 07:00") == at
     actions = [e.action for e in audit.entries(console.engine, actor=PEOPLE[Role.EDITOR])]
     assert {"import_brief", "brief_save", "schedule"} <= set(actions)
+    assert "brief_card" not in actions  # previews change nothing and are not actions
 
 
 @needs_browser
