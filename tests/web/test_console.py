@@ -369,6 +369,13 @@ def test_a_csv_import_shows_each_rejected_row_and_keeps_the_good_ones(console: C
     assert "1 added" in response.text.replace("\n", " ") or ">1<" in response.text
     assert subs.get(console.engine, "ana@example.com") is not None
     assert subs.get(console.engine, "cy@example.com") is None
+    # Search by a part of the address or the name, any case; LIKE's wildcards are literal.
+    assert "ana@example.com" in operator.get(f"{PREFIX}/subscribers?q=ANA").text
+    assert "ana@example.com" in operator.get(f"{PREFIX}/subscribers?q=an&status=active"
+                                             f"&topic=east-asia&segment=asia-watchers").text
+    assert "ana@example.com" not in operator.get(f"{PREFIX}/subscribers?q=%25").text
+    assert "ana@example.com" not in operator.get(f"{PREFIX}/subscribers?q=a_a").text
+    assert operator.get(f"{PREFIX}/subscribers?topic=nope").status_code == 400
     export = operator.get(f"{PREFIX}/subscribers/export.csv")
     assert export.headers["content-type"].startswith("text/csv")
     assert "ana@example.com" in export.text
