@@ -15,13 +15,15 @@ from dispatch.audience.signup import Signup, confirmation_message, read_signup
 from dispatch.compose.rules import check_rendered
 from dispatch.compose.slots import TOKENS
 from dispatch.config import Settings
+from dispatch.deliver.control import status_report
 from dispatch.errors import RenderError
+from dispatch.schedule import schedule_overview
 from dispatch.store import subscribers as subs
 from dispatch.store.confirmations import confirm, prepare_confirmations
 from dispatch.store.confirmations import request_confirmation as request
 from dispatch.store.db import open_store
 from dispatch.store.schema import outbox
-from dispatch.store.sends import CONFIRMATIONS, WELCOME
+from dispatch.store.sends import CONFIRMATIONS, WELCOME, archived_sends, list_sends
 
 NOW = datetime(2026, 1, 5, 7, 0, tzinfo=UTC)
 EXPIRY = timedelta(days=2)
@@ -330,6 +332,10 @@ def test_a_confirmation_queues_one_welcome_and_no_later_one(engine, settings):
     assert request(engine, good(settings), NOW + timedelta(hours=2))
     assert confirm(engine, ana.id, NOW + timedelta(hours=3), welcome=True) == ("active", False)
     assert welcomes(engine) == [(ana.id, "queued")]
+    # Both pseudo-sends are running now, and neither is an issue to an editor.
+    assert {s.issue for s in list_sends(engine)} == {CONFIRMATIONS, WELCOME}
+    assert status_report(engine) == [] and schedule_overview(engine, settings, NOW).sends == []
+    assert archived_sends(engine) == []
 
 
 def test_with_welcome_off_a_confirmation_queues_none(engine, settings):

@@ -264,3 +264,20 @@ def test_a_confirmation_pressed_twice_at_once_welcomes_once(engine, settings):
         rows = conn.execute(select(outbox.c.subscriber_id).where(
             outbox.c.issue == WELCOME)).scalars().all()
     assert rows == [sid]
+
+
+def test_resubscribe_brings_an_unsubscribed_reader_back(engine):
+    """README: `subscribers add EMAIL --resubscribe` for a reader who left and asked back."""
+    add(engine, "back@example.com", ["security"], name="Bo")
+    subs.update_subscriber(engine, "back@example.com", now=NOW, known_topics=TOPICS,
+                           status="unsubscribed")
+    with pytest.raises(DispatchError, match="in the list as unsubscribed: --resubscribe"):
+        add(engine, "back@example.com", ["economy"])
+    person = add(engine, "Back@Example.com", ["economy"], resubscribe=True)
+    assert person.status == "active" and person.unsubscribed_at is None
+    assert person.topics == ("economy",) and person.name == "Bo"  # kept: none given
+    assert person.id == subs.get(engine, "back@example.com").id  # the same row, not a copy
+    rows = csvio.read_csv("email\nback@example.com\n", TOPICS)[0]
+    assert imports.import_rows(engine, rows, NOW).rejected == []  # no longer suppressed
+    with pytest.raises(DispatchError, match="already subscribed"):
+        add(engine, "back@example.com", resubscribe=True)

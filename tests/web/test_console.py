@@ -7,6 +7,9 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -269,6 +272,9 @@ def test_every_user_supplied_field_is_shown_escaped(console: Console):
     assert "Mallory &lt;script&gt;" in admin.get(f"{PREFIX}/subscribers?q=mallory").text
     assert "Brief &lt;script&gt;" in admin.get(
         f"{PREFIX}/issues/escaping/briefs/{brief.name}").text
+    # A notice in a link from elsewhere is not shown: only the console's own, signed ones.
+    forged = admin.get(f"{PREFIX}/?done=Your+password+expired%3A+call+555-0100")
+    assert "555-0100" not in forged.text
     # The audit log shows what was typed, escaped, too.
     token = csrf(admin.get(f"{PREFIX}/users"))
     admin.post(f"{PREFIX}/users/role", data={"csrf": token, "email": SCRIPT, "role": "admin"})
@@ -363,6 +369,13 @@ def test_a_csv_import_shows_each_rejected_row_and_keeps_the_good_ones(console: C
     assert "1 added" in response.text.replace("\n", " ") or ">1<" in response.text
     assert subs.get(console.engine, "ana@example.com") is not None
     assert subs.get(console.engine, "cy@example.com") is None
+    # Search by a part of the address or the name, any case; LIKE's wildcards are literal.
+    assert "ana@example.com" in operator.get(f"{PREFIX}/subscribers?q=ANA").text
+    assert "ana@example.com" in operator.get(f"{PREFIX}/subscribers?q=an&status=active"
+                                             f"&topic=east-asia&segment=asia-watchers").text
+    assert "ana@example.com" not in operator.get(f"{PREFIX}/subscribers?q=%25").text
+    assert "ana@example.com" not in operator.get(f"{PREFIX}/subscribers?q=a_a").text
+    assert operator.get(f"{PREFIX}/subscribers?topic=nope").status_code == 400
     export = operator.get(f"{PREFIX}/subscribers/export.csv")
     assert export.headers["content-type"].startswith("text/csv")
     assert "ana@example.com" in export.text
@@ -428,6 +441,46 @@ def test_an_issue_shows_its_problems_at_file_and_line_and_its_variants(console: 
     assert re.search(r"03-missile-warnings\.md:\d+: unknown key &#39;topic_list&#39;", broken)
 
 
+@pytest.mark.parametrize("command", ["serve", "run"])
+def test_the_commands_serve_the_console_on_its_own_port(project: Path, command: str):
+    web_port, console_port = free_port(), free_port()
+    with smtp_sink(RecordingHandler()) as (_, smtp_port):
+        config = configure_web(project, smtp_port, web_port)
+        config.write_text(config.read_text() + f"\n[console]\nenabled = true\n"
+                                               f"port = {console_port}\n")
+        engine = open_store(load_settings(config).store.url)
+        accounts.add_user(engine, PEOPLE[Role.EDITOR], PASSWORD, "editor", datetime.now(UTC))
+        engine.dispose()
+        log_path = project / "console.log"
+        with log_path.open("w") as log:
+            process = subprocess.Popen([sys.executable, "-m", "dispatch", command],
+                                       cwd=project, stdout=log, stderr=subprocess.STDOUT)
+        own = f"http://127.0.0.1:{console_port}"
+
+        def up() -> bool:
+            try:
+                return httpx.get(f"{own}{PREFIX}/login").status_code == 200
+            except httpx.TransportError:
+                return process.poll() is not None
+        try:
+            assert eventually(up, 30) and process.poll() is None, log_path.read_text()
+            with httpx.Client(base_url=own, timeout=30) as browser:
+                page = browser.get(f"{PREFIX}/login")
+                assert browser.post(f"{PREFIX}/login", data={
+                    "email": PEOPLE[Role.EDITOR], "password": PASSWORD,
+                    "csrf": csrf(page)}).status_code == 303
+                assert browser.get(f"{PREFIX}/").status_code == 200
+            public = httpx.get(f"http://127.0.0.1:{web_port}{PREFIX}/login")
+            assert public.status_code == 404
+        finally:
+            process.send_signal(signal.SIGTERM)
+            code = process.wait(timeout=20)
+        output = log_path.read_text()
+        assert code == 0, output
+        assert f"console on {own}/admin/" in output
+        assert PASSWORD not in output
+
+
 # ---- In a real browser -----------------------------------------------------------------
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -487,8 +540,10 @@ def sign_in(driver: object, console: Console, role: Role, start: str) -> None:
 def test_an_editor_imports_edits_previews_and_schedules_in_chromium(console: Console,
                                                                     tmp_path: Path,
                                                                     width: int):
+    from selenium.common.exceptions import NoSuchElementException
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select
+    from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     slug = "2026-12-04-chips"
     folder = console.settings.issues_dir / slug
@@ -503,6 +558,14 @@ def test_an_editor_imports_edits_previews_and_schedules_in_chromium(console: Con
         sign_in(driver, console, Role.EDITOR, f"{PREFIX}/issues/{slug}")
         assert driver.find_element(By.TAG_NAME, "h1").text.startswith("Seoul and Tokyo")
         shoot(driver, folder_shots, f"editor-issue-{label}")
+        first = driver.find_element(By.CSS_SELECTOR, ".variant")
+        driver.execute_script("arguments[0].scrollIntoView()", first)
+        frames = first.find_elements(By.TAG_NAME, "iframe")
+        assert [f.get_attribute("sandbox") for f in frames] == ["", ""]
+        driver.switch_to.frame(frames[0])  # the rendered email, as a reader sees it
+        assert "Seoul" in driver.find_element(By.TAG_NAME, "body").text
+        driver.switch_to.default_content()
+        shoot(driver, folder_shots, f"editor-variants-{label}")
         driver.find_element(By.LINK_TEXT, "Paste plain text as a new brief").click()
         driver.find_element(By.NAME, "text").send_keys(PASTED)
         driver.find_element(By.ID, "import").click()
@@ -517,7 +580,21 @@ def test_an_editor_imports_edits_previews_and_schedules_in_chromium(console: Con
         technology = driver.find_element(By.CSS_SELECTOR, "input[value=technology]")
         if not technology.is_selected():
             technology.click()
-        driver.find_element(By.ID, "preview").click()
+        # The live preview follows the typing, before anything is saved.
+        live = driver.find_element(By.ID, "card")
+
+        def card_shows(text: str) -> bool:
+            driver.switch_to.frame(live)
+            try:
+                return text in driver.find_element(By.TAG_NAME, "body").text
+            except NoSuchElementException:  # the empty frame before the first preview
+                return False
+            finally:
+                driver.switch_to.default_content()
+        assert eventually(lambda: card_shows("shared gas supply plan"), timeout=15)
+        assert "Live preview" in driver.find_element(By.ID, "card-state").text
+        driver.find_element(By.ID, "preview").click()  # the same, without the script
+        WebDriverWait(driver, 10).until(ready.staleness_of(live))
         card = driver.find_element(By.ID, "card")
         assert card.get_attribute("sandbox") == ""
         driver.switch_to.frame(card)
@@ -541,6 +618,9 @@ def test_an_editor_imports_edits_previews_and_schedules_in_chromium(console: Con
         driver.find_element(By.ID, "confirm").click()
         assert "scheduled for" in driver.find_element(By.CSS_SELECTOR, "[role=status]").text
         shoot(driver, folder_shots, f"editor-scheduled-{label}")
+        # The console's script ran without an error on every page it was on.
+        errors = [e for e in driver.get_log("browser") if e["source"] == "javascript"]
+        assert errors == [], errors
     finally:
         driver.quit()
     send = sends.get_send(console.engine, slug)
@@ -549,6 +629,7 @@ def test_an_editor_imports_edits_previews_and_schedules_in_chromium(console: Con
         __import__("zoneinfo").ZoneInfo("Asia/Seoul")).strftime("%Y-%m-%d 07:00") == at
     actions = [e.action for e in audit.entries(console.engine, actor=PEOPLE[Role.EDITOR])]
     assert {"import_brief", "brief_save", "schedule"} <= set(actions)
+    assert "brief_card" not in actions  # previews change nothing and are not actions
 
 
 @needs_browser
@@ -579,6 +660,16 @@ def test_an_operator_sends_watches_pauses_and_resumes_in_chromium(console: Conso
         shoot(driver, folder_shots, "operator-paused-desktop")
         assert eventually(lambda: False, timeout=1.5) is False  # the worker sees the pause
         assert len(console.mail.received) <= paused_at + 8  # messages in flight only
+        # The issues list shows the paused send with its figures, filled in by the script.
+        driver.get(f"{console.url}{PREFIX}/")
+        row = driver.find_element(By.CSS_SELECTOR, "tr[data-progress-url]")
+        assert eventually(lambda: row.find_element(
+            By.CSS_SELECTOR, '[data-state="queued"]').text not in ("", "–"), timeout=10)
+        queued = int(row.find_element(By.CSS_SELECTOR, '[data-state="queued"]').text
+                     .replace(",", ""))
+        assert 0 < queued < 400 and "paused by an editor" in row.text
+        shoot(driver, folder_shots, "operator-issues-list-desktop")
+        driver.find_element(By.LINK_TEXT, EXAMPLE_ISSUE).click()
         driver.find_element(By.ID, "resume").click()
         assert eventually(lambda: driver.find_element(By.ID, "status").text == "sent",
                           timeout=60)

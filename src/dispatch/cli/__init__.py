@@ -13,13 +13,19 @@ import typer
 from dispatch import __version__
 from dispatch.cli import compose, daemon, demo, inbound, sending, start, subscribers, users
 from dispatch.cli.archive import archive_app
-from dispatch.cli.common import DispatchGroup, out
+from dispatch.cli.common import DispatchGroup, keep_examples, out
 from dispatch.cli.schedule import schedule_app
 
 app = typer.Typer(cls=DispatchGroup, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode=None,  # plain help: Rich's help renderer costs 0.1 s of start-up
                   add_completion=False,
-                  help="dispatch: compose newsletter issues from briefs and deliver them.")
+                  help=keep_examples("""dispatch: compose newsletter issues from briefs and
+                  deliver them.
+
+                  New here? `dispatch demo` runs the whole path on this machine, and
+                  `dispatch init news` starts a project of your own.
+
+                  Example: dispatch check"""))
 
 
 def _version(value: bool) -> None:

@@ -41,9 +41,10 @@ def archive_hide(issue: IssueArgument, config: ConfigOption = None) -> None:
 
 @archive_app.command("show")
 def archive_show(issue: IssueArgument, config: ConfigOption = None) -> None:
-    """Put an issue taken down with `dispatch archive hide` back in the archive.
+    """Put a hidden issue back in the public archive.
 
-    Its pages, its entry in the list and in the feed come back as they were.
+    An issue taken down with `dispatch archive hide` gets its pages, its entry in the list
+    and in the feed back as they were.
 
     Example: dispatch archive show 2026-11-27-thaw
     """

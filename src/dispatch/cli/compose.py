@@ -33,7 +33,7 @@ def check(path: Annotated[Path | None, typer.Argument(
 
     Exit status: 0 clean, 1 problems found, 2 config.toml invalid.
 
-    Example: dispatch check issues/2026-11-24
+    Example: dispatch check issues/2026-11-27-thaw
     """
     from dispatch.compose.check import check as run_check
     settings = load(config)
@@ -61,7 +61,7 @@ def brief_import(
 ) -> None:
     """Turn pasted plain text into Markdown briefs without losing a sentence.
 
-    Example: dispatch brief import pasted.txt --topics east-asia,diplomacy --out issues/next
+    Example: dispatch brief import pasted.txt --topics east-asia --out issues/next
     """
     from dispatch.compose.importer import import_files
     settings = load(config)
@@ -108,7 +108,7 @@ def preview(
     Without --audience, every variant some topic mix can produce is rendered. A draft with
     problems is rendered as far as it goes and its problems listed (exit status 1).
 
-    Example: dispatch preview 2026-11-27-thaw --screenshots
+    Example: dispatch preview 2026-11-27-thaw --out out/look
     """
     from dispatch.compose.issues import load_draft_issue, resolve_issue_path
     from dispatch.compose.preview import preview as run_preview

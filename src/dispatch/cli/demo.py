@@ -47,7 +47,7 @@ def demo(
     Nothing leaves this machine. Without a config.toml here (or --config), the example
     project shipped with dispatch is used, so the demo runs from any folder.
 
-    Example: dispatch demo --subscribers 2000
+    Example: dispatch demo --subscribers 200
     """
     from dispatch.compose.issues import issue_folders, load_issue, resolve_issue_path
     from dispatch.devtools.demo import run_demo

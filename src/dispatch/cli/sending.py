@@ -114,7 +114,7 @@ def _launch(engine: Engine, plan: SendPlan, settings: Settings, yes: bool) -> No
         say(f"skipped {line}")
     plan.require_audience()
     if not yes:
-        typer.confirm(f"Send {plan.issue.subject!r} to {len(audience.rows):,} recipient(s) "
+        typer.confirm(f"Send {plan.issue.subject!r} to {audience.recipients:,} recipient(s) "
                       f"in {len(audience.variants)} variant(s)?", abort=True)
     if not control.launch_planned(engine, plan, settings, now()):
         say("another process launched this issue a moment ago; delivering")

@@ -16,7 +16,7 @@ issue_app = group("Create issues.")
 
 
 def init(folder: Annotated[Path, typer.Argument(
-             metavar="[DIR]", help="Folder for the new project (made if missing).")
+             metavar="DIR", help="Folder for the new project (made if missing).")
          ] = Path("."),
          ) -> None:
     """Create a working project: a commented config.toml, the example issue with its briefs,
@@ -48,7 +48,7 @@ def issue_new(
         metavar="SLUG", help="The issue's name, e.g. 2026-12-04-weekly (lower-case letters, "
                              "digits, hyphens).")],
     briefs: Annotated[list[Path] | None, typer.Argument(
-        metavar="[BRIEF]...", help="Brief files to copy into the issue (each is checked).")
+        metavar="BRIEF", help="Brief files to copy into the issue (each is checked).")
     ] = None,
     subject: Annotated[str | None, typer.Option(
         metavar="TEXT", help="The email's subject line (default: the first brief's title).")

@@ -54,7 +54,7 @@ class SendPlan:
         so nobody is asked to confirm a send to no one."""
         if self.action is not SendAction.LAUNCH or self.audience is None:
             raise DispatchError(Problem(self.issue.slug, f"nothing to launch: {self.action}"))
-        if not self.audience.rows:
+        if not self.audience.recipients:
             raise DispatchError(Problem(self.issue.slug, "nobody to send to: no active "
                                                          "subscriber matches this issue"))
         return self.audience

@@ -22,6 +22,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
+from dispatch.audience.addresses import email_hash
+
 metadata = MetaData()
 
 
@@ -40,11 +42,18 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value
 
 
+def _key_hash(context: Any) -> str:
+    return email_hash(context.get_current_parameters()["email_key"])
+
+
 subscribers = Table(
     "subscribers", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("email", String(320), nullable=False),  # as given
     Column("email_key", String(320), nullable=False, unique=True),  # normalised, lower-case
+    # email_hash(email_key), filled on every insert: the launch joins it to suppressions in
+    # SQL instead of hashing each subscriber in Python.
+    Column("email_hash", String(64), default=_key_hash, index=True),
     Column("name", String(200)),
     Column("timezone", String(64)),
     Column("status", String(16), nullable=False, index=True),

@@ -179,15 +179,38 @@ def add(engine: Engine, email: str, *, name: str | None, topics: Iterable[str],
     zone = _check_zone(timezone)
     name = _check_name(email, name)
     with engine.begin() as conn:
-        if conn.execute(select(subscribers.c.id).where(subscribers.c.email_key == key)).first():
-            raise DispatchError(Problem(email, "already subscribed (use `dispatch subscribers "
-                                               "set` to change topics or status)"))
+        existing = conn.execute(select(subscribers.c.id, subscribers.c.status)
+                                .where(subscribers.c.email_key == key)).first()
+        if existing is not None and (existing.status == SubscriberStatus.ACTIVE
+                                     or not resubscribe):
+            if existing.status == SubscriberStatus.ACTIVE:
+                raise DispatchError(Problem(email, "already subscribed (use `dispatch "
+                                                   "subscribers set` to change topics or "
+                                                   "status)"))
+            raise DispatchError(Problem(email, f"in the list as {existing.status}: "
+                                               "--resubscribe makes them active again, if "
+                                               "they asked to be"))
         reason = suppression_reason(conn, key)
         if reason and not resubscribe:
             raise DispatchError(Problem(email, f"suppressed ({reason}): it is never mailed "
                                                "again unless it re-subscribes (--resubscribe)"))
         if reason:
             conn.execute(delete(suppressions).where(suppressions.c.email_hash == email_hash(key)))
+        if existing is not None:
+            # An unsubscribed (bounced, complained, pending) reader re-subscribing, as they
+            # asked: active again, with the name, topics and zone given here when given.
+            _withdraw_request(conn, existing.id, now)
+            values: dict[str, Any] = {"status": status, "unsubscribed_at": None,
+                                      "confirmed_at": now}
+            values.update({k: v for k, v in (("name", name), ("timezone", zone)) if v})
+            conn.execute(update(subscribers).where(subscribers.c.id == existing.id)
+                         .values(**values))
+            if chosen:
+                conn.execute(delete(subscriber_topics)
+                             .where(subscriber_topics.c.subscriber_id == existing.id))
+                conn.execute(insert(subscriber_topics),
+                             [{"subscriber_id": existing.id, "topic": t} for t in chosen])
+            return _subscribers(conn, subscribers.c.id == existing.id)[0]
         sid = conn.execute(insert(subscribers).values(
             email=email.strip(), email_key=key, name=name, timezone=zone, status=status,
             created_at=now, confirmed_at=now if status == SubscriberStatus.ACTIVE else None)

@@ -40,6 +40,7 @@ class Action:
     role: Role | None
     handler: str
     what: str
+    audited: bool = True  # False only for POSTs that change nothing (a preview)
 
 
 E, OP, A = Role.EDITOR, Role.OPERATOR, Role.ADMIN
@@ -64,6 +65,8 @@ ROUTES: tuple[Action, ...] = (
     Action("POST", "/issues/{slug}/resume", OP, "resume", "resume a send"),
     Action("GET", "/issues/{slug}/briefs/{name}", E, "brief_form", "edit a brief"),
     Action("POST", "/issues/{slug}/briefs/{name}", E, "brief_save", "preview or save a brief"),
+    Action("POST", "/issues/{slug}/briefs/{name}/card", E, "brief_card",
+           "live preview of a brief's card (JSON; changes nothing)", audited=False),
     Action("GET", "/issues/{slug}/import", E, "import_form", "paste plain text"),
     Action("POST", "/issues/{slug}/import", E, "import_brief", "import pasted text"),
     Action("GET", "/subscribers", OP, "subscribers", "search and filter subscribers"),
@@ -159,7 +162,8 @@ class Guard:
                 raise HTTPException(403, "This form has expired or did not come from the "
                                          "console. Reload the page and try again.")
             response = await run_in_threadpool(page, request, session, form)
-            await run_in_threadpool(self.record, session, action, request, response)
+            if action.audited:
+                await run_in_threadpool(self.record, session, action, request, response)
             return response
         return endpoint
 

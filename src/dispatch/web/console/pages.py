@@ -178,7 +178,8 @@ class Pages:
 
     def issues(self, request: Request, session: Session, form: None) -> Response:
         overview = schedule_overview(self.engine, self.settings, self.clock())
-        rows = [{"send": s, "when": control.describe_when(s, self.settings),
+        rows = [{"send": s, "when": control.describe_when(s, self.settings) if s.send_at
+                 else f"sent at once, {self.local(s.launched_at)}" if s.launched_at else "-",
                  "sent": overview.sent[s.issue],
                  "finished": self.local(s.finished_at) if s.finished_at else ""}
                 for s in overview.sends]
@@ -347,7 +348,7 @@ class Pages:
                 return self.done(request, self.back(request), f"send: {plan.action}")
             audience = plan.require_audience()
             if form.get("confirm") != "yes":
-                lines = [f"“{issue.subject}” goes to {len(audience.rows):,} subscriber(s) "
+                lines = [f"“{issue.subject}” goes to {audience.recipients:,} subscriber(s) "
                          "now:"]
                 lines += [f"{vid}: {n:,} recipient(s), topics {', '.join(topics)}"
                           for vid, n, topics in sending.variant_table(audience)]
@@ -361,7 +362,7 @@ class Pages:
             return self.problems(session, exc.problems, self.back(request))
         self.queued()
         return self.done(request, self.back(request),
-                         f"sending to {len(audience.rows):,} subscriber(s)")
+                         f"sending to {audience.recipients:,} subscriber(s)")
 
     def pause(self, request: Request, session: Session, form: FormData) -> Response:
         slug = request.path_params["slug"]
@@ -403,30 +404,49 @@ class Pages:
                          name=request.path_params["name"], brief=brief, opened=opened,
                          topics=self.settings.topics.values(), **context)
 
-    def brief_save(self, request: Request, session: Session, form: FormData) -> Response:
-        path = self.brief_path(request)
+    def brief_from(self, request: Request, form: FormData
+                   ) -> tuple[Path, editing.BriefForm, str]:
         brief = editing.BriefForm(
             **{key: str(form.get(key, "")) for key in (*editing.FORM_KEYS, "extra", "body")},
             topics=[str(t) for t in form.getlist("topics")])
-        opened = str(form.get("opened", ""))
+        return self.brief_path(request), brief, str(form.get("opened", ""))
+
+    def render_card(self, request: Request, path: Path, brief: editing.BriefForm) -> str:
+        """The brief's card alone (an issue of this one brief, as readers get it); a
+        DispatchError with located problems when the brief does not check."""
+        parsed = editing.checked_brief(path, editing.to_text(brief), self.settings.topics)
+        issue = self.load(request.path_params["slug"])
+        single = Issue(path=issue.path, slug=issue.slug, subject=issue.subject,
+                       briefs=(parsed,), preheader=issue.preheader, personalize=False)
+        card, _ = sample_copy(single, variant_for(single, (parsed,)), self.settings,
+                              self.clock())
+        return card
+
+    def brief_card(self, request: Request, session: Session, form: FormData) -> Response:
+        """The live preview the editor's script asks for as the editor types."""
+        path, brief, _ = self.brief_from(request, form)
         try:
-            text = editing.to_text(brief)
-            parsed = editing.checked_brief(path, text, self.settings.topics)
+            return JSONResponse({"html": self.render_card(request, path, brief),
+                                 "problems": []}, headers=HEADERS)
         except DispatchError as exc:
-            return self.brief_page(session, request, brief, opened, 400, problems=exc.problems)
+            return JSONResponse({"html": None, "problems": [str(p) for p in exc.problems]},
+                                headers=HEADERS)
+
+    def brief_save(self, request: Request, session: Session, form: FormData) -> Response:
+        path, brief, opened = self.brief_from(request, form)
         if form.get("action") == "preview":
-            # The brief's card alone: an issue of this one brief, rendered as readers get it.
-            issue = self.load(request.path_params["slug"])
-            single = Issue(path=issue.path, slug=issue.slug, subject=issue.subject,
-                           briefs=(parsed,), preheader=issue.preheader, personalize=False)
             try:
-                card, _ = sample_copy(single, variant_for(single, (parsed,)), self.settings,
-                                      self.clock())
+                card = self.render_card(request, path, brief)
             except DispatchError as exc:
                 return self.brief_page(session, request, brief, opened, 400,
                                        problems=exc.problems)
             note(request, "preview")
             return self.brief_page(session, request, brief, opened, card=card)
+        try:
+            text = editing.to_text(brief)
+            editing.checked_brief(path, text, self.settings.topics)
+        except DispatchError as exc:
+            return self.brief_page(session, request, brief, opened, 400, problems=exc.problems)
         current = path.read_text(encoding="utf-8-sig") if path.exists() else ""
         if editing.text_hash(current) != opened:
             return self.brief_page(session, request, brief, opened, 409, conflict=True)

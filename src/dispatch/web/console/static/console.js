@@ -1,13 +1,14 @@
-// Live progress of a send on the issue page: polls the progress URL each second and fills in
-// the figures; reloads the page when the send's status changes (new actions, the report).
+// Live progress of sends: every element with a data-progress-url (the issue page's delivery
+// panel, a sending row of the issues list) is refreshed each second from that URL. When a
+// send's status changes the page is loaded afresh (new actions, the report), without the
+// last action's notice in its address.
 (function () {
   "use strict";
-  var panel = document.querySelector("[data-progress-url]");
-  if (!panel) { return; }
-  var shown = document.getElementById("status");
-  var url = panel.getAttribute("data-progress-url");
-  function update() {
-    fetch(url, { credentials: "same-origin", cache: "no-store" })
+  var panels = document.querySelectorAll("[data-progress-url]");
+  if (!panels.length) { return; }
+  function refresh(panel) {
+    var shown = panel.querySelector('[data-field="status"]') || document.getElementById("status");
+    fetch(panel.getAttribute("data-progress-url"), { credentials: "same-origin", cache: "no-store" })
       .then(function (response) { return response.ok ? response.json() : null; })
       .then(function (data) {
         if (!data) { return; }
@@ -15,12 +16,15 @@
           var cell = panel.querySelector('[data-state="' + state + '"]');
           if (cell) { cell.textContent = data.states[state].toLocaleString(); }
         });
-        panel.querySelector('[data-field="rate"]').textContent = String(data.rate);
-        // A fresh page, without the last action's notice in its address.
-        if (shown && shown.textContent !== data.status) { window.location.replace(window.location.pathname); }
+        var rate = panel.querySelector('[data-field="rate"]');
+        if (rate) { rate.textContent = String(data.rate); }
+        if (shown && shown.textContent !== data.status) {
+          window.location.replace(window.location.pathname);
+        }
       })
       .catch(function () { /* the next tick tries again */ });
   }
-  update();
-  window.setInterval(update, 1000);
+  function tick() { Array.prototype.forEach.call(panels, refresh); }
+  tick();
+  window.setInterval(tick, 1000);
 })();
