@@ -14,6 +14,7 @@ from dispatch.config.schema import (
                                   TOPIC_KEY,
                                   DeliverySettings,
                                   DkimSettings,
+                                  ImapSettings,
                                   InboundSettings,
                                   NewsletterSettings,
                                   RecurringSchedule,
@@ -23,13 +24,16 @@ from dispatch.config.schema import (
                                   SmtpSettings,
                                   StoreSettings,
                                   Topic,
+                                  WebhookSettings,
                                   WebSettings,
 )
 
 __all__ = [
-    "DEFAULT_CONFIG", "TOPIC_KEY", "DeliverySettings", "DkimSettings", "InboundSettings",
+    "DEFAULT_CONFIG", "TOPIC_KEY", "DeliverySettings", "DkimSettings", "ImapSettings",
+    "InboundSettings",
     "NewsletterSettings",
     "RecurringSchedule", "ScheduleSettings", "Segment", "Settings", "SmtpSettings",
-    "StoreSettings", "Topic", "WebSettings", "config_path", "load_settings", "parse_settings",
+    "StoreSettings", "Topic", "WebSettings", "WebhookSettings", "config_path", "load_settings",
+    "parse_settings",
     "toml_error", "toml_line",
 ]

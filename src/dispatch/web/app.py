@@ -36,11 +36,13 @@ from dispatch.compose.slots import SLOTS, fill_slots
 from dispatch.config import Settings, WebSettings
 from dispatch.config.topics import unknown_topics
 from dispatch.errors import DispatchError
+from dispatch.inbound.webhooks import Fetcher, fetch_https
 from dispatch.states import RECEIVING, SubscriberStatus
 from dispatch.store import confirmations, reports, sends
 from dispatch.store import subscribers as subs
 from dispatch.store.secrets import secret
 from dispatch.web.guards import BodyLimit, SignupLimiter
+from dispatch.web.webhooks import with_webhooks
 
 MAX_BODY = 16 * 1024  # the largest form here (every topic and a zone) is under 2 KB
 ONE_CLICK = ("List-Unsubscribe", "One-Click")
@@ -329,10 +331,10 @@ class Web:
 
 
 def create_app(engine: Engine, settings: Settings, *, queued: Callable[[], None] = lambda: None,
-               clock: Callable[[], datetime] = utcnow) -> ASGIApp:
+               clock: Callable[[], datetime] = utcnow, fetch: Fetcher = fetch_https) -> ASGIApp:
     """The ASGI app, with the confirmation message rendered into the store. `queued` is
     called when a sign-up queued a confirmation, so a delivery worker in the same process
-    can send it at once."""
+    can send it at once; `fetch` gets SNS's signing certificates (the webhooks)."""
     web_settings = settings.web or WebSettings()
     signer = Signer(secret(engine), expiry={"confirm": web_settings.confirm_expiry})
     confirmations.prepare_confirmations(engine, settings, web_settings.confirm_expiry, clock())
@@ -353,4 +355,4 @@ def create_app(engine: Engine, settings: Settings, *, queued: Callable[[], None]
     handler: Callable[[Request, Exception], Awaitable[Response]] = web.error
     app = Starlette(routes=routes, exception_handlers={HTTPException: handler,
                                                       Exception: handler})
-    return BodyLimit(app, MAX_BODY)
+    return with_webhooks(BodyLimit(app, MAX_BODY), engine, settings, signer, clock, fetch)
