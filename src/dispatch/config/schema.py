@@ -163,6 +163,10 @@ class DeliverySettings(_Table):
     max_attempts: Annotated[int, Between(1, 100)] = 5
     retry_backoff: Annotated[float, Between(0, 86_400)] = 60.0  # seconds; doubles each attempt
     verp_domain: Domain | None = None
+    # With verp_domain: a header carrying each message's row token that this relay hands back
+    # in its bounce and complaint webhooks (Postmark's metadata, Mailgun's variables,
+    # SendGrid's unique arguments); SES needs none (it echoes the headers).
+    relay_metadata: Annotated[Literal["postmark", "mailgun", "sendgrid"], OneOf()] | None = None
     feedback_id: Annotated[str, Text()] | None = None
     # Messages per second to one recipient domain.
     domain_rates: Mapping[Annotated[str, Key(_DOMAIN, "expected a domain name as the key")],
