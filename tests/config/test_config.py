@@ -373,3 +373,35 @@ def test_toml_error_names_the_line():
 def test_impossible_durations_are_problems(tmp_path, value):
     (problem,) = problems(tmp_path, MINIMAL + f"[schedule]\ngrace = {value}\n")
     assert problem.startswith(':10: schedule.grace: expected seconds or a duration like "1h"')
+
+
+def test_inbound_settings(tmp_path):
+    assert load_settings(write(tmp_path, MINIMAL)).inbound is None  # `dispatch run`: no server
+    settings = load_settings(write(tmp_path, MINIMAL + '[delivery]\nverp_domain = '
+                                   '"bounces.example.org"\nsoft_bounce_limit = 2\n'
+                                   'soft_bounce_window = "14d"\nmax_bounce_rate = 2.5\n'
+                                   '[inbound]\nport = 25\nmax_size = 200000\n'
+                                   'spool = "var/spool"\n'))
+    assert settings.inbound is not None
+    assert (settings.inbound.port, settings.inbound.max_size) == (25, 200_000)
+    assert settings.inbound.spool == tmp_path / "var" / "spool"  # beside config.toml
+    delivery = settings.delivery
+    assert (delivery.soft_bounce_limit, delivery.soft_bounce_window.days,
+            delivery.max_bounce_rate, delivery.max_complaint_rate) == (2, 14, 2.5, 0.3)
+    defaults = load_settings(write(tmp_path, MINIMAL)).delivery
+    assert (defaults.soft_bounce_limit, defaults.soft_bounce_window.days,
+            defaults.max_bounce_rate) == (3, 30, 5.0)
+
+
+def test_inbound_mistakes_are_located(tmp_path):
+    # No VERP domain: nothing to receive for. The server's own keys are checked too.
+    assert problems(tmp_path, MINIMAL + "[inbound]\nport = 0\nmax_size = 10\nrelay = true\n") == [
+        ":10: inbound.port: expected an integer 1-65535, got 0",
+        ":11: inbound.max_size: expected an integer 10000-100000000, got 10",
+        ":12: inbound.relay: unknown key",
+        ":9: inbound: set delivery.verp_domain too: the domain bounces and mailto "
+        "unsubscribes are addressed to"]
+    assert problems(tmp_path, MINIMAL + '[delivery]\nverp_domain = "x"\nmax_bounce_rate = 101\n'
+                    '[inbound]\n') == [
+        ':10: delivery.verp_domain: expected a domain name, got "x"',
+        ":11: delivery.max_bounce_rate: expected a number 0-100, got 101"]

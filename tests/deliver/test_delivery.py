@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from dispatch.audience import csvio
-from dispatch.audience.tokens import BadToken, Signer
+from dispatch.audience.tokens import BadToken, RowClaim, Signer
 from dispatch.compose.issues import load_issue
 from dispatch.compose.variants import matched_briefs, variant_for
 from dispatch.config import Settings
@@ -277,19 +277,20 @@ def test_verp_envelope_sender(engine, settings, server):
     send(engine, settings)
     signer = Signer(secret(engine))
     with engine.connect() as conn:
-        row_of = dict(conn.execute(select(subscribers.c.email, outbox.c.id).join(
-            outbox, outbox.c.subscriber_id == subscribers.c.id)).all())
+        row_of = {email: (row, sid) for email, row, sid in conn.execute(
+            select(subscribers.c.email, outbox.c.id, subscribers.c.id).join(
+                outbox, outbox.c.subscriber_id == subscribers.c.id))}
     for item in handler.received:
         local, _, domain = item.sender.partition("@")
         # A signed token for the outbox row, well inside the 64-octet local-part limit.
-        assert domain == "bounces.example.org" and len(local) <= 32
-        assert signer.read_row_local_part(local) == ("bounce", row_of[item.recipient])
+        assert domain == "bounces.example.org" and len(local) <= 46
+        assert signer.read_row_local_part(local) == RowClaim("bounce", *row_of[item.recipient])
         msg = message_from_bytes(item.data, policy=policy.SMTP)
         mailto = str(msg["List-Unsubscribe"]).split(",")[1].strip(" <>")
         address = mailto.removeprefix("mailto:").split("?")[0]
         local, _, domain = address.partition("@")
         assert domain == "bounces.example.org"
-        assert signer.read_row_local_part(local) == ("mailto", row_of[item.recipient])
+        assert signer.read_row_local_part(local) == RowClaim("mailto", *row_of[item.recipient])
     with pytest.raises(BadToken):
         signer.read_row_local_part(item.sender.partition("@")[0].replace("b-", "u-"))
 

@@ -143,9 +143,9 @@ def test_forged_reports_change_nothing_and_are_counted_unmatched(engine, inbound
                                                                  sent):
     victim = sent[0]
     local, _, domain = victim.verp.partition("@")
-    row, mac = local.split("-")[1:]
-    other_row = f"b-{int(row, 36) + 1:x}-{mac}@{domain}"  # someone else's row, same MAC
-    tampered_mac = f"b-{row}-{'a' * 16}@{domain}"
+    row, sid, mac = local.split("-")[1:]
+    other_row = f"b-{int(row, 36) + 1:x}-{sid}-{mac}@{domain}"  # someone else's row, same MAC
+    tampered_mac = f"b-{row}-{sid}-{'a' * 16}@{domain}"
     guessed_id = f"<{EXAMPLE_ISSUE}.0123456789abcdef0123@example.org>"
     distinct = set()
     for verp in (other_row, tampered_mac, f"bounces+{victim.email.replace('@', '=')}@{domain}"):
@@ -164,6 +164,18 @@ def test_forged_reports_change_nothing_and_are_counted_unmatched(engine, inbound
     counted = reports.counts(engine)
     assert counted[EXAMPLE_ISSUE]["unmatched"] + counted[None]["unmatched"] == len(distinct)
     assert counted[EXAMPLE_ISSUE]["unmatched"] >= 2 and counted[None]["unmatched"] >= 1
+
+
+def test_a_signed_token_must_name_the_rows_own_subscriber(engine, inbound_settings, sent):
+    # SQLite may give a deleted row's id to a new row: a genuine token made for that id and
+    # another subscriber (an old message's bounce) must not touch the new row's subscriber.
+    signer = Signer(secret(engine))
+    claim = signer.read_row_local_part(sent[0].verp.partition("@")[0])
+    stale = signer.row_local_part("bounce", claim.row_id, claim.subscriber_id + 1000)
+    raw = fill("postfix-user-unknown.eml", sent[0], VERP=f"{stale}@{INBOUND}",
+               MSGID="<other@example.net>")
+    assert run(engine, inbound_settings, raw).kind == ReportKind.UNMATCHED
+    assert status(engine, sent[0].email) == "active"
 
 
 def test_not_an_email_is_said_so_and_recorded_nowhere(engine, inbound_settings, sent):

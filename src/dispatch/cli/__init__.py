@@ -16,6 +16,7 @@ from dispatch.cli.common import DispatchGroup, out
 from dispatch.cli.schedule import schedule_app
 
 app = typer.Typer(cls=DispatchGroup, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None,  # plain help: Rich's help renderer costs 0.1 s of start-up
                   add_completion=False,
                   help="dispatch: compose newsletter issues from briefs and deliver them.")
 

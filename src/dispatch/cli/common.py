@@ -13,29 +13,23 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Self
+from typing import TYPE_CHECKING, Annotated, Any, Self
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
-from sqlalchemy import Engine
 from typer.core import TyperGroup
 
-from dispatch.config import Settings, load_settings
-from dispatch.deliver.control import describe_when
-from dispatch.deliver.outcomes import Kind
-from dispatch.deliver.recording import Stats
 from dispatch.errors import DispatchError
-from dispatch.store import outbox
-from dispatch.store.db import open_store
-from dispatch.store.sends import get_send
+
+# `dispatch --help` and `--version` import only this module's top and the command modules'
+# tops: the stack under them (SQLAlchemy, pydantic settings, the renderer, the worker) is
+# imported inside the functions that use it, so start-up stays a few tens of milliseconds.
+if TYPE_CHECKING:
+    from rich.progress import Progress
+    from sqlalchemy import Engine
+
+    from dispatch.config import Settings
+    from dispatch.deliver.recording import Stats
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -60,7 +54,7 @@ class DispatchGroup(TyperGroup):
 
 def group(help_text: str, cls: type[DispatchGroup] = DispatchGroup) -> typer.Typer:
     """A command group: help when called bare, errors as located lines."""
-    return typer.Typer(cls=cls, no_args_is_help=True, help=help_text)
+    return typer.Typer(cls=cls, no_args_is_help=True, help=help_text, rich_markup_mode=None)
 
 
 ConfigOption = Annotated[Path | None, typer.Option(
@@ -69,10 +63,12 @@ ConfigOption = Annotated[Path | None, typer.Option(
 
 
 def load(config: Path | None) -> Settings:
+    from dispatch.config import load_settings
     return load_settings(config)
 
 
 def open_engine(settings: Settings) -> Engine:
+    from dispatch.store.db import open_store
     return open_store(settings.store.url)
 
 
@@ -102,6 +98,7 @@ def warn(text: str) -> None:
 
 
 def print_table(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    from rich.table import Table
     table = Table(*columns)
     for row in rows:
         table.add_row(*row)
@@ -110,6 +107,7 @@ def print_table(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
 
 def stats_line(stats: Stats) -> str:
     """A delivery run in one line: sent and rate, then whatever else happened."""
+    from dispatch.deliver.outcomes import Kind
     o = stats.outcomes
     parts = [f"{o[Kind.SENT]:,} sent ({stats.rate:,.0f}/s)"]
     parts += [f"{o[k]:,} {label}" for k, label in ((Kind.RETRY, "to retry"),
@@ -124,6 +122,8 @@ def stats_line(stats: Stats) -> str:
 
 def when_scheduled(engine: Engine, settings: Settings, issue: str) -> str:
     """The time of an issue's send as just written (scheduled or moved)."""
+    from dispatch.deliver.control import describe_when
+    from dispatch.store.sends import get_send
     send = get_send(engine, issue)
     assert send is not None  # sends are never deleted
     return describe_when(send, settings)
@@ -131,6 +131,7 @@ def when_scheduled(engine: Engine, settings: Settings, issue: str) -> str:
 
 def daemon_hint(engine: Engine) -> None:
     """Scheduling works only with a daemon running: say so when none is."""
+    from dispatch.store import outbox
     if not outbox.live_workers(engine, now()):
         warn("note: no `dispatch run` daemon is running against this store; start one to "
              "send scheduled issues on time")
@@ -149,6 +150,13 @@ class DeliveryProgress:
 
     def __enter__(self) -> Self:
         if err.is_terminal:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
             self._bar = Progress(TextColumn(self.label), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[detail]}"), TimeRemainingColumn(),
                                  console=err)

@@ -19,13 +19,7 @@ from dispatch.cli.common import (
     say,
     warn,
 )
-from dispatch.compose.check import check as run_check
-from dispatch.compose.importer import import_files
-from dispatch.compose.issues import load_issue, resolve_issue_path
-from dispatch.compose.preview import preview as run_preview
-from dispatch.compose.variants import plan_variants
 from dispatch.errors import ConfigError, Problem, display_path
-from dispatch.store.segments import active_topic_mixes
 
 brief_app = group("Work with briefs.")
 
@@ -41,6 +35,7 @@ def check(path: Annotated[Path | None, typer.Argument(
 
     Example: dispatch check issues/2026-11-24
     """
+    from dispatch.compose.check import check as run_check
     settings = load(config)
     report = run_check(settings, now(), path)
     for problem in report.problems:
@@ -68,6 +63,7 @@ def brief_import(
 
     Example: dispatch brief import pasted.txt --topics east-asia,diplomacy --out issues/next
     """
+    from dispatch.compose.importer import import_files
     settings = load(config)
     chosen = None
     if topics is not None:
@@ -111,6 +107,10 @@ def preview(
 
     Example: dispatch preview 2026-11-27-thaw --screenshots
     """
+    from dispatch.compose.issues import load_issue, resolve_issue_path
+    from dispatch.compose.preview import preview as run_preview
+    from dispatch.compose.variants import plan_variants
+    from dispatch.store.segments import active_topic_mixes
     settings = load(config)
     loaded = load_issue(resolve_issue_path(issue, settings), settings)
     target = out_dir or Path("out") / loaded.slug

@@ -8,11 +8,10 @@ import logging
 import signal
 import threading
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from dispatch import schedule as scheduling
 from dispatch.cli.common import (
     ConfigOption,
     load_with_store,
@@ -20,16 +19,10 @@ from dispatch.cli.common import (
     stats_line,
     stop_on_signals,
 )
-from dispatch.config import WebSettings
-from dispatch.deliver import sending
-from dispatch.deliver.control import describe_when
-from dispatch.deliver.recording import Stats
-from dispatch.deliver.transport import smtp_transport
 from dispatch.errors import DispatchError
-from dispatch.inbound.server import InboundServer
-from dispatch.store.sends import scheduled_sends
-from dispatch.web import app as web
-from dispatch.web.server import WebServer
+
+if TYPE_CHECKING:  # the stack is imported where a command uses it: start-up stays quick
+    from dispatch.deliver.recording import Stats
 
 
 def run(config: ConfigOption = None) -> None:
@@ -48,6 +41,13 @@ def run(config: ConfigOption = None) -> None:
 
     Example: dispatch run --config /etc/dispatch/config.toml
     """
+    from dispatch import schedule as scheduling
+    from dispatch.deliver.control import describe_when
+    from dispatch.deliver.transport import smtp_transport
+    from dispatch.inbound.server import InboundServer
+    from dispatch.store.sends import scheduled_sends
+    from dispatch.web import app as web
+    from dispatch.web.server import WebServer
     settings, engine = load_with_store(config)
     settings.smtp.check_credentials()
     log_to_stderr()
@@ -124,6 +124,11 @@ def serve(
 
     Example: dispatch serve --host 0.0.0.0 --port 8025
     """
+    from dispatch.config import WebSettings
+    from dispatch.deliver import sending
+    from dispatch.deliver.transport import smtp_transport
+    from dispatch.web import app as web
+    from dispatch.web.server import WebServer
     settings, engine = load_with_store(config)
     settings.smtp.check_credentials()  # it delivers sign-up confirmations
     web_settings = settings.web or WebSettings()

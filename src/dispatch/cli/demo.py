@@ -16,8 +16,6 @@ from dispatch.cli.common import (
     stats_line,
     warn,
 )
-from dispatch.compose.issues import issue_folders, load_issue, resolve_issue_path
-from dispatch.devtools.demo import run_demo
 from dispatch.errors import DispatchError, Problem, display_path
 
 
@@ -38,6 +36,8 @@ def demo(
 
     Example: dispatch demo --subscribers 2000
     """
+    from dispatch.compose.issues import issue_folders, load_issue, resolve_issue_path
+    from dispatch.devtools.demo import run_demo
     settings = load(config)
     folders = issue_folders(settings)
     if issue is None and not folders:

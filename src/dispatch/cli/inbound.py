@@ -10,7 +10,6 @@ from typing import Annotated
 
 import typer
 
-from dispatch.audience.tokens import Signer
 from dispatch.cli.common import (
     ConfigOption,
     group,
@@ -22,9 +21,8 @@ from dispatch.cli.common import (
     warn,
 )
 from dispatch.errors import DispatchError
-from dispatch.inbound.process import process, read_messages
-from dispatch.inbound.server import InboundServer
-from dispatch.store.secrets import secret
+
+# The store and the parsers are imported inside each command: start-up stays quick.
 
 inbound_app = group("What comes back: bounces, complaints and mailto unsubscribes.")
 
@@ -42,6 +40,10 @@ def process_files(
 
     Example: dispatch inbound process bounces.mbox returned/*.eml
     """
+    from dispatch.audience.tokens import Signer
+    from dispatch.inbound.process import process, read_messages
+    from dispatch.store.secrets import secret
+
     settings, engine = load_with_store(config)
     signer = Signer(secret(engine))
     kinds: Counter[str] = Counter()
@@ -78,6 +80,8 @@ def serve(
 
     Example: dispatch inbound serve --host 0.0.0.0 --port 25
     """
+    from dispatch.inbound.server import InboundServer
+
     settings, engine = load_with_store(config)
     log_to_stderr()
     log = logging.getLogger("dispatch.inbound")

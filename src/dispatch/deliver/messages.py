@@ -72,7 +72,7 @@ class Messages:
             confirm_url = f"{base}/c/{self.signer.token('confirm', sid, email, now)}"
             key = f"{sid}.{job.row_id}"  # a new request is a new row: a new Message-ID
         inbound = self.settings.delivery.verp_domain
-        mailto = (f"{self.signer.row_local_part('mailto', job.row_id)}@{inbound}"
+        mailto = (f"{self.signer.row_local_part('mailto', job.row_id, sid)}@{inbound}"
                   if inbound else "")
         return Recipient(
             email=email, name=job.name,
@@ -92,7 +92,9 @@ class Messages:
         if self._dkim:
             data = sign_dkim(data, *self._dkim)
         email = recipient.email
-        sender = envelope_sender(self.settings, self.signer.row_local_part("bounce", job.row_id))
+        assert job.subscriber_id is not None
+        sender = envelope_sender(self.settings, self.signer.row_local_part(
+            "bounce", job.row_id, job.subscriber_id))
         return Built(sender, wire_address(email), data,
                      recipient.message_id, needs_smtputf8(email))
 

@@ -53,7 +53,7 @@ class Report:
     addresses: tuple[str, ...] = ()  # where it was sent: envelope recipients, To, Delivered-To
     message_ids: tuple[str, ...] = ()  # the Message-IDs of ours it quotes
     failed: tuple[str, ...] = ()  # the recipients it reports as failing
-    rows: tuple[int, ...] = ()  # outbox rows named by tokens that verified
+    rows: tuple[tuple[int, int], ...] = ()  # (outbox row, subscriber) of tokens that verified
     source: str = "file"
 
     @property

@@ -32,8 +32,9 @@ PURPOSE_OF = {ReportKind.UNSUBSCRIBE: "mailto"}
 
 
 def verify(report: Report, signer: Signer, domain: str | None) -> Report:
-    """The report with `rows`: the outbox rows named by the addresses it came to whose
-    token verifies for the purpose its kind needs. Addresses on other domains are not ours."""
+    """The report with `rows`: the (outbox row, subscriber) pairs named by the addresses it
+    came to whose token verifies for the purpose its kind needs. Addresses on other domains
+    are not ours."""
     if not domain:
         return report
     purpose = PURPOSE_OF.get(report.kind, "bounce")
@@ -43,11 +44,11 @@ def verify(report: Report, signer: Signer, domain: str | None) -> Report:
         if at.lower() != domain.lower():
             continue
         try:
-            found_purpose, row = signer.read_row_local_part(local)
+            claim = signer.read_row_local_part(local)
         except BadToken:
             continue
-        if found_purpose == purpose:
-            rows.append(row)
+        if claim.purpose == purpose:
+            rows.append((claim.row_id, claim.subscriber_id))
     return dataclasses.replace(report, rows=tuple(dict.fromkeys(rows)))
 
 
@@ -83,10 +84,20 @@ def process(engine: Engine, raw: bytes, settings: Settings, signer: Signer, now:
     report = classify(raw, recipients, source)
     if report.kind == ReportKind.NOT_EMAIL:
         return Outcome(report, None)
+    return record_report(engine, report, settings, signer, now)
+
+
+def record_report(engine: Engine, report: Report, settings: Settings, signer: Signer,
+                  now: datetime) -> Outcome:
+    """Verify, record and act on a report however it was read: a message (`process`), or a
+    relay's webhook event turned into a Report (its kind; a fingerprint that is the same
+    for the same event, e.g. from the provider's event id; the addresses it names, such as
+    the envelope sender our message had; the Message-IDs it quotes; the reason; `source`
+    naming the provider). Recording the same fingerprint again changes nothing."""
     report = verify(report, signer, settings.delivery.verp_domain)
     recorded = reports.record(
-        engine, fingerprint=report.fingerprint, kind=report.kind, source=source,
-        row_ids=report.rows,
+        engine, fingerprint=report.fingerprint, kind=report.kind, source=report.source,
+        rows=report.rows,
         # A mailto unsubscribe counts only with its token: a Message-ID in a reply proves
         # nothing about who asked to leave.
         message_ids=report.message_ids if report.kind != ReportKind.UNSUBSCRIBE else (),

@@ -49,13 +49,15 @@ class _Row:
     email: str | None
 
 
-def _find_row(conn: Connection, row_ids: Sequence[int],
+def _find_row(conn: Connection, rows: Sequence[tuple[int, int]],
               message_ids: Sequence[str]) -> _Row | None:
     query = (select(outbox.c.id, outbox.c.issue, outbox.c.subscriber_id, outbox.c.state,
                     subscribers.c.email)
              .join(subscribers, subscribers.c.id == outbox.c.subscriber_id, isouter=True))
-    for condition in ([outbox.c.id.in_(list(row_ids))] if row_ids else []) + (
-            [outbox.c.message_id.in_(list(message_ids))] if message_ids else []):
+    conditions = [and_(outbox.c.id == row, outbox.c.subscriber_id == sid) for row, sid in rows]
+    if message_ids:
+        conditions.append(outbox.c.message_id.in_(list(message_ids)))
+    for condition in conditions:
         found = conn.execute(query.where(condition).order_by(outbox.c.id).limit(1)).first()
         if found is not None:
             return _Row(found.id, found.issue, found.subscriber_id, found.state, found.email)
@@ -63,11 +65,12 @@ def _find_row(conn: Connection, row_ids: Sequence[int],
 
 
 def record(engine: Engine, *, fingerprint: str, kind: ReportKind, source: str,
-           row_ids: Sequence[int] = (), message_ids: Sequence[str] = (),
+           rows: Sequence[tuple[int, int]] = (), message_ids: Sequence[str] = (),
            claimed_issue: str | None = None, reason: str | None = None,
            delivery: DeliverySettings, now: datetime) -> Recorded:
     """Record one report and act on it, in one transaction; a fingerprint seen before
-    changes nothing. `row_ids` are outbox rows named by tokens that verified, `message_ids`
+    changes nothing. `rows` are (outbox row, subscriber) pairs named by tokens that verified
+    (both must match: SQLite may reuse a deleted row's id), `message_ids`
     the Message-IDs the report quotes (keyed, so one found in the outbox is one we sent)."""
     try:
         with engine.begin() as conn:
@@ -78,20 +81,20 @@ def record(engine: Engine, *, fingerprint: str, kind: ReportKind, source: str,
                                    .where(reports.c.fingerprint == fingerprint)).first()
             if earlier is not None:
                 return Recorded(ReportKind(earlier.kind), True, earlier.issue, earlier.email)
-            return _record(conn, fingerprint, kind, source, row_ids, message_ids,
+            return _record(conn, fingerprint, kind, source, rows, message_ids,
                            claimed_issue, reason, delivery, now)
     except IntegrityError:
         # The same report arrived twice at once (two ways in); the other one recorded it.
         return record(engine, fingerprint=fingerprint, kind=kind, source=source,
-                      row_ids=row_ids, message_ids=message_ids, claimed_issue=claimed_issue,
+                      rows=rows, message_ids=message_ids, claimed_issue=claimed_issue,
                       reason=reason, delivery=delivery, now=now)
 
 
 def _record(conn: Connection, fingerprint: str, kind: ReportKind, source: str,
-            row_ids: Sequence[int], message_ids: Sequence[str], claimed_issue: str | None,
+            rows: Sequence[tuple[int, int]], message_ids: Sequence[str], claimed_issue: str | None,
             reason: str | None, delivery: DeliverySettings, now: datetime) -> Recorded:
-    row = _find_row(conn, row_ids, message_ids) if kind in MATCHED_KINDS or (
-        row_ids or message_ids) else None
+    row = _find_row(conn, rows, message_ids) if kind in MATCHED_KINDS or (
+        rows or message_ids) else None
     if row is None and kind in MATCHED_KINDS:
         kind = ReportKind.UNMATCHED
     issue = row.issue if row else claimed_issue
