@@ -41,7 +41,8 @@ from dispatch.store import reports
 
 # The metadata key our messages carry the row token under (delivery.relay_metadata).
 ROW_KEY = "dispatch-row"
-ROW_TOKEN = re.compile(r"(?<![0-9a-z-])([bu]-[0-9a-z]{1,13}-[a-z2-7]{16})(?:@([A-Za-z0-9.-]+))?")
+ROW_TOKEN = re.compile(r"(?<![0-9a-z-])([bu]-[0-9a-z]{1,13}-[0-9a-z]{1,13}-[a-z2-7]{16})"
+                       r"(?:@([A-Za-z0-9.-]+))?")
 # Where SNS signing certificates live (AWS: "the certificate URL is on an
 # sns.<region>.amazonaws.com host, over HTTPS"); the same host pattern for SubscribeURL.
 SNS_HOST = re.compile(r"^sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$")
@@ -116,16 +117,21 @@ class Outcome:
         return "; ".join(filter(None, [self.note, ", ".join(parts)])) or "nothing to record"
 
 
-def rows_named(echoed: Iterable[str], signer: Signer, domain: str | None) -> tuple[int, ...]:
-    """Outbox rows named by row tokens that verify in what the relay echoed back. A token
-    in an address must be on the inbound domain; a bare one (our metadata) stands alone."""
-    rows: list[int] = []
+def rows_named(echoed: Iterable[str], signer: Signer, domain: str | None
+               ) -> tuple[tuple[int, int], ...]:
+    """(outbox row, subscriber) pairs named by row tokens that verify in what the relay
+    echoed back. A token in an address must be on the inbound domain; a bare one (our
+    metadata) stands alone. Either purpose will do (unlike a message's tokens, which
+    dispatch.inbound.process holds to the purpose its kind needs): the relay proved it sent
+    the event, and what it echoes is our own message's headers."""
+    rows: list[tuple[int, int]] = []
     for text in echoed:
         for token, at in ROW_TOKEN.findall(text.lower()[:4000]):
             if at and (not domain or at.rstrip(".") != domain.lower()):
                 continue
             try:
-                rows.append(signer.read_row_local_part(token)[1])
+                claim = signer.read_row_local_part(token)
+                rows.append((claim.row_id, claim.subscriber_id))
             except BadToken:
                 continue
     return tuple(dict.fromkeys(rows))
@@ -274,7 +280,9 @@ def ses_events(notification: dict[str, Any], sns_id: str) -> list[Event]:
     common = mail.get("commonHeaders") if isinstance(mail.get("commonHeaders"), dict) else {}
     assert isinstance(common, dict)
     ids = [_bracketed(common.get("messageId"))]
-    echoed: list[str] = []
+    # mail.source is the envelope sender we gave (the VERP address); mail.headers, when the
+    # identity includes them, our headers (the List-Unsubscribe mailto token among them).
+    echoed: list[str] = [str(mail.get("source") or "")]
     for header in mail.get("headers") or []:
         if isinstance(header, dict) and isinstance(header.get("value"), str):
             if str(header.get("name", "")).lower() == "message-id":
@@ -431,7 +439,7 @@ class Webhooks:
                             source=event.provider)
             recorded = reports.record(
                 self.engine, fingerprint=report.fingerprint, kind=report.kind,
-                source=report.source, row_ids=report.rows,
+                source=report.source, rows=report.rows,
                 # As with mailto: an unsubscribe counts only with a token.
                 message_ids=report.message_ids if report.kind != ReportKind.UNSUBSCRIBE else (),
                 claimed_issue=report.claimed_issue, reason=report.reason,
