@@ -312,3 +312,20 @@ def test_an_unreachable_server_is_a_located_error(engine, settings, monkeypatch)
     with pytest.raises(DispatchError) as info:
         poll(engine, configured, Signer(secret(engine)), later)
     assert "cannot connect" in str(info.value.problems[0])
+
+
+def test_a_poll_that_fails_while_processing_leaves_the_messages_unread(engine, world,
+                                                                       dovecot):
+    # The store is down (nothing listens on its port): processing fails, the poll stops,
+    # and every message stays unseen to be read again.
+    from sqlalchemy import create_engine
+
+    settings, sent = world
+    down = create_engine("postgresql+psycopg://dispatch:dispatch@127.0.0.1:1/none",
+                         connect_args={"connect_timeout": 2})
+    with pytest.raises(Exception):  # noqa: B017 (whatever the driver raises)
+        poll(down, settings, Signer(secret(engine)), later)
+    with dovecot.mailbox() as box:
+        assert len(box.uids(AND(seen=False))) == len(MAIL) + 1
+    assert len(poll(engine, settings, Signer(secret(engine)), later)) == len(MAIL) + 1
+    assert statuses(engine)[sent[0].email] == "bounced"
