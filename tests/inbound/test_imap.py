@@ -39,7 +39,8 @@ from dispatch.store.secrets import secret
 from tests.helpers import EXAMPLE_ISSUE, FIXTURES, configure_delivery, populate_audience, run_cli
 
 pytestmark = [
-    pytest.mark.skipif(shutil.which("dovecot") is None or not Path("/usr/lib/dovecot/imap").exists(),
+    pytest.mark.skipif(shutil.which("dovecot") is None
+                       or not Path("/usr/lib/dovecot/imap").exists(),
                        reason="Dovecot is not installed (tests/install-services.sh installs "
                               "dovecot-imapd)"),
     pytest.mark.skipif(os.geteuid() != 0, reason="a private Dovecot instance needs root"),
