@@ -10,6 +10,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -36,7 +37,14 @@ from dispatch.store import reports
 from dispatch.store import subscribers as subs
 from dispatch.store.outbox import plan_audience
 from dispatch.store.secrets import secret
-from tests.helpers import EXAMPLE_ISSUE, FIXTURES, configure_delivery, populate_audience, run_cli
+from tests.helpers import (
+    EXAMPLE_ISSUE,
+    FIXTURES,
+    configure_delivery,
+    eventually,
+    populate_audience,
+    run_cli,
+)
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("dovecot") is None
@@ -275,8 +283,7 @@ def test_processed_messages_can_be_moved_instead(engine, world, dovecot):
         assert len(box.uids()) == len(MAIL) + 1
 
 
-def test_the_command_reports_each_message_and_refuses_a_wrong_password_clearly(
-        project, dovecot, monkeypatch):
+def configure_project(project: Path, port: int) -> None:
     config = project / "config.toml"
     text = config.read_text().replace("[delivery]", f'[delivery]\nverp_domain = "{INBOUND}"')
     config.write_text(text + f"""
@@ -285,11 +292,17 @@ smtp = false
 
 [inbound.imap]
 host = "127.0.0.1"
-port = {dovecot.port}
+port = {port}
 security = "none"
 username = "{USER}"
 password_env = "H7_IMAP_PASSWORD"
+interval = 1
 """)
+
+
+def test_the_command_reports_each_message_and_refuses_a_wrong_password_clearly(
+        project, dovecot, monkeypatch):
+    configure_project(project, dovecot.port)
     with dovecot.mailbox() as box:
         box.append((SAMPLES / "vacation-subject-only.eml").read_bytes(), "INBOX")
     monkeypatch.setenv("H7_IMAP_PASSWORD", "wrong")
@@ -330,3 +343,28 @@ def test_a_poll_that_fails_while_processing_leaves_the_messages_unread(engine, w
         assert len(box.uids(AND(seen=False))) == len(MAIL) + 1
     assert len(poll(engine, settings, Signer(secret(engine)), later)) == len(MAIL) + 1
     assert statuses(engine)[sent[0].email] == "bounced"
+
+
+def test_dispatch_run_reads_the_mailbox_every_interval(project, dovecot, monkeypatch):
+    configure_project(project, dovecot.port)
+    monkeypatch.setenv("H7_IMAP_PASSWORD", PASSWORD)
+    log_path = project / "run.log"
+    with log_path.open("w") as log:
+        daemon = subprocess.Popen([sys.executable, "-m", "dispatch", "run"], cwd=project,
+                                  stdout=log, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert eventually(lambda: "reading the bounce mailbox" in log_path.read_text()
+                          or daemon.poll() is not None, 30), log_path.read_text()
+        # Mail arriving while it runs is read at the next poll.
+        with dovecot.mailbox() as box:
+            box.append((SAMPLES / "vacation-subject-only.eml").read_bytes(), "INBOX")
+        assert eventually(lambda: "inbound imap: auto-reply" in log_path.read_text(), 20), (
+            log_path.read_text())
+        with dovecot.mailbox() as box:
+            assert box.uids(AND(seen=False)) == []
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=30)
+    text = log_path.read_text()
+    assert "inbound SMTP on" not in text  # inbound.smtp = false
+    assert "Traceback" not in text
