@@ -15,6 +15,8 @@ command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
 [ -x /usr/sbin/smtp-sink ] || missing+=(postfix)
 command -v dovecot >/dev/null 2>&1 && [ -e /usr/lib/dovecot/imap ] || missing+=(dovecot-imapd)
+# The README's commands make a virtualenv; Debian's Python needs this package for it.
+python3 -c "import ensurepip" >/dev/null 2>&1 || missing+=(python3-venv)
 
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
     echo "services: not root or no apt-get: not installing ${missing[*]:-anything}; tests that need missing services will skip"

@@ -78,3 +78,17 @@ class ReportKind(StrEnum):
 RECEIVING = (SubscriberStatus.ACTIVE, SubscriberStatus.PENDING)  # get issues or a confirmation
 SUPPRESSING = (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED,
                SubscriberStatus.COMPLAINED)
+
+
+class Role(StrEnum):
+    """A console account's role; each includes the ones before it. Editors work on briefs and
+    issues and schedule them; operators also send, pause, resume, cancel and manage
+    subscribers; admins also manage accounts and read the audit log."""
+
+    EDITOR = "editor"
+    OPERATOR = "operator"
+    ADMIN = "admin"
+
+    def allows(self, needed: Role) -> bool:
+        order = list(Role)
+        return order.index(self) >= order.index(needed)

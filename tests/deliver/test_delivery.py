@@ -31,7 +31,7 @@ from dispatch.deliver.transport import Reply, smtp_transport
 from dispatch.devtools.sink import smtp_sink
 from dispatch.store import subscribers as subs
 from dispatch.store.db import open_store
-from dispatch.store.outbox import plan_audience, state_counts
+from dispatch.store.outbox import audience_rows, plan_audience, state_counts
 from dispatch.store.schema import metadata, outbox, subscribers
 from dispatch.store.secrets import secret
 from dispatch.store.sends import get_send
@@ -123,7 +123,7 @@ def test_launching_twice_adds_nobody_and_the_excluded_are_never_in_the_snapshot(
              known_topics=settings.topics, now=NOW, status="pending")
     issue = load_issue(settings.issues_dir / EXAMPLE_ISSUE, settings)
     audience = plan_audience(engine, issue, settings)
-    emails = {email for _, _, email, _ in audience.rows}
+    emails = {email for _, _, email, _ in audience_rows(engine, issue, settings)}
     assert emails == {r.email for r in rows[3:]}
     assert audience.skipped == {"status unsubscribed": 1, "status bounced": 1,
                                 "status pending": 1}
@@ -185,7 +185,7 @@ def test_hard_bounce_suppresses_and_other_permanent_failures_keep_the_reply(
                               "gave up after 3 attempts: 451 4.3.0 a"]
     # The bounced address is not in the next issue's audience.
     issue = load_issue(settings.issues_dir / EXAMPLE_ISSUE, settings)
-    assert rows[0].email not in {e for _, _, e, _ in plan_audience(engine, issue, settings).rows}
+    assert rows[0].email not in {e for _, _, e, _ in audience_rows(engine, issue, settings)}
 
 
 def test_authentication_failure_pauses_the_send_and_a_rerun_finishes_it(engine, settings,

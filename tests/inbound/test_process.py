@@ -4,6 +4,8 @@ received, each processed (twice), leaving every subscriber in the state it shoul
 
 from __future__ import annotations
 
+import mailbox
+import random
 import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,8 +21,9 @@ from dispatch.config import Settings
 from dispatch.deliver.sending import launch_issue, run_worker
 from dispatch.deliver.transport import smtp_transport
 from dispatch.devtools.sink import smtp_sink
+from dispatch.errors import DispatchError
 from dispatch.inbound.classify import classify
-from dispatch.inbound.process import process
+from dispatch.inbound.process import process, read_messages
 from dispatch.states import ReportKind
 from dispatch.store import reports
 from dispatch.store import subscribers as subs
@@ -115,6 +118,10 @@ def test_each_kind_of_report_leaves_its_subscriber_in_the_right_state(
     outcome = run(engine, inbound_settings, fill(sample, target))
     assert outcome.kind == kind, outcome.describe()
     assert outcome.recorded is not None and outcome.recorded.email == target.email
+    with engine.connect() as conn:
+        row = conn.execute(select(outbox.c.id).where(
+            outbox.c.message_id == target.message_id)).scalar()
+    assert outcome.recorded.row_id == row
     assert status(engine, target.email) == becomes
     assert status(engine, bystander.email) == "active"
     # The same report again, by another way in: nothing more happens.
@@ -315,3 +322,63 @@ def test_web_unsubscribes_are_counted_by_way_for_the_last_issue_sent(engine, inb
     assert (counted["unsubscribed_one_click"], counted["unsubscribed_preferences"],
             counted["unsubscribed_mailto"]) == (1, 1, 1)
     assert [status(engine, s.email) for s in sent[:4]] == ["unsubscribed"] * 3 + ["active"]
+
+
+def test_hostile_messages_are_classified_without_an_exception_or_a_traceback(capfd, caplog):
+    # Every sample cut short at 40 places and with bytes flipped, a charset nobody knows,
+    # deep nesting: each is some kind of report (most often ignored), never an error, and
+    # nothing is printed (flufl.bounce's detectors log a traceback when one trips).
+    sent = Sent("ana@example.com", f"b-1-1-abcdefghijklmnop@{INBOUND}",
+                f"u-1-1-abcdefghijklmnop@{INBOUND}", "<thaw.00ff@example.org>")
+    rnd = random.Random(16)
+    hostile = []
+    for path in sorted(SAMPLES.glob("*.eml")):
+        raw = fill(path.name, sent)
+        hostile += [raw[:cut] for cut in range(0, len(raw), max(1, len(raw) // 40))]
+        for _ in range(40):
+            flipped = bytearray(raw)
+            for _ in range(rnd.randint(1, 12)):
+                flipped[rnd.randrange(len(flipped))] = rnd.randrange(256)
+            hostile.append(bytes(flipped))
+    hostile.append(fill("exim-prose-bounce.eml", sent).replace(
+        b"Date:", b"Content-Type: text/plain; charset=no-such-charset\r\nDate:"))
+    nested = b"Content-Type: multipart/mixed; boundary=b0\r\n\r\n" + b"".join(
+        f"--b{i}\r\nContent-Type: multipart/mixed; boundary=b{i + 1}\r\n\r\n".encode()
+        for i in range(300))
+    hostile += [nested, b"Content-Type: message/rfc822\r\n\r\n" * 300 + b"Subject: x\r\n\r\n"]
+    # A byte no header may hold where flufl.bounce's Postfix detector reads: it raises.
+    hostile.append(b"From: MAILER-DAEMON@mx.example.net\r\nTo: " + sent.verp.encode() +
+                   b"\r\nSubject: Undelivered Mail\r\nContent-Type: multipart/mixed; "
+                   b"boundary=q\r\n\r\n--q\r\nContent-Description: Notification \xff\r\n"
+                   b"Content-Type: text/plain\r\n\r\nx\r\n--q--\r\n")
+    kinds = {classify(raw).kind for raw in hostile}
+    assert kinds <= set(ReportKind) and ReportKind.IGNORED in kinds
+    printed = capfd.readouterr()
+    assert printed.out == "" and printed.err == ""
+    # Where no logging is set up (`dispatch inbound process`) a log record is a traceback on
+    # the terminal.
+    assert [r.getMessage() for r in caplog.records] == []
+
+
+def test_reading_files_names_what_cannot_be_read(tmp_path: Path):
+    sent = Sent("ana@example.com", f"b-1-1-abcdefghijklmnop@{INBOUND}",
+                f"u-1-1-abcdefghijklmnop@{INBOUND}", "<thaw.00ff@example.org>")
+    one = tmp_path / "one.eml"
+    one.write_bytes(fill("postfix-delayed.eml", sent))
+    assert [label for label, _ in read_messages(one, 100_000)] == [str(one)]
+    box = mailbox.mbox(tmp_path / "box.mbox")
+    for sample in ("arf-abuse.eml", "qmail-prose-bounce.eml"):
+        box.add(message_from_bytes(fill(sample, sent)))
+    box.flush()
+    read = list(read_messages(tmp_path / "box.mbox", 100_000))
+    assert [label.rpartition("#")[2] for label, _ in read] == ["1", "2"]
+    assert classify(read[0][1]).kind == ReportKind.COMPLAINT
+    for path, size, message in ((tmp_path / "none.eml", 100_000, "cannot read: No such file"),
+                                (tmp_path, 100_000, "cannot read: Is a directory"),
+                                (one, 1_000, "larger than inbound.max_size (1,000 octets)")):
+        with pytest.raises(DispatchError) as info:
+            list(read_messages(path, size))
+        (problem,) = info.value.problems
+        assert problem.path == str(path) and problem.message.startswith(message)
+    with pytest.raises(DispatchError, match="larger than inbound.max_size"):
+        list(read_messages(tmp_path / "box.mbox", 1_500))

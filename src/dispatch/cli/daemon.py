@@ -8,6 +8,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -22,7 +23,27 @@ from dispatch.cli.common import (
 from dispatch.errors import DispatchError
 
 if TYPE_CHECKING:  # the stack is imported where a command uses it: start-up stays quick
+    from sqlalchemy import Engine
+
+    from dispatch.config import Settings
     from dispatch.deliver.recording import Stats
+    from dispatch.web.server import WebServer
+
+
+def _console_server(engine: Engine, settings: Settings, queued: Callable[[], None]
+                    ) -> WebServer | None:
+    """The console on its own listener, when [console] names a port (else it is /admin/ on
+    the web app, or off)."""
+    from dispatch.config import WebSettings
+    from dispatch.web.console import create_console
+    from dispatch.web.server import WebServer
+
+    console, web_settings = settings.console, settings.web or WebSettings()
+    if not console.enabled or console.port is None:
+        return None
+    return WebServer(create_console(engine, settings, queued=queued),
+                     console.host or web_settings.host, console.port,
+                     web_settings.trusted_proxies)
 
 
 def run(config: ConfigOption = None) -> None:
@@ -73,6 +94,7 @@ def run(config: ConfigOption = None) -> None:
                if settings.inbound is not None and settings.inbound.smtp else None)
     imap = (ImapPoller(engine, settings, Signer(secret(engine)))
             if settings.inbound is not None and settings.inbound.imap is not None else None)
+    console = _console_server(engine, settings, daemon.wake)
     hangup = threading.Event()
     previous = signal.signal(signal.SIGHUP, lambda _signum, _frame: hangup.set())
     with stop_on_signals() as stop:
@@ -99,6 +121,9 @@ def run(config: ConfigOption = None) -> None:
             imap.start()
             log.info("dispatch run: reading the bounce mailbox %s every %d s", imap.where,
                      imap.interval)
+        if console is not None:
+            console.start()
+            log.info("dispatch run: console on %s/admin/", console.url)
         waiting = scheduled_sends(engine)
         log.info("dispatch run: %d issue(s) scheduled%s; %d recurring schedule(s); delivering "
                  "through %s:%d", len(waiting),
@@ -109,12 +134,9 @@ def run(config: ConfigOption = None) -> None:
             if hangup.is_set():  # reloaded here: a signal handler must not take locks
                 hangup.clear()
                 daemon.reload("SIGHUP")
-        if imap is not None:
-            imap.stop()
-        if inbound is not None:
-            inbound.stop()
-        if server is not None:
-            server.stop()
+        for listener in (imap, inbound, server, console):
+            if listener is not None:
+                listener.stop()
         daemon.stop()
     signal.signal(signal.SIGHUP, previous)
     log.info("dispatch run: stopped")
@@ -150,8 +172,12 @@ def serve(
     server = WebServer(web.create_app(engine, settings, queued=wake.set),
                        host or web_settings.host, port or web_settings.port,
                        web_settings.trusted_proxies)
+    console = _console_server(engine, settings, wake.set)
     with stop_on_signals() as stop:
         server.start()
+        if console is not None:
+            console.start()
+            log.info("dispatch serve: console on %s/admin/", console.url)
         sender = threading.Thread(target=sending.deliver_when_due, name="dispatch-delivery",
                                   args=(engine, settings, smtp_transport(settings.smtp), wake,
                                         stop))
@@ -161,6 +187,8 @@ def serve(
         while not stop.wait(1.0):
             pass
         server.stop()
+        if console is not None:
+            console.stop()
         wake.set()
         sender.join()
     log.info("dispatch serve: stopped")

@@ -42,16 +42,18 @@ def process_files(
     Example: dispatch inbound process bounces.mbox returned/*.eml
     """
     from dispatch.audience.tokens import Signer
+    from dispatch.config import InboundSettings
     from dispatch.inbound.process import process, read_messages
     from dispatch.store.secrets import secret
 
     settings, engine = load_with_store(config)
     signer = Signer(secret(engine))
+    max_size = (settings.inbound or InboundSettings()).max_size
     kinds: Counter[str] = Counter()
     unreadable = 0
     for path in files:
         try:
-            for label, raw in read_messages(path):
+            for label, raw in read_messages(path, max_size):
                 outcome = process(engine, raw, settings, signer, now(), source="file")
                 kinds[outcome.kind] += 1
                 say(f"{label}: {outcome.describe()}")

@@ -61,7 +61,7 @@ def subscribers_add(
 ) -> None:
     """Add one active subscriber.
 
-    Example: dispatch subscribers add ana@example.com --name "Ana" --topics east-asia,security
+    Example: dispatch subscribers add ana@example.com --name Ana --topics security
     """
     from dispatch.store import subscribers as subs
     settings, engine = load_with_store(config)

@@ -12,6 +12,7 @@ from dispatch.config.load import (
 )
 from dispatch.config.schema import (
                                   TOPIC_KEY,
+                                  ConsoleSettings,
                                   DeliverySettings,
                                   DkimSettings,
                                   ImapSettings,
@@ -29,7 +30,8 @@ from dispatch.config.schema import (
 )
 
 __all__ = [
-    "DEFAULT_CONFIG", "TOPIC_KEY", "DeliverySettings", "DkimSettings", "ImapSettings",
+    "ConsoleSettings", "DEFAULT_CONFIG", "TOPIC_KEY", "DeliverySettings", "DkimSettings",
+    "ImapSettings",
     "InboundSettings",
     "NewsletterSettings",
     "RecurringSchedule", "ScheduleSettings", "Segment", "Settings", "SmtpSettings",

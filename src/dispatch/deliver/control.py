@@ -54,7 +54,7 @@ class SendPlan:
         so nobody is asked to confirm a send to no one."""
         if self.action is not SendAction.LAUNCH or self.audience is None:
             raise DispatchError(Problem(self.issue.slug, f"nothing to launch: {self.action}"))
-        if not self.audience.rows:
+        if not self.audience.recipients:
             raise DispatchError(Problem(self.issue.slug, "nobody to send to: no active "
                                                          "subscriber matches this issue"))
         return self.audience
@@ -144,4 +144,5 @@ def status_report(engine: Engine, issue: str | None = None) -> list[dict[str, An
              "reports": came_back.get(s.issue, nothing),
              "last_errors": [{**e, "updated_at": e["updated_at"].isoformat()}
                              for e in outbox.last_errors(engine, s.issue)]}
-            for s in sends.list_sends(engine) if slug is None or s.issue == slug]
+            for s in sends.list_sends(engine)
+            if (slug is None and not sends.is_internal(s.issue)) or s.issue == slug]

@@ -9,6 +9,7 @@ addresses it came to, the Message-IDs it quotes); dispatch.inbound.process verif
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from dataclasses import dataclass
 from email import policy
@@ -106,7 +107,10 @@ def _text(part: Message) -> str:
         return ""
     if not isinstance(payload, bytes):
         return ""
-    return payload.decode(part.get_content_charset() or "utf-8", "replace")
+    try:
+        return payload.decode(part.get_content_charset() or "utf-8", "replace")
+    except LookupError:  # a charset nobody knows
+        return payload.decode("utf-8", "replace")
 
 
 def _header(msg: Message, name: str) -> str:
@@ -232,12 +236,16 @@ def _arf(msg: EmailMessage) -> tuple[ReportKind, str] | None:
     return ReportKind.IGNORED, reason
 
 
-def _old_bounce(msg: EmailMessage) -> tuple[ReportKind, str, tuple[str, ...]] | None:
-    """A bounce without a DSN, in an older MTA's own words: Mailman's detectors."""
+def _old_bounce(raw: bytes) -> tuple[ReportKind, str, tuple[str, ...]] | None:
+    """A bounce without a DSN, in an older MTA's own words: Mailman's detectors, given the
+    message as Mailman parses it (compat32)."""
     from flufl.bounce import all_failures  # loaded only for the few messages that need it
 
+    # A detector that trips over a malformed message logs a traceback before raising: that
+    # is hostile input, not news for the operator's terminal.
+    logging.getLogger("flufl.bounce").disabled = True
     try:
-        temporary, permanent = all_failures(msg)
+        temporary, permanent = all_failures(BytesParser(policy=policy.compat32).parsebytes(raw))
     except Exception:
         return None
     if permanent:
@@ -290,7 +298,7 @@ def classify(raw: bytes, recipients: tuple[str, ...] = (), source: str = "file")
         return report(*arf)
     if (dsn := _dsn(msg)) is not None:
         return report(dsn[0], dsn[1], failed=dsn[2])
-    if (old := _old_bounce(msg)) is not None:
+    if (old := _old_bounce(raw)) is not None:
         return report(old[0], old[1], prose=True, failed=old[2])
     auto = _auto_reply(msg)
     if auto is None and _to_unsubscribe_address(addresses):

@@ -108,15 +108,20 @@ def record_report(engine: Engine, report: Report, settings: Settings, signer: Si
 
 # ---- Files -----------------------------------------------------------------------------
 
-def read_messages(path: Path) -> Iterator[tuple[str, bytes]]:
+def read_messages(path: Path, max_size: int) -> Iterator[tuple[str, bytes]]:
     """(label, bytes) of each message in a file: an mbox (it starts with a "From " line)
     yields each message, labelled FILE#N; anything else is one message. DispatchError when
-    the file cannot be read."""
+    the file cannot be read, or a message is larger than `max_size` octets (no report is:
+    inbound.max_size)."""
     try:
         with path.open("rb") as handle:
             start = handle.read(5)
+        size = path.stat().st_size
     except OSError as exc:
         raise DispatchError(Problem(str(path), f"cannot read: {exc.strerror or exc}")) from None
+    too_large = f"larger than inbound.max_size ({max_size:,} octets): not read"
+    if start != b"From " and size > max_size:
+        raise DispatchError(Problem(str(path), too_large))
     if start != b"From ":
         try:
             yield str(path), path.read_bytes()
@@ -130,4 +135,7 @@ def read_messages(path: Path) -> Iterator[tuple[str, bytes]]:
     except (OSError, mailbox.Error) as exc:
         raise DispatchError(Problem(str(path), f"cannot read as mbox: {exc}")) from None
     for number, key in enumerate(keys, 1):
-        yield f"{path}#{number}", box.get_bytes(key)
+        raw = box.get_bytes(key)
+        if len(raw) > max_size:
+            raise DispatchError(Problem(f"{path}#{number}", too_large))
+        yield f"{path}#{number}", raw

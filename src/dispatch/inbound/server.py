@@ -123,7 +123,8 @@ class InboundServer:
         self.controller = Controller(InboundHandler(domain, self.spool, self.queue.put),
                                      hostname=self.host, port=self.port,
                                      data_size_limit=inbound.max_size,
-                                     server_hostname=domain, ident="dispatch inbound")
+                                     server_hostname=domain, ident="dispatch inbound",
+                                     enable_SMTPUTF8=True)
         self.thread = threading.Thread(target=self._work, name="dispatch-inbound", daemon=True)
         self.signer: Signer | None = None
 

@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from dispatch.config import DeliverySettings
 from dispatch.states import ReportKind, RowState, SendStatus, SubscriberStatus
 from dispatch.store.schema import outbox, reports, sends, subscribers
-from dispatch.store.sends import CONFIRMATIONS, change_status
+from dispatch.store.sends import INTERNAL, change_status, is_internal
 from dispatch.store.subscribers import mark_suppressed, unsubscribe_in
 
 MAX_REASON = 1000
@@ -38,6 +38,7 @@ class Recorded:
     issue: str | None = None
     email: str | None = None
     changes: tuple[str, ...] = ()  # what changed, in words ("subscriber bounced", …)
+    row_id: int | None = None  # the outbox row it was matched to
 
 
 @dataclass(frozen=True)
@@ -74,13 +75,15 @@ def record(engine: Engine, *, fingerprint: str, kind: ReportKind, source: str,
     the Message-IDs the report quotes (keyed, so one found in the outbox is one we sent)."""
     try:
         with engine.begin() as conn:
-            earlier = conn.execute(select(reports.c.kind, reports.c.issue, subscribers.c.email)
+            earlier = conn.execute(select(reports.c.kind, reports.c.issue, subscribers.c.email,
+                                          reports.c.outbox_id)
                                    .join(subscribers,
                                          subscribers.c.id == reports.c.subscriber_id,
                                          isouter=True)
                                    .where(reports.c.fingerprint == fingerprint)).first()
             if earlier is not None:
-                return Recorded(ReportKind(earlier.kind), True, earlier.issue, earlier.email)
+                return Recorded(ReportKind(earlier.kind), True, earlier.issue, earlier.email,
+                                row_id=earlier.outbox_id)
             return _record(conn, fingerprint, kind, source, rows, message_ids,
                            claimed_issue, reason, delivery, now)
     except IntegrityError:
@@ -108,7 +111,8 @@ def _record(conn: Connection, fingerprint: str, kind: ReportKind, source: str,
     changes: list[str] = []
     if row is not None and sid is not None:
         changes += _act(conn, row, sid, kind, reason, delivery, now)
-    return Recorded(kind, False, issue, row.email if row else None, tuple(changes))
+    return Recorded(kind, False, issue, row.email if row else None, tuple(changes),
+                    row.id if row else None)
 
 
 def _act(conn: Connection, row: _Row, sid: int, kind: ReportKind, reason: str | None,
@@ -135,7 +139,7 @@ def _act(conn: Connection, row: _Row, sid: int, kind: ReportKind, reason: str | 
             changes.append("subscriber complained and suppressed")
     elif kind == ReportKind.UNSUBSCRIBE and unsubscribe_in(conn, sid, now):
         changes.append("subscriber unsubscribed")
-    if kind in (ReportKind.BOUNCED, ReportKind.COMPLAINT) and row.issue != CONFIRMATIONS:
+    if kind in (ReportKind.BOUNCED, ReportKind.COMPLAINT) and not is_internal(row.issue):
         paused = _pause_on_rates(conn, row.issue, delivery)
         if paused:
             changes.append(f"send {row.issue} paused: {paused}")
@@ -184,7 +188,7 @@ def web_unsubscribe(engine: Engine, subscriber_id: int, via: str, now: datetime)
         if not unsubscribe_in(conn, subscriber_id, now):
             return False
         issue = conn.execute(select(outbox.c.issue).where(and_(
-            outbox.c.subscriber_id == subscriber_id, outbox.c.issue != CONFIRMATIONS,
+            outbox.c.subscriber_id == subscriber_id, outbox.c.issue.not_in(INTERNAL),
             outbox.c.state == RowState.SENT)).order_by(outbox.c.updated_at.desc(),
                                                        outbox.c.id.desc()).limit(1)).scalar()
         key = f"web\0{subscriber_id}\0{via}\0{now.isoformat()}"

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     Column,
     DateTime,
     Dialect,
@@ -20,6 +21,8 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
 )
+
+from dispatch.audience.addresses import email_hash
 
 metadata = MetaData()
 
@@ -39,11 +42,18 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value
 
 
+def _key_hash(context: Any) -> str:
+    return email_hash(context.get_current_parameters()["email_key"])
+
+
 subscribers = Table(
     "subscribers", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("email", String(320), nullable=False),  # as given
     Column("email_key", String(320), nullable=False, unique=True),  # normalised, lower-case
+    # email_hash(email_key), filled on every insert: the launch joins it to suppressions in
+    # SQL instead of hashing each subscriber in Python.
+    Column("email_hash", String(64), default=_key_hash, index=True),
     Column("name", String(200)),
     Column("timezone", String(64)),
     Column("status", String(16), nullable=False, index=True),
@@ -201,4 +211,62 @@ reports = Table(
     Column("received_at", UTCDateTime(), nullable=False),
     Index("ix_reports_issue_kind", "issue", "kind"),
     Index("ix_reports_subscriber_kind", "subscriber_id", "kind", "received_at"),
+)
+
+
+# ---- The archive ---------------------------------------------------------------------------
+
+# Issues taken down from the public archive, or kept out of it before they go out: no foreign
+# key, so an issue can be hidden while it is still a draft folder.
+archive_hidden = Table(
+    "archive_hidden", metadata,
+    Column("issue", String(200), primary_key=True),
+    Column("hidden_at", UTCDateTime(), nullable=False),
+)
+
+
+# ---- The console's accounts ------------------------------------------------------------------
+
+# People who sign in to the console (web/console/); passwords as argon2 hashes only.
+users = Table(
+    "users", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("email", String(320), nullable=False, unique=True),  # lower-case
+    Column("role", String(16), nullable=False),  # states.Role
+    Column("password_hash", Text, nullable=False),
+    Column("disabled", Boolean, nullable=False, default=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+)
+
+# Signed-in browsers. Only a hash of the cookie's id is kept, so a copy of the store cannot
+# be used to sign in; a row deleted is a session revoked.
+user_sessions = Table(
+    "user_sessions", metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False,
+           index=True),
+    Column("csrf", String(64), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("seen_at", UTCDateTime(), nullable=False),
+)
+
+# Failed sign-ins, by account ("account:<email>") and by client ("client:<address>"), for the
+# login throttle; old rows are pruned as new ones arrive.
+login_failures = Table(
+    "login_failures", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("key", String(400), nullable=False),
+    Column("at", UTCDateTime(), nullable=False),
+    Index("ix_login_failures_key_at", "key", "at"),
+)
+
+# Who did what, when: every console action and every account change. Never updated.
+audit_log = Table(
+    "audit_log", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime(), nullable=False, index=True),
+    Column("actor", String(320), nullable=False),  # an account's email, or "cli"
+    Column("action", String(64), nullable=False),
+    Column("target", Text, nullable=False),
+    Column("detail", Text),
 )
