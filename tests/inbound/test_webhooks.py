@@ -541,3 +541,7 @@ def test_webhook_settings_errors_are_located(project):
             parse_settings(doc + "\n" + text, project / "config.toml")
         assert where in str(info.value), (text, str(info.value))
         assert "key-abc-123" not in str(info.value)
+    doc = base.replace("[delivery]", '[delivery]\nrelay_metadata = "postmark"')
+    with pytest.raises(ConfigError) as info:
+        parse_settings(doc, project / "config.toml")
+    assert "delivery.relay_metadata" in str(info.value) and "verp_domain" in str(info.value)

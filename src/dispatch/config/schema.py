@@ -491,6 +491,10 @@ class Settings(_Table):
         if "inbound" in data and not (isinstance(delivery, dict) and delivery.get("verp_domain")):
             problems.append((("inbound",), "set delivery.verp_domain too: the domain bounces "
                                            "and mailto unsubscribes are addressed to"))
+        if isinstance(delivery, dict) and delivery.get("relay_metadata") and not delivery.get(
+                "verp_domain"):
+            problems.append((("delivery", "relay_metadata"), "set delivery.verp_domain too: "
+                             "the metadata is the row token of the inbound domain's addresses"))
         return checked(handler, data, problems)
 
     @field_validator("schedules", mode="before")
