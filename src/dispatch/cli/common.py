@@ -66,8 +66,10 @@ def readable_metavars(command: Any) -> None:
                 param.show_default = False
                 continue
             long = max(param.opts, key=len)
+            # Typer's own options may carry no click type (0.29): name them by their flag.
+            type_name = getattr(getattr(param, "type", None), "name", "")
             param.metavar = METAVARS.get(long) or _TYPE_METAVARS.get(
-                param.type.name, long.lstrip("-").upper())
+                type_name, long.lstrip("-").upper())
         elif param.param_type_name == "argument":
             param.metavar = param.name.upper()  # usage adds {…}, […] and "..." itself
 
