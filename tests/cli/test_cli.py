@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -156,3 +157,15 @@ def test_a_password_pasted_as_password_env_is_not_shown(project):
         "config.toml:18: smtp.password_env: does not look like an environment variable name "
         "(letters, digits and _, not starting with a digit); the value is not shown")
     assert "hunter2" not in result.stdout + result.stderr
+
+
+def test_the_command_line_starts_without_the_heavy_stack():
+    # --help and --version must not pay for the database, renderer or web stack: those are
+    # imported inside the commands that use them.
+    heavy = ("sqlalchemy", "mjml", "premailer", "jinja2", "aiosmtpd", "selenium", "starlette",
+             "alembic", "email_validator", "psycopg")
+    probe = ("import sys, dispatch.cli; "
+             f"print(sorted(m for m in sys.modules if m.split('.')[0] in {heavy!r}))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            check=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert result.stdout.strip() == "[]"

@@ -15,6 +15,7 @@ from dispatch.config.schema import (
                                   ConsoleSettings,
                                   DeliverySettings,
                                   DkimSettings,
+                                  InboundSettings,
                                   NewsletterSettings,
                                   RecurringSchedule,
                                   ScheduleSettings,
@@ -28,6 +29,7 @@ from dispatch.config.schema import (
 
 __all__ = [
     "ConsoleSettings", "DEFAULT_CONFIG", "TOPIC_KEY", "DeliverySettings", "DkimSettings",
+    "InboundSettings",
     "NewsletterSettings",
     "RecurringSchedule", "ScheduleSettings", "Segment", "Settings", "SmtpSettings",
     "StoreSettings", "Topic", "WebSettings", "config_path", "load_settings", "parse_settings",

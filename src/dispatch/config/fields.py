@@ -152,7 +152,7 @@ class Between:
 
 
 class Flag:
-    """true or false (TOML's booleans; "yes" and 1 are refused, not guessed at)."""
+    """true or false, nothing else (TOML's own booleans; "yes" or 1 are refused)."""
 
     def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler
                                      ) -> CoreSchema:

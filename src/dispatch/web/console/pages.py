@@ -351,7 +351,7 @@ class Pages:
                 return self.done(request, session, self.back(request), f"send: {plan.action}")
             audience = plan.require_audience()
             if form.get("confirm") != "yes":
-                lines = [f"“{issue.subject}” goes to {len(audience.rows):,} subscriber(s) "
+                lines = [f"“{issue.subject}” goes to {audience.recipients:,} subscriber(s) "
                          "now:"]
                 lines += [f"{vid}: {n:,} recipient(s), topics {', '.join(topics)}"
                           for vid, n, topics in sending.variant_table(audience)]
@@ -365,7 +365,7 @@ class Pages:
             return self.problems(session, exc.problems, self.back(request))
         self.queued()
         return self.done(request, session, self.back(request),
-                         f"sending to {len(audience.rows):,} subscriber(s)")
+                         f"sending to {audience.recipients:,} subscriber(s)")
 
     def pause(self, request: Request, session: Session, form: FormData) -> Response:
         slug = request.path_params["slug"]

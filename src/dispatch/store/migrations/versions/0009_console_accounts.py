@@ -1,14 +1,14 @@
 """Console accounts: users, their sessions, failed sign-ins and the audit log.
 
 Revision ID: 0009
-Revises: 0004
+Revises: 0008
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0009"
-down_revision = "0004"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
