@@ -481,6 +481,44 @@ def test_the_commands_serve_the_console_on_its_own_port(project: Path, command: 
         assert PASSWORD not in output
 
 
+def test_after_sending_the_report_counts_what_came_back_and_the_history_shows_it(
+        console: Console):
+    from sqlalchemy import select as sql_select
+
+    from dispatch.states import ReportKind
+    from dispatch.store import reports
+    from dispatch.store.schema import outbox
+
+    people = [add_reader(console, f"r{i}@example.com", f"R{i}") for i in range(4)]
+    operator = console.login(Role.OPERATOR)
+    issue_page = f"{PREFIX}/issues/{EXAMPLE_ISSUE}"
+    token = csrf(operator.get(issue_page))
+    assert operator.post(f"{issue_page}/send", data={"csrf": token, "confirm": "yes"}
+                         ).status_code == 303
+    assert eventually(lambda: sends.get_send(console.engine, EXAMPLE_ISSUE).status
+                      == SendStatus.SENT, timeout=30)
+    with console.engine.connect() as conn:
+        rows = dict(conn.execute(sql_select(outbox.c.subscriber_id, outbox.c.id)
+                                 .where(outbox.c.issue == EXAMPLE_ISSUE)).all())
+    now = datetime.now(UTC)
+    for i, kind in enumerate((ReportKind.COMPLAINT, ReportKind.BOUNCED, ReportKind.SOFT)):
+        who = people[i].id
+        reports.record(console.engine, fingerprint=f"test-{i}", kind=kind, source="file",
+                       rows=[(rows[who], who)], reason=f"{kind} report", now=now,
+                       delivery=console.settings.delivery)
+    reports.web_unsubscribe(console.engine, people[3].id, "one-click", now)
+    page = operator.get(issue_page).text
+    figures = {label: n for n, label in
+               re.findall(r"<b>([0-9–,]+)</b>([a-z ()]+?)(?:<br>|</div>)", page)}
+    # The hard bounce turned its delivered message into a bounced one.
+    assert figures["delivered"] == "3" and figures["bounced messages"] == "1"
+    assert figures["complained"] == "1"
+    assert figures["bounced hard"] == "1" and figures["bounced soft"] == "1"
+    assert figures["unsubscribed"] == "1" and figures["unmatched"] == "0"
+    history = operator.get(f"{PREFIX}/subscribers/{people[0].id}").text
+    assert "complaint" in history and "complaint report" in history and "sent" in history
+
+
 # ---- In a real browser -----------------------------------------------------------------
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")

@@ -71,12 +71,15 @@ HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin"
 
 
 def feedback_counts(report: dict[str, Any]) -> dict[str, int | None]:
-    """Hook for the bounce and complaint counts of issue 16: whatever the status report
-    carries under "feedback" (hard/soft bounces, complaints, unsubscribes, unmatched
-    reports), None for what it does not carry yet; the page shows "not tracked yet"."""
-    found = report.get("feedback") or {}
-    keys = ("bounced_hard", "bounced_soft", "complained", "unsubscribed", "unmatched")
-    return {key: found.get(key) for key in keys}
+    """What came back about an issue (store.reports.counts via the status report): hard and
+    soft bounces, complaints, unsubscribes by any way, unmatched reports. None for a figure
+    the status report does not carry (the page says "not tracked")."""
+    found = report.get("reports") or {}
+    unsubscribed = [v for k, v in found.items() if k.startswith("unsubscribed")]
+    return {"bounced_hard": found.get("bounced"), "bounced_soft": found.get("soft_bounced"),
+            "complained": found.get("complained"),
+            "unsubscribed": sum(unsubscribed) if unsubscribed else None,
+            "unmatched": found.get("unmatched")}
 
 
 class Pages:
