@@ -114,7 +114,7 @@ def users_reset(
 ) -> None:
     """Set a new password for an account and sign it out everywhere.
 
-    Example: dispatch users reset ana@example.org --password-stdin < new-password.txt
+    Example: dispatch users reset ana@example.org (asks for the new password)
     """
     _, engine = load_with_store(config)
     accounts.require_user(engine, email)
