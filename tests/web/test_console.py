@@ -564,13 +564,25 @@ def shoot(driver: object, folder: Path, name: str) -> Path:
     return path
 
 
+def navigate(driver: object, element: object) -> None:
+    """Click something that loads a new page, and wait until the old one is gone (a page
+    read right after a click may otherwise still be the old one)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    old = driver.find_element(By.TAG_NAME, "html")  # type: ignore[attr-defined]
+    element.click()  # type: ignore[attr-defined]
+    WebDriverWait(driver, 20).until(ready.staleness_of(old))
+
+
 def sign_in(driver: object, console: Console, role: Role, start: str) -> None:
     from selenium.webdriver.common.by import By
     driver.get(console.url + start)  # type: ignore[attr-defined]
     assert "/admin/login" in driver.current_url  # type: ignore[attr-defined]
     driver.find_element(By.NAME, "email").send_keys(PEOPLE[role])  # type: ignore[attr-defined]
     driver.find_element(By.NAME, "password").send_keys(PASSWORD)  # type: ignore[attr-defined]
-    driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()  # type: ignore
+    navigate(driver, driver.find_element(By.CSS_SELECTOR, "button[type=submit]"))  # type: ignore
 
 
 @needs_browser
@@ -580,8 +592,7 @@ def test_an_editor_imports_edits_previews_and_schedules_in_chromium(console: Con
                                                                     width: int):
     from selenium.common.exceptions import NoSuchElementException
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ready
-    from selenium.webdriver.support.ui import Select, WebDriverWait
+    from selenium.webdriver.support.ui import Select
 
     slug = "2026-12-04-chips"
     folder = console.settings.issues_dir / slug
@@ -604,9 +615,9 @@ def test_an_editor_imports_edits_previews_and_schedules_in_chromium(console: Con
         assert "Seoul" in driver.find_element(By.TAG_NAME, "body").text
         driver.switch_to.default_content()
         shoot(driver, folder_shots, f"editor-variants-{label}")
-        driver.find_element(By.LINK_TEXT, "Paste plain text as a new brief").click()
+        navigate(driver, driver.find_element(By.LINK_TEXT, "Paste plain text as a new brief"))
         driver.find_element(By.NAME, "text").send_keys(PASTED)
-        driver.find_element(By.ID, "import").click()
+        navigate(driver, driver.find_element(By.ID, "import"))
         assert "/briefs/chip-makers-agree-on-a-shared-supply-plan.md" in driver.current_url
         title = driver.find_element(By.NAME, "title")
         assert title.get_attribute("value") == "Chip makers agree on a shared supply plan"
@@ -631,8 +642,7 @@ def test_an_editor_imports_edits_previews_and_schedules_in_chromium(console: Con
                 driver.switch_to.default_content()
         assert eventually(lambda: card_shows("shared gas supply plan"), timeout=15)
         assert "Live preview" in driver.find_element(By.ID, "card-state").text
-        driver.find_element(By.ID, "preview").click()  # the same, without the script
-        WebDriverWait(driver, 10).until(ready.staleness_of(live))
+        navigate(driver, driver.find_element(By.ID, "preview"))  # the same, without the script
         card = driver.find_element(By.ID, "card")
         assert card.get_attribute("sandbox") == ""
         driver.switch_to.frame(card)
@@ -640,7 +650,7 @@ def test_an_editor_imports_edits_previews_and_schedules_in_chromium(console: Con
         driver.switch_to.default_content()
         driver.execute_script("arguments[0].scrollIntoView()", card)
         shoot(driver, folder_shots, f"editor-brief-preview-{label}")
-        driver.find_element(By.ID, "save").click()
+        navigate(driver, driver.find_element(By.ID, "save"))
         assert "Saved" in driver.find_element(By.ID, "saved").text
         saved = (folder / "chip-makers-agree-on-a-shared-supply-plan.md").read_text()
         assert "title: Chip makers agree on a shared gas supply plan" in saved
@@ -650,10 +660,10 @@ def test_an_editor_imports_edits_previews_and_schedules_in_chromium(console: Con
         at = (datetime.now(UTC) + timedelta(days=3)).strftime("%Y-%m-%d 07:00")
         driver.find_element(By.ID, "at").send_keys(at)
         Select(driver.find_element(By.ID, "tz")).select_by_visible_text("Asia/Seoul")
-        driver.find_element(By.CSS_SELECTOR, "#schedule button[type=submit]").click()
+        navigate(driver, driver.find_element(By.CSS_SELECTOR, "#schedule button[type=submit]"))
         assert "goes out at" in driver.find_element(By.TAG_NAME, "main").text
         shoot(driver, folder_shots, f"editor-schedule-confirm-{label}")
-        driver.find_element(By.ID, "confirm").click()
+        navigate(driver, driver.find_element(By.ID, "confirm"))
         assert "scheduled for" in driver.find_element(By.CSS_SELECTOR, "[role=status]").text
         shoot(driver, folder_shots, f"editor-scheduled-{label}")
         # The console's script ran without an error on every page it was on.
@@ -685,13 +695,13 @@ def test_an_operator_sends_watches_pauses_and_resumes_in_chromium(console: Conso
 
     try:
         sign_in(driver, console, Role.OPERATOR, f"{PREFIX}/issues/{EXAMPLE_ISSUE}")
-        driver.find_element(By.ID, "send").click()
+        navigate(driver, driver.find_element(By.ID, "send"))
         assert "400 subscriber(s)" in driver.find_element(By.TAG_NAME, "main").text
-        driver.find_element(By.ID, "confirm").click()
+        navigate(driver, driver.find_element(By.ID, "confirm"))
         # The page's script fills in the figures as messages go out.
         assert eventually(lambda: figure("sent") >= 40, timeout=30)
         shoot(driver, folder_shots, "operator-sending-desktop")
-        driver.find_element(By.ID, "pause").click()
+        navigate(driver, driver.find_element(By.ID, "pause"))
         assert driver.find_element(By.ID, "status").text == "paused"
         paused_at = len(console.mail.received)
         assert paused_at < 400
@@ -707,8 +717,8 @@ def test_an_operator_sends_watches_pauses_and_resumes_in_chromium(console: Conso
                      .replace(",", ""))
         assert 0 < queued < 400 and "paused by an editor" in row.text
         shoot(driver, folder_shots, "operator-issues-list-desktop")
-        driver.find_element(By.LINK_TEXT, EXAMPLE_ISSUE).click()
-        driver.find_element(By.ID, "resume").click()
+        navigate(driver, driver.find_element(By.LINK_TEXT, EXAMPLE_ISSUE))
+        navigate(driver, driver.find_element(By.ID, "resume"))
         assert eventually(lambda: driver.find_element(By.ID, "status").text == "sent",
                           timeout=60)
         assert figure("sent") == 400
