@@ -18,7 +18,9 @@ from tests.helpers import EXAMPLE_ISSUE
 # Each of these sends mail or runs until stopped: their examples are read, not run.
 NOT_RUN = {"run": "the daemon runs until stopped and sends mail",
            "serve": "serves the web app until stopped",
-           "worker": "delivers queued mail over SMTP"}
+           "worker": "delivers queued mail over SMTP",
+           "users add": "asks for the new account's password at a prompt",
+           "users reset": "asks for the new password at a prompt"}
 
 
 def command_paths() -> list[str]:
@@ -85,11 +87,12 @@ def test_every_example_in_help_works(project):
     each finds what it needs (a subscriber to change, a send to pause)."""
     found = examples()
 
-    def run(command: str) -> subprocess.CompletedProcess[str]:
+    def run(command: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         args = shlex.split(command)
         assert args[0] == "dispatch"
         return subprocess.run([sys.executable, "-m", "dispatch", *args[1:]], cwd=project,
-                               capture_output=True, text=True, timeout=600, check=False)
+                               capture_output=True, text=True, timeout=600, check=False,
+                               input=stdin)
 
     (project / "pasted.txt").write_text("Harbor Cranes Return\n\nThe cranes came back to "
                                         "Busan on Monday.\n\nDetails\n\nThree were fixed.\n")
@@ -97,16 +100,19 @@ def test_every_example_in_help_works(project):
     setup = {
         "subscribers import": ["dispatch subscribers import readers.csv"],
         "pause": [f"dispatch send {EXAMPLE_ISSUE} --launch-only --yes"],
+        "users set-role": ["dispatch users add ana@example.org --role editor --password-stdin"],
     }
+    stdin = {"users set-role": "correct horse battery staple\n"}
     order = ["", "check", "init", "issue new", "brief new", "brief import", "preview",
              "db upgrade", "subscribers add", "subscribers import", "subscribers export",
              "subscribers list", "subscribers set", "segments", "demo", "send",
              "schedule add", "schedule list", "schedule move", "schedule cancel",
-             "pause", "status", "resume", "subscribers forget"]
+             "pause", "status", "resume", "subscribers forget", "users set-role",
+             "users list", "users disable"]
     assert set(found) - set(NOT_RUN) == set(order), "every example is run or skipped"
     for path in order:
         for step in setup.get(path, []):
-            done = run(step)
+            done = run(step, stdin.get(path))
             assert done.returncode == 0, f"setup {step}: {done.stdout}{done.stderr}"
         command = future(found[path])
         result = run(command)

@@ -46,7 +46,7 @@ METAVARS = {"--at": "WHEN", "--tz": "ZONE", "--topics": "A,B", "--topic": "TOPIC
             "--out": "DIR", "--dir": "DIR", "--config": "PATH", "--test-to": "ADDRESS",
             "--sample": "N", "--subscribers": "N", "--status": "STATUS", "--segment": "SEGMENT",
             "--name": "NAME", "--issue": "ISSUE", "--host": "HOST", "--port": "PORT",
-            "--subject": "TEXT"}
+            "--subject": "TEXT", "--role": "ROLE"}
 _TYPE_METAVARS = {"path": "PATH", "integer": "N", "integer range": "N", "float": "SECONDS",
                   "float range": "SECONDS", "datetime": "WHEN"}
 
