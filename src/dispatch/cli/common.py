@@ -4,7 +4,10 @@ the formatting helpers more than one command prints with."""
 
 from __future__ import annotations
 
+import inspect
+import logging
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -38,8 +41,77 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 ClickContext = Any
 
 
+# The value each option takes, as help and usage name it; the rest are named by their type.
+METAVARS = {"--at": "WHEN", "--tz": "ZONE", "--topics": "A,B", "--topic": "TOPIC",
+            "--out": "DIR", "--dir": "DIR", "--config": "PATH", "--test-to": "ADDRESS",
+            "--sample": "N", "--subscribers": "N", "--status": "STATUS", "--segment": "SEGMENT",
+            "--name": "NAME", "--issue": "ISSUE", "--host": "HOST", "--port": "PORT",
+            "--subject": "TEXT"}
+_TYPE_METAVARS = {"path": "PATH", "integer": "N", "integer range": "N", "float": "SECONDS",
+                  "float range": "SECONDS", "datetime": "WHEN"}
+
+
+def readable_metavars(command: Any) -> None:
+    """Name every value in a command's help and usage the way the README does (ISSUE, WHEN,
+    PATH) instead of by its Python type (<str>, <bool>); flags take no value and show none,
+    nor a default that only repeats the flag."""
+    for param in command.params:
+        if param.param_type_name == "argument":
+            # The argument's own help line names it once, without "<str>" after it.
+            param.display_type_rich = _no_type
+        if param.metavar is not None:
+            continue
+        if param.param_type_name == "option":
+            if param.is_flag:
+                param.show_default = False
+                continue
+            long = max(param.opts, key=len)
+            param.metavar = METAVARS.get(long) or _TYPE_METAVARS.get(
+                param.type.name, long.lstrip("-").upper())
+        elif param.param_type_name == "argument":
+            param.metavar = param.name.upper()  # usage adds {…}, […] and "..." itself
+
+
+def _no_type(ctx: ClickContext) -> None:
+    return None
+
+
+def keep_examples(help_text: str | None) -> str | None:
+    """Examples stay on their own lines, as typed: click's "\b" marks a paragraph that is
+    not re-wrapped, so an example is never broken across lines at 80 columns."""
+    if not help_text:
+        return help_text
+    paragraphs = inspect.cleandoc(help_text).split("\n\n")
+    return "\n\n".join(_example(p) if p.startswith("Example:") else p for p in paragraphs)
+
+
+def _example(paragraph: str) -> str:
+    command = " ".join(paragraph.removeprefix("Example:").split())
+    # Help is indented by 2; a long example gets a line of its own, indented 2 more.
+    if len("Example: " + command) <= 76:
+        return f"\b\nExample: {command}"
+    return f"\b\nExample:\n  {command}"
+
+
 class DispatchGroup(TyperGroup):
-    """Turns every DispatchError into located one-line messages and its exit code."""
+    """Turns every DispatchError into located one-line messages and its exit code; help that
+    reads as sentences: readable value names and each command's first sentence in full."""
+
+    def get_command(self, ctx: ClickContext, cmd_name: str) -> Any:
+        command: Any = super().get_command(ctx, cmd_name)
+        if command is not None and not getattr(command, "_readable", False):
+            readable_metavars(command)
+            command.help = keep_examples(command.help)
+            command._readable = True
+        return command
+
+    def format_commands(self, ctx: ClickContext, formatter: Any) -> None:
+        rows = [(name, command.get_short_help_str(limit=10_000))
+                for name in self.list_commands(ctx)
+                if (command := self.get_command(ctx, name)) is not None and not command.hidden]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def invoke(self, ctx: ClickContext) -> object:
         try:
@@ -77,6 +149,12 @@ def load_with_store(config: Path | None) -> tuple[Settings, Engine]:
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+def log_to_stderr() -> None:
+    """The long-running commands log to standard error."""
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(message)s")
 
 
 def say(text: str) -> None:

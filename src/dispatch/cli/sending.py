@@ -47,6 +47,10 @@ def _print_status(engine: Engine, issue: str | None, as_json: bool = False
                 ((e["issue"], e["status"], *(f"{e['states'][state]:,}" for state in RowState))
                  for e in report))
     for entry in report:
+        came_back = ", ".join(f"{n:,} {key.replace('_', ' ')}"
+                              for key, n in entry["reports"].items() if n)
+        if came_back:
+            say(f"{entry['issue']}: came back: {came_back}")
         if entry["reason"]:
             say(f"{entry['issue']}: {entry['status']}: {entry['reason']}")
         for e in entry["last_errors"]:
@@ -211,8 +215,9 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
     config: ConfigOption = None,
 ) -> None:
-    """Per send: queued, sending, sent, retrying, failed, bounced and skipped counts, and the
-    last errors.
+    """Per send: queued, sending, sent, retrying, failed, bounced and skipped counts; what
+    came back (hard and soft bounces, complaints, unsubscribes by one-click, mailto or the
+    preferences page, auto-replies, unmatched reports); and the last errors.
 
     Example: dispatch status 2026-11-27-thaw
     """

@@ -11,6 +11,7 @@ import fcntl
 import json
 import logging
 import os
+import secrets
 import threading
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
@@ -205,7 +206,7 @@ def send_test_copies(engine: Engine, issue: Issue, settings: Settings, address: 
             recipient = Recipient(
                 email=address, name=None, unsubscribe_url=f"{base}/u/TEST-SEND",
                 preferences_url=f"{base}/p/TEST-SEND", view_url=f"{base}/a/{issue.slug}/{vid}",
-                message_id=message_id(issue.slug, f"test:{vid}:{now.isoformat()}", settings))
+                message_id=message_id(issue.slug, secrets.token_hex(16), settings))
             data = personalize(template, recipient, now.replace(microsecond=0), settings)
             replies.append((vid, connection.send(settings.newsletter.from_email,
                                                  wire_address(address), data,

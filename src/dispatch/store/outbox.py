@@ -370,6 +370,28 @@ def state_counts(engine: Engine, issue: str | None = None) -> dict[str, Counter[
     return counts
 
 
+def delivery_timeline(engine: Engine, issue: str, buckets: int = 30
+                      ) -> list[tuple[datetime, int]]:
+    """Messages delivered over time, for the console's chart: (bucket start, count) over
+    at most `buckets` equal spans from the first delivery to the last."""
+    with engine.connect() as conn:
+        times = sorted(conn.execute(select(outbox.c.updated_at).where(and_(
+            outbox.c.issue == issue, outbox.c.state == RowState.SENT))).scalars())
+    if not times:
+        return []
+    span = max((times[-1] - times[0]) / buckets, timedelta(seconds=1))
+    counts: Counter[int] = Counter(min(int((t - times[0]) / span), buckets - 1) for t in times)
+    return [(times[0] + span * i, counts[i]) for i in range(max(counts) + 1)]
+
+
+def sent_since(engine: Engine, issue: str, since: datetime) -> int:
+    """Messages of an issue delivered after `since` (the console's live rate)."""
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(outbox).where(and_(
+            outbox.c.issue == issue, outbox.c.state == RowState.SENT,
+            outbox.c.updated_at > since))).scalar_one()
+
+
 def last_errors(engine: Engine, issue: str, limit: int = 5) -> list[dict[str, Any]]:
     query = (select(subscribers.c.email, outbox.c.state, outbox.c.attempts, outbox.c.reply,
                     outbox.c.updated_at)
@@ -527,7 +549,7 @@ class SqlOutbox:
                 conn.execute(self._record_statement, rows)
                 for change in changes:
                     if change.bounced is not None:
-                        mark_bounced(conn, change.bounced, now)
+                        mark_bounced(conn, change.bounced, now, change.reply[:MAX_REPLY])
                 conn.commit()
             else:
                 driver = conn.connection.driver_connection
