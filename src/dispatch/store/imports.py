@@ -21,7 +21,7 @@ from sqlalchemy import Connection, Engine, bindparam, func, insert, select, text
 from dispatch.audience.addresses import email_hash
 from dispatch.audience.csvio import Rejected, Row, merge_duplicate
 from dispatch.states import SUPPRESSING, SubscriberStatus
-from dispatch.store.schema import subscriber_topics, subscribers, suppressions
+from dispatch.store.schema import subscriber_topics, subscribers
 from dispatch.store.subscribers import IN_CHUNK, chunks, topics_by_id
 
 BATCH = 10_000
@@ -111,20 +111,12 @@ class _Import:
         return sid < len(self.flags) and bool(self.flags[sid] & _TOUCHED)
 
     def _batch(self, rows: list[Row]) -> None:
-        conn = self.conn
-        existing: dict[str, tuple[int, str]] = {}
-        for chunk in chunks([r.key for r in rows], IN_CHUNK):
-            for sid, key, status in conn.execute(
-                    select(subscribers.c.id, subscribers.c.email_key, subscribers.c.status)
-                    .where(subscribers.c.email_key.in_(chunk))):
-                existing[key] = (sid, status)
         hashes = {r.key: email_hash(r.key) for r in rows}
-        suppressed: dict[str, str] = {}
-        for chunk in chunks(list(hashes.values()), IN_CHUNK):
-            for digest, reason in conn.execute(
-                    select(suppressions.c.email_hash, suppressions.c.reason)
-                    .where(suppressions.c.email_hash.in_(chunk))):
-                suppressed[digest] = reason
+        existing = {key: (sid, status) for sid, key, status in self._lookup(
+            "SELECT id, email_key, status FROM subscribers WHERE email_key", list(hashes))}
+        suppressed = {digest: reason for digest, reason in self._lookup(
+            "SELECT email_hash, reason FROM suppressions WHERE email_hash",
+            list(hashes.values()))}
         new: list[Row] = []
         old: list[tuple[int, Row, bool]] = []  # (id, row, a duplicate of an earlier line)
         for row in rows:
@@ -151,6 +143,17 @@ class _Import:
             self._add(new, hashes)
         if old:
             self._merge(old)
+
+    def _lookup(self, query: str, values: list[str]) -> Iterator[Any]:
+        """`query` ending in a column, for the rows whose column is one of `values`: one
+        array parameter on PostgreSQL (a 10,000-long IN list costs more to plan than to
+        run), chunks under SQLite's parameter limit otherwise."""
+        if self.postgres:
+            yield from self.conn.exec_driver_sql(f"{query} = ANY(%s)", (values,))
+            return
+        for chunk in chunks(values, IN_CHUNK):
+            marks = ", ".join("?" * len(chunk))
+            yield from self.conn.exec_driver_sql(f"{query} IN ({marks})", tuple(chunk))
 
     def _add(self, rows: list[Row], hashes: dict[str, str]) -> None:
         ids = self._new_ids(len(rows))
