@@ -242,11 +242,16 @@ class DeliveryProgress:
 
     def __call__(self, stats: Stats) -> None:
         detail = stats_line(stats)
+        # The worker counts what is left as it goes (launches and other workers change it);
+        # a send's own count is known before it starts.
+        total = max(stats.total, self.total, stats.done)
         if self._bar:
-            self._bar.update(self._task, completed=stats.done, detail=detail)
+            self._bar.update(self._task, completed=stats.done, total=total or None,
+                             detail=detail)
         elif time.monotonic() - self._last >= self.every:
             self._last = time.monotonic()
-            warn(f"{self.label}: {stats.done:,}/{self.total:,} done; {detail}")
+            of = f"/{total:,}" if total else ""
+            warn(f"{self.label}: {stats.done:,}{of} done; {detail}")
 
 
 @contextmanager
