@@ -268,7 +268,7 @@ def test_addresses_and_names(tmp_path):
 def test_relative_paths_are_relative_to_the_config_folder(tmp_path, monkeypatch):
     monkeypatch.chdir("/")
     (tmp_path / "keys").mkdir()
-    (tmp_path / "keys" / "dkim.pem").write_text("not checked here")
+    (tmp_path / "keys" / "dkim.pem").write_text("A" * 43 + "=")  # a base64 Ed25519 seed
     settings = load_settings(write(tmp_path, MINIMAL + '[store]\nurl = "sqlite:///data/x.db"\n'
                                    '[dkim]\ndomain = "example.org"\nselector = "news"\n'
                                    'key_file = "keys/dkim.pem"\n'))

@@ -1,17 +1,61 @@
 """The email-correctness rules a rendered message must pass before it may be sent
 (docs/architecture.md, "Email correctness"): size, doctype, lang, alt text, absolute links,
-responsive CSS, Outlook blocks, leftover template syntax, plaintext line lengths and the
-unsubscribe link in both parts."""
+responsive CSS, valid CSS and no remote resource but images, Outlook blocks, leftover template
+syntax, plaintext line lengths and the unsubscribe link in both parts."""
 
 from __future__ import annotations
 
+import html as html_lib
 import re
+
+import tinycss2
 
 from dispatch.compose.slots import fill_slots, sample_values
 from dispatch.config import Settings
 
 MAX_TEXT_LINE = 78
 MAX_HTML_BYTES = 100 * 1024  # Gmail clips messages near 102 KB
+
+
+STYLE_BLOCK = re.compile(r"<style\b[^>]*>(.*?)</style>", re.DOTALL | re.IGNORECASE)
+STYLE_ATTRIBUTE = re.compile(r"\sstyle=\"([^\"]*)\"", re.IGNORECASE)
+
+
+def _css_errors(nodes: list[object], errors: list[str]) -> None:
+    """Collect tinycss2's parse errors, descending into at-rules' blocks (@media)."""
+    for node in nodes:
+        if isinstance(node, tinycss2.ast.ParseError):
+            errors.append(f"{node.message} (line {node.source_line})")
+        elif isinstance(node, (tinycss2.ast.AtRule, tinycss2.ast.QualifiedRule)) and node.content:
+            _css_errors(tinycss2.parse_blocks_contents(node.content), errors)
+        elif isinstance(node, tinycss2.ast.Declaration):
+            _css_errors([v for v in node.value if isinstance(v, tinycss2.ast.ParseError)],
+                        errors)
+
+
+def css_problems(html: str) -> list[str]:
+    """CSS parse errors in the <style> blocks and style attributes, and anything in the CSS or
+    the markup that would fetch a resource when the message is opened (web fonts, stylesheets):
+    the only remote resources a message may hold are the editors' images."""
+    problems: list[str] = []
+    for number, block in enumerate(STYLE_BLOCK.findall(html), 1):
+        errors: list[str] = []
+        _css_errors(tinycss2.parse_stylesheet(block, skip_comments=True,
+                                              skip_whitespace=True), errors)
+        problems += [f"CSS error in <style> block {number}: {e}" for e in errors]
+        if re.search(r"@import|url\(", block, re.IGNORECASE):
+            problems.append(f"<style> block {number} fetches a remote resource (@import or url())")
+    for style in set(STYLE_ATTRIBUTE.findall(html)):
+        errors = []
+        declarations = html_lib.unescape(style)
+        _css_errors(tinycss2.parse_blocks_contents(declarations, skip_comments=True,
+                                                   skip_whitespace=True), errors)
+        problems += [f"CSS error in style=\"{declarations[:80]}\": {e}" for e in errors]
+        if re.search(r"url\(", declarations, re.IGNORECASE):
+            problems.append(f"style=\"{declarations[:80]}\" fetches a remote resource")
+    for tag in re.findall(r"<link\b[^>]*>", html, re.IGNORECASE):
+        problems.append(f"<link> fetches a remote resource: {tag[:120]}")
+    return problems
 
 
 def check_rendered(html: str, text: str, settings: Settings) -> list[str]:
@@ -37,6 +81,7 @@ def check_rendered(html: str, text: str, settings: Settings) -> list[str]:
     media = re.findall(r"@media[^{]*\{(.*?\})\s*\}", html, re.DOTALL)
     if not media or not any("!important" in block for block in media):
         problems.append("the responsive media queries lost their !important")
+    problems += css_problems(html)
     opened, closed = len(re.findall(r"<!--\[if", html)), len(re.findall(r"<!\[endif\]-->", html))
     if opened == 0 or opened != closed:
         problems.append(f"Outlook conditional blocks damaged ({opened} opened, {closed} closed)")

