@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs and starts what the tests talk to for real, from Debian's packages: PostgreSQL
 # (a server on 127.0.0.1:5432 with a `dispatch` role and `dispatch_test` database), Chromium and
-# its chromedriver (headless screenshots, clicking through the web app), and Postfix's smtp-sink/smtp-source for the delivery benchmark (the
-# postfix daemon is never configured or started). Idempotent. Without root or apt-get it says so, and the tests that
+# its chromedriver (headless screenshots, clicking through the web app), Postfix's smtp-sink/smtp-source for the delivery benchmark (the
+# postfix daemon is never configured or started), and the judges of sent mail: SpamAssassin
+# (run as `spamassassin -L -t`, no daemon) and OpenDKIM's opendkim-testmsg (no milter). Idempotent. Without root or apt-get it says so, and the tests that
 # need these programs skip with a reason.
 set -euo pipefail
 
@@ -11,6 +12,8 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
 [ -x /usr/sbin/smtp-sink ] || missing+=(postfix)
+command -v spamassassin >/dev/null 2>&1 || missing+=(spamassassin)
+command -v opendkim-testmsg >/dev/null 2>&1 || missing+=(opendkim-tools)
 
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
     echo "services: not root or no apt-get: not installing ${missing[*]:-anything}; tests that need missing services will skip"
@@ -33,4 +36,4 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432; then
 fi
 (cd / && su postgres -c "psql -q -tc \"SELECT 1 FROM pg_roles WHERE rolname='dispatch'\" | grep -q 1 || psql -q -c \"CREATE ROLE dispatch LOGIN CREATEDB PASSWORD 'dispatch'\"")
 (cd / && su postgres -c "psql -q -tc \"SELECT 1 FROM pg_database WHERE datname='dispatch_test'\" | grep -q 1 || createdb -O dispatch dispatch_test")
-echo "services: PostgreSQL ready on 127.0.0.1:5432, Chromium at $(command -v chromium), chromedriver at $(command -v chromedriver)"
+echo "services: PostgreSQL ready on 127.0.0.1:5432, Chromium at $(command -v chromium), chromedriver at $(command -v chromedriver), spamassassin at $(command -v spamassassin), opendkim-testmsg at $(command -v opendkim-testmsg)"

@@ -9,6 +9,8 @@ import base64
 import json
 import re
 import shutil
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
@@ -174,3 +176,44 @@ def test_opening_any_variant_in_chromium_requests_nothing_but_the_briefs_images(
         assert hosts <= {IMAGE_HOST}, f"{vid} fetched from {hosts - {IMAGE_HOST}}"
     # The log works: a variant with a photo did request it.
     assert seen["b1-2-3-4-5"] == {IMAGE_HOST}
+
+
+
+
+def test_every_image_is_as_wide_as_its_column_in_pixels(sent: Sent):
+    """Outlook for Windows sizes images by the width attribute: the 592 px column (640 less
+    24 px padding each side), a whole number; height="auto" is no valid attribute."""
+    images = {vid: re.findall(r"<img\b[^>]*>", sent.html(vid)) for vid in sent.messages}
+    assert len(images["b1-2-3-4-5"]) == 2  # the lead photo and the one in a brief's body
+    for vid, tags in images.items():
+        for tag in tags:
+            assert re.search(r'\swidth="592"', tag), f"{vid}: {tag}"
+            assert not re.search(r'\sheight="(?!\d+")', tag), f"{vid}: {tag}"
+
+
+# ---- SpamAssassin ----------------------------------------------------------------------
+
+SPAM_LIMIT = 0.5
+
+
+@pytest.mark.skipif(not shutil.which("spamassassin"), reason="Debian's spamassassin is not "
+                    "installed (tests/install-services.sh installs it)")
+def test_spamassassin_scores_every_sent_variant_at_most_half_a_point(sent: Sent, tmp_path):
+    """`spamassassin -L -t`: local tests only (no DNS, no network), the report appended."""
+    def judge(data: bytes) -> tuple[float, list[str]]:
+        result = subprocess.run(["spamassassin", "-L", "-t"], input=data, capture_output=True,
+                                timeout=300, check=True, env={"HOME": str(tmp_path),
+                                                              "PATH": "/usr/bin:/bin"})
+        report = result.stdout.decode("utf-8", "replace")
+        score = re.search(r"Content analysis details:\s+\((-?[\d.]+) points", report)
+        assert score, report[-2000:]
+        rules = re.findall(r"(?m)^\s*(-?\d+\.\d+)\s+([A-Z][A-Z0-9_]+)\s", report)
+        return float(score[1]), [f"{name} {points}" for points, name in rules]
+
+    with ThreadPoolExecutor(2) as pool:  # each run is mostly Perl compiling its rules
+        scores = dict(zip(sent.messages, pool.map(judge, sent.messages.values()), strict=True))
+    print("\nSpamAssassin: " + ", ".join(f"{vid} {s:.1f}" for vid, (s, _) in scores.items()))
+    failing = {vid: hit for vid, hit in scores.items() if hit[0] > SPAM_LIMIT}
+    assert not failing, f"scored over {SPAM_LIMIT}: {failing}"
+
+

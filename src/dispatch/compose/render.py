@@ -26,13 +26,14 @@ from mjml import mjml2html
 from premailer import Premailer
 
 from dispatch.compose.models import Issue
-from dispatch.compose.rules import check_rendered
+from dispatch.compose.rules import COLUMN_WIDTH, check_rendered
 from dispatch.compose.slots import TOKENS
 from dispatch.compose.variants import Variant
 from dispatch.config import Settings
 from dispatch.errors import Problem, RenderError
 
 WIDTH = 72  # plaintext wrap column
+
 DASH_START = re.compile(r"^\s*(—|–|--)\s*")
 # Installed: dispatch/templates (the wheel's copy); from a checkout: the repository's templates/.
 PACKAGED_TEMPLATES = [Path(__file__).resolve().parents[1] / "templates",
@@ -95,7 +96,9 @@ def _body_tokens(markdown: str, base_url: str) -> list[Token]:
                 child.attrSet("href", urljoin(base_url + "/", str(child.attrGet("href"))))
             elif child.type == "image":
                 child.attrSet("src", urljoin(base_url + "/", str(child.attrGet("src"))))
-                child.attrSet("width", "100%")
+                # An HTML width attribute is a number of pixels ("100%" is invalid); CSS lets
+                # the image shrink on narrower screens.
+                child.attrSet("width", str(COLUMN_WIDTH))
     return tokens
 
 
@@ -256,7 +259,7 @@ def _context(issue: Issue, variant: Variant, settings: Settings, now: datetime,
         "preheader": issue.preheader or variant.briefs[0].summary,
         "issue_date": _issue_date(issue, settings, now),
         "topic_labels": [labels[t] for t in variant.topics],
-        "slots": TOKENS, "test_banner": test_banner,
+        "slots": TOKENS, "test_banner": test_banner, "column_width": COLUMN_WIDTH,
     }
     return {**shared, "briefs": html_briefs}, {**shared, "briefs": text_briefs, "links": links}
 
@@ -275,7 +278,8 @@ def render_email(settings: Settings, name: str, html_context: dict[str, Any],
         raise RenderError(Problem(str(where), f"template error: {exc}",
                                   getattr(exc, "lineno", None))) from None
     try:
-        html = inline_css(mjml2html(mjml))
+        # mjml writes height="auto" on images: not a number, so invalid HTML (CSS has it).
+        html = inline_css(mjml2html(mjml).replace(' height="auto"', ""))
     except ValueError as exc:
         raise RenderError(Problem(f"templates/email/{name}.mjml.j2",
                                   f"MJML error in {label}: {exc}")) from None

@@ -15,6 +15,9 @@ from dispatch.config import Settings
 
 MAX_TEXT_LINE = 78
 MAX_HTML_BYTES = 100 * 1024  # Gmail clips messages near 102 KB
+# The email's content column in pixels: mj-body's 640 less the 24 px padding on each side.
+# Images carry it as their width attribute, which Outlook for Windows sizes by.
+COLUMN_WIDTH = 592
 
 
 STYLE_BLOCK = re.compile(r"<style\b[^>]*>(.*?)</style>", re.DOTALL | re.IGNORECASE)
@@ -75,6 +78,12 @@ def check_rendered(html: str, text: str, settings: Settings) -> list[str]:
         alt = re.search(r"\balt=\"([^\"]*)\"", img)
         if not alt or not alt[1].strip():
             problems.append(f"image without alt text: {img[:120]}")
+        width = re.search(r"\swidth=\"([^\"]*)\"", img)
+        if not width or not width[1].isdigit() or int(width[1]) > COLUMN_WIDTH:
+            problems.append(f"image width attribute must be a number of pixels up to the "
+                            f"column's {COLUMN_WIDTH}: {img[:120]}")
+        if re.search(r"\sheight=\"(?!\d+\")", img):
+            problems.append(f"image height attribute is not a number of pixels: {img[:120]}")
     for attr, url in re.findall(r"\b(href|src)=\"([^\"]*)\"", html_filled):
         if not re.match(r"^(https?://[^\s/]+|mailto:)", url):
             problems.append(f"{attr} is not an absolute http(s) or mailto URL: {url[:120]!r}")
