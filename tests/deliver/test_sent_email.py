@@ -24,7 +24,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from dispatch.config import DkimSettings, Settings, load_settings
+from dispatch.deliver.messages import DKIM_HEADERS, DKIM_OVERSIGNED, sign_dkim
+from dispatch.config.dkim import dkim_key
 from dispatch.store.db import open_store
+from tests.dkim_dns import OPENDKIM_TESTMSG, opendkim_verify
 from tests.helpers import EXAMPLE_ISSUE, ROOT, send_every_variant
 
 IMAGE_HOST = "images.example.net"
@@ -217,3 +220,88 @@ def test_spamassassin_scores_every_sent_variant_at_most_half_a_point(sent: Sent,
     assert not failing, f"scored over {SPAM_LIMIT}: {failing}"
 
 
+
+
+# ---- DKIM ------------------------------------------------------------------------------
+
+needs_opendkim = pytest.mark.skipif(
+    not (OPENDKIM_TESTMSG and shutil.which("unshare") and shutil.which("ip")),
+    reason="opendkim-testmsg (Debian's opendkim-tools, tests/install-services.sh installs it), "
+           "unshare or ip missing")
+
+
+def _dkimpy(sent: Sent, data: bytes) -> bool:
+    import dkim
+
+    return bool(dkim.verify(data, dnsfunc=lambda name, timeout=5: sent.dns.get(name)))
+
+
+def _h_tag(data: bytes) -> list[str]:
+    header = data.split(b"\r\n\r\n", 1)[0].decode()
+    signature = re.search(r"^DKIM-Signature:(.*?)\r\n(?=\S)", header, re.S | re.M)
+    assert signature, header
+    h = re.search(r"\bh=([^;]*)", re.sub(r"\s+", "", signature[1]))
+    assert h
+    return h[1].lower().split(":")
+
+
+def _tampered(data: bytes) -> dict[str, bytes]:
+    """What someone between us and the reader might do: prepend a second copy of a header
+    (clients show the first), or change one we set."""
+    changes = {f"prepended {name}": f"{name}: {value}\r\n".encode() + data for name, value in (
+        ("Subject", "Your account is locked"), ("From", "Bank <alerts@bank.example>"),
+        ("To", "someone@example.net"),
+        ("List-Unsubscribe", "<https://evil.example/u>"),
+        ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))}
+    changes["changed Reply-To"] = data.replace(b"Reply-To: editors@example.org",
+                                               b"Reply-To: thief@evil.example", 1)
+    changes["changed Feedback-ID"] = re.sub(rb"Feedback-ID: \S+", b"Feedback-ID: a:b:c:evil",
+                                            data, count=1)
+    assert all(changed != data for changed in changes.values())
+    return changes
+
+
+def test_every_sent_variant_signs_the_header_set_and_oversigns(sent: Sent):
+    for vid, data in sent.messages.items():
+        h = _h_tag(data)
+        for name in DKIM_HEADERS:
+            assert name.decode() in h, f"{vid}: {name!r} not signed"
+        for name in ("from", "subject", "to", "list-unsubscribe", "list-unsubscribe-post"):
+            assert h.count(name) == 2, f"{vid}: {name} not oversigned: {h}"
+        assert {n.encode() for n in h if h.count(n) == 2} == DKIM_OVERSIGNED
+        assert b"\r\nReply-To: " in data and b"\r\nFeedback-ID: " in data
+
+
+def test_dkimpy_verifies_every_sent_variant_and_refuses_every_tampering(sent: Sent):
+    for vid, data in sent.messages.items():
+        assert _dkimpy(sent, data), vid
+    for change, data in _tampered(sent.messages["b1-2-3-4-5"]).items():
+        assert not _dkimpy(sent, data), f"{change} still verifies"
+
+
+@needs_opendkim
+def test_opendkim_verifies_every_sent_variant_and_refuses_every_tampering(sent: Sent,
+                                                                         tmp_path: Path):
+    tampered = _tampered(sent.messages["b1-2-3-4-5"])
+    results = opendkim_verify(sent.dns, [*sent.messages.values(), *tampered.values()], tmp_path)
+    genuine, forged = results[:len(sent.messages)], results[len(sent.messages):]
+    assert genuine == [(0, "")] * len(sent.messages), dict(zip(sent.messages, genuine,
+                                                              strict=True))
+    for change, (status, output) in zip(tampered, forged, strict=True):
+        assert status != 0, f"{change} still verifies ({output})"
+
+
+def test_ed25519_signatures_verify_with_dkimpy_and_opendkim(sent: Sent, tmp_path: Path):
+    """RFC 8463: the same message signed with an Ed25519 key (the PEM `openssl genpkey`
+    writes), as Messages signs it when [dkim] key_file holds one."""
+    key = dkim_key((sent.settings.root / "ed25519.pem").read_bytes())
+    assert key.algorithm == b"ed25519-sha256"
+    unsigned = sent.messages["b1-2-3-4-5"].split(b"\r\n", 1)[1]
+    unsigned = unsigned[re.search(rb"(?m)^(?![ \t])", unsigned).start():]  # type: ignore[union-attr]
+    assert not unsigned.startswith(b"DKIM-Signature")
+    signed = sign_dkim(unsigned, b"news-ed", b"example.org", key)
+    assert b"a=ed25519-sha256" in signed.split(b"\r\n\r\n", 1)[0]
+    assert _dkimpy(sent, signed)
+    assert not _dkimpy(sent, b"Subject: Re: hi\r\n" + signed)
+    if OPENDKIM_TESTMSG and shutil.which("unshare"):
+        assert opendkim_verify(sent.dns, [signed], tmp_path) == [(0, "")]
