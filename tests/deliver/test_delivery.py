@@ -341,3 +341,24 @@ def test_token_secret_is_kept_in_the_store_unless_given(engine, monkeypatch):
         Signer("another secret").read("unsubscribe", token)
     monkeypatch.setenv("DISPATCH_SECRET", "from-the-environment")
     assert secret(engine) == "from-the-environment"
+
+
+def test_ehlo_gives_the_configured_helo_name(settings):
+    names: list[str] = []
+
+    class Recorder(FaultyHandler):
+        async def handle_EHLO(self, server, session, envelope, hostname, responses):
+            names.append(hostname)
+            session.host_name = hostname
+            return responses
+
+    with smtp_sink(Recorder()) as (_, port):
+        for helo in ("mail.example.org", None):
+            smtp = configure_delivery(settings, port).smtp.model_copy(
+                update={"helo_name": helo})
+            connection = smtp_transport(smtp)()
+            assert connection.send("a@example.org", "b@example.com",
+                                   b"Subject: x\r\n\r\nx\r\n").code == 250
+            connection.close()
+    assert names[0] == "mail.example.org"
+    assert names[1] != "mail.example.org" and names[1]  # this host's own name by default

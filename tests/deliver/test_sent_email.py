@@ -24,8 +24,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from dispatch.config import DkimSettings, Settings, load_settings
-from dispatch.deliver.messages import DKIM_HEADERS, DKIM_OVERSIGNED, sign_dkim
 from dispatch.config.dkim import dkim_key
+from dispatch.deliver.messages import DKIM_HEADERS, DKIM_OVERSIGNED, sign_dkim
 from dispatch.store.db import open_store
 from tests.dkim_dns import OPENDKIM_TESTMSG, opendkim_verify
 from tests.helpers import EXAMPLE_ISSUE, ROOT, send_every_variant
