@@ -31,6 +31,11 @@ from tests.dkim_dns import OPENDKIM_TESTMSG, opendkim_verify
 from tests.helpers import EXAMPLE_ISSUE, ROOT, send_every_variant
 
 IMAGE_HOST = "images.example.net"
+# Names run to 200 characters (audience.addresses.MAX_NAME); one word here is longer than a
+# line, so it must be cut.
+LONG_NAME = ("María-Fernanda de los Ángeles Montenegro y Villaseñor "
+             + "Wolfeschlegelsteinhausenbergerdorffwelchevoralternwarengewissenhaftschaferswessen"
+             + " Anastasia Konstantinovna Dobrovolskaya-Rimskaya Petrovna-Ivanova-Sidorova")[:200]
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 needs_chromium = pytest.mark.skipif(
     not (CHROMIUM and CHROMEDRIVER), reason="Debian's chromium and chromium-driver are not "
@@ -107,7 +112,7 @@ def sent(tmp_path_factory: pytest.TempPathFactory) -> Sent:
     engine = open_store(f"sqlite:///{project / 'store.db'}")
     try:
         now = datetime.now(UTC)  # launched now: the rows are due at once
-        messages = send_every_variant(engine, settings, now)
+        messages = send_every_variant(engine, settings, now, name=LONG_NAME)
     finally:
         engine.dispose()
     return Sent(settings, messages, dns, now)
@@ -305,3 +310,31 @@ def test_ed25519_signatures_verify_with_dkimpy_and_opendkim(sent: Sent, tmp_path
     assert not _dkimpy(sent, b"Subject: Re: hi\r\n" + signed)
     if OPENDKIM_TESTMSG and shutil.which("unshare"):
         assert opendkim_verify(sent.dns, [signed], tmp_path) == [(0, "")]
+
+
+# ---- Plaintext -------------------------------------------------------------------------
+
+def test_plaintext_lines_fit_76_columns_with_the_longest_name_and_real_urls(sent: Sent):
+    assert len(LONG_NAME) == 200
+    longest = {}
+    for vid in sent.messages:
+        text = sent.text(vid)
+        lines = text.splitlines()
+        longest[vid] = max(len(line) for line in lines)
+        assert longest[vid] <= 76, [line for line in lines if len(line) > 76]
+        # The whole name is there, wrapped; so are the reader's own links, each on its line.
+        greeting = re.search(r"^Hi (.*?),\r?\n\r?\n", text, re.S | re.M)
+        assert greeting and "".join(greeting[1].split()) == "".join(LONG_NAME.split())
+        for path in ("/u/", "/p/", f"/a/{EXAMPLE_ISSUE}/{vid}"):
+            assert any(re.fullmatch(rf"https://news\.example\.org{path}\S*", line)
+                       for line in lines), path
+        # Each title's underline is exactly as long as the title's longest line.
+        for number, line in enumerate(lines):
+            if line and set(line) == {"-"} and number and lines[number - 1]:
+                title = []
+                back = number - 1
+                while back >= 0 and lines[back]:
+                    title.insert(0, lines[back])
+                    back -= 1
+                assert len(line) == max(map(len, title)), (vid, title, line)
+    print(f"\nlongest plaintext line per variant: {longest}")

@@ -17,7 +17,7 @@ from typing import Any
 from dispatch.compose.message import Recipient, build_template, message_id, personalize
 from dispatch.compose.models import Issue
 from dispatch.compose.render import environment, render_variant
-from dispatch.compose.slots import fill_slots, sample_values
+from dispatch.compose.slots import fill_slots, fill_text_slots, sample_values
 from dispatch.compose.variants import Variant, possible_variants
 from dispatch.config import Settings
 
@@ -68,7 +68,7 @@ def preview(issue: Issue, settings: Settings, out_dir: Path, now: datetime,
         values = {**sample_values(settings), "view_url": recipient.view_url}
         html_path = out_dir / f"{variant.id}.html"
         html_path.write_text(fill_slots(rendered.html, values), encoding="utf-8")
-        (out_dir / f"{variant.id}.txt").write_text(fill_slots(rendered.text, values),
+        (out_dir / f"{variant.id}.txt").write_text(fill_text_slots(rendered.text, values),
                                                    encoding="utf-8")
         eml = personalize(build_template(rendered, issue, settings), recipient, now, settings)
         (out_dir / f"{variant.id}.eml").write_bytes(eml)
