@@ -338,3 +338,20 @@ def test_plaintext_lines_fit_76_columns_with_the_longest_name_and_real_urls(sent
                     back -= 1
                 assert len(line) == max(map(len, title)), (vid, title, line)
     print(f"\nlongest plaintext line per variant: {longest}")
+
+
+# ---- The masthead date -----------------------------------------------------------------
+
+def test_the_masthead_says_the_day_the_issue_went_out_in_the_editors_zone(sent: Sent):
+    """The issue.toml plans 14 March 2031; it was sent today: the masthead says today, as
+    the Date header does, both read in the editors' zone (Asia/Seoul)."""
+    from email.utils import parsedate_to_datetime
+    from zoneinfo import ZoneInfo
+
+    zone = ZoneInfo(sent.settings.newsletter.timezone)
+    for vid in sent.messages:
+        sent_on = parsedate_to_datetime(str(sent.parsed(vid)["Date"])).astimezone(zone).date()
+        expected = f"{sent_on:%A}, {sent_on.day} {sent_on:%B %Y}"
+        assert sent.text(vid).splitlines()[1] == expected, vid
+        assert expected.upper() in sent.html(vid), vid
+        assert "2031" not in sent.text(vid)

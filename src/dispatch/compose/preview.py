@@ -13,6 +13,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from dispatch.compose.message import Recipient, build_template, message_id, personalize
 from dispatch.compose.models import Issue
@@ -61,9 +62,13 @@ def preview(issue: Issue, settings: Settings, out_dir: Path, now: datetime,
     chromium = find_chromium() if screenshots else None
     if screenshots and chromium is None:
         progress("Chromium not found: skipping screenshots (apt-get install chromium)")
+    # The masthead of a planned issue shows the day it is planned for; a send shows the day
+    # it really goes out (compose.render._issue_date).
+    planned_day = (issue.send_at.astimezone(ZoneInfo(settings.newsletter.timezone)).date()
+                   if issue.send_at else None)
     report: dict[str, Any] = {"issue": issue.slug, "subject": issue.subject, "variants": []}
     for variant in variants.values():
-        rendered = render_variant(issue, variant, settings, now)
+        rendered = render_variant(issue, variant, settings, now, day=planned_day)
         recipient = sample_recipient(issue, variant, settings)
         values = {**sample_values(settings), "view_url": recipient.view_url}
         html_path = out_dir / f"{variant.id}.html"

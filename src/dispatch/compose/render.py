@@ -11,7 +11,7 @@ import logging
 import re
 import textwrap
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -228,14 +228,17 @@ def inline_css(html: str) -> str:
     return "<!doctype html>\n" + inlined
 
 
-def _issue_date(issue: Issue, settings: Settings, now: datetime) -> str:
-    """The issue's date in the editors' zone: its send time, or now for an unscheduled one."""
-    moment = (issue.send_at or now).astimezone(ZoneInfo(settings.newsletter.timezone))
-    return f"{moment:%A}, {moment.day} {moment:%B %Y}"
+def _issue_date(settings: Settings, now: datetime, day: date | None) -> str:
+    """The masthead's date: `day` when given, else the date at `now` in the editors' zone.
+    An issue is rendered when it goes out, so `now` is its real date, whatever send_at the
+    issue.toml planned; a local-time send passes the day its readers get it in their zones."""
+    day = day or now.astimezone(ZoneInfo(settings.newsletter.timezone)).date()
+    return f"{day:%A}, {day.day} {day:%B %Y}"
 
 
 def _context(issue: Issue, variant: Variant, settings: Settings, now: datetime,
-             test_banner: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+             test_banner: str | None, day: date | None = None
+             ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The template contexts for the HTML and the plaintext renders."""
     labels = {key: topic.label for key, topic in settings.topics.items()}
     base = settings.newsletter.base_url
@@ -257,7 +260,7 @@ def _context(issue: Issue, variant: Variant, settings: Settings, now: datetime,
     shared = {
         "newsletter": settings.newsletter, "subject": issue.subject,
         "preheader": issue.preheader or variant.briefs[0].summary,
-        "issue_date": _issue_date(issue, settings, now),
+        "issue_date": _issue_date(settings, now, day),
         "topic_labels": [labels[t] for t in variant.topics],
         "slots": TOKENS, "test_banner": test_banner, "column_width": COLUMN_WIDTH,
     }
@@ -287,9 +290,10 @@ def render_email(settings: Settings, name: str, html_context: dict[str, Any],
 
 
 def render_variant(issue: Issue, variant: Variant, settings: Settings, now: datetime,
-                   test_banner: str | None = None) -> Rendered:
-    """Render one variant and run every check on it; a failed check raises RenderError."""
-    html_ctx, text_ctx = _context(issue, variant, settings, now, test_banner)
+                   test_banner: str | None = None, day: date | None = None) -> Rendered:
+    """Render one variant and run every check on it; a failed check raises RenderError.
+    `day` is the masthead's date (see _issue_date)."""
+    html_ctx, text_ctx = _context(issue, variant, settings, now, test_banner, day)
     html, text = render_email(settings, "issue", html_ctx, text_ctx, f"variant {variant.id}")
     problems = check_rendered(html, text, settings)
     if problems:

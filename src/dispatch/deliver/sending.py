@@ -16,7 +16,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -83,17 +83,20 @@ def worker_lock(engine: Engine) -> Iterator[None]:
 
 
 def render_audience(issue: Issue, variants: dict[str, Variant], settings: Settings,
-                    now: datetime, test_banner: str | None = None) -> dict[str, Rendered]:
-    return {vid: render_variant(issue, variant, settings, now, test_banner)
+                    now: datetime, test_banner: str | None = None, day: date | None = None
+                    ) -> dict[str, Rendered]:
+    return {vid: render_variant(issue, variant, settings, now, test_banner, day)
             for vid, variant in variants.items()}
 
 
 def launch_issue(engine: Engine, issue: Issue, audience: Audience, settings: Settings,
                  now: datetime, *, scheduled_for: datetime | None = None,
-                 release: Callable[[int], datetime] | None = None) -> bool:
+                 release: Callable[[int], datetime] | None = None,
+                 day: date | None = None) -> bool:
     """Render the audience's variants and snapshot it into the outbox (one transaction);
-    see outbox.launch for `scheduled_for` and `release`."""
-    rendered = render_audience(issue, audience.variants, settings, now)
+    see outbox.launch for `scheduled_for` and `release`. The masthead says `day`, or today
+    in the editors' zone: the issue goes out now."""
+    rendered = render_audience(issue, audience.variants, settings, now, day=day)
     return launch(engine, issue, audience,
                   {vid: (r.html, r.text) for vid, r in rendered.items()}, now,
                   scheduled_for=scheduled_for, release=release)
