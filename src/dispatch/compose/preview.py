@@ -19,7 +19,7 @@ from dispatch.compose.message import Recipient, build_template, message_id, pers
 from dispatch.compose.models import Issue
 from dispatch.compose.render import environment, render_variant
 from dispatch.compose.slots import fill_slots, fill_text_slots, sample_values
-from dispatch.compose.variants import Variant, possible_variants
+from dispatch.compose.variants import Variant, possible_variants, variant_label
 from dispatch.config import Settings
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
@@ -78,7 +78,8 @@ def preview(issue: Issue, settings: Settings, out_dir: Path, now: datetime,
         eml = personalize(build_template(rendered, issue, settings), recipient, now, settings)
         (out_dir / f"{variant.id}.eml").write_bytes(eml)
         entry: dict[str, Any] = {
-            "id": variant.id, "briefs": [b.path.name for b in variant.briefs],
+            "id": variant.id, "label": variant_label(issue, variant, labels),
+            "briefs": [b.path.name for b in variant.briefs],
             "titles": [b.title for b in variant.briefs],
             "topics": list(variant.topics), "topic_labels": [labels[t] for t in variant.topics],
             "html_bytes": len(rendered.html.encode()), "text_bytes": len(rendered.text.encode()),
@@ -89,7 +90,7 @@ def preview(issue: Issue, settings: Settings, out_dir: Path, now: datetime,
                 screenshot(chromium, html_path, png, size)
                 entry["screenshots"].append(png.name)
         report["variants"].append(entry)
-        progress(f"{variant.id}: {len(variant.briefs)} brief(s), "
+        progress(f"{entry['label']} ({variant.id}): {len(variant.briefs)} brief(s), "
                  f"{entry['html_bytes'] / 1024:.1f} KB HTML")
     (out_dir / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n",
                                          encoding="utf-8")

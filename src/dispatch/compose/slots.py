@@ -42,3 +42,12 @@ def plain_name(name: str) -> str:
     """A name as the plaintext carries it: on a line of its own after "Hi ", wrapped so no
     line passes 76 characters (names run to 200; a long word is cut)."""
     return textwrap.fill(" ".join(name.split()), width=72, break_on_hyphens=False)
+
+
+PERSONAL = re.compile(r"<!--personal-->.*?<!--/personal-->", re.DOTALL)
+
+
+def public_copy(html: str) -> str:
+    """A rendered issue as the web archive shows it to anyone: without the parts marked
+    personal in the template (the greeting, why you receive it, your links)."""
+    return PERSONAL.sub("", html)

@@ -27,15 +27,15 @@ from dispatch.audience.tokens import Signer
 from dispatch.clock import utcnow
 from dispatch.compose.message import (
     Recipient,
-    build_template,
     message_id,
     needs_smtputf8,
     personalize,
+    template_from_parts,
     wire_address,
 )
 from dispatch.compose.models import Issue
 from dispatch.compose.render import Rendered, render_variant
-from dispatch.compose.variants import Variant, possible_variants
+from dispatch.compose.variants import Variant, possible_variants, variant_label
 from dispatch.config import Settings
 from dispatch.deliver.outcomes import Kind
 from dispatch.deliver.recording import MemoryOutbox, Stats
@@ -153,6 +153,7 @@ def dry_run(engine: Engine, issue: Issue, settings: Settings, out_dir: Path, now
     variant_of = {row[2]: row[1] for row in audience.rows}
     for email, size in writer.sizes.items():
         sizes.setdefault(variant_of[email], []).append(size)
+    labels = {key: topic.label for key, topic in settings.topics.items()}
     data: dict[str, Any] = {
         "issue": issue.slug, "subject": issue.subject, "dry_run": True,
         "recipients": len(audience.rows),
@@ -160,7 +161,8 @@ def dry_run(engine: Engine, issue: Issue, settings: Settings, out_dir: Path, now
         "counted_not_written": writer.counted,
         "skipped": dict(sorted(audience.skipped.items())),
         "variants": [{
-            "id": vid, "briefs": [b.path.name for b in variant.briefs],
+            "id": vid, "label": variant_label(issue, variant, labels),
+            "briefs": [b.path.name for b in variant.briefs],
             "topics": list(variant.topics), "recipients": audience.per_variant[vid],
             "html_bytes": len(rendered[vid].html.encode()),
             "message_bytes": _size_summary(sizes.get(vid, [])),
@@ -187,12 +189,17 @@ def send_test_copies(engine: Engine, issue: Issue, settings: Settings, address: 
     audience = plan_audience(engine, issue, settings)
     variants = audience.variants or possible_variants(issue)
     rendered = render_audience(issue, variants, settings, now, TEST_BANNER)
+    labels = {key: topic.label for key, topic in settings.topics.items()}
     base = settings.newsletter.base_url
     connection = SmtpConnection(settings.smtp)
     replies = []
     try:
         for vid, result in rendered.items():
-            template = build_template(result, issue, settings)
+            # Each copy's subject says which variant it is, so an inbox of copies tells them
+            # apart: "[TEST · East Asia + Security] Seoul and Tokyo…".
+            subject = f"[TEST · {variant_label(issue, result.variant, labels)}] {issue.subject}"
+            template = template_from_parts(vid, result.html, result.text, subject, issue.slug,
+                                           settings)
             recipient = Recipient(
                 email=address, name=None, unsubscribe_url=f"{base}/u/TEST-SEND",
                 preferences_url=f"{base}/p/TEST-SEND", view_url=f"{base}/a/{issue.slug}/{vid}",
@@ -206,9 +213,11 @@ def send_test_copies(engine: Engine, issue: Issue, settings: Settings, address: 
     return replies
 
 
-def variant_table(audience: Audience) -> list[tuple[str, int, list[str]]]:
-    """(variant id, recipients, topics) rows for the confirmation prompt."""
-    return [(vid, audience.per_variant[vid], list(v.topics))
+def variant_table(issue: Issue, audience: Audience, settings: Settings
+                  ) -> list[tuple[str, int, str]]:
+    """(variant label, recipients, variant id) rows for the confirmation prompt."""
+    labels = {key: topic.label for key, topic in settings.topics.items()}
+    return [(variant_label(issue, v, labels), audience.per_variant[vid], vid)
             for vid, v in audience.variants.items()]
 
 
