@@ -355,3 +355,80 @@ def test_the_masthead_says_the_day_the_issue_went_out_in_the_editors_zone(sent: 
         assert sent.text(vid).splitlines()[1] == expected, vid
         assert expected.upper() in sent.html(vid), vid
         assert "2031" not in sent.text(vid)
+
+
+# ---- Accessibility ---------------------------------------------------------------------
+
+# For every visible element with text of its own: its colour's contrast ratio (WCAG 2.x)
+# against the first opaque background behind it, as Chromium computes both.
+CONTRAST_JS = """
+function lum(c) {
+  const [r, g, b] = c.match(/[\\d.]+/g).slice(0, 3).map(v => {
+    v = v / 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); });
+  return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+}
+function opaque(c) { const p = c.match(/[\\d.]+/g); return p && (p.length < 4 || +p[3] > 0.5); }
+const worst = [];
+for (const el of document.body.querySelectorAll('*')) {
+  const own = [...el.childNodes].some(n => n.nodeType === 3 && n.textContent.trim());
+  if (!own || !el.getClientRects().length || el.closest('.preheader')) continue;
+  const style = getComputedStyle(el);
+  if (style.visibility === 'hidden' || style.display === 'none') continue;
+  let bg = 'rgb(255, 255, 255)';
+  for (let a = el; a; a = a.parentElement) {
+    const c = getComputedStyle(a).backgroundColor;
+    if (opaque(c)) { bg = c; break; }
+  }
+  const [l1, l2] = [lum(style.color), lum(bg)].sort((x, y) => y - x);
+  worst.push([(l1 + 0.05) / (l2 + 0.05), el.tagName, style.color, bg,
+              el.textContent.trim().slice(0, 40)]);
+}
+worst.sort((x, y) => x[0] - y[0]);
+return worst.slice(0, 3);
+"""
+
+
+@needs_chromium
+def test_structure_and_text_contrast_in_light_and_dark(sent: Sent, tmp_path: Path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    for vid in sent.messages:
+        html = sent.html(vid)
+        title = re.search(r"<title>([^<]*)</title>", html)
+        assert title and title[1].strip(), vid
+        tables = re.findall(r"<table\b[^>]*>", html)
+        assert tables and all('role="presentation"' in t for t in tables), vid
+        briefs = len(vid[1:].split("-"))
+        assert len(re.findall(r"<h1\b", html)) == 1, vid
+        assert len(re.findall(r"<h2\b", html)) == briefs, vid
+        targets = re.findall(r'href="#([^"]+)"', html)
+        assert len(targets) == briefs and all(f'id="{t}"' in html for t in targets), vid
+
+    options = Options()
+    options.binary_location = str(CHROMIUM)
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu",
+                     "--disable-dev-shm-usage", "--window-size=800,1200",
+                     "--host-resolver-rules=MAP * ~NOTFOUND"):
+        options.add_argument(argument)
+    browser = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    lowest: dict[str, float] = {}
+    try:
+        for scheme in ("light", "dark"):
+            browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {
+                "features": [{"name": "prefers-color-scheme", "value": scheme}]})
+            for vid in sent.messages:
+                page = tmp_path / f"{vid}.html"
+                page.write_text(sent.html(vid), encoding="utf-8")
+                browser.get(page.as_uri())
+                worst = browser.execute_script(CONTRAST_JS)
+                assert worst[0][0] >= 4.5, f"{scheme} {vid}: {worst}"
+                lowest[scheme] = min(lowest.get(scheme, 99.0), worst[0][0])
+                if scheme == "dark":  # no light band: the page itself is dark
+                    body = browser.execute_script(
+                        "return getComputedStyle(document.body).backgroundColor")
+                    assert body == "rgb(28, 28, 30)", f"{vid}: {body}"
+    finally:
+        browser.quit()
+    print(f"\nlowest text contrast: {lowest}")

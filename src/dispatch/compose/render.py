@@ -91,6 +91,10 @@ def _body_tokens(markdown: str, base_url: str) -> list[Token]:
     absolute against the newsletter's base URL."""
     tokens = _mark_attributions(_markdown().parse(markdown))
     for token in tokens:
+        # The masthead is the h1 and each brief's title an h2: a brief's own headings nest
+        # below them.
+        if token.type in ("heading_open", "heading_close"):
+            token.tag = f"h{min(6, max(3, int(token.tag[1]) + 1))}"
         for child in token.children or []:
             if child.type == "link_open":
                 child.attrSet("href", urljoin(base_url + "/", str(child.attrGet("href"))))

@@ -84,7 +84,10 @@ def check_rendered(html: str, text: str, settings: Settings) -> list[str]:
                             f"column's {COLUMN_WIDTH}: {img[:120]}")
         if re.search(r"\sheight=\"(?!\d+\")", img):
             problems.append(f"image height attribute is not a number of pixels: {img[:120]}")
+    ids = set(re.findall(r"\sid=\"([^\"]+)\"", html))
     for attr, url in re.findall(r"\b(href|src)=\"([^\"]*)\"", html_filled):
+        if attr == "href" and url.startswith("#") and url[1:] in ids:
+            continue  # a link within the message (the contents to its briefs)
         if not re.match(r"^(https?://[^\s/]+|mailto:)", url):
             problems.append(f"{attr} is not an absolute http(s) or mailto URL: {url[:120]!r}")
     media = re.findall(r"@media[^{]*\{(.*?\})\s*\}", html, re.DOTALL)
