@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs and starts what the tests talk to for real, from Debian's packages: PostgreSQL
 # (a server on 127.0.0.1:5432 with a `dispatch` role and `dispatch_test` database), Chromium and
-# its chromedriver (headless screenshots, clicking through the web app), Postfix's smtp-sink/smtp-source for the delivery benchmark (the
-# postfix daemon is never configured or started), and the judges of sent mail: SpamAssassin
+# its chromedriver (headless screenshots, clicking through the web app), and Postfix: smtp-sink/smtp-source for the delivery benchmark, and
+# the daemon for tests/inbound/test_postfix.py, which starts a private instance of its own (config and queue under a temporary folder, a
+# loopback port) and stops it; no system-wide instance is configured or started here. Also the judges of sent mail: SpamAssassin
 # (run as `spamassassin -L -t`, no daemon) and OpenDKIM's opendkim-testmsg (no milter). Idempotent. Without root or apt-get it says so, and the tests that
 # need these programs skip with a reason.
 set -euo pipefail
@@ -14,6 +15,8 @@ ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
 [ -x /usr/sbin/smtp-sink ] || missing+=(postfix)
 command -v spamassassin >/dev/null 2>&1 || missing+=(spamassassin)
 command -v opendkim-testmsg >/dev/null 2>&1 || missing+=(opendkim-tools)
+# The README's commands make a virtualenv; Debian's Python needs this package for it.
+python3 -c "import ensurepip" >/dev/null 2>&1 || missing+=(python3-venv)
 
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
     echo "services: not root or no apt-get: not installing ${missing[*]:-anything}; tests that need missing services will skip"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -184,3 +185,15 @@ def test_check_warns_about_clear_text_transport_and_missing_dkim_without_failing
                         'key_file = "dkim.pem"\n')
     quiet = run("check", cwd=project)
     assert quiet.returncode == 0 and "warning" not in quiet.stderr, quiet.stderr
+
+
+def test_the_command_line_starts_without_the_heavy_stack():
+    # --help and --version must not pay for the database, renderer or web stack: those are
+    # imported inside the commands that use them.
+    heavy = ("sqlalchemy", "mjml", "premailer", "jinja2", "aiosmtpd", "selenium", "starlette",
+             "alembic", "email_validator", "psycopg")
+    probe = ("import sys, dispatch.cli; "
+             f"print(sorted(m for m in sys.modules if m.split('.')[0] in {heavy!r}))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            check=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert result.stdout.strip() == "[]"

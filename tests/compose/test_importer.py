@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
@@ -212,3 +212,162 @@ def test_unusable_input(text, message):
     from dispatch.errors import ContentError
     with pytest.raises(ContentError, match=message):
         parse_plaintext(text, "x.txt")
+
+
+# ---- Issue 18: shapes a newcomer's pasted briefs took -------------------------------------
+
+GLUED = """\
+Harbor Authority Sets New Rules for Night Ferries
+
+Harbor Authority Sets New Rules for Night Ferries
+A ferry docks at Pier 9 after sunset on Tuesday (Photo: Lena Ito)
+
+Night ferries across the bay must carry a second pilot from January, the harbor authority said.
+
+The rules follow two collisions last winter.
+"""
+
+
+def test_short_caption_after_a_repeated_title_is_not_glued_to_it():
+    caption = "A ferry docks at Pier 9 after sunset on Tuesday"
+    assert len(caption + " (Photo: Lena Ito)") <= 80
+    brief = parse_plaintext(GLUED)
+    assert brief.title == "Harbor Authority Sets New Rules for Night Ferries"
+    assert brief.caption == caption
+    assert brief.credit == "Photo: Lena Ito"
+    assert brief.dropped == [brief.title]
+    _, _, markdown = import_file(Path("g.txt"), GLUED, {}, TODAY)
+    image = yaml.safe_load(markdown.split("---\n")[1])["image"]
+    assert "Harbor Authority" not in image["alt"] + image["caption"]
+    assert_nothing_lost(GLUED.replace(brief.title, "", 1), markdown)
+
+
+def test_caption_on_the_title_line_is_split_from_it():
+    text = GLUED.replace("Night Ferries\nA ferry", "Night Ferries A ferry")
+    brief = parse_plaintext(text)
+    assert brief.caption == "A ferry docks at Pier 9 after sunset on Tuesday"
+
+
+NUMBERED = """\
+Three Steps for Night Crossings
+
+Operators have until spring to adapt, the authority said.
+
+What Changes:
+
+1. Every crossing after 9 p.m. needs two licensed pilots.
+2) Operators must file a night plan each week.
+3. Fines rise to $5,000 per missed plan,
+   the authority said.
+
+- A bullet list still reads as bullets.
+- And stays apart from the numbered one.
+
+1999. A year at the start of a line is not a list when it is long prose like this one.
+"""
+
+
+def test_numbered_lists_become_ordered_lists():
+    brief = parse_plaintext(NUMBERED)
+    (numbered,) = [b for b in brief.blocks if b.kind == "numbered"]
+    assert numbered.items == ["Every crossing after 9 p.m. needs two licensed pilots.",
+                              "Operators must file a night plan each week.",
+                              "Fines rise to $5,000 per missed plan, the authority said."]
+    _, _, markdown = import_file(Path("n.txt"), NUMBERED, {}, TODAY)
+    # The item numbers are list markers now, not words of the text.
+    assert_nothing_lost(re.sub(r"^\s*\d{1,3}[.)]\s+", "", NUMBERED, flags=re.MULTILINE),
+                        markdown)
+    html = MarkdownIt("commonmark").render(markdown.split("---\n", 2)[2])
+    assert html.count("<ol>") == 1 and html.count("<li>") == 5
+    assert "<ul>" in html
+
+
+def test_a_numbered_list_keeps_its_first_number():
+    text = "Title Line\n\nA deck paragraph here.\n\n4. Fourth point.\n5. Fifth point.\n"
+    _, _, markdown = import_file(Path("n.txt"), text, {}, TODAY)
+    assert "4. Fourth point.\n5. Fifth point." in markdown
+    from dispatch.compose.render import markdown_text as plaintext
+    body = markdown.split("---\n", 2)[2]
+    assert "4. Fourth point.\n5. Fifth point." in plaintext(body, "https://x.example", [])
+
+
+ANGLED = """\
+Ferry Fares Change <effective Jan. 1>
+
+Fares on the bay line rise by a tenth <effective Jan. 1>, the operator said.
+
+What Changes:
+
+- Day passes stay at <$4> until March.
+- The <b> line and the A&amp;B line merge.
+
+Riders asked for a <night pass>; none is planned.
+"""
+
+
+def test_text_in_angle_brackets_stays_text_and_passes_every_check(project, settings):
+    from dispatch.compose.check import check
+    from dispatch.compose.issues import load_issue
+    from dispatch.compose.render import render_variant
+    from dispatch.compose.variants import possible_variants
+
+    brief, _, markdown = import_file(Path("a.txt"), ANGLED, settings.topics, TODAY, ["economy"])
+    assert_nothing_lost(ANGLED, markdown)
+    folder = project / "issues" / "fares"
+    folder.mkdir()
+    (folder / "issue.toml").write_text('subject = "Fares"\n')
+    (folder / "fares.md").write_text(markdown)
+    # The same text written by hand, unescaped, as an editor would in Markdown (CommonMark
+    # reads "<night pass>" as a tag: the brief's check refuses that one, at its line).
+    (folder / "hand.md").write_text("---\ntitle: Fares <by hand>\ntopics: [economy]\n"
+                                    "summary: Rises <effective Jan. 1>.\n---\n\n"
+                                    "Fares rise <effective Jan. 1> on every line.\n")
+    report = check(settings, datetime(2026, 11, 1, tzinfo=UTC), folder)
+    assert report.problems == []
+    issue = load_issue(folder, settings)
+    for variant in possible_variants(issue).values():
+        rendered = render_variant(issue, variant, settings, datetime(2026, 11, 1, tzinfo=UTC))
+        text = " ".join(rendered.text.split())
+        for literal in ("<effective Jan. 1>", "<$4>", "<b> line", "A&amp;B", "<night pass>",
+                        "Fares <by hand>"):
+            assert literal in text, literal
+        assert "&lt;effective Jan. 1&gt;" in rendered.html
+        assert "&lt;night pass&gt;" in rendered.html and "<night pass>" not in rendered.html
+
+
+def test_the_plaintext_rule_still_catches_leaked_markup():
+    from dispatch.compose.rules import markup_left
+
+    html = "<p>Rises &lt;effective Jan. 1&gt; at A&amp;amp;B, the &lt;b&gt; line</p>"
+    for leaked in ("<p>", "</td>", '<a href="https://x.example">', "&nbsp;", "&#8212;",
+                   "<br/>", "<mj-text>", "<effective>"):
+        assert markup_left(f"text {leaked} text", html) == leaked
+    for literal in ("Rises <effective\nJan. 1>", "at A&amp;B", "the <b> line", "a < b > c"):
+        assert markup_left(literal, html) is None, literal
+
+
+def test_reading_list_items_without_a_url_get_a_hint(tmp_path):
+    from dispatch.compose.importer import import_files
+
+    source = tmp_path / "r.txt"
+    source.write_text("Ferry Plans Published\n\nThe plans were published on Monday.\n\n"
+                      "Details\n\nThe first sailing is at six.\n\nGood Reads:\n"
+                      "Why night crossings are harder (Bay Gazette)\n"
+                      "Night plan explained - Harbor Notes https://example.org/plan\n"
+                      "Pilots and their hours\n")
+    (done,) = import_files([source], {}, tmp_path / "out", TODAY)
+    written = done.target.read_text().split("\n")
+    assert [(h.line, written[h.line - 1]) for h in done.hints] == [
+        (7, "- title: Why night crossings are harder"),
+        (12, "- title: Pilots and their hours")]
+    assert all("without a URL" in h.message for h in done.hints)
+
+
+def test_short_line_after_a_repeated_title_is_not_glued_to_it():
+    text = ("Harbor Authority Sets New Rules for Night Ferries\n\n"
+            "Harbor Authority Sets New Rules for Night Ferries\n"
+            "A second pilot on every crossing after 9 p.m.\n\n"
+            "The rules follow two collisions last winter.\n")
+    brief = parse_plaintext(text)
+    assert brief.summary == "A second pilot on every crossing after 9 p.m."
+    assert brief.dropped == ["Harbor Authority Sets New Rules for Night Ferries"]

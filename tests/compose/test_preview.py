@@ -84,3 +84,47 @@ def test_preview_audience_renders_only_needed_variants(project):
     assert "3 active subscriber(s) in 2 topic mix(es) need 2 variant(s)" in result.stdout
     report = json.loads((project / "pv" / "report.json").read_text())
     assert sorted(v["id"] for v in report["variants"]) == ["b1-2-4", "b3-5"]
+
+
+def test_preview_of_a_draft_writes_what_renders_and_lists_the_problems(project):
+    """One editor's problem (a caption waiting for its photo URL) and one the rendered output
+    shows (a line too long for the plaintext) do not stop the operator seeing the rest."""
+    folder = project / "issues" / EXAMPLE_ISSUE
+    chip = folder / "02-chip-cooperation.md"
+    text = chip.read_text()
+    chip.write_text(text.replace("\nreads:", "\nimage: {alt: A wafer, caption: A wafer}\nreads:",
+                                 1))
+    image_line = chip.read_text().split("\n").index("image: {alt: A wafer, caption: A wafer}") + 1
+    missile = folder / "03-missile-warnings.md"
+    long_word = "Pneumonoultramicroscopicsilicovolcanoconiosis" * 2
+    missile.write_text(missile.read_text() + f"\nThe code word was {long_word}.\n")
+    long_line = len(missile.read_text().splitlines())
+
+    result = run_preview(project)
+    assert result.returncode == 1
+    out = project / "pv"
+    report = json.loads((out / "report.json").read_text())
+    assert len(report["variants"]) == 12 and all(v["written"] for v in report["variants"])
+    texts = [p["text"] for p in report["problems"]]
+    assert (f"issues/{EXAMPLE_ISSUE}/02-chip-cooperation.md:{image_line}: image.src is "
+            "missing: add the photo's URL") in texts
+    located = [p for p in report["problems"] if "plaintext line" in p["message"]]
+    assert len(located) == 1 and all(p["path"] == f"issues/{EXAMPLE_ISSUE}/03-missile-warnings.md"
+                           and p["line"] == long_line for p in located)
+    flagged = [v for v in report["variants"] if v["problems"]]
+    assert flagged and all("03-missile-warnings.md" in v["briefs"] for v in flagged
+                           if any("plaintext line" in p for p in v["problems"]))
+    index = (out / "index.html").read_text()
+    assert "problem(s) to fix before sending" in index and "image.src is missing" in index
+    for text in texts:
+        assert text in result.stderr
+    # The brief's other content still renders; only the image waits for its URL.
+    b2 = (out / "b2.html").read_text()
+    assert "A wafer" not in b2 and "Yokohama" in b2
+
+    check = subprocess.run([sys.executable, "-m", "dispatch", "check"], cwd=project,
+                           capture_output=True, text=True, timeout=300)
+    assert check.returncode == 1
+    assert (f"03-missile-warnings.md:{long_line}: 'Pneumonoultramicroscopicsilicovolcanocon' "
+            "makes a plaintext line of") in check.stdout
+    assert f"02-chip-cooperation.md:{image_line}: image.src is missing" in check.stdout

@@ -4,36 +4,33 @@ the formatting helpers more than one command prints with."""
 
 from __future__ import annotations
 
+import inspect
+import logging
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Self
+from typing import TYPE_CHECKING, Annotated, Any, Self
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
-from sqlalchemy import Engine
 from typer.core import TyperGroup
 
-from dispatch.config import Settings, load_settings
-from dispatch.deliver.control import describe_when
-from dispatch.deliver.outcomes import Kind
-from dispatch.deliver.recording import Stats
 from dispatch.errors import DispatchError
-from dispatch.store import outbox
-from dispatch.store.db import open_store
-from dispatch.store.sends import get_send
+
+# `dispatch --help` and `--version` import only this module's top and the command modules'
+# tops: the stack under them (SQLAlchemy, pydantic settings, the renderer, the worker) is
+# imported inside the functions that use it, so start-up stays a few tens of milliseconds.
+if TYPE_CHECKING:
+    from rich.progress import Progress
+    from sqlalchemy import Engine
+
+    from dispatch.config import Settings
+    from dispatch.deliver.recording import Stats
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -44,8 +41,77 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 ClickContext = Any
 
 
+# The value each option takes, as help and usage name it; the rest are named by their type.
+METAVARS = {"--at": "WHEN", "--tz": "ZONE", "--topics": "A,B", "--topic": "TOPIC",
+            "--out": "DIR", "--dir": "DIR", "--config": "PATH", "--test-to": "ADDRESS",
+            "--sample": "N", "--subscribers": "N", "--status": "STATUS", "--segment": "SEGMENT",
+            "--name": "NAME", "--issue": "ISSUE", "--host": "HOST", "--port": "PORT",
+            "--subject": "TEXT"}
+_TYPE_METAVARS = {"path": "PATH", "integer": "N", "integer range": "N", "float": "SECONDS",
+                  "float range": "SECONDS", "datetime": "WHEN"}
+
+
+def readable_metavars(command: Any) -> None:
+    """Name every value in a command's help and usage the way the README does (ISSUE, WHEN,
+    PATH) instead of by its Python type (<str>, <bool>); flags take no value and show none,
+    nor a default that only repeats the flag."""
+    for param in command.params:
+        if param.param_type_name == "argument":
+            # The argument's own help line names it once, without "<str>" after it.
+            param.display_type_rich = _no_type
+        if param.metavar is not None:
+            continue
+        if param.param_type_name == "option":
+            if param.is_flag:
+                param.show_default = False
+                continue
+            long = max(param.opts, key=len)
+            param.metavar = METAVARS.get(long) or _TYPE_METAVARS.get(
+                param.type.name, long.lstrip("-").upper())
+        elif param.param_type_name == "argument":
+            param.metavar = param.name.upper()  # usage adds {…}, […] and "..." itself
+
+
+def _no_type(ctx: ClickContext) -> None:
+    return None
+
+
+def keep_examples(help_text: str | None) -> str | None:
+    """Examples stay on their own lines, as typed: click's "\b" marks a paragraph that is
+    not re-wrapped, so an example is never broken across lines at 80 columns."""
+    if not help_text:
+        return help_text
+    paragraphs = inspect.cleandoc(help_text).split("\n\n")
+    return "\n\n".join(_example(p) if p.startswith("Example:") else p for p in paragraphs)
+
+
+def _example(paragraph: str) -> str:
+    command = " ".join(paragraph.removeprefix("Example:").split())
+    # Help is indented by 2; a long example gets a line of its own, indented 2 more.
+    if len("Example: " + command) <= 76:
+        return f"\b\nExample: {command}"
+    return f"\b\nExample:\n  {command}"
+
+
 class DispatchGroup(TyperGroup):
-    """Turns every DispatchError into located one-line messages and its exit code."""
+    """Turns every DispatchError into located one-line messages and its exit code; help that
+    reads as sentences: readable value names and each command's first sentence in full."""
+
+    def get_command(self, ctx: ClickContext, cmd_name: str) -> Any:
+        command: Any = super().get_command(ctx, cmd_name)
+        if command is not None and not getattr(command, "_readable", False):
+            readable_metavars(command)
+            command.help = keep_examples(command.help)
+            command._readable = True
+        return command
+
+    def format_commands(self, ctx: ClickContext, formatter: Any) -> None:
+        rows = [(name, command.get_short_help_str(limit=10_000))
+                for name in self.list_commands(ctx)
+                if (command := self.get_command(ctx, name)) is not None and not command.hidden]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def invoke(self, ctx: ClickContext) -> object:
         try:
@@ -58,7 +124,7 @@ class DispatchGroup(TyperGroup):
 
 def group(help_text: str, cls: type[DispatchGroup] = DispatchGroup) -> typer.Typer:
     """A command group: help when called bare, errors as located lines."""
-    return typer.Typer(cls=cls, no_args_is_help=True, help=help_text)
+    return typer.Typer(cls=cls, no_args_is_help=True, help=help_text, rich_markup_mode=None)
 
 
 ConfigOption = Annotated[Path | None, typer.Option(
@@ -67,10 +133,12 @@ ConfigOption = Annotated[Path | None, typer.Option(
 
 
 def load(config: Path | None) -> Settings:
+    from dispatch.config import load_settings
     return load_settings(config)
 
 
 def open_engine(settings: Settings) -> Engine:
+    from dispatch.store.db import open_store
     return open_store(settings.store.url)
 
 
@@ -81,6 +149,12 @@ def load_with_store(config: Path | None) -> tuple[Settings, Engine]:
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+def log_to_stderr() -> None:
+    """The long-running commands log to standard error."""
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(message)s")
 
 
 def say(text: str) -> None:
@@ -94,6 +168,7 @@ def warn(text: str) -> None:
 
 
 def print_table(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    from rich.table import Table
     table = Table(*columns)
     for row in rows:
         table.add_row(*row)
@@ -102,6 +177,7 @@ def print_table(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
 
 def stats_line(stats: Stats) -> str:
     """A delivery run in one line: sent and rate, then whatever else happened."""
+    from dispatch.deliver.outcomes import Kind
     o = stats.outcomes
     parts = [f"{o[Kind.SENT]:,} sent ({stats.rate:,.0f}/s)"]
     parts += [f"{o[k]:,} {label}" for k, label in ((Kind.RETRY, "to retry"),
@@ -116,6 +192,8 @@ def stats_line(stats: Stats) -> str:
 
 def when_scheduled(engine: Engine, settings: Settings, issue: str) -> str:
     """The time of an issue's send as just written (scheduled or moved)."""
+    from dispatch.deliver.control import describe_when
+    from dispatch.store.sends import get_send
     send = get_send(engine, issue)
     assert send is not None  # sends are never deleted
     return describe_when(send, settings)
@@ -123,6 +201,7 @@ def when_scheduled(engine: Engine, settings: Settings, issue: str) -> str:
 
 def daemon_hint(engine: Engine) -> None:
     """Scheduling works only with a daemon running: say so when none is."""
+    from dispatch.store import outbox
     if not outbox.live_workers(engine, now()):
         warn("note: no `dispatch run` daemon is running against this store; start one to "
              "send scheduled issues on time")
@@ -141,6 +220,13 @@ class DeliveryProgress:
 
     def __enter__(self) -> Self:
         if err.is_terminal:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
             self._bar = Progress(TextColumn(self.label), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[detail]}"), TimeRemainingColumn(),
                                  console=err)

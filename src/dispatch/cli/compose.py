@@ -19,13 +19,7 @@ from dispatch.cli.common import (
     say,
     warn,
 )
-from dispatch.compose.check import check as run_check
-from dispatch.compose.importer import import_files
-from dispatch.compose.issues import load_issue, resolve_issue_path
-from dispatch.compose.preview import preview as run_preview
-from dispatch.compose.variants import plan_variants
 from dispatch.errors import ConfigError, Problem, display_path
-from dispatch.store.segments import active_topic_mixes
 
 brief_app = group("Work with briefs.")
 
@@ -40,8 +34,9 @@ def check(path: Annotated[Path | None, typer.Argument(
 
     Exit status: 0 clean, 1 problems found, 2 config.toml invalid.
 
-    Example: dispatch check issues/2026-11-24
+    Example: dispatch check issues/2026-11-27-thaw
     """
+    from dispatch.compose.check import check as run_check
     settings = load(config)
     report = run_check(settings, now(), path)
     for problem in report.problems:
@@ -69,8 +64,9 @@ def brief_import(
 ) -> None:
     """Turn pasted plain text into Markdown briefs without losing a sentence.
 
-    Example: dispatch brief import pasted.txt --topics east-asia,diplomacy --out issues/next
+    Example: dispatch brief import pasted.txt --topics east-asia --out issues/next
     """
+    from dispatch.compose.importer import import_files
     settings = load(config)
     chosen = None
     if topics is not None:
@@ -82,7 +78,7 @@ def brief_import(
                                                   f"(declared: {', '.join(settings.topics)})"))
     for done in import_files(files, settings.topics, out_dir, date.today(), chosen, force=force):
         brief, target = done.brief, display_path(done.target)
-        bullets = sum(len(b.items) for b in brief.blocks if b.kind == "bullets")
+        bullets = sum(len(b.items) for b in brief.blocks if b.kind in ("bullets", "numbered"))
         say(f"{display_path(done.source)} → {target}: {brief.count('heading')} section(s), "
             f"{bullets} bullet(s), {brief.count('quote')} quote(s), {len(brief.reads)} read(s)")
         if done.topics:
@@ -93,6 +89,8 @@ def brief_import(
                  "(dispatch check will flag it)")
         if brief.caption:
             warn(f"  {target}: photo caption kept; add image.src before sending")
+        for hint in done.hints:
+            warn(f"  {hint}")
 
 
 def preview(
@@ -110,12 +108,17 @@ def preview(
     """Render every variant of an issue to HTML, text and .eml files, with index.html and
     report.json. Never touches SMTP; reads the store only with --audience.
 
-    Without --audience, every variant some topic mix can produce is rendered.
+    Without --audience, every variant some topic mix can produce is rendered. A draft with
+    problems is rendered as far as it goes and its problems listed (exit status 1).
 
-    Example: dispatch preview 2026-11-27-thaw --screenshots
+    Example: dispatch preview 2026-11-27-thaw --out out/look
     """
+    from dispatch.compose.issues import load_draft_issue, resolve_issue_path
+    from dispatch.compose.preview import preview as run_preview
+    from dispatch.compose.variants import plan_variants
+    from dispatch.store.segments import active_topic_mixes
     settings = load(config)
-    loaded = load_issue(resolve_issue_path(issue, settings), settings)
+    loaded, problems = load_draft_issue(resolve_issue_path(issue, settings), settings)
     target = out_dir or Path("out") / loaded.slug
     variants = None
     if audience:
@@ -124,6 +127,13 @@ def preview(
         say(f"{sum(mixes.values()):,} active subscriber(s) in {len(mixes)} topic mix(es) "
             f"need {len(variants)} variant(s)")
     report = run_preview(loaded, settings, target, now(), variants=variants,
-                         screenshots=screenshots, progress=say)
-    say(f"{len(report['variants'])} variant(s) written to {display_path(target)} "
+                         screenshots=screenshots, progress=say, problems=problems)
+    written = sum(1 for v in report["variants"] if v["written"])
+    say(f"{written} variant(s) written to {display_path(target)} "
         f"(open {display_path(target / 'index.html')})")
+    if report["problems"]:
+        for problem in report["problems"]:
+            warn(problem["text"])
+        err.print(f"{len(report['problems'])} problem(s) to fix before sending (listed in "
+                  f"{display_path(target / 'index.html')} and report.json)", markup=False)
+        raise typer.Exit(1)

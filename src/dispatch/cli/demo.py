@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -16,9 +17,18 @@ from dispatch.cli.common import (
     stats_line,
     warn,
 )
-from dispatch.compose.issues import issue_folders, load_issue, resolve_issue_path
-from dispatch.devtools.demo import run_demo
 from dispatch.errors import DispatchError, Problem, display_path
+
+
+def has_config() -> bool:
+    return bool(os.environ.get("DISPATCH_CONFIG")) or Path("config.toml").is_file()
+
+
+def example_config() -> Path:
+    from dispatch.compose.scaffold import example_project
+    path = example_project() / "config.toml"
+    say(f"no config.toml here: using the example project shipped with dispatch ({path})")
+    return path
 
 
 def demo(
@@ -34,11 +44,14 @@ def demo(
     """Run the whole path on embedded defaults: a fresh SQLite store with generated
     subscribers, an in-process SMTP server on localhost, a real send, and what arrived.
 
-    Nothing leaves this machine.
+    Nothing leaves this machine. Without a config.toml here (or --config), the example
+    project shipped with dispatch is used, so the demo runs from any folder.
 
-    Example: dispatch demo --subscribers 2000
+    Example: dispatch demo --subscribers 200
     """
-    settings = load(config)
+    from dispatch.compose.issues import issue_folders, load_issue, resolve_issue_path
+    from dispatch.devtools.demo import run_demo
+    settings = load(config if config or has_config() else example_config())
     folders = issue_folders(settings)
     if issue is None and not folders:
         raise DispatchError(Problem(display_path(settings.issues_dir), "no issue to send"))

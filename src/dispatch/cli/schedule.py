@@ -9,7 +9,6 @@ from zoneinfo import ZoneInfo
 
 import typer
 
-from dispatch import schedule as scheduling
 from dispatch.cli.common import (
     ClickContext,
     ConfigOption,
@@ -67,6 +66,7 @@ def schedule_add(
 
     Example: dispatch schedule 2026-11-27-thaw --at "2026-12-01 07:00" --tz Asia/Seoul
     """
+    from dispatch import schedule as scheduling
     settings, engine = load_with_store(config)
     loaded, when = scheduling.schedule_issue(engine, settings, issue, at=at, tz=tz,
                                              local=local_time, now=now())
@@ -86,6 +86,7 @@ def schedule_list(
 
     Example: dispatch schedule list
     """
+    from dispatch import schedule as scheduling
     settings, engine = load_with_store(config)
     overview = scheduling.schedule_overview(engine, settings, now())
     if as_json:
@@ -125,6 +126,7 @@ def schedule_move(
 
     Example: dispatch schedule move 2026-11-27-thaw --at "2026-12-02 07:00"
     """
+    from dispatch import schedule as scheduling
     settings, engine = load_with_store(config)
     slug = Path(issue).name
     scheduling.move_issue(engine, settings, slug, at=at, tz=tz, now=now())
@@ -141,6 +143,7 @@ def schedule_cancel(
 
     Example: dispatch schedule cancel 2026-11-27-thaw
     """
+    from dispatch import schedule as scheduling
     slug = Path(issue).name
     dropped = scheduling.cancel_issue(open_engine(load(config)), slug, now())
     say(f"cancelled {slug}" + (f"; {dropped:,} unsent message(s) dropped" if dropped else ""))

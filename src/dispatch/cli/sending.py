@@ -5,12 +5,10 @@ shows it, asks, and picks exit codes."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from sqlalchemy import Engine
 
-from dispatch import schedule as scheduling
 from dispatch.cli.common import (
     ConfigOption,
     DeliveryProgress,
@@ -26,19 +24,21 @@ from dispatch.cli.common import (
     stop_on_signals,
     warn,
 )
-from dispatch.compose.issues import load_issue, resolve_issue_path
-from dispatch.compose.models import Issue
-from dispatch.config import Settings
-from dispatch.deliver import control, sending
-from dispatch.deliver.control import SendAction, SendPlan
-from dispatch.deliver.recording import Stats
-from dispatch.deliver.transport import TransportError, smtp_transport
 from dispatch.errors import DispatchError, Problem, display_path
 from dispatch.states import RowState, SendStatus
+
+if TYPE_CHECKING:  # the stack is imported where a command uses it: start-up stays quick
+    from sqlalchemy import Engine
+
+    from dispatch.compose.models import Issue
+    from dispatch.config import Settings
+    from dispatch.deliver.control import SendPlan
+    from dispatch.deliver.recording import Stats
 
 
 def _print_status(engine: Engine, issue: str | None, as_json: bool = False
                   ) -> list[dict[str, Any]]:
+    from dispatch.deliver import control
     report = control.status_report(engine, issue)
     if as_json:
         out.print_json(data=report)
@@ -47,6 +47,10 @@ def _print_status(engine: Engine, issue: str | None, as_json: bool = False
                 ((e["issue"], e["status"], *(f"{e['states'][state]:,}" for state in RowState))
                  for e in report))
     for entry in report:
+        came_back = ", ".join(f"{n:,} {key.replace('_', ' ')}"
+                              for key, n in entry["reports"].items() if n)
+        if came_back:
+            say(f"{entry['issue']}: came back: {came_back}")
         if entry["reason"]:
             say(f"{entry['issue']}: {entry['status']}: {entry['reason']}")
         for e in entry["last_errors"]:
@@ -65,6 +69,7 @@ def _finish(stats: Stats) -> None:
 
 def _dry_run(engine: Engine, issue: Issue, settings: Settings, out_dir: Path | None,
              sample: int | None) -> None:
+    from dispatch.deliver import sending
     target = out_dir or Path("out") / issue.slug / "dry-run"
     with DeliveryProgress(0, "dry run") as bar:
         data = sending.dry_run(engine, issue, settings, target, now(), sample, bar).data
@@ -78,6 +83,8 @@ def _dry_run(engine: Engine, issue: Issue, settings: Settings, out_dir: Path | N
 
 
 def _test_send(engine: Engine, issue: Issue, settings: Settings, address: str) -> None:
+    from dispatch.deliver import sending
+    from dispatch.deliver.transport import TransportError
     try:
         replies = sending.send_test_copies(engine, issue, settings, address, now())
     except TransportError as exc:
@@ -91,6 +98,7 @@ def _test_send(engine: Engine, issue: Issue, settings: Settings, address: str) -
 
 def _launch(engine: Engine, plan: SendPlan, settings: Settings, yes: bool) -> None:
     """Show who gets which variant, ask, launch."""
+    from dispatch.deliver import control, sending
     assert plan.audience is not None  # a LAUNCH plan carries its audience
     audience = plan.audience
     print_table(("variant", "recipients", "id"),
@@ -100,7 +108,7 @@ def _launch(engine: Engine, plan: SendPlan, settings: Settings, yes: bool) -> No
         say(f"skipped {line}")
     plan.require_audience()
     if not yes:
-        typer.confirm(f"Send {plan.issue.subject!r} to {len(audience.rows):,} recipient(s) "
+        typer.confirm(f"Send {plan.issue.subject!r} to {audience.recipients:,} recipient(s) "
                       f"in {len(audience.variants)} variant(s)?", abort=True)
     if not control.launch_planned(engine, plan, settings, now()):
         say("another process launched this issue a moment ago; delivering")
@@ -132,6 +140,10 @@ def send(
 
     Example: dispatch send 2026-11-27-thaw --dry-run --sample 20
     """
+    from dispatch.compose.issues import load_issue, resolve_issue_path
+    from dispatch.deliver import control, sending
+    from dispatch.deliver.control import SendAction
+    from dispatch.deliver.transport import smtp_transport
     settings = load(config)
     loaded = load_issue(resolve_issue_path(issue, settings), settings)
     engine = open_engine(settings)
@@ -187,6 +199,8 @@ def worker(
 
     Example: dispatch worker --until-done
     """
+    from dispatch.deliver import control
+    from dispatch.deliver.transport import smtp_transport
     settings, engine = load_with_store(config)
     settings.smtp.check_credentials()
     with stop_on_signals() as stop, DeliveryProgress(0, "worker", every=10.0) as bar:
@@ -201,8 +215,9 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
     config: ConfigOption = None,
 ) -> None:
-    """Per send: queued, sending, sent, retrying, failed, bounced and skipped counts, and the
-    last errors.
+    """Per send: queued, sending, sent, retrying, failed, bounced and skipped counts; what
+    came back (hard and soft bounces, complaints, unsubscribes by one-click, mailto or the
+    preferences page, auto-replies, unmatched reports); and the last errors.
 
     Example: dispatch status 2026-11-27-thaw
     """
@@ -216,6 +231,7 @@ def pause(issue: Annotated[str, typer.Argument(help="A send in progress.")],
 
     Example: dispatch pause 2026-11-27-thaw
     """
+    from dispatch import schedule as scheduling
     slug = Path(issue).name
     scheduling.pause_issue(open_engine(load(config)), slug)
     say(f"paused {slug}; dispatch resume {slug} continues it")
@@ -228,6 +244,7 @@ def resume(issue: Annotated[str, typer.Argument(help="A paused send.")],
 
     Example: dispatch resume 2026-11-27-thaw
     """
+    from dispatch import schedule as scheduling
     slug = Path(issue).name
     engine = open_engine(load(config))
     scheduling.resume_issue(engine, slug)

@@ -122,6 +122,25 @@ def _parse_date(value: Any) -> date | None:
 
 def parse_brief(path: Path, text: str, topics: Mapping[str, Any]) -> Brief:
     """Parse one brief's text; raise ContentError with every problem found."""
+    brief, problems = parse_draft(path, text, topics)
+    if problems or brief is None:
+        raise ContentError(problems)
+    return brief
+
+
+def parse_draft(path: Path, text: str, topics: Mapping[str, Any]
+                ) -> tuple[Brief | None, list[Problem]]:
+    """Parse one brief's text as far as it goes: every problem found, and the brief when it
+    has a title and a summary, leaving out what is wrong (an image without its URL, a read's
+    bad link, unknown topics), so a draft can still be previewed."""
+    try:
+        return _parse(path, text, topics)
+    except ContentError as exc:
+        return None, exc.problems
+
+
+def _parse(path: Path, text: str, topics: Mapping[str, Any]
+           ) -> tuple[Brief | None, list[Problem]]:
     out = _Collector(path)
     if not text.strip():
         raise ContentError(Problem(out.shown, "empty file: a brief needs YAML front matter "
@@ -222,8 +241,9 @@ def parse_brief(path: Path, text: str, topics: Mapping[str, Any]) -> Brief:
             if alt is None:
                 out.add(line("image"), "image.alt is missing: describe the photo for "
                                        "readers who cannot see it")
-            image = Image(src=src or "", alt=alt or "", caption=_text(raw.get("caption")),
-                          credit=_text(raw.get("credit")))
+            if src is not None and src.startswith("https://") and alt is not None:
+                image = Image(src=src, alt=alt, caption=_text(raw.get("caption")),
+                              credit=_text(raw.get("credit")))
 
     reads: list[Read] = []
     raw_reads = data.get("reads", [])
@@ -246,6 +266,7 @@ def parse_brief(path: Path, text: str, topics: Mapping[str, Any]) -> Brief:
             continue
         if url is not None and not re.match(r"^https?://\S+$", url):
             out.add(where, f"reads[{i}].url must be an absolute http(s) URL, got {url!r}")
+            url = None
         reads.append(Read(title=read_title, publisher=_text(raw.get("publisher")), url=url))
 
     if not body.strip():
@@ -254,12 +275,11 @@ def parse_brief(path: Path, text: str, topics: Mapping[str, Any]) -> Brief:
         out.add(body_line + line_no, f"raw HTML is not allowed in a brief ({snippet!r}); it "
                                      "would be shown as text: use Markdown instead")
 
-    if out.problems:
-        raise ContentError(out.problems)
-    assert title is not None and summary is not None
-    return Brief(path=path, slug=slugify(path.stem), title=title, topics=tuple(brief_topics),
+    if title is None or summary is None:
+        return None, out.problems
+    return (Brief(path=path, slug=slugify(path.stem), title=title, topics=tuple(brief_topics),
                  summary=summary, body=body.strip("\n"), body_line=body_line, date=brief_date,
-                 author=author, image=image, reads=tuple(reads))
+                 author=author, image=image, reads=tuple(reads)), out.problems)
 
 
 def raw_html(markdown: str) -> list[tuple[int, str]]:
@@ -293,3 +313,12 @@ def read_text_file(path: Path) -> str:
 
 def load_brief(path: Path, topics: Mapping[str, Any]) -> Brief:
     return parse_brief(path, read_text_file(path), topics)
+
+
+def load_draft(path: Path, topics: Mapping[str, Any]) -> tuple[Brief | None, list[Problem]]:
+    """load_brief for a draft: see parse_draft."""
+    try:
+        text = read_text_file(path)
+    except ContentError as exc:
+        return None, exc.problems
+    return parse_draft(path, text, topics)

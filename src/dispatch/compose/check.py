@@ -9,9 +9,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from dispatch.compose.briefs import load_brief
-from dispatch.compose.issues import ISSUE_FILE, issue_folders, load_issue
+from dispatch.compose.issues import ISSUE_FILE, issue_folders, load_draft_issue
 from dispatch.compose.models import Issue
-from dispatch.compose.render import render_variant
+from dispatch.compose.render import render_checked
 from dispatch.compose.variants import possible_variants
 from dispatch.config import Settings, toml_line
 from dispatch.errors import DispatchError, Problem, display_path
@@ -98,19 +98,23 @@ def check(settings: Settings, now: datetime, path: Path | None = None) -> CheckR
 
 def _check_issue(folder: Path, settings: Settings, report: CheckReport, now: datetime) -> None:
     try:
-        issue = load_issue(folder, settings)
+        # As far as it goes: a draft's rendered problems are listed with its briefs' own.
+        issue, problems = load_draft_issue(folder, settings)
     except DispatchError as exc:
         report.problems.extend(exc.problems)
         return
+    report.problems.extend(problems)
     report.issues.append(issue)
     report.briefs += len(issue.briefs)
-    # Render every variant: template errors and email-correctness failures are problems too.
+    # Render every variant: template errors and email-correctness failures are problems too,
+    # each named once (a brief's problem shows in every variant that carries the brief).
     for variant in possible_variants(issue).values():
         try:
-            render_variant(issue, variant, settings, now)
+            _, found = render_checked(issue, variant, settings, now)
         except DispatchError as exc:
             report.problems.extend(exc.problems)
-            break
+            break  # a template or MJML error breaks every variant alike
+        report.problems.extend(p for p in found if p not in report.problems)
 
 
 def _check_brief(path: Path, settings: Settings, report: CheckReport) -> None:

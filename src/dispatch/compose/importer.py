@@ -20,6 +20,7 @@ from dispatch.config import Topic
 from dispatch.errors import ContentError, DispatchError, Problem, display_path
 
 BULLET = re.compile(r"^\s*[•◦▪‣∙·\-*–]\s+(?=\S)")
+NUMBERED = re.compile(r"^\s*(?P<n>\d{1,3})[.)]\s+(?=\S)")  # "1." or "2)": an ordered list
 TERMINAL = tuple(".!?,;…\"”’'")
 DASHES = "–—―-"
 QUOTE = re.compile(rf"^([“\"‘'])(.*[”\"’'])\s*[{DASHES}]{{1,2}}\s*(?P<who>[^\s{DASHES}].*)$")
@@ -38,10 +39,11 @@ SMALL_WORDS = {"a", "an", "and", "as", "at", "but", "by", "for", "from", "in", "
 
 @dataclass
 class Block:
-    kind: str  # "para", "heading", "bullets", "quote"
+    kind: str  # "para", "heading", "bullets", "numbered", "quote"
     text: str = ""
     items: list[str] = field(default_factory=list)
     who: str | None = None  # a quote's attribution
+    start: int = 1  # a numbered list's first number
 
 
 @dataclass
@@ -69,7 +71,11 @@ def _is_long_prose(lines: list[str]) -> bool:
     return (len(lines) > 1 and max(map(len, lines)) <= 80
             and len({_squash(line).casefold() for line in lines}) == len(lines)
             and all(len(line) >= 40 for line in lines[:-1])
-            and not any(BULLET.match(line) for line in lines))
+            and not any(_is_item(line) for line in lines))
+
+
+def _is_item(line: str) -> bool:
+    return bool(BULLET.match(line) or NUMBERED.match(line))
 
 
 def _units(text: str) -> list[str]:
@@ -79,24 +85,41 @@ def _units(text: str) -> list[str]:
     text = text.strip("\n")
     if not text.strip():
         return units
-    # The title is always a unit of its own, even with the next line right below it.
+    # The title is always a unit of its own, even with the next line right below it, and so
+    # is every repeat of it: a CMS pastes the headline again right above the photo caption,
+    # and a short caption must not be joined to it as if the two were one wrapped paragraph.
     first, _, text = text.lstrip().partition("\n")
     units.append(_squash(first))
+    title = _squash(first).casefold()
     for block in re.split(r"\n\s*\n", text):
         lines = [line.rstrip() for line in block.split("\n") if line.strip()]
-        if not lines:
-            continue
-        if _is_long_prose(lines):
-            units.append(_squash(" ".join(lines)))
-            continue
-        for line in lines:
-            continues_bullet = (units and BULLET.match(units[-1]) and line[:1].isspace()
-                                and not BULLET.match(line))
-            if continues_bullet:
-                units[-1] = units[-1] + " " + _squash(line)
+        group: list[str] = []
+        for line in [*lines, None]:
+            if line is None or _squash(line).casefold() == title:
+                _group_units(group, units)
+                group = []
+                if line is not None:
+                    units.append(_squash(line))
             else:
-                units.append(line if BULLET.match(line) else _squash(line))
+                group.append(line)
     return units
+
+
+def _group_units(lines: list[str], units: list[str]) -> None:
+    """The units of a run of non-blank lines: one joined paragraph when hard-wrapped, else
+    one per line, with a list item's indented continuation lines joined to it."""
+    if not lines:
+        return
+    if _is_long_prose(lines):
+        units.append(_squash(" ".join(lines)))
+        return
+    for line in lines:
+        continues_item = (units and _is_item(units[-1]) and line[:1].isspace()
+                          and not _is_item(line))
+        if continues_item:
+            units[-1] = units[-1] + " " + _squash(line)
+        else:
+            units.append(line if _is_item(line) else _squash(line))
 
 
 def _is_heading(unit: str) -> bool:
@@ -114,7 +137,7 @@ def _is_label(label: str) -> bool:
 
 def parse_read(line: str) -> dict[str, str]:
     """`Title (Publisher)`, `Title - Publisher`, or a line carrying a URL."""
-    line = BULLET.sub("", line).strip()
+    line = NUMBERED.sub("", BULLET.sub("", line)).strip()
     read: dict[str, str] = {}
     url = URL.search(line)
     if url:
@@ -187,6 +210,15 @@ def parse_plaintext(text: str, source: str = "<text>") -> Imported:
                 result.blocks.append(Block("bullets", items=[item]))
             state = "body"
             continue
+        numbered = NUMBERED.match(unit)
+        if numbered:
+            item = _squash(unit[numbered.end():])
+            if previous and previous.kind == "numbered":
+                previous.items.append(item)
+            else:
+                result.blocks.append(Block("numbered", items=[item], start=int(numbered["n"])))
+            state = "body"
+            continue
         attribution = ATTRIBUTION.match(plain)
         if attribution and previous and previous.kind == "quote" and previous.who is None:
             previous.who = attribution["who"]
@@ -212,6 +244,10 @@ def parse_plaintext(text: str, source: str = "<text>") -> Imported:
             caption = CAPTION.match(plain)
             if caption and result.caption is None and not caption["caption"].endswith("."):
                 result.caption, result.credit = caption["caption"], caption["credit"].strip()
+                if result.caption.casefold().startswith(result.title.casefold() + " "):
+                    # The headline pasted on the caption's own line: readers see it above.
+                    result.dropped.append(result.title)
+                    result.caption = result.caption[len(result.title):].strip()
                 continue
         if _is_heading(plain):
             result.blocks.append(Block("heading", plain.rstrip(":").rstrip()))
@@ -282,6 +318,9 @@ def to_markdown(brief: Imported, topics: list[str], today: date) -> str:
             parts.append(escape_markdown(block.text))
         elif block.kind == "bullets":
             parts.append("\n".join(f"- {escape_markdown(item)}" for item in block.items))
+        elif block.kind == "numbered":
+            parts.append("\n".join(f"{block.start + i}. {escape_markdown(item)}"
+                                   for i, item in enumerate(block.items)))
         elif block.kind == "quote":
             quote = f"> {escape_markdown(block.text)}"
             parts.append(quote + (f"\n>\n> — {escape_markdown(block.who)}" if block.who else ""))
@@ -306,6 +345,28 @@ class ImportedFile:
     target: Path  # the Markdown brief written
     brief: Imported
     topics: list[str]  # given or suggested; empty when no keyword matched
+    hints: list[Problem] = field(default_factory=list)  # located, for the editor to finish
+
+
+def unlinked_reads(target: Path, markdown: str) -> list[Problem]:
+    """A hint at each reading-list item written without a URL: it renders as plain text,
+    so the editor may want to add the link the CMS lost."""
+    hints = []
+    in_reads, item_line, has_url = False, 0, False
+    lines = markdown.split("\n")
+    for number, line in enumerate(lines, 1):
+        if line == "reads:":
+            in_reads = True
+        elif in_reads and (line.startswith("- ") or not line.startswith("  ")):
+            if item_line and not has_url:
+                hints.append(Problem(display_path(target), "reading-list item without a URL "
+                                     "(it will show as plain text): add url: if it has one",
+                                     item_line))
+            item_line, has_url = (number, False) if line.startswith("- ") else (0, False)
+            in_reads = line.startswith("- ")
+        if in_reads and re.match(r"^(- |  )url: ", line):
+            has_url = True
+    return hints
 
 
 def import_files(files: list[Path], topics: Mapping[str, Topic], out_dir: Path, today: date,
@@ -321,7 +382,8 @@ def import_files(files: list[Path], topics: Mapping[str, Topic], out_dir: Path, 
         if target.exists() and not force:
             raise DispatchError(Problem(display_path(target), "already exists (use --force "
                                                               "to overwrite)"))
-        results.append((ImportedFile(path, target, brief, picked), markdown))
+        results.append((ImportedFile(path, target, brief, picked,
+                                     unlinked_reads(target, markdown)), markdown))
     out_dir.mkdir(parents=True, exist_ok=True)
     for imported, markdown in results:
         imported.target.write_text(markdown, encoding="utf-8")

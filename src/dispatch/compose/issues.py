@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from dispatch.compose.briefs import load_brief
+from dispatch.compose.briefs import load_draft
 from dispatch.compose.models import Brief, Issue
 from dispatch.config import Settings, toml_error, toml_line
 from dispatch.errors import ContentError, Problem, display_path
@@ -74,6 +74,17 @@ def resolve_issue_path(name: str | Path, settings: Settings) -> Path:
 
 def load_issue(folder: Path, settings: Settings) -> Issue:
     """Load an issue and every brief it carries; raise ContentError listing every problem."""
+    issue, problems = load_draft_issue(folder, settings)
+    if problems:
+        raise ContentError(problems)
+    return issue
+
+
+def load_draft_issue(folder: Path, settings: Settings) -> tuple[Issue, list[Problem]]:
+    """An issue as far as it can be rendered, and every problem found: briefs keep what is
+    usable (see briefs.parse_draft) and a brief without a title or summary is left out.
+    Raises ContentError only when nothing can be rendered (issue.toml itself is wrong, or
+    no brief is usable)."""
     toml_path = folder / ISSUE_FILE
     shown = display_path(toml_path)
     if not folder.is_dir():
@@ -174,14 +185,15 @@ def load_issue(folder: Path, settings: Settings) -> Issue:
         fail("", "the issue carries no briefs: add *.md files to the folder")
 
     briefs: list[Brief] = []
+    brief_problems: list[Problem] = []
     for path in paths:
-        try:
-            briefs.append(load_brief(path, settings.topics))
-        except ContentError as exc:
-            problems.extend(exc.problems)
+        brief, found = load_draft(path, settings.topics)
+        brief_problems.extend(found)
+        if brief is not None:
+            briefs.append(brief)
 
-    if problems:
-        raise ContentError(problems)
-    return Issue(path=folder, slug=folder.name, subject=subject.strip(), briefs=tuple(briefs),
+    if problems or not briefs:
+        raise ContentError(problems + brief_problems)
+    return (Issue(path=folder, slug=folder.name, subject=subject.strip(), briefs=tuple(briefs),
                  preheader=preheader.strip() if preheader else None, send_at=send_at,
-                 segments=tuple(segments), personalize=personalize)
+                 segments=tuple(segments), personalize=personalize), brief_problems)

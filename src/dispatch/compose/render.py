@@ -26,11 +26,11 @@ from mjml import mjml2html
 from premailer import Premailer
 
 from dispatch.compose.models import Issue
-from dispatch.compose.rules import COLUMN_WIDTH, check_rendered
+from dispatch.compose.rules import COLUMN_WIDTH, Finding, findings
 from dispatch.compose.slots import TOKENS
 from dispatch.compose.variants import Variant
 from dispatch.config import Settings
-from dispatch.errors import Problem, RenderError
+from dispatch.errors import Problem, RenderError, display_path
 
 WIDTH = 72  # plaintext wrap column
 
@@ -149,7 +149,9 @@ def markdown_text(markdown: str, base_url: str, links: list[str]) -> str:
     attribution = False
     for position, token in enumerate(tokens):
         if token.type in ("bullet_list_open", "ordered_list_open"):
-            lists.append([token.type == "ordered_list_open", 0])
+            # An ordered list counts on from its first number ("4." starts at 4).
+            start = int(token.attrGet("start") or 1) if token.type == "ordered_list_open" else 1
+            lists.append([token.type == "ordered_list_open", start - 1])
         elif token.type in ("bullet_list_close", "ordered_list_close"):
             lists.pop()
         elif token.type == "list_item_open":
@@ -297,12 +299,40 @@ def render_variant(issue: Issue, variant: Variant, settings: Settings, now: date
                    test_banner: str | None = None, day: date | None = None) -> Rendered:
     """Render one variant and run every check on it; a failed check raises RenderError.
     `day` is the masthead's date (see _issue_date)."""
+    rendered, problems = render_checked(issue, variant, settings, now, test_banner, day)
+    if problems:
+        raise RenderError(problems)
+    return rendered
+
+
+def render_checked(issue: Issue, variant: Variant, settings: Settings, now: datetime,
+                   test_banner: str | None = None, day: date | None = None
+                   ) -> tuple[Rendered, list[Problem]]:
+    """Render one variant and run every check on it: the render and the problems found, each
+    at the brief's file and line when a brief holds the text that broke the rule. A template
+    or MJML error still raises RenderError (there is nothing to show)."""
     html_ctx, text_ctx = _context(issue, variant, settings, now, test_banner, day)
     html, text = render_email(settings, "issue", html_ctx, text_ctx, f"variant {variant.id}")
-    problems = check_rendered(html, text, settings)
-    if problems:
-        raise RenderError([Problem(f"{issue.slug}/{variant.id}", p) for p in problems])
+    problems = [locate(finding, issue, variant) for finding in findings(html, text, settings)]
     size = len(html.encode())
     warnings = ((f"{size // 1024} KB of HTML: close to Gmail's clipping limit",)
                 if size > 80 * 1024 else ())
-    return Rendered(variant=variant, html=html, text=text, warnings=warnings)
+    return Rendered(variant=variant, html=html, text=text, warnings=warnings), problems
+
+
+def locate(finding: Finding, issue: Issue, variant: Variant) -> Problem:
+    """The problem at the first line of a brief in the variant that holds the finding's
+    evidence (Markdown escapes ignored, and only its first word when the plaintext wrapped
+    it); at the variant otherwise."""
+    if finding.evidence and finding.evidence.split():
+        needle = finding.evidence.split()[0]
+        for brief in variant.briefs:
+            try:
+                lines = brief.path.read_text(encoding="utf-8-sig").split("\n")
+            except (OSError, UnicodeDecodeError):
+                continue
+            for number, line in enumerate(lines, 1):
+                if needle in line.replace("\\", ""):
+                    return Problem(display_path(brief.path),
+                                   finding.at_brief or finding.message, number)
+    return Problem(f"{issue.slug}/{variant.id}", finding.message)
