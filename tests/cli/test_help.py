@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import glob
 import re
 import shlex
 import subprocess
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from typer.main import get_command
@@ -15,10 +17,16 @@ from typer.testing import CliRunner
 from dispatch.cli import app
 from tests.helpers import EXAMPLE_ISSUE
 
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "inbound"
+
 # Each of these sends mail or runs until stopped: their examples are read, not run.
 NOT_RUN = {"run": "the daemon runs until stopped and sends mail",
            "serve": "serves the web app until stopped",
-           "worker": "delivers queued mail over SMTP"}
+           "worker": "delivers queued mail over SMTP",
+           "users add": "asks for the new account's password at a prompt",
+           "users reset": "asks for the new password at a prompt",
+           "inbound serve": "receives mail until stopped",
+           "inbound poll": "polls an IMAP mailbox the example project does not configure"}
 
 
 def command_paths() -> list[str]:
@@ -85,28 +93,38 @@ def test_every_example_in_help_works(project):
     each finds what it needs (a subscriber to change, a send to pause)."""
     found = examples()
 
-    def run(command: str) -> subprocess.CompletedProcess[str]:
+    def run(command: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         args = shlex.split(command)
         assert args[0] == "dispatch"
-        return subprocess.run([sys.executable, "-m", "dispatch", *args[1:]], cwd=project,
-                               capture_output=True, text=True, timeout=600, check=False)
+        # Globs (returned/*.eml) expand as a shell would expand them.
+        args = [m for a in args[1:] for m in (sorted(glob.glob(str(project / a))) or [a])]
+        return subprocess.run([sys.executable, "-m", "dispatch", *args], cwd=project,
+                               capture_output=True, text=True, timeout=600, check=False,
+                               input=stdin)
 
     (project / "pasted.txt").write_text("Harbor Cranes Return\n\nThe cranes came back to "
                                         "Busan on Monday.\n\nDetails\n\nThree were fixed.\n")
+    (project / "returned").mkdir()
+    (project / "returned" / "one.eml").write_bytes((FIXTURES / "postfix-dsn.eml").read_bytes())
+    (project / "bounces.mbox").write_bytes(b"From MAILER-DAEMON Sun Nov 22 06:00:00 2026\n"
+                                           + (FIXTURES / "vacation.eml").read_bytes())
     (project / "readers.csv").write_text("email,name,topics\nbo@example.com,Bo,security\n")
     setup = {
         "subscribers import": ["dispatch subscribers import readers.csv"],
         "pause": [f"dispatch send {EXAMPLE_ISSUE} --launch-only --yes"],
+        "users set-role": ["dispatch users add ana@example.org --role editor --password-stdin"],
     }
+    stdin = {"users set-role": "correct horse battery staple\n"}
     order = ["", "check", "init", "issue new", "brief new", "brief import", "preview",
              "db upgrade", "subscribers add", "subscribers import", "subscribers export",
              "subscribers list", "subscribers set", "segments", "demo", "send",
              "schedule add", "schedule list", "schedule move", "schedule cancel",
-             "pause", "status", "resume", "subscribers forget"]
+             "pause", "status", "inbound process", "archive hide", "archive show", "resume",
+             "subscribers forget", "users set-role", "users list", "users disable"]
     assert set(found) - set(NOT_RUN) == set(order), "every example is run or skipped"
     for path in order:
         for step in setup.get(path, []):
-            done = run(step)
+            done = run(step, stdin.get(path))
             assert done.returncode == 0, f"setup {step}: {done.stdout}{done.stderr}"
         command = future(found[path])
         result = run(command)

@@ -44,7 +44,8 @@ def test_subscriber_lifecycle(project):
     assert counts == {"asia-watchers": 0, "security-desk": 0}
 
     again = run(project, "subscribers", "add", "ana@example.com")
-    assert again.returncode == 1 and "already subscribed" in again.stderr
+    assert again.returncode == 1 and "in the list as unsubscribed" in again.stderr
+    assert "--resubscribe" in again.stderr
     assert run(project, "subscribers", "forget", "ana@EXAMPLE.com").returncode == 0
     refused = run(project, "subscribers", "add", "ana@example.com")
     assert refused.returncode == 1 and "suppressed (forgotten)" in refused.stderr

@@ -46,7 +46,7 @@ METAVARS = {"--at": "WHEN", "--tz": "ZONE", "--topics": "A,B", "--topic": "TOPIC
             "--out": "DIR", "--dir": "DIR", "--config": "PATH", "--test-to": "ADDRESS",
             "--sample": "N", "--subscribers": "N", "--status": "STATUS", "--segment": "SEGMENT",
             "--name": "NAME", "--issue": "ISSUE", "--host": "HOST", "--port": "PORT",
-            "--subject": "TEXT"}
+            "--subject": "TEXT", "--role": "ROLE"}
 _TYPE_METAVARS = {"path": "PATH", "integer": "N", "integer range": "N", "float": "SECONDS",
                   "float range": "SECONDS", "datetime": "WHEN"}
 
@@ -66,8 +66,10 @@ def readable_metavars(command: Any) -> None:
                 param.show_default = False
                 continue
             long = max(param.opts, key=len)
+            # Typer's own options may carry no click type (0.29): name them by their flag.
+            type_name = getattr(getattr(param, "type", None), "name", "")
             param.metavar = METAVARS.get(long) or _TYPE_METAVARS.get(
-                param.type.name, long.lstrip("-").upper())
+                type_name, long.lstrip("-").upper())
         elif param.param_type_name == "argument":
             param.metavar = param.name.upper()  # usage adds {…}, […] and "..." itself
 
@@ -240,11 +242,16 @@ class DeliveryProgress:
 
     def __call__(self, stats: Stats) -> None:
         detail = stats_line(stats)
+        # The worker counts what is left as it goes (launches and other workers change it);
+        # a send's own count is known before it starts.
+        total = max(stats.total, self.total, stats.done)
         if self._bar:
-            self._bar.update(self._task, completed=stats.done, detail=detail)
+            self._bar.update(self._task, completed=stats.done, total=total or None,
+                             detail=detail)
         elif time.monotonic() - self._last >= self.every:
             self._last = time.monotonic()
-            warn(f"{self.label}: {stats.done:,}/{self.total:,} done; {detail}")
+            of = f"/{total:,}" if total else ""
+            warn(f"{self.label}: {stats.done:,}{of} done; {detail}")
 
 
 @contextmanager
