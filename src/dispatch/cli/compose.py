@@ -29,7 +29,8 @@ def check(path: Annotated[Path | None, typer.Argument(
           ] = None,
           config: ConfigOption = None) -> None:
     """Validate config.toml, issues, briefs and templates (every variant is rendered and
-    checked); print each problem as path:line: message.
+    checked); print each problem as path:line: message. Warnings (unencrypted SMTP or links
+    to a host that is not local, no DKIM) are printed too but do not fail the check.
 
     Exit status: 0 clean, 1 problems found, 2 config.toml invalid.
 
@@ -40,6 +41,8 @@ def check(path: Annotated[Path | None, typer.Argument(
     report = run_check(settings, now(), path)
     for problem in report.problems:
         say(str(problem))
+    for warning in report.warnings:
+        err.print(str(warning), markup=False)
     summary = (f"{display_path(settings.path)}: ok; {len(report.issues)} issue(s), "
                f"{report.briefs} brief(s) ok")
     if report.problems:

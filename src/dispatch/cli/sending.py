@@ -80,8 +80,8 @@ def _dry_run(engine: Engine, issue: Issue, settings: Settings, out_dir: Path | N
     with DeliveryProgress(0, "dry run") as bar:
         data = sending.dry_run(engine, issue, settings, target, now(), sample, bar).data
     for variant in data["variants"]:
-        say(f"{variant['id']}: {variant['recipients']:,} recipient(s), "
-            f"{', '.join(variant['topics'])}")
+        say(f"{variant['label']}: {variant['recipients']:,} recipient(s) "
+            f"({variant['id']})")
     for reason, n in data["skipped"].items():
         say(f"skipped {n:,}: {reason}")
     say(f"dry run: {data['messages_built']:,} message(s) built, {data['files_written']:,} "
@@ -107,9 +107,9 @@ def _launch(engine: Engine, plan: SendPlan, settings: Settings, yes: bool) -> No
     from dispatch.deliver import control, sending
     assert plan.audience is not None  # a LAUNCH plan carries its audience
     audience = plan.audience
-    print_table(("variant", "recipients", "topics"),
-                ((vid, f"{n:,}", ", ".join(topics))
-                 for vid, n, topics in sending.variant_table(audience)))
+    print_table(("variant", "recipients", "id"),
+                ((label, f"{n:,}", vid)
+                 for label, n, vid in sending.variant_table(plan.issue, audience, settings)))
     for line in sending.skipped_lines(audience.skipped):
         say(f"skipped {line}")
     plan.require_audience()

@@ -13,12 +13,13 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from dispatch.compose.message import Recipient, build_template, message_id, personalize
 from dispatch.compose.models import Issue
 from dispatch.compose.render import environment, render_checked, render_variant
-from dispatch.compose.slots import fill_slots, sample_values
-from dispatch.compose.variants import Variant, possible_variants
+from dispatch.compose.slots import fill_slots, fill_text_slots, sample_values
+from dispatch.compose.variants import Variant, possible_variants, variant_label
 from dispatch.config import Settings
 from dispatch.errors import DispatchError, Problem
 
@@ -59,7 +60,7 @@ def sample_copy(issue: Issue, variant: Variant, settings: Settings, now: datetim
     rendered = render_variant(issue, variant, settings, now)
     values = {**sample_values(settings),
               "view_url": sample_recipient(issue, variant, settings).view_url}
-    return fill_slots(rendered.html, values), fill_slots(rendered.text, values)
+    return fill_slots(rendered.html, values), fill_text_slots(rendered.text, values)
 
 
 def preview(issue: Issue, settings: Settings, out_dir: Path, now: datetime,
@@ -76,18 +77,24 @@ def preview(issue: Issue, settings: Settings, out_dir: Path, now: datetime,
     chromium = find_chromium() if screenshots else None
     if screenshots and chromium is None:
         progress("Chromium not found: skipping screenshots (apt-get install chromium)")
+    # The masthead of a planned issue shows the day it is planned for; a send shows the day
+    # it really goes out (compose.render._issue_date).
+    planned_day = (issue.send_at.astimezone(ZoneInfo(settings.newsletter.timezone)).date()
+                   if issue.send_at else None)
     every: list[Problem] = list(problems)
     report: dict[str, Any] = {"issue": issue.slug, "subject": issue.subject, "variants": []}
     for variant in variants.values():
         entry: dict[str, Any] = {
-            "id": variant.id, "briefs": [b.path.name for b in variant.briefs],
+            "id": variant.id, "label": variant_label(issue, variant, labels),
+            "briefs": [b.path.name for b in variant.briefs],
             "titles": [b.title for b in variant.briefs],
             "topics": list(variant.topics), "topic_labels": [labels[t] for t in variant.topics],
             "written": False, "html_bytes": 0, "text_bytes": 0, "eml_bytes": 0,
             "warnings": [], "problems": [], "screenshots": []}
         report["variants"].append(entry)
         try:
-            rendered, found = render_checked(issue, variant, settings, now)
+            rendered, found = render_checked(issue, variant, settings, now,
+                                             day=planned_day)
         except DispatchError as exc:
             found = exc.problems
             entry["problems"] = [str(p) for p in found]
@@ -100,7 +107,7 @@ def preview(issue: Issue, settings: Settings, out_dir: Path, now: datetime,
         values = {**sample_values(settings), "view_url": recipient.view_url}
         html_path = out_dir / f"{variant.id}.html"
         html_path.write_text(fill_slots(rendered.html, values), encoding="utf-8")
-        (out_dir / f"{variant.id}.txt").write_text(fill_slots(rendered.text, values),
+        (out_dir / f"{variant.id}.txt").write_text(fill_text_slots(rendered.text, values),
                                                    encoding="utf-8")
         eml = personalize(build_template(rendered, issue, settings), recipient, now, settings)
         (out_dir / f"{variant.id}.eml").write_bytes(eml)
@@ -112,7 +119,7 @@ def preview(issue: Issue, settings: Settings, out_dir: Path, now: datetime,
                 png = out_dir / f"{variant.id}.{screen}.png"
                 screenshot(chromium, html_path, png, size)
                 entry["screenshots"].append(png.name)
-        progress(f"{variant.id}: {len(variant.briefs)} brief(s), "
+        progress(f"{entry['label']} ({variant.id}): {len(variant.briefs)} brief(s), "
                  f"{entry['html_bytes'] / 1024:.1f} KB HTML"
                  + (f", {len(found)} problem(s)" if found else ""))
     report["problems"] = [{"path": p.path, "line": p.line, "message": p.message,
