@@ -32,6 +32,8 @@ from dispatch.store import outbox, sends
 from dispatch.store.outbox import Audience
 from dispatch.store.sends import SendInfo
 
+LEFT_BEFORE_SENDING = "left the list before their message went out"
+
 
 class SendAction(StrEnum):
     """What `prepare_send` found to do."""
@@ -133,10 +135,22 @@ def status_report(engine: Engine, issue: str | None = None) -> list[dict[str, An
         if sends.get_send(engine, slug) is None:
             raise DispatchError(Problem(issue, "no send for this issue yet (dispatch send …)"))
     counts = outbox.state_counts(engine, slug)
-    return [{"issue": s.issue, "status": s.status, "recipients": s.recipients,
-             "reason": s.reason, "send_at": s.send_at.isoformat() if s.send_at else None,
-             "states": {state: counts[s.issue][state] if s.issue in counts else 0
-                        for state in RowState},
-             "last_errors": [{**e, "updated_at": e["updated_at"].isoformat()}
-                             for e in outbox.last_errors(engine, s.issue)]}
-            for s in sends.list_sends(engine) if slug is None or s.issue == slug]
+    report: list[dict[str, Any]] = []
+    for s in sends.list_sends(engine):
+        # dispatch's own messages (~confirmations) only when asked for by name.
+        if (slug is None and s.issue.startswith("~")) or (slug is not None and s.issue != slug):
+            continue
+        states = {state: counts[s.issue][state] if s.issue in counts else 0
+                  for state in RowState}
+        # Who got nothing, and why: left out of the audience at launch (as a dry run reports
+        # it), or in it but gone (unsubscribed, bounced) before their message went out.
+        skipped = dict(s.skipped)
+        if states[RowState.SKIPPED]:
+            skipped[LEFT_BEFORE_SENDING] = states[RowState.SKIPPED]
+        report.append({"issue": s.issue, "status": s.status, "recipients": s.recipients,
+                       "reason": s.reason,
+                       "send_at": s.send_at.isoformat() if s.send_at else None,
+                       "states": states, "skipped": skipped,
+                       "last_errors": [{**e, "updated_at": e["updated_at"].isoformat()}
+                                       for e in outbox.last_errors(engine, s.issue)]})
+    return report

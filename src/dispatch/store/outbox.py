@@ -9,6 +9,7 @@ so a crash costs at most the messages accepted but not yet recorded.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import uuid
@@ -175,7 +176,8 @@ def launch(engine: Engine, issue: Issue, audience: Audience,
     subscriber's first delivery time (local-time sends); everyone else is due at once.
     False when the issue was launched already or is no longer due: nothing is added."""
     values: dict[str, Any] = {"subject": issue.subject, "recipients": len(audience.rows),
-                              "launched_at": now}
+                              "launched_at": now,
+                              "skipped": json.dumps(dict(sorted(audience.skipped.items())))}
     try:
         with engine.begin() as conn:
             where = [sends.c.issue == issue.slug, sends.c.launched_at.is_(None)]
