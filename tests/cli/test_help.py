@@ -80,6 +80,7 @@ def future(example: str) -> str:
     return re.sub(r'"(\d{4}-\d\d-\d\d \d\d:\d\d)"', later, example)
 
 
+@pytest.mark.slow  # some 25 commands in their own processes: minutes on a shared machine
 def test_every_example_in_help_works(project):
     """Each example, as printed, against a copy of the example project, in an order where
     each finds what it needs (a subscriber to change, a send to pause)."""
