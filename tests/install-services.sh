@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs and starts what the tests talk to for real, from Debian's packages: PostgreSQL
 # (a server on 127.0.0.1:5432 with a `dispatch` role and `dispatch_test` database), Chromium and
-# its chromedriver (headless screenshots, clicking through the web app), and Postfix's smtp-sink/smtp-source for the delivery benchmark (the
-# postfix daemon is never configured or started). Idempotent. Without root or apt-get it says so, and the tests that
+# its chromedriver (headless screenshots, clicking through the web app), and Postfix: smtp-sink/smtp-source for the delivery benchmark, and
+# the daemon for tests/inbound/test_postfix.py, which starts a private instance of its own (config and queue under a temporary folder, a
+# loopback port) and stops it; no system-wide instance is configured or started here. Idempotent. Without root or apt-get it says so, and the tests that
 # need these programs skip with a reason.
 set -euo pipefail
 

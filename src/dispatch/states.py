@@ -60,6 +60,35 @@ class SubscriberStatus(StrEnum):
     COMPLAINED = "complained"
 
 
+class ReportKind(StrEnum):
+    """What a message that came back was (dispatch.inbound) and what it did: a hard bounce
+    suppresses (bounced); soft bounces suppress after delivery.soft_bounce_limit of them; a
+    complaint suppresses (complained); an unsubscribe unsubscribes; the rest change nothing."""
+
+    BOUNCED = "bounced"  # permanent: 5.1.x and its equivalents
+    SOFT = "soft-bounce"  # 4.x.x, 5.2.2 mailbox full, Action: delayed
+    COMPLAINT = "complaint"  # an ARF abuse or fraud report
+    UNSUBSCRIBE = "unsubscribe"  # the List-Unsubscribe mailto, the web's one-click or page
+    AUTO_REPLY = "auto-reply"  # out of office, vacation (RFC 3834)
+    IGNORED = "ignored"  # a message that is none of these (a person writing to the address)
+    UNMATCHED = "unmatched"  # names no message we sent, or its token does not verify
+    NOT_EMAIL = "not-an-email"  # not a mail message at all (never recorded)
+
+
 RECEIVING = (SubscriberStatus.ACTIVE, SubscriberStatus.PENDING)  # get issues or a confirmation
 SUPPRESSING = (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED,
                SubscriberStatus.COMPLAINED)
+
+
+class Role(StrEnum):
+    """A console account's role; each includes the ones before it. Editors work on briefs and
+    issues and schedule them; operators also send, pause, resume, cancel and manage
+    subscribers; admins also manage accounts and read the audit log."""
+
+    EDITOR = "editor"
+    OPERATOR = "operator"
+    ADMIN = "admin"
+
+    def allows(self, needed: Role) -> bool:
+        order = list(Role)
+        return order.index(self) >= order.index(needed)

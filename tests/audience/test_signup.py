@@ -15,13 +15,15 @@ from dispatch.audience.signup import Signup, confirmation_message, read_signup
 from dispatch.compose.rules import check_rendered
 from dispatch.compose.slots import TOKENS
 from dispatch.config import Settings
+from dispatch.deliver.control import status_report
 from dispatch.errors import RenderError
+from dispatch.schedule import schedule_overview
 from dispatch.store import subscribers as subs
-from dispatch.store.confirmations import prepare_confirmations
+from dispatch.store.confirmations import confirm, prepare_confirmations
 from dispatch.store.confirmations import request_confirmation as request
 from dispatch.store.db import open_store
 from dispatch.store.schema import outbox
-from dispatch.store.sends import CONFIRMATIONS
+from dispatch.store.sends import CONFIRMATIONS, WELCOME, archived_sends, list_sends
 
 NOW = datetime(2026, 1, 5, 7, 0, tzinfo=UTC)
 EXPIRY = timedelta(days=2)
@@ -298,3 +300,46 @@ def test_an_address_that_bounced_or_complained_is_never_mailed(engine, settings,
         assert request(engine, good(settings, topics=["economy"]), NOW + later) is False
     assert subscriber(engine, "ana@example.com") == before
     assert confirmations(engine) == []
+
+
+# ---- The welcome message ----------------------------------------------------------------
+
+
+def test_the_welcome_message_passes_every_check_and_carries_each_readers_links(settings):
+    subject, html, text = signup.welcome_message(settings)
+    assert subject == "Welcome to The Pacific Brief"
+    assert check_rendered(html, text, settings) == []
+    for slot in ("name", "unsubscribe_url", "preferences_url"):
+        assert TOKENS[slot] in html and TOKENS[slot] in text, slot
+    assert TOKENS["confirm_url"] not in html + text
+    assert f"{settings.newsletter.base_url}/a" in text.split()
+
+
+def welcomes(engine: Engine) -> list[tuple[int | None, str]]:
+    with engine.connect() as conn:
+        return [tuple(row) for row in conn.execute(  # type: ignore[misc]
+            select(outbox.c.subscriber_id, outbox.c.state).where(outbox.c.issue == WELCOME))]
+
+
+def test_a_confirmation_queues_one_welcome_and_no_later_one(engine, settings):
+    assert request(engine, good(settings), NOW)
+    ana = subscriber(engine, "ana@example.com")
+    assert confirm(engine, ana.id, NOW, welcome=True) == ("active", True)
+    assert confirm(engine, ana.id, NOW, welcome=True) == ("active", False)
+    assert welcomes(engine) == [(ana.id, "queued")]
+    # Unsubscribed, signed up and confirmed again: she had hers.
+    assert subs.unsubscribe(engine, ana.id, NOW + timedelta(hours=1))
+    assert request(engine, good(settings), NOW + timedelta(hours=2))
+    assert confirm(engine, ana.id, NOW + timedelta(hours=3), welcome=True) == ("active", False)
+    assert welcomes(engine) == [(ana.id, "queued")]
+    # Both pseudo-sends are running now, and neither is an issue to an editor.
+    assert {s.issue for s in list_sends(engine)} == {CONFIRMATIONS, WELCOME}
+    assert status_report(engine) == [] and schedule_overview(engine, settings, NOW).sends == []
+    assert archived_sends(engine) == []
+
+
+def test_with_welcome_off_a_confirmation_queues_none(engine, settings):
+    assert request(engine, good(settings), NOW)
+    ana = subscriber(engine, "ana@example.com")
+    assert confirm(engine, ana.id, NOW, welcome=False) == ("active", False)
+    assert welcomes(engine) == []

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import email
-import re
 from datetime import UTC, datetime
 from email import policy
 
 import pytest
 
+from dispatch.audience.tokens import Signer
 from dispatch.compose.issues import load_issue
 from dispatch.compose.message import (
     Recipient,
@@ -38,7 +38,9 @@ def recipient(settings, name: str | None = "Ana Reader", **overrides) -> Recipie
     fields = {"email": "ana@example.com", "name": name,
               "unsubscribe_url": f"{base}/u/tok_ABC-123.xyz=",
               "preferences_url": f"{base}/p/tok_ABC-123.xyz=?a=1&b=2",
-              "view_url": f"{base}/a/issue/b1", "message_id": message_id("i", "ana", settings)}
+              "view_url": f"{base}/a/issue/b1",
+              "unsubscribe_address": "u-1-abcdefghijklmnop@bounces.example.org",
+              "message_id": message_id("i", "0f" * 16, settings)}
     fields.update(overrides)
     return Recipient(**fields)
 
@@ -91,7 +93,11 @@ def test_required_headers(parts, settings):
     assert msg["Date"].datetime == NOW
     unsub = raw.split(b"List-Unsubscribe: ")[1].split(b"\r\nList-Unsubscribe-Post")[0]
     assert b"=?" not in unsub  # never folded into encoded words
-    assert re.fullmatch(rb"<https://news\.example\.org/u/\S+>,\r\n <mailto:[^>]+>", unsub)
+    assert unsub == (b"<https://news.example.org/u/tok_ABC-123.xyz=>,\r\n "
+                     b"<mailto:u-1-abcdefghijklmnop@bounces.example.org?subject=unsubscribe>")
+    # Without an inbound domain there is no mailto: never the editors' inbox.
+    raw = personalize(template, recipient(settings, unsubscribe_address=""), NOW, settings)
+    assert b"List-Unsubscribe: <https://news.example.org/u/tok_ABC-123.xyz=>\r\n" in raw
 
 
 def test_line_rules(parts, settings):
@@ -126,9 +132,13 @@ def test_personalize_uses_no_name_fallback(parts, settings):
     assert msg["To"] == "ana@example.com"
 
 
-def test_message_ids_are_stable_per_recipient(settings):
-    assert message_id("i", "a", settings) == message_id("i", "a", settings)
-    assert message_id("i", "a", settings) != message_id("i", "b", settings)
+def test_message_ids_are_keyed_stable_per_recipient_and_unguessable(settings):
+    signer, other = Signer("secret-one"), Signer("secret-two")
+    assert signer.digest("message-id", "i\0a") == signer.digest("message-id", "i\0a")
+    assert signer.digest("message-id", "i\0a") != signer.digest("message-id", "i\0b")
+    # Without the secret the same pair gives another id: nobody can compute ours.
+    assert signer.digest("message-id", "i\0a") != other.digest("message-id", "i\0a")
+    assert message_id("i", "ab12", settings) == "<i.ab12@example.org>"
 
 
 @pytest.mark.parametrize("field, value, header", [
@@ -163,8 +173,8 @@ def test_a_non_ascii_local_part_gets_a_utf8_to_header_and_the_envelope_stays_utf
     assert wire_address("josé@bücher.example") == "josé@bücher.example"  # SMTPUTF8 carries it
     verp = settings.model_copy(update={"delivery": settings.delivery.model_copy(
         update={"verp_domain": "bounces.example.org"})})
-    assert envelope_sender("ann@bücher.example", verp) == (
-        "bounces+ann=xn--bcher-kva.example@bounces.example.org")
+    assert envelope_sender(verp, "b-1-token") == "b-1-token@bounces.example.org"
+    assert envelope_sender(settings, "b-1-token") == "briefs@example.org"
 
 
 @pytest.mark.parametrize("name", ["Evil\r\nBcc: x@example.net", "Tab\there", "Bell\x07"])

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -144,11 +145,62 @@ def test_a_username_without_a_password_variable_is_an_error(tmp_path):
     (MINIMAL + '[web]\nconfirm_expiry = "5m"\n', "web.confirm_expiry: expected at least 10"),
     (MINIMAL + '[web]\nsignup_limit = "many"\n', "web.signup_limit: expected an integer"),
     (MINIMAL + "[web]\nlisten = 80\n", "web.listen: unknown key"),
+    (MINIMAL + '[web]\nwelcome = "yes"\n', 'web.welcome: expected true or false, got "yes"'),
+    (MINIMAL + "[web]\nwelcome = 1\n", "web.welcome: expected true or false, got 1"),
+    (MINIMAL + '[web]\nprivacy_url = "javascript:alert(1)"\n',
+     'web.privacy_url: expected an http:// or https:// URL, got "javascript:alert(1)"'),
+    (MINIMAL + '[web]\nprivacy_url = "ftp://example.org/privacy"\n',
+     "web.privacy_url: expected an http:// or https:// URL"),
+    (MINIMAL + '[web]\nprivacy_url = "https://example.org/our policy"\n',
+     "web.privacy_url: expected an http:// or https:// URL"),
+    (MINIMAL + '[web]\nprivacy_url = "https://example.org@evil.example/"\n',
+     "web.privacy_url: expected an http:// or https:// URL"),
+    (MINIMAL + '[web]\nprivacy_url = "https://example.org/\\u0000"\n',
+     "web.privacy_url: expected text without control characters"),
+    (MINIMAL + '[web]\nprivacy_url = "/privacy"\n',
+     "web.privacy_url: expected an http:// or https:// URL"),
+    (MINIMAL + f'[web]\nprivacy_url = "https://example.org/{"p" * 2000}"\n',
+     "web.privacy_url: expected a URL of at most 2000 characters, got 2020"),
+    (MINIMAL + f'[web]\nconsent = "{"We care. " * 40}"\n',
+     "web.consent: expected at most 300 characters (one or two sentences), got 359"),
+    (MINIMAL + '[web]\nconsent = "Two\\nlines"\n',
+     "web.consent: expected text without control characters"),
+    (MINIMAL + '[web]\nconsent = "Bell\\u0007"\n',
+     "web.consent: expected text without control characters"),
+    (MINIMAL + '[web]\nconsent = "  "\n', "web.consent: expected a string"),
+    (MINIMAL + '[console]\nenabled = "yes"\n', 'console.enabled: expected true or false, '
+                                               'got "yes"'),
+    (MINIMAL + "[console]\nenabled = true\nport = 70000\n",
+     "console.port: expected an integer 1-65535"),
+    (MINIMAL + '[console]\nenabled = true\nhost = "0.0.0.0"\n', "console: host needs port"),
+    (MINIMAL + '[console]\nidle_timeout = "2d"\n',
+     "console: idle_timeout is longer than session_lifetime"),
+    (MINIMAL + "[console]\nlogin_failures = 0\n",
+     "console.login_failures: expected an integer 1-1000"),
+    (MINIMAL + "[console]\npassword = 1\n", "console.password: unknown key"),
 ])
 def test_bad_config_values(tmp_path, text, expected):
     with pytest.raises(ConfigError) as info:
         load_settings(write(tmp_path, text))
     assert expected in str(info.value)
+
+
+def test_privacy_and_consent_problems_are_located_at_their_line(tmp_path):
+    path = write(tmp_path, MINIMAL + '[web]\nport = 8080\nprivacy_url = "mailto:dpo@example.org"'
+                 '\nconsent = "Line\\tbreak"\n')
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    lines = MINIMAL.count("\n")
+    assert str(info.value).splitlines() == [
+        f'{path}:{lines + 3}: web.privacy_url: expected an http:// or https:// URL, got '
+        '"mailto:dpo@example.org"',
+        f'{path}:{lines + 4}: web.consent: expected text without control characters, got '
+        '"Line\\tbreak"']
+    web = load_settings(write(tmp_path, MINIMAL + '[web]\nprivacy_url = "https://example.org/'
+                              'privacy?lang=en#data"\nconsent = " We keep it short. "\n')).web
+    assert web is not None
+    assert web.privacy_url == "https://example.org/privacy?lang=en#data"
+    assert web.consent == "We keep it short."
 
 
 def test_missing_config_file(tmp_path):
@@ -179,6 +231,14 @@ def test_schedule_settings(tmp_path):
     assert settings.schedule.grace.total_seconds() == 600 and settings.schedule.sync == 0.5
 
 
+def test_console_settings(tmp_path):
+    assert load_settings(write(tmp_path, MINIMAL)).console.enabled is False
+    console = load_settings(write(tmp_path, MINIMAL + '[console]\nenabled = true\nport = 8030\n'
+                                                      'idle_timeout = "10m"\n')).console
+    assert console.enabled and console.port == 8030 and console.host is None
+    assert console.idle_timeout == timedelta(minutes=10) and console.login_failures == 10
+
+
 def test_web_settings(tmp_path):
     assert load_settings(write(tmp_path, MINIMAL)).web is None  # `dispatch run` serves nothing
     settings = load_settings(write(tmp_path, MINIMAL + '[web]\nhost = "0.0.0.0"\nport = 8080\n'
@@ -191,6 +251,9 @@ def test_web_settings(tmp_path):
     assert settings.web.trusted_proxies == ("10.0.0.2",)
     defaults = load_settings(write(tmp_path, MINIMAL + "[web]\n")).web
     assert defaults is not None and defaults.port == 8025 and defaults.signup_limit == 5
+    assert defaults.welcome is True
+    quiet = load_settings(write(tmp_path, MINIMAL + "[web]\nwelcome = false\n")).web
+    assert quiet is not None and quiet.welcome is False
 
 
 # ---- The pydantic schema: what the hand-written reader did not cover -------------------------
@@ -373,3 +436,35 @@ def test_toml_error_names_the_line():
 def test_impossible_durations_are_problems(tmp_path, value):
     (problem,) = problems(tmp_path, MINIMAL + f"[schedule]\ngrace = {value}\n")
     assert problem.startswith(':10: schedule.grace: expected seconds or a duration like "1h"')
+
+
+def test_inbound_settings(tmp_path):
+    assert load_settings(write(tmp_path, MINIMAL)).inbound is None  # `dispatch run`: no server
+    settings = load_settings(write(tmp_path, MINIMAL + '[delivery]\nverp_domain = '
+                                   '"bounces.example.org"\nsoft_bounce_limit = 2\n'
+                                   'soft_bounce_window = "14d"\nmax_bounce_rate = 2.5\n'
+                                   '[inbound]\nport = 25\nmax_size = 200000\n'
+                                   'spool = "var/spool"\n'))
+    assert settings.inbound is not None
+    assert (settings.inbound.port, settings.inbound.max_size) == (25, 200_000)
+    assert settings.inbound.spool == tmp_path / "var" / "spool"  # beside config.toml
+    delivery = settings.delivery
+    assert (delivery.soft_bounce_limit, delivery.soft_bounce_window.days,
+            delivery.max_bounce_rate, delivery.max_complaint_rate) == (2, 14, 2.5, 0.3)
+    defaults = load_settings(write(tmp_path, MINIMAL)).delivery
+    assert (defaults.soft_bounce_limit, defaults.soft_bounce_window.days,
+            defaults.max_bounce_rate) == (3, 30, 5.0)
+
+
+def test_inbound_mistakes_are_located(tmp_path):
+    # No VERP domain: nothing to receive for. The server's own keys are checked too.
+    assert problems(tmp_path, MINIMAL + "[inbound]\nport = 0\nmax_size = 10\nrelay = true\n") == [
+        ":10: inbound.port: expected an integer 1-65535, got 0",
+        ":11: inbound.max_size: expected an integer 10000-100000000, got 10",
+        ":12: inbound.relay: unknown key",
+        ":9: inbound: set delivery.verp_domain too: the domain bounces and mailto "
+        "unsubscribes are addressed to"]
+    assert problems(tmp_path, MINIMAL + '[delivery]\nverp_domain = "x"\nmax_bounce_rate = 101\n'
+                    '[inbound]\n') == [
+        ':10: delivery.verp_domain: expected a domain name, got "x"',
+        ":11: delivery.max_bounce_rate: expected a number 0-100, got 101"]

@@ -70,7 +70,7 @@ def test_a_new_issue_is_planned_read_only_then_launched(engine, settings, issue)
     add_readers(engine, settings)
     plan = control.prepare_send(engine, issue, settings)
     assert plan.action is SendAction.LAUNCH and plan.send is None
-    assert plan.audience is not None and len(plan.audience.rows) == len(READERS)
+    assert plan.audience is not None and plan.audience.recipients == len(READERS)
     assert status(engine) is None and outbox_rows(engine) == 0
     assert control.launch_planned(engine, plan, settings, NOW)
     assert status(engine) == SendStatus.SENDING

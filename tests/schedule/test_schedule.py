@@ -59,7 +59,7 @@ def cfg(settings: Settings, server) -> Settings:
 def populate(engine: Engine, settings: Settings, count: int = 30) -> int:
     issue = load_issue(settings.issues_dir / EXAMPLE_ISSUE, settings)
     imports.import_rows(engine, generate_subscribers(settings, issue.topics, count), DAY_BEFORE)
-    return len(plan_audience(engine, issue, settings).rows)
+    return plan_audience(engine, issue, settings).recipients
 
 
 def schedule(engine: Engine, settings: Settings, at: str = "2026-12-01 07:00", *,

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import itertools
-from datetime import UTC, datetime
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from dispatch.audience import csvio
 from dispatch.config import Segment
 from dispatch.errors import ContentError, DispatchError
 from dispatch.store import imports
 from dispatch.store import subscribers as subs
+from dispatch.store.confirmations import confirm, prepare_confirmations
 from dispatch.store.db import StoreError, current_revision, head_revision, open_store
+from dispatch.store.schema import outbox
 from dispatch.store.segments import segment_counts
+from dispatch.store.sends import WELCOME
 
 NOW = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
 TOPICS = {"east-asia": 1, "security": 1, "economy": 1, "diplomacy": 1}
@@ -236,6 +241,29 @@ def test_a_name_can_be_changed(engine):
     person = subs.update_subscriber(engine, "BO@example.com", now=NOW, known_topics=TOPICS,
                                     name="  Bo Reader ")
     assert person.name == "Bo Reader"
+
+
+def test_a_confirmation_pressed_twice_at_once_welcomes_once(engine, settings):
+    """Two presses of the confirmation button racing on two connections: one activation,
+    one welcome row, and neither press fails."""
+    prepare_confirmations(engine, settings, timedelta(days=2), NOW)
+    with engine.begin() as conn:
+        sid = subs.signup_row(conn, "ana@example.com", "ana@example.com", name=None,
+                              topics=["security"], now=NOW)
+    assert sid is not None
+    start = threading.Barrier(4)
+
+    def press(_: int) -> tuple[str | None, bool]:
+        start.wait()
+        return confirm(engine, sid, NOW, welcome=True)
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(press, range(4)))
+    assert sorted(results) == [("active", False)] * 3 + [("active", True)]
+    with engine.connect() as conn:
+        rows = conn.execute(select(outbox.c.subscriber_id).where(
+            outbox.c.issue == WELCOME)).scalars().all()
+    assert rows == [sid]
 
 
 def test_resubscribe_brings_an_unsubscribed_reader_back(engine):

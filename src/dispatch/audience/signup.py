@@ -1,6 +1,7 @@
-"""Double opt-in: a sign-up form checked, and the confirmation message it sends, rendered with
-the same pipeline and checks as an issue. Storing the request and queueing the message
-through the normal delivery path is store/confirmations.request_confirmation."""
+"""Double opt-in: a sign-up form checked, the confirmation message it sends and the welcome
+message that follows the confirmation, rendered with the same pipeline and checks as an issue.
+Storing the request and queueing the messages through the normal delivery path is
+store/confirmations."""
 
 from __future__ import annotations
 
@@ -70,4 +71,18 @@ def confirmation_message(settings: Settings, expiry: timedelta) -> tuple[str, st
         problems.append("the confirmation link is missing")
     if problems:
         raise RenderError([Problem("templates/email/confirm", p) for p in problems])
+    return subject, html, text
+
+
+def welcome_message(settings: Settings) -> tuple[str, str, str]:
+    """(subject, html, text) of the welcome message a subscriber gets once, after confirming
+    (templates/email/welcome.*, overridable like every template); rendered once, the
+    recipient's name and links are slots filled at delivery."""
+    subject = f"Welcome to {settings.newsletter.name}"
+    context = {"newsletter": settings.newsletter, "subject": subject, "slots": TOKENS,
+               "archive_url": f"{settings.newsletter.base_url}/a"}
+    html, text = render_email(settings, "welcome", context, context, "the welcome message")
+    problems = check_rendered(html, text, settings)
+    if problems:
+        raise RenderError([Problem("templates/email/welcome", p) for p in problems])
     return subject, html, text

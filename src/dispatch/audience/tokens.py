@@ -6,7 +6,10 @@ The key comes from the store (store/secrets.py); this module does no I/O.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -21,6 +24,14 @@ from dispatch.config import WebSettings
 FORM_EXPIRY = timedelta(hours=12)
 # Purpose -> whether its tokens carry their issue time and expire.
 PURPOSES = {"unsubscribe": False, "preferences": False, "confirm": True, "form": True}
+# Tokens naming one outbox row and its subscriber in an address on the inbound domain: the
+# VERP envelope sender ("b-…", bounces come back to it) and the List-Unsubscribe mailto
+# ("u-…"). The subscriber is named too because SQLite may give a deleted row's id to a new
+# row. Lower-case base36 and base32, since some MTAs fold the case of local parts; 46 octets
+# at most, inside RFC 5321's 64.
+ROW_PURPOSES = {"bounce": "b", "mailto": "u"}
+ROW_ADDRESS = re.compile(r"^(?P<prefix>[bu])-(?P<row>[0-9a-z]{1,13})-(?P<sid>[0-9a-z]{1,13})"
+                         r"-(?P<mac>[a-z2-7]{16})$")
 
 
 class BadToken(Exception):
@@ -29,6 +40,15 @@ class BadToken(Exception):
     def __init__(self, expired: bool = False) -> None:
         super().__init__("expired" if expired else "invalid")
         self.expired = expired
+
+
+@dataclass(frozen=True)
+class RowClaim:
+    """What a verified row token says: what it is for, the outbox row and its subscriber."""
+
+    purpose: str  # bounce or mailto
+    row_id: int
+    subscriber_id: int
 
 
 @dataclass(frozen=True)
@@ -62,6 +82,7 @@ class Signer:
 
     def __init__(self, key: str, *, expiry: dict[str, timedelta] | None = None) -> None:
         self._signers = {p: HmacSigner(key, salt=f"dispatch.{p}") for p in PURPOSES}
+        self._key = hashlib.sha256(b"dispatch.rows\0" + key.encode("utf-8")).digest()
         # The confirmation link's life is an operator's choice (web.confirm_expiry); a form's
         # is how long a page may sit open before it is sent.
         self.expiry = {"confirm": WebSettings().confirm_expiry, "form": FORM_EXPIRY,
@@ -89,3 +110,41 @@ class Signer:
             if not 0 <= age <= self.expiry[purpose].total_seconds() + 60:  # 60 s of clock skew
                 raise BadToken(expired=age > 0)
         return Claim(int.from_bytes(parts[0], "big"), parts[1])
+
+    def _row_mac(self, purpose: str, row_id: int, subscriber_id: int) -> str:
+        data = f"{purpose}\0{row_id}\0{subscriber_id}".encode()
+        mac = hmac.new(self._key, data, hashlib.sha256).digest()
+        return base64.b32encode(mac[:10]).decode("ascii").lower()  # 80 bits, 16 characters
+
+    def row_local_part(self, purpose: str, row_id: int, subscriber_id: int) -> str:
+        """The local part of an inbound-domain address that names one outbox row and its
+        subscriber: "b-ROW-SUBSCRIBER-MAC" for bounces (the VERP sender), "u-…" for the
+        mailto unsubscribe."""
+        return (f"{ROW_PURPOSES[purpose]}-{_base36(row_id)}-{_base36(subscriber_id)}-"
+                f"{self._row_mac(purpose, row_id, subscriber_id)}")
+
+    def read_row_local_part(self, local_part: str) -> RowClaim:
+        """What a local part made by row_local_part names; BadToken otherwise."""
+        found = ROW_ADDRESS.match(local_part.strip().lower())
+        if not found:
+            raise BadToken()
+        purpose = next(p for p, prefix in ROW_PURPOSES.items() if prefix == found["prefix"])
+        row_id, sid = int(found["row"], 36), int(found["sid"], 36)
+        if not secrets.compare_digest(found["mac"], self._row_mac(purpose, row_id, sid)):
+            raise BadToken()
+        return RowClaim(purpose, row_id, sid)
+
+    def digest(self, purpose: str, text: str) -> str:
+        """A keyed hash (hex, 128 bits) nobody without the secret can compute: Message-IDs."""
+        data = f"{purpose}\0{text}".encode()
+        return hmac.new(self._key, data, hashlib.sha256).hexdigest()[:32]
+
+
+def _base36(n: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        n, r = divmod(n, 36)
+        out = digits[r] + out
+        if n == 0:
+            return out

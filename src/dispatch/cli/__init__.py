@@ -11,7 +11,8 @@ from typing import Annotated
 import typer
 
 from dispatch import __version__
-from dispatch.cli import compose, daemon, demo, sending, start, subscribers
+from dispatch.cli import compose, daemon, demo, inbound, sending, start, subscribers, users
+from dispatch.cli.archive import archive_app
 from dispatch.cli.common import DispatchGroup, keep_examples, out
 from dispatch.cli.schedule import schedule_app
 
@@ -53,6 +54,9 @@ app.add_typer(start.issue_app, name="issue")
 app.add_typer(subscribers.subscribers_app, name="subscribers")
 app.add_typer(subscribers.db_app, name="db")
 app.add_typer(schedule_app, name="schedule")
+app.add_typer(inbound.inbound_app, name="inbound")
+app.add_typer(archive_app, name="archive")
+app.add_typer(users.users_app, name="users")
 
 
 def main() -> None:

@@ -5,7 +5,9 @@ the formatting helpers more than one command prints with."""
 from __future__ import annotations
 
 import inspect
+import logging
 import signal
+import sys
 import textwrap
 import threading
 import time
@@ -148,6 +150,12 @@ def load_with_store(config: Path | None) -> tuple[Settings, Engine]:
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+def log_to_stderr() -> None:
+    """The long-running commands log to standard error."""
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(message)s")
 
 
 def say(text: str) -> None:

@@ -1,13 +1,14 @@
 """The long-running processes: `dispatch run` (scheduler, delivery and, with a [web] table,
-the web app) and `dispatch serve` (the web app and its confirmations)."""
+the web app, with an [inbound] table the inbound SMTP server) and `dispatch serve` (the web
+app and its confirmations)."""
 
 from __future__ import annotations
 
 import logging
 import signal
-import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -15,18 +16,34 @@ import typer
 from dispatch.cli.common import (
     ConfigOption,
     load_with_store,
+    log_to_stderr,
     stats_line,
     stop_on_signals,
 )
 from dispatch.errors import DispatchError
 
 if TYPE_CHECKING:  # the stack is imported where a command uses it: start-up stays quick
+    from sqlalchemy import Engine
+
+    from dispatch.config import Settings
     from dispatch.deliver.recording import Stats
+    from dispatch.web.server import WebServer
 
 
-def _log_to_stderr() -> None:
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(message)s")
+def _console_server(engine: Engine, settings: Settings, queued: Callable[[], None]
+                    ) -> WebServer | None:
+    """The console on its own listener, when [console] names a port (else it is /admin/ on
+    the web app, or off)."""
+    from dispatch.config import WebSettings
+    from dispatch.web.console import create_console
+    from dispatch.web.server import WebServer
+
+    console, web_settings = settings.console, settings.web or WebSettings()
+    if not console.enabled or console.port is None:
+        return None
+    return WebServer(create_console(engine, settings, queued=queued),
+                     console.host or web_settings.host, console.port,
+                     web_settings.trusted_proxies)
 
 
 def run(config: ConfigOption = None) -> None:
@@ -35,7 +52,8 @@ def run(config: ConfigOption = None) -> None:
 
     An issue whose time passed while no daemon ran goes out if it is less than
     schedule.grace late, and is marked missed otherwise. With a web table in config.toml it
-    also serves the subscriber web app (see `dispatch serve`).
+    also serves the subscriber web app (see `dispatch serve`); with an inbound table it also
+    receives bounces, complaints and mailto unsubscribes (see `dispatch inbound serve`).
 
     The [[schedules]] in config.toml are reloaded without a restart on SIGHUP (kill -HUP PID)
     and when the file is saved (seen within schedule.sync seconds); other settings need a
@@ -47,12 +65,13 @@ def run(config: ConfigOption = None) -> None:
     from dispatch import schedule as scheduling
     from dispatch.deliver.control import describe_when
     from dispatch.deliver.transport import smtp_transport
+    from dispatch.inbound.server import InboundServer
     from dispatch.store.sends import scheduled_sends
     from dispatch.web import app as web
     from dispatch.web.server import WebServer
     settings, engine = load_with_store(config)
     settings.smtp.check_credentials()
-    _log_to_stderr()
+    log_to_stderr()
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     log = logging.getLogger("dispatch.run")
     last = [0.0, 0]
@@ -68,6 +87,8 @@ def run(config: ConfigOption = None) -> None:
     if settings.web is not None:
         server = WebServer(web.create_app(engine, settings, queued=daemon.wake),
                            settings.web.host, settings.web.port, settings.web.trusted_proxies)
+    inbound = InboundServer(engine, settings) if settings.inbound is not None else None
+    console = _console_server(engine, settings, daemon.wake)
     hangup = threading.Event()
     previous = signal.signal(signal.SIGHUP, lambda _signum, _frame: hangup.set())
     with stop_on_signals() as stop:
@@ -80,6 +101,19 @@ def run(config: ConfigOption = None) -> None:
                 raise
             log.info("dispatch run: web app on %s (public address %s)", server.url,
                      settings.newsletter.base_url)
+        if inbound is not None:
+            try:
+                inbound.start()
+            except DispatchError:
+                if server is not None:
+                    server.stop()
+                daemon.stop()
+                raise
+            log.info("dispatch run: inbound SMTP on %s for %s", inbound.address,
+                     settings.delivery.verp_domain)
+        if console is not None:
+            console.start()
+            log.info("dispatch run: console on %s/admin/", console.url)
         waiting = scheduled_sends(engine)
         log.info("dispatch run: %d issue(s) scheduled%s; %d recurring schedule(s); delivering "
                  "through %s:%d", len(waiting),
@@ -90,8 +124,9 @@ def run(config: ConfigOption = None) -> None:
             if hangup.is_set():  # reloaded here: a signal handler must not take locks
                 hangup.clear()
                 daemon.reload("SIGHUP")
-        if server is not None:
-            server.stop()
+        for listener in (inbound, server, console):
+            if listener is not None:
+                listener.stop()
         daemon.stop()
     signal.signal(signal.SIGHUP, previous)
     log.info("dispatch run: stopped")
@@ -121,14 +156,18 @@ def serve(
     settings, engine = load_with_store(config)
     settings.smtp.check_credentials()  # it delivers sign-up confirmations
     web_settings = settings.web or WebSettings()
-    _log_to_stderr()
+    log_to_stderr()
     log = logging.getLogger("dispatch.serve")
     wake = threading.Event()
     server = WebServer(web.create_app(engine, settings, queued=wake.set),
                        host or web_settings.host, port or web_settings.port,
                        web_settings.trusted_proxies)
+    console = _console_server(engine, settings, wake.set)
     with stop_on_signals() as stop:
         server.start()
+        if console is not None:
+            console.start()
+            log.info("dispatch serve: console on %s/admin/", console.url)
         sender = threading.Thread(target=sending.deliver_when_due, name="dispatch-delivery",
                                   args=(engine, settings, smtp_transport(settings.smtp), wake,
                                         stop))
@@ -138,6 +177,8 @@ def serve(
         while not stop.wait(1.0):
             pass
         server.stop()
+        if console is not None:
+            console.stop()
         wake.set()
         sender.join()
     log.info("dispatch serve: stopped")

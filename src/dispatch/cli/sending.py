@@ -52,6 +52,10 @@ def _print_status(engine: Engine, issue: str | None, as_json: bool = False
     for entry in report:
         for why, n in entry["skipped"].items():
             say(f"{entry['issue']}: skipped {n:,}: {why}")
+        came_back = ", ".join(f"{n:,} {key.replace('_', ' ')}"
+                              for key, n in entry["reports"].items() if n)
+        if came_back:
+            say(f"{entry['issue']}: came back: {came_back}")
         if entry["reason"]:
             say(f"{entry['issue']}: {entry['status']}: {entry['reason']}")
         for e in entry["last_errors"]:
@@ -109,7 +113,7 @@ def _launch(engine: Engine, plan: SendPlan, settings: Settings, yes: bool) -> No
         say(f"skipped {line}")
     plan.require_audience()
     if not yes:
-        typer.confirm(f"Send {plan.issue.subject!r} to {len(audience.rows):,} recipient(s) "
+        typer.confirm(f"Send {plan.issue.subject!r} to {audience.recipients:,} recipient(s) "
                       f"in {len(audience.variants)} variant(s)?", abort=True)
     if not control.launch_planned(engine, plan, settings, now()):
         say("another process launched this issue a moment ago; delivering")
@@ -216,8 +220,9 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
     config: ConfigOption = None,
 ) -> None:
-    """Per send: queued, sending, sent, retrying, failed, bounced and skipped counts, and the
-    last errors.
+    """Per send: queued, sending, sent, retrying, failed, bounced and skipped counts; what
+    came back (hard and soft bounces, complaints, unsubscribes by one-click, mailto or the
+    preferences page, auto-replies, unmatched reports); and the last errors.
 
     Example: dispatch status 2026-11-27-thaw
     """

@@ -22,7 +22,7 @@ from dispatch.cli.common import (
     warn,
 )
 from dispatch.errors import DispatchError, Problem, display_path
-from dispatch.states import SubscriberStatus
+from dispatch.states import SUPPRESSING, SubscriberStatus
 
 # The store and the CSV reader are imported inside each command: start-up stays quick.
 
@@ -161,9 +161,15 @@ def subscribers_list(
     if as_json:
         out.print_json(data=[p.as_json() for p in people])
         return
-    print_table(("email", "name", "topics", "timezone", "status", "created"),
-                ((p.email, p.name or "", ", ".join(p.topics), p.timezone or "", p.status,
-                  f"{p.created_at:%Y-%m-%d}") for p in people))
+    if status in SUPPRESSING:  # who left, when and why
+        print_table(("email", "name", "status", "since", "reason"),
+                    ((p.email, p.name or "", p.status,
+                      f"{p.unsubscribed_at:%Y-%m-%d %H:%M} UTC" if p.unsubscribed_at else "",
+                      p.status_reason or "") for p in people))
+    else:
+        print_table(("email", "name", "topics", "timezone", "status", "created"),
+                    ((p.email, p.name or "", ", ".join(p.topics), p.timezone or "", p.status,
+                      f"{p.created_at:%Y-%m-%d}") for p in people))
     out.print(f"{len(people)} subscriber(s)")
 
 

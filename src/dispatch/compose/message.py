@@ -20,7 +20,6 @@ from email.headerregistry import Address
 from email.quoprimime import body_encode
 from email.utils import format_datetime
 from functools import lru_cache
-from urllib.parse import quote
 
 from dispatch.compose.briefs import slugify
 from dispatch.compose.models import Issue
@@ -45,6 +44,9 @@ class Recipient:
     view_url: str
     message_id: str  # "<…@domain>"
     confirm_url: str = ""  # only in a double opt-in confirmation
+    # The List-Unsubscribe mailto address on the inbound domain (a signed token for the row,
+    # read by dispatch.inbound); "" without an inbound domain: the https link alone.
+    unsubscribe_address: str = ""
 
 
 @dataclass(frozen=True)
@@ -227,16 +229,14 @@ def template_from_parts(variant_id: str, html: str, text: str, subject: str, slu
                            slots=tuple(slots))
 
 
-def unsubscribe_mailto(settings: Settings, token: str) -> str:
-    address = settings.newsletter.reply_to or settings.newsletter.from_email
-    return f"mailto:{address}?subject={quote('unsubscribe ' + token)}"
+def unsubscribe_mailto(address: str) -> str:
+    return f"mailto:{address}?subject=unsubscribe"
 
 
 def slot_values(recipient: Recipient, now: datetime, settings: Settings) -> dict[str, bytes]:
     """Each slot's bytes for one recipient, encoded for where the slot stands. The To header
     is UTF-8 as it is when the address needs SMTPUTF8 (RFC 6532), ASCII otherwise."""
     utf8 = needs_smtputf8(recipient.email)
-    token = recipient.unsubscribe_url.rstrip("/").rpartition("/")[2]
     name = recipient.name or "there"
     fields = {"name": name, "unsubscribe_url": recipient.unsubscribe_url,
               "preferences_url": recipient.preferences_url, "view_url": recipient.view_url}
@@ -247,13 +247,19 @@ def slot_values(recipient: Recipient, now: datetime, settings: Settings) -> dict
         "to": _to_value(recipient.name, wire_address(recipient.email), utf8).encode(
             "utf-8" if utf8 else "ascii"),
         "message_id": recipient.message_id.encode("ascii"),
-        "list_unsubscribe": (f"<{recipient.unsubscribe_url}>,{CRLF} "
-                             f"<{unsubscribe_mailto(settings, token)}>").encode("ascii"),
+        "list_unsubscribe": _list_unsubscribe(recipient).encode("ascii"),
     }
     for field, value in fields.items():
         values[f"plain:{field}"] = qp(value).encode("ascii")
         values[f"html:{field}"] = qp(html_lib.escape(value, quote=True)).encode("ascii")
     return values
+
+
+def _list_unsubscribe(recipient: Recipient) -> str:
+    value = f"<{recipient.unsubscribe_url}>"
+    if recipient.unsubscribe_address:
+        value += f",{CRLF} <{unsubscribe_mailto(recipient.unsubscribe_address)}>"
+    return value
 
 
 def personalize(template: MessageTemplate, recipient: Recipient, now: datetime,
@@ -267,19 +273,19 @@ def personalize(template: MessageTemplate, recipient: Recipient, now: datetime,
     return b"".join(parts)
 
 
-def message_id(issue_slug: str, key: str, settings: Settings) -> str:
-    """A Message-ID on the sender's domain, stable for one (issue, recipient) pair so that a
-    retried message keeps its identity."""
+def message_id(issue_slug: str, digest: str, settings: Settings) -> str:
+    """A Message-ID on the sender's domain. `digest` is a keyed hash of the (issue, recipient)
+    pair (audience.tokens.Signer.digest): stable, so a retried message keeps its identity, and
+    unguessable, so a report quoting it is about a message we sent (dispatch.inbound)."""
     domain = settings.newsletter.from_email.rpartition("@")[2]
-    digest = hashlib.sha256(f"{issue_slug}\0{key}".encode()).hexdigest()[:20]
     return f"<{issue_slug}.{digest}@{domain}>"
 
 
-def envelope_sender(recipient: str, settings: Settings) -> str:
-    """The SMTP MAIL FROM: with delivery.verp_domain set, a per-recipient VERP address
-    (bounces+ana=example.com@verp.domain) so a bounce names who it was for."""
+def envelope_sender(settings: Settings, bounce_local_part: str) -> str:
+    """The SMTP MAIL FROM: with delivery.verp_domain set, a per-message VERP address whose
+    local part is a signed token for the outbox row (audience.tokens.Signer.row_local_part),
+    so a bounce names which message it was for and cannot be forged; else the From address."""
     domain = settings.delivery.verp_domain
     if not domain:
         return settings.newsletter.from_email
-    local, _, rdomain = wire_address(recipient).rpartition("@")
-    return f"bounces+{local}={rdomain}@{domain}"
+    return f"{bounce_local_part}@{domain}"

@@ -16,7 +16,7 @@ from typing import Any
 
 from dispatch.compose.message import Recipient, build_template, message_id, personalize
 from dispatch.compose.models import Issue
-from dispatch.compose.render import environment, render_checked
+from dispatch.compose.render import environment, render_checked, render_variant
 from dispatch.compose.slots import fill_slots, sample_values
 from dispatch.compose.variants import Variant, possible_variants
 from dispatch.config import Settings
@@ -36,7 +36,7 @@ def sample_recipient(issue: Issue, variant: Variant, settings: Settings) -> Reci
                      unsubscribe_url=values["unsubscribe_url"],
                      preferences_url=values["preferences_url"],
                      view_url=f"{settings.newsletter.base_url}/a/{issue.slug}/{variant.id}",
-                     message_id=message_id(issue.slug, f"sample:{variant.id}", settings))
+                     message_id=message_id(issue.slug, "sample", settings))
 
 
 def find_chromium() -> str | None:
@@ -50,6 +50,16 @@ def screenshot(chromium: str, html_path: Path, png_path: Path, size: tuple[int, 
                         f"--window-size={size[0]},{size[1]}", f"--screenshot={png_path}",
                         html_path.resolve().as_uri()],
                        check=True, capture_output=True, timeout=120)
+
+
+def sample_copy(issue: Issue, variant: Variant, settings: Settings, now: datetime
+                ) -> tuple[str, str]:
+    """One variant as a sample reader gets it: its HTML and plaintext, slots filled (what
+    `dispatch preview` writes, and the console shows)."""
+    rendered = render_variant(issue, variant, settings, now)
+    values = {**sample_values(settings),
+              "view_url": sample_recipient(issue, variant, settings).view_url}
+    return fill_slots(rendered.html, values), fill_slots(rendered.text, values)
 
 
 def preview(issue: Issue, settings: Settings, out_dir: Path, now: datetime,

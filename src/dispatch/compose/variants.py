@@ -36,6 +36,20 @@ def variant_for(issue: Issue, briefs: tuple[Brief, ...]) -> Variant:
     return Variant(id="b" + "-".join(map(str, positions)), briefs=briefs)
 
 
+def variant_by_id(issue: Issue, vid: str) -> Variant:
+    """The variant an id names (the inverse of variant_for); ValueError for an id that names
+    no set of this issue's briefs."""
+    try:
+        positions = [int(p) for p in vid.removeprefix("b").split("-")]
+    except ValueError:
+        raise ValueError(f"not a variant id: {vid!r}") from None
+    if not vid.startswith("b") or not positions or any(
+            not 1 <= p <= len(issue.briefs) for p in positions) or positions != sorted(
+            set(positions)):
+        raise ValueError(f"not a variant of {issue.slug}: {vid!r}")
+    return variant_for(issue, tuple(issue.briefs[p - 1] for p in positions))
+
+
 def plan_variants(issue: Issue, topic_sets: Iterable[Iterable[str]]) -> dict[str, Variant]:
     """The distinct variants the given topic mixes need, keyed by id; a mix that matches no
     brief needs none (that subscriber gets no email)."""

@@ -12,8 +12,10 @@ from dispatch.config.load import (
 )
 from dispatch.config.schema import (
                                   TOPIC_KEY,
+                                  ConsoleSettings,
                                   DeliverySettings,
                                   DkimSettings,
+                                  InboundSettings,
                                   NewsletterSettings,
                                   RecurringSchedule,
                                   ScheduleSettings,
@@ -26,7 +28,9 @@ from dispatch.config.schema import (
 )
 
 __all__ = [
-    "DEFAULT_CONFIG", "TOPIC_KEY", "DeliverySettings", "DkimSettings", "NewsletterSettings",
+    "ConsoleSettings", "DEFAULT_CONFIG", "TOPIC_KEY", "DeliverySettings", "DkimSettings",
+    "InboundSettings",
+    "NewsletterSettings",
     "RecurringSchedule", "ScheduleSettings", "Segment", "Settings", "SmtpSettings",
     "StoreSettings", "Topic", "WebSettings", "config_path", "load_settings", "parse_settings",
     "toml_error", "toml_line",

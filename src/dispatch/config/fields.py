@@ -151,6 +151,15 @@ class Between:
         return _reworded(schema, lambda value: expected(what, value))
 
 
+class Flag:
+    """true or false, nothing else (TOML's own booleans; "yes" or 1 are refused)."""
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler
+                                     ) -> CoreSchema:
+        return _reworded(core_schema.bool_schema(strict=True),
+                         lambda value: expected("true or false", value))
+
+
 class OneOf:
     """A Literal's choices, listed in the message when the value is none of them."""
 

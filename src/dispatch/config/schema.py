@@ -32,6 +32,7 @@ from dispatch.config.fields import (
     Between,
     Duration,
     EnvName,
+    Flag,
     IanaZone,
     Key,
     Keyed,
@@ -46,6 +47,9 @@ from dispatch.config.fields import (
 from dispatch.errors import ConfigError, Problem
 
 _DOMAIN = r"^[A-Za-z0-9.-]+\.[A-Za-z]{2,}$"
+_HTTP_URL = r"^https?://[^\s/?#@]+([/?#]\S*)?$"  # no spaces, no user@ before the host
+MAX_URL = 2000  # what every browser and proxy carries
+MAX_CONSENT = 300  # a line under a form, not a policy
 
 Port = Annotated[int, Between(1, 65535)]
 Zone = Annotated[str, Text(), IanaZone()]
@@ -176,6 +180,14 @@ class DeliverySettings(_Table):
     # Seconds without a heartbeat after which a worker on another host counts as dead and its
     # claimed rows go back to the queue (workers on the same host are checked by pid).
     worker_lease: Annotated[float, Between(5, 86_400)] = 60.0
+    # What comes back (dispatch.inbound): soft bounces (4.x.x, mailbox full, delayed) from
+    # this many different issues within the window make a subscriber bounced.
+    soft_bounce_limit: Annotated[int, Between(1, 1000)] = 3
+    soft_bounce_window: Annotated[timedelta, Duration()] = timedelta(days=30)
+    # Percentages of a send's delivered messages past which it pauses: hard bounces, and
+    # complaints (mailbox providers want spam rates under 0.3 %).
+    max_bounce_rate: Annotated[float, Between(0, 100)] = 5.0
+    max_complaint_rate: Annotated[float, Between(0, 100)] = 0.3
 
     @field_validator("domain_rates")
     @classmethod
@@ -202,6 +214,28 @@ class DkimSettings(_Table):
         if not path.is_file():
             raise fail(f"no such file: {path}")
         return path
+
+
+class InboundSettings(_Table):
+    """`dispatch inbound serve` (and `dispatch run` when this table is present): the SMTP
+    server that receives bounces, complaints and mailto unsubscribes for delivery.verp_domain."""
+
+    host: Annotated[str, Text()] = "127.0.0.1"
+    port: Port = 2525
+    max_size: Annotated[int, Between(10_000, 100_000_000)] = 10_000_000  # octets per message
+    # Where each accepted message is kept (fsynced) before the 250; relative to config.toml.
+    spool: Annotated[Path, Text("a folder path")] = Path("spool/inbound")
+
+    @field_validator("spool", mode="before")
+    @classmethod
+    def _path_as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, Path) else value
+
+    @field_validator("spool")
+    @classmethod
+    def _resolved(cls, value: str | Path, info: ValidationInfo) -> Path:
+        root = _root(info)
+        return root / value if root else Path(value)
 
 
 class StoreSettings(_Table):
@@ -246,6 +280,27 @@ class WebSettings(_Table):
     signup_limit: Annotated[int, Between(1, 100_000)] = 5  # per client address per hour
     # Proxies whose X-Forwarded-For names the client (the rate limit is per client address).
     trusted_proxies: StrList = ("127.0.0.1",)
+    # A welcome message (templates/email/welcome.*) once a subscriber confirms.
+    welcome: Annotated[bool, Flag()] = True
+    # The sign-up form's link to the privacy policy, and its line on consent (None: the
+    # form's own sentence, templates/web/signup.html.j2).
+    privacy_url: Annotated[str, Text("an http:// or https:// URL", _HTTP_URL)] | None = None
+    consent: Annotated[str, Text()] | None = None
+
+    @field_validator("privacy_url")
+    @classmethod
+    def _url_length(cls, value: str | None) -> str | None:
+        if value is not None and len(value) > MAX_URL:
+            raise fail(f"expected a URL of at most {MAX_URL} characters, got {len(value)}")
+        return value
+
+    @field_validator("consent")
+    @classmethod
+    def _short(cls, value: str | None) -> str | None:
+        if value is not None and len(value) > MAX_CONSENT:
+            raise fail(f"expected at most {MAX_CONSENT} characters (one or two sentences), "
+                       f"got {len(value)}")
+        return value
 
     @field_validator("confirm_expiry")
     @classmethod
@@ -253,6 +308,28 @@ class WebSettings(_Table):
         if value < timedelta(minutes=10):
             raise fail("expected at least 10 minutes")
         return value
+
+
+class ConsoleSettings(_Table):
+    """The newsroom console at /admin/ (web/console/). Without its own port it is served by
+    the web app (`dispatch serve`, `dispatch run` with [web]); with one, on that listener only,
+    so operators can keep it off the public one."""
+
+    enabled: Annotated[bool, Flag()] = False
+    host: Annotated[str, Text()] | None = None  # its own listener; default web.host
+    port: Port | None = None  # its own listener; None: /admin/ on the web app
+    idle_timeout: Annotated[timedelta, Duration()] = timedelta(minutes=30)
+    session_lifetime: Annotated[timedelta, Duration()] = timedelta(hours=12)  # absolute
+    login_failures: Annotated[int, Between(1, 1000)] = 10  # per account or client, then 429
+    lockout: Annotated[timedelta, Duration()] = timedelta(minutes=15)  # the window and the wait
+
+    @model_validator(mode="after")
+    def _host_needs_port(self) -> ConsoleSettings:
+        if self.host is not None and self.port is None:
+            raise fail("host needs port: host is where the console's own listener binds")
+        if self.idle_timeout > self.session_lifetime:
+            raise fail("idle_timeout is longer than session_lifetime")
+        return self
 
 
 class RecurringSchedule(_Table):
@@ -298,6 +375,8 @@ class Settings(_Table):
     segments: Annotated[Mapping[str, Segment], Keyed("name")] = Field(default_factory=dict)
     schedule: ScheduleSettings
     web: WebSettings | None = None  # None: `dispatch run` serves no web app
+    inbound: InboundSettings | None = None  # None: `dispatch run` runs no inbound server
+    console: ConsoleSettings = _table()
     schedules: tuple[RecurringSchedule, ...] = ()
 
     _path: Path
@@ -308,7 +387,12 @@ class Settings(_Table):
         if not isinstance(data, dict):
             return handler(data)
         data = derived_defaults(data, NewsletterSettings.model_fields["timezone"].default)
-        return checked(handler, data, references(data))
+        problems = references(data)
+        delivery = data.get("delivery")
+        if "inbound" in data and not (isinstance(delivery, dict) and delivery.get("verp_domain")):
+            problems.append((("inbound",), "set delivery.verp_domain too: the domain bounces "
+                                           "and mailto unsubscribes are addressed to"))
+        return checked(handler, data, problems)
 
     @field_validator("schedules", mode="before")
     @classmethod

@@ -28,7 +28,7 @@ from dispatch.deliver.sending import launch_issue, run_worker
 from dispatch.deliver.transport import Transport
 from dispatch.errors import DispatchError, Problem
 from dispatch.states import UNFINISHED, RowState, SendStatus
-from dispatch.store import outbox, sends
+from dispatch.store import outbox, reports, sends
 from dispatch.store.outbox import Audience
 from dispatch.store.sends import SendInfo
 
@@ -56,7 +56,7 @@ class SendPlan:
         so nobody is asked to confirm a send to no one."""
         if self.action is not SendAction.LAUNCH or self.audience is None:
             raise DispatchError(Problem(self.issue.slug, f"nothing to launch: {self.action}"))
-        if not self.audience.rows:
+        if not self.audience.recipients:
             raise DispatchError(Problem(self.issue.slug, "nobody to send to: no active "
                                                          "subscriber matches this issue"))
         return self.audience
@@ -128,17 +128,21 @@ def run_delivery(engine: Engine, settings: Settings, transport: Transport, *,
 
 def status_report(engine: Engine, issue: str | None = None) -> list[dict[str, Any]]:
     """Per send (one issue's, given as a slug or folder, or every one): its status, reason,
-    time, outbox rows per state and the last errors; `dispatch status --json` prints it."""
+    time, outbox rows per state, what came back (bounces, complaints, unsubscribes by way,
+    unmatched reports: store.reports.counts) and the last errors; `dispatch status --json`
+    prints it."""
     slug = None
     if issue:
         slug = Path(issue).name
         if sends.get_send(engine, slug) is None:
             raise DispatchError(Problem(issue, "no send for this issue yet (dispatch send …)"))
     counts = outbox.state_counts(engine, slug)
+    came_back = reports.counts(engine, slug)
+    nothing = dict.fromkeys(reports.COUNT_KEYS, 0)
     report: list[dict[str, Any]] = []
     for s in sends.list_sends(engine):
         # dispatch's own messages (~confirmations) only when asked for by name.
-        if (slug is None and s.issue.startswith("~")) or (slug is not None and s.issue != slug):
+        if not ((slug is None and not sends.is_internal(s.issue)) or s.issue == slug):
             continue
         states = {state: counts[s.issue][state] if s.issue in counts else 0
                   for state in RowState}
@@ -151,6 +155,7 @@ def status_report(engine: Engine, issue: str | None = None) -> list[dict[str, An
                        "reason": s.reason,
                        "send_at": s.send_at.isoformat() if s.send_at else None,
                        "states": states, "skipped": skipped,
+                       "reports": came_back.get(s.issue, nothing),
                        "last_errors": [{**e, "updated_at": e["updated_at"].isoformat()}
                                        for e in outbox.last_errors(engine, s.issue)]})
     return report

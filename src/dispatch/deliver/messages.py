@@ -71,12 +71,18 @@ class Messages:
         if job.issue == CONFIRMATIONS:
             confirm_url = f"{base}/c/{self.signer.token('confirm', sid, email, now)}"
             key = f"{sid}.{job.row_id}"  # a new request is a new row: a new Message-ID
+        inbound = self.settings.delivery.verp_domain
+        mailto = (f"{self.signer.row_local_part('mailto', job.row_id, sid)}@{inbound}"
+                  if inbound else "")
         return Recipient(
             email=email, name=job.name,
             unsubscribe_url=f"{base}/u/{self.signer.token('unsubscribe', sid, email)}",
             preferences_url=f"{base}/p/{self.signer.token('preferences', sid, email)}",
             view_url=f"{base}/a/{job.issue}/{job.variant}", confirm_url=confirm_url,
-            message_id=message_id(job.issue, key, self.settings))
+            unsubscribe_address=mailto,
+            message_id=message_id(job.issue, self.signer.digest("message-id",
+                                                                f"{job.issue}\0{key}"),
+                                  self.settings))
 
     def build(self, job: Job, now: datetime) -> Built:
         """One job's message; any exception means it cannot be built (that row fails)."""
@@ -86,7 +92,10 @@ class Messages:
         if self._dkim:
             data = sign_dkim(data, *self._dkim)
         email = recipient.email
-        return Built(envelope_sender(email, self.settings), wire_address(email), data,
+        assert job.subscriber_id is not None
+        sender = envelope_sender(self.settings, self.signer.row_local_part(
+            "bounce", job.row_id, job.subscriber_id))
+        return Built(sender, wire_address(email), data,
                      recipient.message_id, needs_smtputf8(email))
 
 

@@ -11,6 +11,7 @@ import fcntl
 import json
 import logging
 import os
+import secrets
 import threading
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
@@ -42,7 +43,15 @@ from dispatch.deliver.recording import MemoryOutbox, Stats
 from dispatch.deliver.transport import FileWriter, Reply, SmtpConnection, Transport
 from dispatch.deliver.worker import deliver
 from dispatch.errors import DispatchError, Problem
-from dispatch.store.outbox import Audience, Job, SqlOutbox, launch, mail_due, plan_audience
+from dispatch.store.outbox import (
+    Audience,
+    Job,
+    SqlOutbox,
+    audience_rows,
+    launch,
+    mail_due,
+    plan_audience,
+)
 from dispatch.store.secrets import existing_secret, secret
 
 log = logging.getLogger("dispatch.deliver.worker")
@@ -90,12 +99,15 @@ def render_audience(issue: Issue, variants: dict[str, Variant], settings: Settin
 
 def launch_issue(engine: Engine, issue: Issue, audience: Audience, settings: Settings,
                  now: datetime, *, scheduled_for: datetime | None = None,
-                 release: Callable[[int], datetime] | None = None) -> bool:
+                 release: Callable[[str | None], datetime] | None = None) -> bool:
     """Render the audience's variants and snapshot it into the outbox (one transaction);
     see outbox.launch for `scheduled_for` and `release`."""
-    rendered = render_audience(issue, audience.variants, settings, now)
-    return launch(engine, issue, audience,
-                  {vid: (r.html, r.text) for vid, r in rendered.items()}, now,
+
+    def render(variants: dict[str, Variant]) -> dict[str, tuple[str, str]]:
+        return {vid: (r.html, r.text)
+                for vid, r in render_audience(issue, variants, settings, now).items()}
+
+    return launch(engine, issue, audience, render(audience.variants), now, render=render,
                   scheduled_for=scheduled_for, release=release)
 
 
@@ -138,7 +150,9 @@ def dry_run(engine: Engine, issue: Issue, settings: Settings, out_dir: Path, now
         old.unlink()
     jobs = deque(Job(row_id=i, issue=issue.slug, variant=vid, attempts=0, subscriber_id=sid,
                      email=email, name=name)
-                 for i, (sid, vid, email, name) in enumerate(audience.rows))
+                 for i, (sid, vid, email, name) in enumerate(
+                     audience_rows(engine, issue, settings)))
+    variant_of = {job.email: job.variant for job in jobs}
     outbox = MemoryOutbox(jobs, {(issue.slug, vid): (issue.subject, r.html, r.text)
                                  for vid, r in rendered.items()})
     writer = FileWriter(out_dir, sample)
@@ -147,12 +161,11 @@ def dry_run(engine: Engine, issue: Issue, settings: Settings, out_dir: Path, now
     key = existing_secret(engine) or "dry-run: no secret in the store yet"
     stats = deliver(outbox, writer, settings, Signer(key), progress=progress)
     sizes: dict[str, list[int]] = {}
-    variant_of = {row[2]: row[1] for row in audience.rows}
     for email, size in writer.sizes.items():
         sizes.setdefault(variant_of[email], []).append(size)
     data: dict[str, Any] = {
         "issue": issue.slug, "subject": issue.subject, "dry_run": True,
-        "recipients": len(audience.rows),
+        "recipients": audience.recipients,
         "messages_built": stats.outcomes[Kind.SENT], "files_written": writer.written,
         "counted_not_written": writer.counted,
         "skipped": dict(sorted(audience.skipped.items())),
@@ -193,7 +206,7 @@ def send_test_copies(engine: Engine, issue: Issue, settings: Settings, address: 
             recipient = Recipient(
                 email=address, name=None, unsubscribe_url=f"{base}/u/TEST-SEND",
                 preferences_url=f"{base}/p/TEST-SEND", view_url=f"{base}/a/{issue.slug}/{vid}",
-                message_id=message_id(issue.slug, f"test:{vid}:{now.isoformat()}", settings))
+                message_id=message_id(issue.slug, secrets.token_hex(16), settings))
             data = personalize(template, recipient, now.replace(microsecond=0), settings)
             replies.append((vid, connection.send(settings.newsletter.from_email,
                                                  wire_address(address), data,

@@ -98,6 +98,6 @@ def run_demo(settings: Settings, issue: Issue, folder: Path, count: int = 500,
     duplicates = len(handler.received) - len({r.recipient for r in handler.received})
     if duplicates:
         problems.append(f"{duplicates} recipient(s) received more than one message")
-    return DemoResult(subscribers=count, recipients=len(audience.rows),
+    return DemoResult(subscribers=count, recipients=audience.recipients,
                       received=len(handler.received), per_variant=per_variant,
                       problems=problems, stats=stats, mailbox=mailbox, store_url=store_url)

@@ -8,16 +8,20 @@ from dispatch.schedule.digests import build_digest, digests_due, next_digest
 from dispatch.schedule.firing import Event, fire
 from dispatch.schedule.overview import Overview, schedule_overview
 from dispatch.schedule.planning import (
+                                        ArchiveChange,
                                         When,
                                         cancel_issue,
+                                        hide_issue,
                                         move_issue,
                                         pause_issue,
                                         plan_time,
                                         resume_issue,
                                         schedule_issue,
+                                        show_issue,
                                         validate,
 )
 
-__all__ = ["Daemon", "Event", "Overview", "When", "build_digest", "cancel_issue", "cron_trigger",
-           "digests_due", "fire", "fire_times", "move_issue", "next_digest", "pause_issue",
-           "plan_time", "resume_issue", "schedule_issue", "schedule_overview", "tick", "validate"]
+__all__ = ["ArchiveChange", "Daemon", "Event", "Overview", "When", "build_digest",
+           "cancel_issue", "cron_trigger", "digests_due", "fire", "fire_times", "hide_issue",
+           "move_issue", "next_digest", "pause_issue", "plan_time", "resume_issue",
+           "schedule_issue", "schedule_overview", "show_issue", "tick", "validate"]

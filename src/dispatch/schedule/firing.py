@@ -52,17 +52,16 @@ def fire(engine: Engine, settings: Settings, send: SendInfo, now: datetime) -> E
     try:
         issue = load_issue(resolve_issue_path(send.issue, settings), settings)
         audience = plan_audience(engine, issue, settings)
-        if not audience.rows:
+        if not audience.recipients:
             raise DispatchError(Problem(send.issue, "nobody to send to: no active subscriber "
                                                     "matches this issue"))
         release = None
         if send.local_time:
             wall = datetime.fromisoformat(send.local_time)
             default = settings.schedule.default_timezone
-            zones = audience.zones
 
-            def release(sid: int) -> datetime:
-                return local_release(wall, zones.get(sid, default))
+            def release(zone: str | None) -> datetime:
+                return local_release(wall, zone or default)
 
         launched = launch_issue(engine, issue, audience, settings, now,
                                 scheduled_for=send.send_at, release=release)
@@ -75,5 +74,5 @@ def fire(engine: Engine, settings: Settings, send: SendInfo, now: datetime) -> E
     if not launched:
         return None
     how = (f", each at {send.local_time[11:16]} in their own zone" if send.local_time else "")
-    return Event("launched", send.issue, f"{len(audience.rows):,} recipient(s) in "
+    return Event("launched", send.issue, f"{audience.recipients:,} recipient(s) in "
                                          f"{len(audience.variants)} variant(s){how}")

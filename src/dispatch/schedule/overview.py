@@ -17,7 +17,7 @@ from dispatch.config import RecurringSchedule, Settings
 from dispatch.schedule.digests import next_digest
 from dispatch.states import RowState, SendStatus
 from dispatch.store import outbox, sends
-from dispatch.store.sends import CONFIRMATIONS, SendInfo
+from dispatch.store.sends import SendInfo, is_internal
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class Overview:
 
 
 def schedule_overview(engine: Engine, settings: Settings, now: datetime) -> Overview:
-    listed = [s for s in sends.list_sends(engine) if s.issue != CONFIRMATIONS]
+    listed = [s for s in sends.list_sends(engine) if not is_internal(s.issue)]
     listed.sort(key=lambda s: (s.status != SendStatus.SCHEDULED, s.send_at or s.created_at))
     counts = outbox.state_counts(engine)
     known = {s.issue for s in listed}

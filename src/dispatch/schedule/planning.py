@@ -1,6 +1,7 @@
 """Scheduling an issue: when it goes out (checked against the clock and every subscriber's
 zone for local-time sends), and the editor's actions on a send (schedule, move, cancel,
-pause, resume). Every status change goes through store/sends.py.
+pause, resume, hide from the archive and show again). Every status change goes through
+store/sends.py.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dispatch.states import SendStatus
 from dispatch.store import sends
 from dispatch.store.sends import SendInfo
 from dispatch.store.subscribers import active_zones
+from dispatch.text import header_problem
 
 
 def _wall_clock(text: str) -> datetime:
@@ -170,3 +172,42 @@ def _send(engine: Engine, slug: str, status: SendStatus, why: str) -> SendInfo:
 
 def _iso(wall: datetime | None) -> str | None:
     return wall.isoformat(timespec="seconds") if wall else None
+
+
+@dataclass(frozen=True)
+class ArchiveChange:
+    """What `hide_issue` or `show_issue` did."""
+
+    slug: str
+    changed: bool  # False: it was hidden (or shown) already
+    sent: bool  # it has gone out, so it is (or was) in the archive
+
+
+def _known_issue(engine: Engine, settings: Settings, name: str) -> tuple[str, bool]:
+    """(slug, whether it went out) of an issue named by slug or folder path: one with a send
+    (scheduled, sent...) or a folder under issues/. DispatchError for anything else."""
+    slug = Path(name).name if name.strip() else ""
+    problem = header_problem(name) or (
+        "is not an issue (names starting with ~ are dispatch's own messages)"
+        if slug.startswith("~") else None)
+    if not slug or problem or len(slug) > 200:
+        raise DispatchError(Problem(repr(name)[1:-1] or "ISSUE", f"not an issue name: "
+                                    f"{problem or 'give the issue folder name or its path'}"))
+    send = sends.get_send(engine, slug)
+    if send is None and not (settings.issues_dir / slug / ISSUE_FILE).is_file():
+        raise DispatchError(Problem(slug, "no such issue: it was never sent or scheduled and "
+                                          f"there is no folder {settings.issues_dir.name}/{slug}"))
+    return slug, send is not None and send.launched_at is not None
+
+
+def hide_issue(engine: Engine, settings: Settings, name: str, now: datetime) -> ArchiveChange:
+    """Take an issue down from the public archive (list, feed and pages: 410 Gone), or keep a
+    draft or scheduled one out of it when it goes out."""
+    slug, sent = _known_issue(engine, settings, name)
+    return ArchiveChange(slug, sends.hide_from_archive(engine, slug, now), sent)
+
+
+def show_issue(engine: Engine, settings: Settings, name: str) -> ArchiveChange:
+    """Put a hidden issue back in the public archive."""
+    slug, sent = _known_issue(engine, settings, name)
+    return ArchiveChange(slug, sends.show_in_archive(engine, slug), sent)

@@ -1,6 +1,8 @@
 """Double opt-in confirmations travel as an outbox pseudo-send, CONFIRMATIONS: one stored
 variant (the rendered message), one row per request, delivered by the same workers with the
-same retries, rate limits and DKIM as an issue."""
+same retries, rate limits and DKIM as an issue. The welcome message after a confirmation is
+another, WELCOME: one row per subscriber ever (the outbox's unique key), so a second click,
+a second confirmation or a returning reader never gets it twice."""
 
 from __future__ import annotations
 
@@ -9,38 +11,47 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, Engine, and_, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from dispatch.audience.signup import RESEND_AFTER, Signup, confirmation_message
+from dispatch.audience.signup import (
+    RESEND_AFTER,
+    Signup,
+    confirmation_message,
+    welcome_message,
+)
 from dispatch.config import Settings
 from dispatch.states import UNFINISHED, RowState, SendStatus
 from dispatch.store.schema import outbox, send_variants, sends
-from dispatch.store.sends import CONFIRMATIONS, change_status
-from dispatch.store.subscribers import signup_row
+from dispatch.store.sends import CONFIRMATIONS, WELCOME, change_status
+from dispatch.store.subscribers import confirm_row, signup_row
 
 
 def prepare_confirmations(engine: Engine, settings: Settings, expiry: timedelta,
-                          now: datetime) -> None:
-    """The confirmation message rendered (audience/signup.py) and kept as the one variant of
-    the CONFIRMATIONS send, where every worker finds it; refreshed on every start so a changed
-    template or newsletter name applies to the next confirmation."""
-    try:
-        _store_confirmation(engine, *confirmation_message(settings, expiry), now)
-    except IntegrityError:
-        pass  # another web process starting at the same moment stored the same message
+                          now: datetime, *, welcome: bool = True) -> None:
+    """The confirmation message (and the welcome message, unless `welcome` is off) rendered
+    (audience/signup.py) and kept as the one variant of its pseudo-send, where every worker
+    finds it; refreshed on every start so a changed template or newsletter name applies to
+    the next message. A template that fails its checks raises RenderError before anything
+    is stored."""
+    messages = [(CONFIRMATIONS, "confirm", *confirmation_message(settings, expiry))]
+    if welcome:
+        messages.append((WELCOME, "welcome", *welcome_message(settings)))
+    for issue, variant, subject, html, text in messages:
+        try:
+            _store_message(engine, issue, variant, subject, html, text, now)
+        except IntegrityError:
+            pass  # another web process starting at the same moment stored the same message
 
 
-def _store_confirmation(engine: Engine, subject: str, html: str, text: str,
-                        now: datetime) -> None:
+def _store_message(engine: Engine, issue: str, variant: str, subject: str, html: str,
+                   text: str, now: datetime) -> None:
     with engine.begin() as conn:
-        if conn.execute(select(sends.c.issue).where(sends.c.issue == CONFIRMATIONS)).first():
-            conn.execute(update(sends).where(sends.c.issue == CONFIRMATIONS)
-                         .values(subject=subject))
-            conn.execute(delete(send_variants).where(send_variants.c.issue == CONFIRMATIONS))
+        if conn.execute(select(sends.c.issue).where(sends.c.issue == issue)).first():
+            conn.execute(update(sends).where(sends.c.issue == issue).values(subject=subject))
+            conn.execute(delete(send_variants).where(send_variants.c.issue == issue))
         else:
-            conn.execute(insert(sends).values(issue=CONFIRMATIONS, subject=subject,
+            conn.execute(insert(sends).values(issue=issue, subject=subject,
                                               status=SendStatus.SENT, recipients=0,
-                                              created_at=now,
-                                              launched_at=now))
-        conn.execute(insert(send_variants).values(issue=CONFIRMATIONS, variant="confirm",
+                                              created_at=now, launched_at=now))
+        conn.execute(insert(send_variants).values(issue=issue, variant=variant,
                                                   html=html, text=text))
 
 
@@ -78,5 +89,31 @@ def queue_confirmation(conn: Connection, subscriber_id: int, now: datetime,
     # A confirmation reopens its pseudo-send whatever its status, paused included: a new
     # sign-up is a fresh chance to deliver.
     change_status(conn, SendStatus.SENDING, None, sends.c.issue == CONFIRMATIONS,
+                  finished_at=None, recipients=sends.c.recipients + 1)
+    return True
+
+
+def confirm(engine: Engine, subscriber_id: int, now: datetime, *, welcome: bool
+            ) -> tuple[str | None, bool]:
+    """The confirmation link's button (store.subscribers.confirm_row) and, when it activated
+    the subscriber and `welcome` is on, their welcome message queued in the same
+    transaction. (status afterwards or None, whether a welcome was queued)."""
+    with engine.begin() as conn:
+        status, activated = confirm_row(conn, subscriber_id, now)
+        return status, activated and welcome and queue_welcome(conn, subscriber_id, now)
+
+
+def queue_welcome(conn: Connection, subscriber_id: int, now: datetime) -> bool:
+    """Queue the welcome message for a subscriber who has never had one, in the caller's
+    transaction; False when they had one (whatever became of it) or it is not prepared."""
+    if conn.execute(select(outbox.c.id).where(and_(
+            outbox.c.issue == WELCOME, outbox.c.subscriber_id == subscriber_id))).first():
+        return False
+    if not conn.execute(select(sends.c.issue).where(sends.c.issue == WELCOME)).first():
+        return False  # the web app was started with [web] welcome = false
+    conn.execute(insert(outbox).values(issue=WELCOME, subscriber_id=subscriber_id,
+                                       variant="welcome", state=RowState.QUEUED, attempts=0,
+                                       next_attempt_at=now, updated_at=now))
+    change_status(conn, SendStatus.SENDING, None, sends.c.issue == WELCOME,
                   finished_at=None, recipients=sends.c.recipients + 1)
     return True

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     Column,
     DateTime,
     Dialect,
@@ -20,6 +21,8 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
 )
+
+from dispatch.audience.addresses import email_hash
 
 metadata = MetaData()
 
@@ -39,11 +42,18 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value
 
 
+def _key_hash(context: Any) -> str:
+    return email_hash(context.get_current_parameters()["email_key"])
+
+
 subscribers = Table(
     "subscribers", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("email", String(320), nullable=False),  # as given
     Column("email_key", String(320), nullable=False, unique=True),  # normalised, lower-case
+    # email_hash(email_key), filled on every insert: the launch joins it to suppressions in
+    # SQL instead of hashing each subscriber in Python.
+    Column("email_hash", String(64), default=_key_hash, index=True),
     Column("name", String(200)),
     Column("timezone", String(64)),
     Column("status", String(16), nullable=False, index=True),
@@ -51,6 +61,9 @@ subscribers = Table(
     Column("confirmed_at", UTCDateTime()),
     Column("unsubscribed_at", UTCDateTime()),
     Column("last_sent_at", UTCDateTime()),
+    # Why a subscriber is bounced or complained ("5.1.1 user unknown", "ARF abuse report");
+    # unsubscribed_at says when they left, whatever the status.
+    Column("status_reason", Text),
 )
 
 subscriber_topics = Table(
@@ -128,6 +141,7 @@ outbox = Table(
     UniqueConstraint("issue", "subscriber_id", name="uq_outbox_issue_subscriber"),
     Index("ix_outbox_claim", "state", "next_attempt_at", "id"),
     Index("ix_outbox_issue_state", "issue", "state"),
+    Index("ix_outbox_message_id", "message_id"),  # a report quoting one finds its row
 )
 
 # Live delivery processes; a row whose heartbeat is stale belongs to a dead worker, whose
@@ -178,4 +192,84 @@ signup_requests = Table(
     Column("name", String(200)),
     Column("topics", Text, nullable=False),  # a JSON list of topic keys
     Column("requested_at", UTCDateTime(), nullable=False),
+)
+
+
+# ---- What comes back ---------------------------------------------------------------------
+
+# Every report received (bounce, complaint, auto-reply, mailto unsubscribe, unmatched), once:
+# keyed by a fingerprint of the message, so the same report read again by any way in changes
+# nothing. Web unsubscribes (one-click, preferences) are kept here too, for the per-send
+# counts. The issue of an unmatched report is the one its Message-ID claims, if any.
+reports = Table(
+    "reports", metadata,
+    Column("fingerprint", String(64), primary_key=True),
+    Column("kind", String(16), nullable=False),  # states.ReportKind
+    Column("source", String(32), nullable=False),  # smtp, file, imap, a webhook, web
+    Column("via", String(16)),  # unsubscribes: mailto, one-click, preferences
+    Column("outbox_id", Integer, ForeignKey("outbox.id", ondelete="SET NULL")),
+    Column("issue", String(200)),
+    Column("subscriber_id", Integer, ForeignKey("subscribers.id", ondelete="SET NULL")),
+    Column("reason", Text),
+    Column("received_at", UTCDateTime(), nullable=False),
+    Index("ix_reports_issue_kind", "issue", "kind"),
+    Index("ix_reports_subscriber_kind", "subscriber_id", "kind", "received_at"),
+)
+
+
+# ---- The archive ---------------------------------------------------------------------------
+
+# Issues taken down from the public archive, or kept out of it before they go out: no foreign
+# key, so an issue can be hidden while it is still a draft folder.
+archive_hidden = Table(
+    "archive_hidden", metadata,
+    Column("issue", String(200), primary_key=True),
+    Column("hidden_at", UTCDateTime(), nullable=False),
+)
+
+
+# ---- The console's accounts ------------------------------------------------------------------
+
+# People who sign in to the console (web/console/); passwords as argon2 hashes only.
+users = Table(
+    "users", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("email", String(320), nullable=False, unique=True),  # lower-case
+    Column("role", String(16), nullable=False),  # states.Role
+    Column("password_hash", Text, nullable=False),
+    Column("disabled", Boolean, nullable=False, default=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+)
+
+# Signed-in browsers. Only a hash of the cookie's id is kept, so a copy of the store cannot
+# be used to sign in; a row deleted is a session revoked.
+user_sessions = Table(
+    "user_sessions", metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False,
+           index=True),
+    Column("csrf", String(64), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("seen_at", UTCDateTime(), nullable=False),
+)
+
+# Failed sign-ins, by account ("account:<email>") and by client ("client:<address>"), for the
+# login throttle; old rows are pruned as new ones arrive.
+login_failures = Table(
+    "login_failures", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("key", String(400), nullable=False),
+    Column("at", UTCDateTime(), nullable=False),
+    Index("ix_login_failures_key_at", "key", "at"),
+)
+
+# Who did what, when: every console action and every account change. Never updated.
+audit_log = Table(
+    "audit_log", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime(), nullable=False, index=True),
+    Column("actor", String(320), nullable=False),  # an account's email, or "cli"
+    Column("action", String(64), nullable=False),
+    Column("target", Text, nullable=False),
+    Column("detail", Text),
 )

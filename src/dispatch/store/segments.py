@@ -6,13 +6,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from itertools import groupby
+from typing import Any
 
-from sqlalchemy import Engine, and_, exists, func, select
+from sqlalchemy import Engine, and_, case, exists, func, literal, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from dispatch.config import Segment
 from dispatch.states import SubscriberStatus
-from dispatch.store.schema import subscriber_topics, subscribers
+from dispatch.store.schema import subscriber_topics, subscribers, suppressions
 
 
 def follows(topics: Iterable[str]) -> ColumnElement[bool]:
@@ -29,6 +30,20 @@ def segment_condition(segment: Segment) -> ColumnElement[bool]:
     if segment.exclude:
         parts.append(~follows(segment.exclude))
     return and_(*parts) if parts else subscribers.c.id.is_not(None)
+
+
+def suppressed() -> ColumnElement[bool]:
+    """The subscriber's address is on the suppression list (an index probe per subscriber)."""
+    return exists().where(suppressions.c.email_hash == subscribers.c.email_hash)
+
+
+def topic_mask(bits: Mapping[str, int]) -> Any:
+    """Per subscriber, the sum of the bits of the topics they follow (a bitwise OR: each
+    topic is followed once; topics without a bit count 0); NULL for a subscriber with no
+    topic at all. A correlated lookup on subscriber_topics' primary key."""
+    bit = case(dict(bits), value=subscriber_topics.c.topic, else_=0) if bits else literal(0)
+    return (select(func.sum(bit)).where(subscriber_topics.c.subscriber_id == subscribers.c.id)
+            .scalar_subquery())
 
 
 def segment_counts(engine: Engine, segments: Mapping[str, Segment]) -> dict[str, int]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, insert, select, update
+from sqlalchemy import Connection, Engine, and_, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -25,11 +25,14 @@ from dispatch.states import (
     RowState,
     SendStatus,
 )
-from dispatch.store.schema import outbox, send_variants, sends
+from dispatch.store.schema import archive_hidden, outbox, send_variants, sends
 
-# The outbox "send" that carries double opt-in confirmation messages. "~" never starts an issue
-# folder's name (compose.issues refuses it), so it cannot collide with an issue.
+# The outbox "sends" that carry double opt-in confirmation messages and the welcome message
+# after a confirmation (store/confirmations.py). "~" never starts an issue folder's name
+# (compose.issues refuses it), so they cannot collide with an issue.
 CONFIRMATIONS = "~confirmations"
+WELCOME = "~welcome"
+INTERNAL = (CONFIRMATIONS, WELCOME)
 MAX_REASON = 2000
 
 
@@ -79,6 +82,11 @@ def pause_running(engine: Engine, issue: str | None, reason: str) -> None:
     where = [sends.c.issue == issue] if issue else []
     with engine.begin() as conn:
         change_status(conn, SendStatus.PAUSED, [SendStatus.SENDING], *where, reason=reason)
+
+
+def is_internal(issue: str) -> bool:
+    """A pseudo-send (confirmations, welcome messages), never shown as an issue."""
+    return issue.startswith("~")
 
 
 def get_send(engine: Engine, issue: str) -> SendInfo | None:
@@ -148,12 +156,18 @@ def cancel_send(engine: Engine, issue: str, reason: str, now: datetime) -> int |
 
 # ---- The archive -----------------------------------------------------------------------
 
+def _public() -> ColumnElement[bool]:
+    """Sends that may be shown: not internal, not taken down."""
+    return and_(sends.c.issue.not_in(INTERNAL),
+                sends.c.issue.not_in(select(archive_hidden.c.issue)))
+
+
 def archived_sends(engine: Engine) -> list[SendInfo]:
     """Issues in the public archive, newest first."""
     with engine.connect() as conn:
-        rows = conn.execute(select(sends).where(and_(
-            sends.c.status.in_(ARCHIVED), sends.c.issue != CONFIRMATIONS))
-            .order_by(sends.c.launched_at.desc(), sends.c.issue)).mappings().all()
+        rows = conn.execute(select(sends).where(and_(sends.c.status.in_(ARCHIVED), _public()))
+                            .order_by(sends.c.launched_at.desc(), sends.c.issue)
+                            ).mappings().all()
     return [SendInfo.of(row) for row in rows]
 
 
@@ -161,7 +175,31 @@ def _viewable(issue: str) -> Any:
     return (select(send_variants.c.variant, send_variants.c.html)
             .join(sends, sends.c.issue == send_variants.c.issue)
             .where(and_(send_variants.c.issue == issue, sends.c.status.in_(VIEWABLE),
-                        sends.c.issue != CONFIRMATIONS)))
+                        _public())))
+
+
+def hide_from_archive(engine: Engine, issue: str, now: datetime) -> bool:
+    """Take an issue down from the archive (its list, its feed, its pages), or keep it out
+    before it goes out; False if it was hidden already."""
+    try:
+        with engine.begin() as conn:
+            conn.execute(insert(archive_hidden).values(issue=issue, hidden_at=now))
+    except IntegrityError:
+        return False
+    return True
+
+
+def show_in_archive(engine: Engine, issue: str) -> bool:
+    """Put a hidden issue back; False if it was not hidden."""
+    with engine.begin() as conn:
+        return bool(conn.execute(delete(archive_hidden)
+                                 .where(archive_hidden.c.issue == issue)).rowcount)
+
+
+def hidden_from_archive(engine: Engine, issue: str) -> bool:
+    with engine.connect() as conn:
+        return conn.execute(select(archive_hidden.c.issue)
+                            .where(archive_hidden.c.issue == issue)).first() is not None
 
 
 def archived_variants(engine: Engine, issue: str) -> list[str]:

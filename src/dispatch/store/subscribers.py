@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, and_, delete, func, insert, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from dispatch.audience.addresses import email_hash, name_problem, normalize
@@ -44,13 +45,14 @@ class Subscriber:
     confirmed_at: datetime | None = None
     unsubscribed_at: datetime | None = None
     last_sent_at: datetime | None = None
+    status_reason: str | None = None  # why bounced or complained
 
     def as_json(self) -> dict[str, Any]:
         return {"email": self.email, "name": self.name, "topics": list(self.topics),
                 "timezone": self.timezone, "status": self.status,
                 "created_at": _iso(self.created_at), "confirmed_at": _iso(self.confirmed_at),
                 "unsubscribed_at": _iso(self.unsubscribed_at),
-                "last_sent_at": _iso(self.last_sent_at)}
+                "last_sent_at": _iso(self.last_sent_at), "status_reason": self.status_reason}
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -85,7 +87,8 @@ def _subscribers(conn: Connection, condition: ColumnElement[bool] | None = None,
     return [Subscriber(id=r["id"], email=r["email"], name=r["name"], topics=tuple(topics[r["id"]]),
                        timezone=r["timezone"], status=r["status"], created_at=r["created_at"],
                        confirmed_at=r["confirmed_at"], unsubscribed_at=r["unsubscribed_at"],
-                       last_sent_at=r["last_sent_at"]) for r in rows]
+                       last_sent_at=r["last_sent_at"], status_reason=r["status_reason"])
+            for r in rows]
 
 
 def suppression_reason(conn: Connection, key: str) -> str | None:
@@ -104,16 +107,27 @@ def _suppress(conn: Connection, key: str, reason: str, now: datetime) -> None:
                                                  created_at=now))
 
 
-def mark_bounced(conn: Connection, subscriber_id: int, now: datetime) -> None:
+def mark_bounced(conn: Connection, subscriber_id: int, now: datetime,
+                 reason: str | None = None) -> bool:
     """A hard bounce (5.1.x): the subscriber becomes bounced and the address suppressed."""
-    key = conn.execute(select(subscribers.c.email_key)
-                       .where(subscribers.c.id == subscriber_id)).scalar()
-    if key is None:
-        return
+    return mark_suppressed(conn, subscriber_id, SubscriberStatus.BOUNCED, now, reason)
+
+
+def mark_suppressed(conn: Connection, subscriber_id: int, status: SubscriberStatus,
+                    now: datetime, reason: str | None = None) -> bool:
+    """A bounce or a complaint: the subscriber becomes `status` (bounced or complained), the
+    address is suppressed and the reason and time kept; False when nothing changed (gone,
+    already so, or a complaint that a bounce must not overwrite: who complained stays
+    complained)."""
+    row = conn.execute(select(subscribers.c.email_key, subscribers.c.status)
+                       .where(subscribers.c.id == subscriber_id)).first()
+    if row is None or row.status == status or row.status == SubscriberStatus.COMPLAINED:
+        return False
     conn.execute(update(subscribers).where(subscribers.c.id == subscriber_id)
-                 .values(status=SubscriberStatus.BOUNCED))
-    _suppress(conn, key, SubscriberStatus.BOUNCED, now)
+                 .values(status=status, status_reason=reason, unsubscribed_at=now))
+    _suppress(conn, row.email_key, status, now)
     _withdraw_request(conn, subscriber_id, now)
+    return True
 
 
 def _check_zone(zone: str | None) -> str | None:
@@ -229,6 +243,7 @@ def update_subscriber(engine: Engine, email: str, *, now: datetime,
             values["name"] = checked_name
         if status is not None and status != current.status:
             values["status"] = status
+            values["status_reason"] = "set by an operator" if status in SUPPRESSING else None
             _withdraw_request(conn, current.id, now)  # an operator's decision settles it
             if status in SUPPRESSING:
                 values["unsubscribed_at"] = now
@@ -261,9 +276,16 @@ def forget(engine: Engine, email: str, now: datetime) -> None:
 
 
 def list_subscribers(engine: Engine, *, topic: str | None = None, status: str | None = None,
-                     segment: Segment | None = None, limit: int | None = None
-                     ) -> list[Subscriber]:
+                     segment: Segment | None = None, limit: int | None = None,
+                     search: str | None = None) -> list[Subscriber]:
+    """Subscribers matching every filter given; `search` is a case-insensitive part of the
+    address or the name."""
     conditions = []
+    if search and search.strip():
+        # LIKE's own wildcards in what was typed are matched literally.
+        needle = "%" + re.sub(r"([\\%_])", r"\\\1", search.strip().lower()) + "%"
+        conditions.append(or_(subscribers.c.email_key.like(needle, escape="\\"),
+                              func.lower(subscribers.c.name).like(needle, escape="\\")))
     if topic:
         conditions.append(follows([topic]))
     if status:
@@ -317,15 +339,20 @@ def unsubscribe(engine: Engine, subscriber_id: int, now: datetime) -> bool:
     waiting for confirmation is withdrawn either way: "unsubscribe" in a confirmation message
     someone else asked for means no."""
     with engine.begin() as conn:
-        _withdraw_request(conn, subscriber_id, now)
-        key = conn.execute(select(subscribers.c.email_key).where(and_(
-            subscribers.c.id == subscriber_id,
-            subscribers.c.status.in_(RECEIVING)))).scalar()
-        if key is None:
-            return False
-        conn.execute(update(subscribers).where(subscribers.c.id == subscriber_id)
-                     .values(status=SubscriberStatus.UNSUBSCRIBED, unsubscribed_at=now))
-        _suppress(conn, key, SubscriberStatus.UNSUBSCRIBED, now)
+        return unsubscribe_in(conn, subscriber_id, now)
+
+
+def unsubscribe_in(conn: Connection, subscriber_id: int, now: datetime) -> bool:
+    """`unsubscribe` in the caller's transaction."""
+    _withdraw_request(conn, subscriber_id, now)
+    key = conn.execute(select(subscribers.c.email_key).where(and_(
+        subscribers.c.id == subscriber_id,
+        subscribers.c.status.in_(RECEIVING)))).scalar()
+    if key is None:
+        return False
+    conn.execute(update(subscribers).where(subscribers.c.id == subscriber_id)
+                 .values(status=SubscriberStatus.UNSUBSCRIBED, unsubscribed_at=now))
+    _suppress(conn, key, SubscriberStatus.UNSUBSCRIBED, now)
     return True
 
 
@@ -344,7 +371,7 @@ def resubscribe(engine: Engine, subscriber_id: int, now: datetime) -> bool:
 
 def _activate(conn: Connection, subscriber_id: int, key: str, now: datetime) -> None:
     conn.execute(update(subscribers).where(subscribers.c.id == subscriber_id).values(
-        status=SubscriberStatus.ACTIVE, unsubscribed_at=None,
+        status=SubscriberStatus.ACTIVE, unsubscribed_at=None, status_reason=None,
         confirmed_at=func.coalesce(subscribers.c.confirmed_at, now)))
     conn.execute(delete(suppressions).where(suppressions.c.email_hash == email_hash(key)))
 
@@ -429,27 +456,64 @@ def signup_row(conn: Connection, email: str, key: str, *, name: str | None,
 
 
 def confirm(engine: Engine, subscriber_id: int, now: datetime) -> str | None:
+    """The confirmation link's button (`confirm_row` in a transaction of its own)."""
+    with engine.begin() as conn:
+        return confirm_row(conn, subscriber_id, now)[0]
+
+
+def confirm_row(conn: Connection, subscriber_id: int, now: datetime
+                ) -> tuple[str | None, bool]:
     """The confirmation link's button: a pending subscriber, or an unsubscribed one with a
     sign-up request waiting, becomes active with what the request asked (name, topics) and
-    is no longer suppressed. Their status afterwards, or None if they are gone."""
-    with engine.begin() as conn:
-        row = conn.execute(select(subscribers.c.email_key, subscribers.c.status)
-                           .where(subscribers.c.id == subscriber_id)).first()
-        if row is None:
-            return None
-        request = _request(conn, subscriber_id)
-        if row.status != SubscriberStatus.PENDING and not (
-                row.status == SubscriberStatus.UNSUBSCRIBED and request is not None):
-            return str(row.status)
-        if request is not None:
-            conn.execute(update(subscribers).where(subscribers.c.id == subscriber_id)
-                         .values(name=request.name))
-            conn.execute(delete(subscriber_topics)
-                         .where(subscriber_topics.c.subscriber_id == subscriber_id))
-            if request.topics:
-                conn.execute(insert(subscriber_topics), [
-                    {"subscriber_id": subscriber_id, "topic": t} for t in request.topics])
-            conn.execute(delete(signup_requests)
-                         .where(signup_requests.c.subscriber_id == subscriber_id))
-        _activate(conn, subscriber_id, row.email_key, now)
-    return SubscriberStatus.ACTIVE
+    is no longer suppressed. Their status afterwards (None if they are gone) and whether
+    this call activated them."""
+    # Locked (PostgreSQL): a second press of the button waits, then finds them active.
+    row = conn.execute(select(subscribers.c.email_key, subscribers.c.status)
+                       .where(subscribers.c.id == subscriber_id).with_for_update()).first()
+    if row is None:
+        return None, False
+    request = _request(conn, subscriber_id)
+    if row.status != SubscriberStatus.PENDING and not (
+            row.status == SubscriberStatus.UNSUBSCRIBED and request is not None):
+        return str(row.status), False
+    if request is not None:
+        conn.execute(update(subscribers).where(subscribers.c.id == subscriber_id)
+                     .values(name=request.name))
+        conn.execute(delete(subscriber_topics)
+                     .where(subscriber_topics.c.subscriber_id == subscriber_id))
+        if request.topics:
+            conn.execute(insert(subscriber_topics), [
+                {"subscriber_id": subscriber_id, "topic": t} for t in request.topics])
+        conn.execute(delete(signup_requests)
+                     .where(signup_requests.c.subscriber_id == subscriber_id))
+    _activate(conn, subscriber_id, row.email_key, now)
+    return SubscriberStatus.ACTIVE, True
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    at: datetime
+    what: str  # "subscribed", "confirmed", "unsubscribed", or an issue's outbox state
+    issue: str | None = None
+    reply: str | None = None  # the relay's reply, for failed and bounced messages
+
+
+def history(engine: Engine, subscriber_id: int) -> list[HistoryEntry]:
+    """One subscriber's story, newest first: the status changes the row records and every
+    message of every send (sent, bounced, failed...). Complaint reports have no table yet:
+    a complained status shows as the current status."""
+    found = by_id(engine, subscriber_id)
+    if found is None:
+        return []
+    entries = [HistoryEntry(found.created_at, "added")]
+    if found.confirmed_at:
+        entries.append(HistoryEntry(found.confirmed_at, "confirmed"))
+    if found.unsubscribed_at:
+        entries.append(HistoryEntry(found.unsubscribed_at, "unsubscribed"))
+    with engine.connect() as conn:
+        for issue, state, reply, at in conn.execute(
+                select(outbox.c.issue, outbox.c.state, outbox.c.reply, outbox.c.updated_at)
+                .where(outbox.c.subscriber_id == subscriber_id)):
+            entries.append(HistoryEntry(at, state, issue,
+                                        reply if state != RowState.SENT else None))
+    return sorted(entries, key=lambda e: e.at, reverse=True)

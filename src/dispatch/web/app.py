@@ -15,7 +15,7 @@ from datetime import datetime
 from functools import partial
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine
@@ -37,14 +37,17 @@ from dispatch.config import Settings, WebSettings
 from dispatch.config.topics import unknown_topics
 from dispatch.errors import DispatchError
 from dispatch.states import RECEIVING, SubscriberStatus
-from dispatch.store import confirmations, sends
+from dispatch.store import confirmations, reports, sends
 from dispatch.store import subscribers as subs
 from dispatch.store.secrets import secret
+from dispatch.web.console import with_console
+from dispatch.web.feed import FEED_PATH, archive_url, atom_feed, sent_at
 from dispatch.web.guards import BodyLimit, SignupLimiter
+from dispatch.web.zones import zone_groups, zone_label
 
 MAX_BODY = 16 * 1024  # the largest form here (every topic and a zone) is under 2 KB
 ONE_CLICK = ("List-Unsubscribe", "One-Click")
-ZONES = zone_names()
+ZONES = frozenset(zone_names())  # the zones offered; a subscriber's own stays valid too
 
 # No scripts, no frames, forms only to this site; inline styles only (the pages and the
 # archived emails carry their CSS inline). The archive may show the issues' remote images.
@@ -65,6 +68,7 @@ class Web:
         self.env = environment(settings)
         self.limiter = SignupLimiter(web.signup_limit)
         self.base = settings.newsletter.base_url
+        self.web = web
 
     # ---- responses
 
@@ -163,6 +167,7 @@ class Web:
 
     def signup_form(self, status: int = 200, **values: Any) -> HTMLResponse:
         return self.page("signup", status, topics=self.settings.topics.values(),
+                         privacy_url=self.web.privacy_url, consent=self.web.consent,
                          csrf=self.form_token(0), errors=values.pop("errors", {}),
                          email=values.get("email", ""), name=values.get("name", ""),
                          chosen=values.get("chosen", []))
@@ -195,8 +200,11 @@ class Web:
                              button="Confirm my subscription")
         form = await self.form(request)
         self.check_form(request, form, found.id)
-        if await run_in_threadpool(subs.confirm, self.engine, found.id,
-                                   self.clock()) != SubscriberStatus.ACTIVE:
+        status, welcomed = await run_in_threadpool(partial(
+            confirmations.confirm, self.engine, found.id, self.clock(), welcome=self.web.welcome))
+        if welcomed:
+            self.queued()
+        if status != SubscriberStatus.ACTIVE:
             raise HTTPException(400, "This link is no longer valid. You can sign up again.")
         return self.subscribed(found)
 
@@ -227,7 +235,8 @@ class Web:
         if form.get(ONE_CLICK[0]) != ONE_CLICK[1]:
             raise HTTPException(400, "The body must be List-Unsubscribe=One-Click.")
         if found is not None:
-            await run_in_threadpool(subs.unsubscribe, self.engine, found.id, self.clock())
+            await run_in_threadpool(reports.web_unsubscribe, self.engine, found.id,
+                                    "one-click", self.clock())
         return self.unsubscribed(found)
 
     def unsubscribed(self, found: subs.Subscriber | None) -> HTMLResponse:
@@ -251,7 +260,8 @@ class Web:
         self.check_form(request, form, found.id)
         action = form.get("action")
         if action == "unsubscribe":
-            await run_in_threadpool(subs.unsubscribe, self.engine, found.id, self.clock())
+            await run_in_threadpool(reports.web_unsubscribe, self.engine, found.id,
+                                    "preferences", self.clock())
         elif action == "resubscribe":
             await run_in_threadpool(subs.resubscribe, self.engine, found.id, self.clock())
         elif action == "save":
@@ -262,7 +272,7 @@ class Web:
                 error = "Unknown topic: nothing was changed."
             elif not chosen:
                 error = "Choose at least one topic, or unsubscribe below."
-            elif zone is not None and zone not in ZONES:
+            elif zone is not None and zone not in ZONES and zone != found.timezone:
                 error = "Unknown time zone: nothing was changed."
             if error:
                 return self.preferences_form(found, 400, error=error)
@@ -278,9 +288,11 @@ class Web:
 
     def preferences_form(self, found: subs.Subscriber, status: int = 200,
                          saved: str | None = None, error: str | None = None) -> HTMLResponse:
+        default, now = self.settings.schedule.default_timezone, self.clock()
+        groups = zone_groups([default, self.settings.newsletter.timezone], found.timezone, now)
         return self.page("preferences", status, subscriber=found,
-                         topics=self.settings.topics.values(), zones=ZONES,
-                         default_zone=self.settings.schedule.default_timezone,
+                         topics=self.settings.topics.values(), zone_groups=groups,
+                         default_zone=zone_label(default, now),
                          csrf=self.form_token(found.id), saved=saved, error=error)
 
     async def manage_page(self, request: Request) -> Response:
@@ -295,24 +307,37 @@ class Web:
     async def archive_page(self, request: Request) -> Response:
         archived = await run_in_threadpool(sends.archived_sends, self.engine)
         zone = ZoneInfo(self.settings.newsletter.timezone)
-        issues = [{"slug": s.issue, "subject": s.subject,
-                   "date": (s.launched_at or s.created_at).astimezone(zone)} for s in archived]
-        return self.page("archive", issues=issues)
+        issues = [{"url": archive_url("", s.issue), "subject": s.subject,
+                   "sent": sent_at(s).astimezone(zone)} for s in archived]
+        return self.page("archive", issues=issues, feed=FEED_PATH)
+
+    async def archive_feed(self, request: Request) -> Response:
+        archived = await run_in_threadpool(sends.archived_sends, self.engine)
+        return Response(atom_feed(self.settings, archived, self.clock()),
+                        media_type="application/atom+xml; charset=utf-8", headers={
+                            **HEADERS, "Cache-Control": "public, max-age=300"})
+
+    async def not_archived(self, slug: str) -> HTTPException:
+        """404 for an issue the archive never had, 410 for one taken down."""
+        if await run_in_threadpool(sends.hidden_from_archive, self.engine, slug):
+            return HTTPException(410, "This issue was taken down from the archive.")
+        return HTTPException(404, "No such issue in the archive.")
 
     async def archive_issue(self, request: Request) -> Response:
         slug = request.path_params["issue"]
         variants = await run_in_threadpool(sends.archived_variants, self.engine, slug)
         if not variants:
-            raise HTTPException(404, "No such issue in the archive.")
+            raise await self.not_archived(slug)
         # The edition with the most briefs ("b0-1-2" carries briefs 0, 1 and 2).
         fullest = max(variants, key=lambda v: (v.count("-"), v))
-        return RedirectResponse(f"/a/{slug}/{fullest}", 302, headers=HEADERS)
+        return RedirectResponse(f"{archive_url('', slug)}/{quote(fullest, safe='')}", 302,
+                                headers=HEADERS)
 
     async def archive_variant(self, request: Request) -> Response:
         slug, variant = request.path_params["issue"], request.path_params["variant"]
         html = await run_in_threadpool(sends.viewable_html, self.engine, slug, variant)
         if html is None:
-            raise HTTPException(404, "No such issue in the archive.")
+            raise await self.not_archived(slug)
         # Everyone's copy without anyone's data: no name, no personal links.
         values = {slot: "" for slot in SLOTS}
         values.update(name="there", unsubscribe_url=f"{self.base}/p",
@@ -328,12 +353,13 @@ class Web:
 
 def create_app(engine: Engine, settings: Settings, *, queued: Callable[[], None] = lambda: None,
                clock: Callable[[], datetime] = utcnow) -> ASGIApp:
-    """The ASGI app, with the confirmation message rendered into the store. `queued` is
-    called when a sign-up queued a confirmation, so a delivery worker in the same process
-    can send it at once."""
+    """The ASGI app, with the confirmation and welcome messages rendered into the store.
+    `queued` is called when a sign-up queued a confirmation or a confirmation a welcome, so a
+    delivery worker in the same process can send it at once."""
     web_settings = settings.web or WebSettings()
     signer = Signer(secret(engine), expiry={"confirm": web_settings.confirm_expiry})
-    confirmations.prepare_confirmations(engine, settings, web_settings.confirm_expiry, clock())
+    confirmations.prepare_confirmations(engine, settings, web_settings.confirm_expiry, clock(),
+                                        welcome=web_settings.welcome)
     web = Web(engine, settings, web_settings, signer, queued, clock)
     both = ["GET", "POST"]
     routes = [
@@ -344,6 +370,7 @@ def create_app(engine: Engine, settings: Settings, *, queued: Callable[[], None]
         Route("/p", web.manage_page, methods=["GET"]),
         Route("/p/{token}", web.preferences_page, methods=both),
         Route("/a", web.archive_page, methods=["GET"]),
+        Route(FEED_PATH, web.archive_feed, methods=["GET"]),
         Route("/a/{issue}", web.archive_issue, methods=["GET"]),
         Route("/a/{issue}/{variant}", web.archive_variant, methods=["GET"]),
         Route("/healthz", web.health, methods=["GET"]),
@@ -351,4 +378,4 @@ def create_app(engine: Engine, settings: Settings, *, queued: Callable[[], None]
     handler: Callable[[Request, Exception], Awaitable[Response]] = web.error
     app = Starlette(routes=routes, exception_handlers={HTTPException: handler,
                                                       Exception: handler})
-    return BodyLimit(app, MAX_BODY)
+    return with_console(BodyLimit(app, MAX_BODY), engine, settings, queued, clock)

@@ -1,14 +1,14 @@
 """Sends keep who was left out of their audience and why, so status and a dry run agree.
 
 Revision ID: 0007
-Revises: 0004
+Revises: 0009
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0007"
-down_revision = "0004"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
