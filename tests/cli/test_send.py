@@ -119,7 +119,7 @@ def test_status_at_80_columns_names_every_column_and_who_was_skipped(project: Pa
                                    "no@example.com,No,\n")
     assert run("subscribers", "import", "r.csv").returncode == 0
     rehearsal = run("send", EXAMPLE_ISSUE, "--dry-run")
-    assert "skipped 1: no brief matches their topics" in rehearsal.stdout
+    assert "skipped 1: no topics chosen" in rehearsal.stdout
     assert run("send", EXAMPLE_ISSUE, "--launch-only", "--yes").returncode == 0
     shown = run("status")
     assert shown.returncode == 0, shown.stderr
@@ -127,7 +127,7 @@ def test_status_at_80_columns_names_every_column_and_who_was_skipped(project: Pa
     assert all(len(line) <= 80 for line in shown.stdout.splitlines())
     for column in ("queued 1", "sending 0", "retrying 0", "bounced 0", "skipped 1"):
         assert column in shown.stdout
-    assert f"{EXAMPLE_ISSUE}: skipped 1: no brief matches their topics" in shown.stdout
+    assert f"{EXAMPLE_ISSUE}: skipped 1: no topics chosen" in shown.stdout
     wide = subprocess.run([sys.executable, "-m", "dispatch", "status"], cwd=project,
                           env={**env, "COLUMNS": "160"}, capture_output=True, text=True,
                           timeout=120, check=False).stdout

@@ -245,7 +245,7 @@ def test_status_and_dry_run_agree_on_who_is_skipped_and_why(engine, settings, is
     subs.update_subscriber(engine, "gone@example.com", now=NOW, known_topics=settings.topics,
                            status="unsubscribed")
     rehearsal = dry_run(engine, issue, settings, tmp_path / "dry", NOW).data["skipped"]
-    assert rehearsal["no brief matches their topics"] == 2
+    assert rehearsal["no topics chosen"] == 2
     prepare_confirmations(engine, settings, td(days=2), NOW)  # dispatch's own ~confirmations
     plan = control.prepare_send(engine, issue, settings)
     assert control.launch_planned(engine, plan, settings, NOW)

@@ -67,8 +67,9 @@ def readable_metavars(command: Any) -> None:
                 param.show_default = False
                 continue
             long = max(param.opts, key=len)
+            kind = getattr(getattr(param, "type", None), "name", "")
             param.metavar = METAVARS.get(long) or _TYPE_METAVARS.get(
-                param.type.name, long.lstrip("-").upper())
+                kind, long.lstrip("-").upper())
         elif param.param_type_name == "argument":
             param.metavar = param.name.upper()  # usage adds {…}, […] and "..." itself
 
