@@ -12,7 +12,8 @@ import typer
 
 from dispatch.cli.common import ConfigOption, group, load_with_store, now, print_table, say
 from dispatch.errors import DispatchError, Problem
-from dispatch.store import accounts, audit
+
+# The store is imported inside each command: start-up stays quick.
 
 users_app = group("Console accounts: editors, operators and admins (the /admin/ pages).")
 
@@ -52,6 +53,8 @@ def users_add(
 
     Example: dispatch users add ana@example.org --role editor
     """
+    from dispatch.store import accounts, audit
+
     accounts.check_role(role)
     accounts.account_key(email)
     _, engine = load_with_store(config)
@@ -66,6 +69,8 @@ def users_list(config: ConfigOption = None) -> None:
 
     Example: dispatch users list
     """
+    from dispatch.store import accounts
+
     _, engine = load_with_store(config)
     people = accounts.list_users(engine)
     print_table(("email", "role", "state", "created"),
@@ -84,6 +89,8 @@ def users_set_role(
 
     Example: dispatch users set-role ana@example.org operator
     """
+    from dispatch.store import accounts, audit
+
     _, engine = load_with_store(config)
     user = accounts.set_role(engine, email, role)
     audit.record(engine, _actor(), "user.set-role", user.email, now(), f"role {user.role}")
@@ -100,6 +107,8 @@ def users_disable(
 
     Example: dispatch users disable ana@example.org
     """
+    from dispatch.store import accounts, audit
+
     _, engine = load_with_store(config)
     user = accounts.set_disabled(engine, email, not enable)
     audit.record(engine, _actor(), "user.enable" if enable else "user.disable", user.email,
@@ -117,6 +126,8 @@ def users_reset(
 
     Example: dispatch users reset ana@example.org --password-stdin < new-password.txt
     """
+    from dispatch.store import accounts, audit
+
     _, engine = load_with_store(config)
     accounts.require_user(engine, email)
     user = accounts.reset_password(engine, email, _password(password_stdin))
