@@ -3,7 +3,9 @@
 # (a server on 127.0.0.1:5432 with a `dispatch` role and `dispatch_test` database), Chromium and
 # its chromedriver (headless screenshots, clicking through the web app), and Postfix: smtp-sink/smtp-source for the delivery benchmark, and
 # the daemon for tests/inbound/test_postfix.py, which starts a private instance of its own (config and queue under a temporary folder, a
-# loopback port) and stops it; no system-wide instance is configured or started here. Idempotent. Without root or apt-get it says so, and the tests that
+# loopback port) and stops it; no system-wide instance is configured or started here. Dovecot's IMAP server
+# (dovecot-imapd) for tests/inbound/test_imap.py, which likewise runs a private instance (its own config, passwd-file user and
+# Maildir under a temporary folder, a loopback port); the system's Dovecot config is never touched. Idempotent. Without root or apt-get it says so, and the tests that
 # need these programs skip with a reason.
 set -euo pipefail
 
@@ -12,6 +14,7 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
 [ -x /usr/sbin/smtp-sink ] || missing+=(postfix)
+command -v dovecot >/dev/null 2>&1 && [ -e /usr/lib/dovecot/imap ] || missing+=(dovecot-imapd)
 # The README's commands make a virtualenv; Debian's Python needs this package for it.
 python3 -c "import ensurepip" >/dev/null 2>&1 || missing+=(python3-venv)
 

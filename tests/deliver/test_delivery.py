@@ -109,6 +109,21 @@ def test_every_recipient_gets_one_message_with_its_variant_and_headers(engine, s
     assert get_send(engine, EXAMPLE_ISSUE).status == "sent"
 
 
+def test_progress_counts_up_to_the_rows_in_scope(engine, settings, server):
+    # A worker is not told how many rows there are: it counts them, so a progress line reads
+    # "12/30 done", never "12/0 done".
+    _, port = server
+    settings = configure_delivery(settings, port)
+    rows = populate(engine, settings, 30)
+    issue = load_issue(settings.issues_dir / EXAMPLE_ISSUE, settings)
+    assert launch_issue(engine, issue, plan_audience(engine, issue, settings), settings, NOW)
+    seen: list[tuple[int, int]] = []
+    stats = run_worker(engine, settings, smtp_transport(settings.smtp),
+                       progress=lambda s: seen.append((s.done, s.total)))
+    assert seen and all(total == len(rows) for _, total in seen)
+    assert stats.done == len(rows) and stats.rate > 0
+
+
 def test_launching_twice_adds_nobody_and_the_excluded_are_never_in_the_snapshot(
         engine, settings, server):
     _, port = server

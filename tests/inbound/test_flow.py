@@ -119,7 +119,11 @@ def test_send_then_everything_that_comes_back(project: Path):
     box.add(message_from_bytes(fill("vacation-subject-only.eml", messages[9])))
     box.flush()
     box.close()
-    names = ["exchange.eml", "full.eml", "delayed.eml", "junk.txt", "old.mbox"]
+    forged_mailto = re.sub(r"-[a-z2-7]{16}@", "-" + "b" * 16 + "@", messages[10]["MAILTO"])
+    (files / "forged-mailto.eml").write_bytes(fill("mailto-unsubscribe.eml", messages[10],
+                                                   MAILTO=forged_mailto))
+    names = ["exchange.eml", "full.eml", "delayed.eml", "junk.txt", "old.mbox",
+             "forged-mailto.eml"]
     first = run_cli(project, "inbound", "process", *(f"returned/{n}" for n in names))
     assert first.returncode == 0, first.stderr
     lines = first.stdout.splitlines()
@@ -129,9 +133,11 @@ def test_send_then_everything_that_comes_back(project: Path):
     assert lines[3] == "returned/junk.txt: not-an-email: not a mail message"
     assert lines[4].startswith(f"returned/old.mbox#1: bounced {who[2]}")
     assert lines[5].startswith(f"returned/old.mbox#2: auto-reply {who[9]}")
+    assert lines[6].startswith("returned/forged-mailto.eml: unmatched: a message to the "
+                               "List-Unsubscribe address")
     again = run_cli(project, "inbound", "process", *(f"returned/{n}" for n in names))
     assert again.returncode == 0
-    assert again.stdout.count("already recorded, nothing changed") == 5
+    assert again.stdout.count("already recorded, nothing changed") == 6
 
     unreadable = run_cli(project, "inbound", "process", "returned/full.eml", "nowhere.eml")
     assert unreadable.returncode == 1
@@ -153,6 +159,8 @@ def test_send_then_everything_that_comes_back(project: Path):
     assert (f"{EXAMPLE_ISSUE}: came back: 3 bounced, 2 soft bounced, 1 complained, "
             "1 unsubscribed mailto, 2 auto replies, 1 unmatched") in text
 
+    # The forged mailto request named no issue: counted apart.
+    assert "reports naming no send: 1 unmatched" in run_cli(project, "status").stdout
     bounced = run_cli(project, "subscribers", "list", "--status", "bounced")
     assert bounced.returncode == 0
     assert "User unknown" in bounced.stdout or "5.1.1" in bounced.stdout

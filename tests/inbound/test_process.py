@@ -118,6 +118,10 @@ def test_each_kind_of_report_leaves_its_subscriber_in_the_right_state(
     outcome = run(engine, inbound_settings, fill(sample, target))
     assert outcome.kind == kind, outcome.describe()
     assert outcome.recorded is not None and outcome.recorded.email == target.email
+    with engine.connect() as conn:
+        row = conn.execute(select(outbox.c.id).where(
+            outbox.c.message_id == target.message_id)).scalar()
+    assert outcome.recorded.row_id == row
     assert status(engine, target.email) == becomes
     assert status(engine, bystander.email) == "active"
     # The same report again, by another way in: nothing more happens.

@@ -481,6 +481,44 @@ def test_the_commands_serve_the_console_on_its_own_port(project: Path, command: 
         assert PASSWORD not in output
 
 
+def test_after_sending_the_report_counts_what_came_back_and_the_history_shows_it(
+        console: Console):
+    from sqlalchemy import select as sql_select
+
+    from dispatch.states import ReportKind
+    from dispatch.store import reports
+    from dispatch.store.schema import outbox
+
+    people = [add_reader(console, f"r{i}@example.com", f"R{i}") for i in range(4)]
+    operator = console.login(Role.OPERATOR)
+    issue_page = f"{PREFIX}/issues/{EXAMPLE_ISSUE}"
+    token = csrf(operator.get(issue_page))
+    assert operator.post(f"{issue_page}/send", data={"csrf": token, "confirm": "yes"}
+                         ).status_code == 303
+    assert eventually(lambda: sends.get_send(console.engine, EXAMPLE_ISSUE).status
+                      == SendStatus.SENT, timeout=30)
+    with console.engine.connect() as conn:
+        rows = dict(conn.execute(sql_select(outbox.c.subscriber_id, outbox.c.id)
+                                 .where(outbox.c.issue == EXAMPLE_ISSUE)).all())
+    now = datetime.now(UTC)
+    for i, kind in enumerate((ReportKind.COMPLAINT, ReportKind.BOUNCED, ReportKind.SOFT)):
+        who = people[i].id
+        reports.record(console.engine, fingerprint=f"test-{i}", kind=kind, source="file",
+                       rows=[(rows[who], who)], reason=f"{kind} report", now=now,
+                       delivery=console.settings.delivery)
+    reports.web_unsubscribe(console.engine, people[3].id, "one-click", now)
+    page = operator.get(issue_page).text
+    figures = {label: n for n, label in
+               re.findall(r"<b>([0-9–,]+)</b>([a-z ()]+?)(?:<br>|</div>)", page)}
+    # The hard bounce turned its delivered message into a bounced one.
+    assert figures["delivered"] == "3" and figures["bounced messages"] == "1"
+    assert figures["complained"] == "1"
+    assert figures["bounced hard"] == "1" and figures["bounced soft"] == "1"
+    assert figures["unsubscribed"] == "1" and figures["unmatched"] == "0"
+    history = operator.get(f"{PREFIX}/subscribers/{people[0].id}").text
+    assert "complaint" in history and "complaint report" in history and "sent" in history
+
+
 # ---- In a real browser -----------------------------------------------------------------
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -526,13 +564,25 @@ def shoot(driver: object, folder: Path, name: str) -> Path:
     return path
 
 
+def navigate(driver: object, element: object) -> None:
+    """Click something that loads a new page, and wait until the old one is gone (a page
+    read right after a click may otherwise still be the old one)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    old = driver.find_element(By.TAG_NAME, "html")  # type: ignore[attr-defined]
+    element.click()  # type: ignore[attr-defined]
+    WebDriverWait(driver, 20).until(ready.staleness_of(old))
+
+
 def sign_in(driver: object, console: Console, role: Role, start: str) -> None:
     from selenium.webdriver.common.by import By
     driver.get(console.url + start)  # type: ignore[attr-defined]
     assert "/admin/login" in driver.current_url  # type: ignore[attr-defined]
     driver.find_element(By.NAME, "email").send_keys(PEOPLE[role])  # type: ignore[attr-defined]
     driver.find_element(By.NAME, "password").send_keys(PASSWORD)  # type: ignore[attr-defined]
-    driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()  # type: ignore
+    navigate(driver, driver.find_element(By.CSS_SELECTOR, "button[type=submit]"))  # type: ignore
 
 
 @needs_browser
@@ -542,8 +592,7 @@ def test_an_editor_imports_edits_previews_and_schedules_in_chromium(console: Con
                                                                     width: int):
     from selenium.common.exceptions import NoSuchElementException
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ready
-    from selenium.webdriver.support.ui import Select, WebDriverWait
+    from selenium.webdriver.support.ui import Select
 
     slug = "2026-12-04-chips"
     folder = console.settings.issues_dir / slug
@@ -566,9 +615,9 @@ def test_an_editor_imports_edits_previews_and_schedules_in_chromium(console: Con
         assert "Seoul" in driver.find_element(By.TAG_NAME, "body").text
         driver.switch_to.default_content()
         shoot(driver, folder_shots, f"editor-variants-{label}")
-        driver.find_element(By.LINK_TEXT, "Paste plain text as a new brief").click()
+        navigate(driver, driver.find_element(By.LINK_TEXT, "Paste plain text as a new brief"))
         driver.find_element(By.NAME, "text").send_keys(PASTED)
-        driver.find_element(By.ID, "import").click()
+        navigate(driver, driver.find_element(By.ID, "import"))
         assert "/briefs/chip-makers-agree-on-a-shared-supply-plan.md" in driver.current_url
         title = driver.find_element(By.NAME, "title")
         assert title.get_attribute("value") == "Chip makers agree on a shared supply plan"
@@ -593,8 +642,7 @@ def test_an_editor_imports_edits_previews_and_schedules_in_chromium(console: Con
                 driver.switch_to.default_content()
         assert eventually(lambda: card_shows("shared gas supply plan"), timeout=15)
         assert "Live preview" in driver.find_element(By.ID, "card-state").text
-        driver.find_element(By.ID, "preview").click()  # the same, without the script
-        WebDriverWait(driver, 10).until(ready.staleness_of(live))
+        navigate(driver, driver.find_element(By.ID, "preview"))  # the same, without the script
         card = driver.find_element(By.ID, "card")
         assert card.get_attribute("sandbox") == ""
         driver.switch_to.frame(card)
@@ -602,7 +650,7 @@ def test_an_editor_imports_edits_previews_and_schedules_in_chromium(console: Con
         driver.switch_to.default_content()
         driver.execute_script("arguments[0].scrollIntoView()", card)
         shoot(driver, folder_shots, f"editor-brief-preview-{label}")
-        driver.find_element(By.ID, "save").click()
+        navigate(driver, driver.find_element(By.ID, "save"))
         assert "Saved" in driver.find_element(By.ID, "saved").text
         saved = (folder / "chip-makers-agree-on-a-shared-supply-plan.md").read_text()
         assert "title: Chip makers agree on a shared gas supply plan" in saved
@@ -612,10 +660,10 @@ def test_an_editor_imports_edits_previews_and_schedules_in_chromium(console: Con
         at = (datetime.now(UTC) + timedelta(days=3)).strftime("%Y-%m-%d 07:00")
         driver.find_element(By.ID, "at").send_keys(at)
         Select(driver.find_element(By.ID, "tz")).select_by_visible_text("Asia/Seoul")
-        driver.find_element(By.CSS_SELECTOR, "#schedule button[type=submit]").click()
+        navigate(driver, driver.find_element(By.CSS_SELECTOR, "#schedule button[type=submit]"))
         assert "goes out at" in driver.find_element(By.TAG_NAME, "main").text
         shoot(driver, folder_shots, f"editor-schedule-confirm-{label}")
-        driver.find_element(By.ID, "confirm").click()
+        navigate(driver, driver.find_element(By.ID, "confirm"))
         assert "scheduled for" in driver.find_element(By.CSS_SELECTOR, "[role=status]").text
         shoot(driver, folder_shots, f"editor-scheduled-{label}")
         # The console's script ran without an error on every page it was on.
@@ -647,13 +695,13 @@ def test_an_operator_sends_watches_pauses_and_resumes_in_chromium(console: Conso
 
     try:
         sign_in(driver, console, Role.OPERATOR, f"{PREFIX}/issues/{EXAMPLE_ISSUE}")
-        driver.find_element(By.ID, "send").click()
+        navigate(driver, driver.find_element(By.ID, "send"))
         assert "400 subscriber(s)" in driver.find_element(By.TAG_NAME, "main").text
-        driver.find_element(By.ID, "confirm").click()
+        navigate(driver, driver.find_element(By.ID, "confirm"))
         # The page's script fills in the figures as messages go out.
         assert eventually(lambda: figure("sent") >= 40, timeout=30)
         shoot(driver, folder_shots, "operator-sending-desktop")
-        driver.find_element(By.ID, "pause").click()
+        navigate(driver, driver.find_element(By.ID, "pause"))
         assert driver.find_element(By.ID, "status").text == "paused"
         paused_at = len(console.mail.received)
         assert paused_at < 400
@@ -669,8 +717,8 @@ def test_an_operator_sends_watches_pauses_and_resumes_in_chromium(console: Conso
                      .replace(",", ""))
         assert 0 < queued < 400 and "paused by an editor" in row.text
         shoot(driver, folder_shots, "operator-issues-list-desktop")
-        driver.find_element(By.LINK_TEXT, EXAMPLE_ISSUE).click()
-        driver.find_element(By.ID, "resume").click()
+        navigate(driver, driver.find_element(By.LINK_TEXT, EXAMPLE_ISSUE))
+        navigate(driver, driver.find_element(By.ID, "resume"))
         assert eventually(lambda: driver.find_element(By.ID, "status").text == "sent",
                           timeout=60)
         assert figure("sent") == 400

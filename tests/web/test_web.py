@@ -32,6 +32,7 @@ from dispatch.deliver.sending import WorkerBusy, launch_issue, run_worker
 from dispatch.deliver.transport import smtp_transport
 from dispatch.devtools.sink import RecordingHandler, free_port, smtp_sink
 from dispatch.errors import RenderError
+from dispatch.store import reports as came_back
 from dispatch.store import subscribers as subs
 from dispatch.store.db import open_store
 from dispatch.store.outbox import plan_audience
@@ -166,6 +167,8 @@ def test_one_click_post_unsubscribes_and_the_next_send_skips_the_address(site: S
     answer = httpx.post(ben.strip(" <>"), files={"List-Unsubscribe": (None, "One-Click")})
     assert answer.status_code == 200
     assert site.get("ben@example.com").status == "unsubscribed"
+    # Counted for the issue they left from, once each (`dispatch status`).
+    assert came_back.counts(site.engine)[EXAMPLE_ISSUE]["unsubscribed_one_click"] == 2
 
     site.add("cy@example.com", ["east-asia"])
     site.send(copy_issue(site, "2026-12-04-next"))
@@ -237,6 +240,7 @@ def test_preferences_can_unsubscribe_from_everything_and_come_back(site: Site):
     answer = httpx.post(url, data={"csrf": csrf(httpx.get(url)), "action": "unsubscribe"})
     assert answer.status_code == 303
     assert site.get("ana@example.com").status == "unsubscribed"
+    assert came_back.counts(site.engine)[EXAMPLE_ISSUE]["unsubscribed_preferences"] == 1
     page = site.http.get(answer.headers["location"])
     assert "You are unsubscribed" in page.text
     answer = httpx.post(url, data={"csrf": csrf(page), "action": "resubscribe"})

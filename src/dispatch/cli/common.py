@@ -8,7 +8,6 @@ import inspect
 import logging
 import signal
 import sys
-import textwrap
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -47,7 +46,7 @@ METAVARS = {"--at": "WHEN", "--tz": "ZONE", "--topics": "A,B", "--topic": "TOPIC
             "--out": "DIR", "--dir": "DIR", "--config": "PATH", "--test-to": "ADDRESS",
             "--sample": "N", "--subscribers": "N", "--status": "STATUS", "--segment": "SEGMENT",
             "--name": "NAME", "--issue": "ISSUE", "--host": "HOST", "--port": "PORT",
-            "--subject": "TEXT"}
+            "--subject": "TEXT", "--role": "ROLE"}
 _TYPE_METAVARS = {"path": "PATH", "integer": "N", "integer range": "N", "float": "SECONDS",
                   "float range": "SECONDS", "datetime": "WHEN"}
 
@@ -67,9 +66,10 @@ def readable_metavars(command: Any) -> None:
                 param.show_default = False
                 continue
             long = max(param.opts, key=len)
-            kind = getattr(getattr(param, "type", None), "name", "")
+            # Typer's own options may carry no click type (0.29): name them by their flag.
+            type_name = getattr(getattr(param, "type", None), "name", "")
             param.metavar = METAVARS.get(long) or _TYPE_METAVARS.get(
-                kind, long.lstrip("-").upper())
+                type_name, long.lstrip("-").upper())
         elif param.param_type_name == "argument":
             param.metavar = param.name.upper()  # usage adds {…}, […] and "..." itself
 
@@ -170,23 +170,11 @@ def warn(text: str) -> None:
 
 
 def print_table(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
-    """A table when it fits the terminal whole; otherwise one entry per row, its first two
-    cells as a heading and the rest as `column value` pairs wrapped under it, so no header
-    or value is ever cut short (`sendi…`)."""
     from rich.table import Table
-    rows = [list(row) for row in rows]
-    widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)]
-    if sum(widths) + 3 * len(columns) + 1 <= out.width:
-        table = Table(*columns)
-        for row in rows:
-            table.add_row(*row)
-        out.print(table)
-        return
+    table = Table(*columns)
     for row in rows:
-        say("  ".join(row[:2]))
-        pairs = [f"{c} {v}" for c, v in zip(columns[2:], row[2:], strict=True)]
-        say(textwrap.fill(", ".join(pairs), width=max(out.width, 40), initial_indent="  ",
-                          subsequent_indent="  "))
+        table.add_row(*row)
+    out.print(table)
 
 
 def stats_line(stats: Stats) -> str:
@@ -254,11 +242,16 @@ class DeliveryProgress:
 
     def __call__(self, stats: Stats) -> None:
         detail = stats_line(stats)
+        # The worker counts what is left as it goes (launches and other workers change it);
+        # a send's own count is known before it starts.
+        total = max(stats.total, self.total, stats.done)
         if self._bar:
-            self._bar.update(self._task, completed=stats.done, detail=detail)
+            self._bar.update(self._task, completed=stats.done, total=total or None,
+                             detail=detail)
         elif time.monotonic() - self._last >= self.every:
             self._last = time.monotonic()
-            warn(f"{self.label}: {stats.done:,}/{self.total:,} done; {detail}")
+            of = f"/{total:,}" if total else ""
+            warn(f"{self.label}: {stats.done:,}{of} done; {detail}")
 
 
 @contextmanager

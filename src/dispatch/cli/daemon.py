@@ -63,9 +63,12 @@ def run(config: ConfigOption = None) -> None:
     Example: dispatch run --config /etc/dispatch/config.toml
     """
     from dispatch import schedule as scheduling
+    from dispatch.audience.tokens import Signer
     from dispatch.deliver.control import describe_when
     from dispatch.deliver.transport import smtp_transport
+    from dispatch.inbound.imap import ImapPoller
     from dispatch.inbound.server import InboundServer
+    from dispatch.store.secrets import secret
     from dispatch.store.sends import scheduled_sends
     from dispatch.web import app as web
     from dispatch.web.server import WebServer
@@ -87,7 +90,10 @@ def run(config: ConfigOption = None) -> None:
     if settings.web is not None:
         server = WebServer(web.create_app(engine, settings, queued=daemon.wake),
                            settings.web.host, settings.web.port, settings.web.trusted_proxies)
-    inbound = InboundServer(engine, settings) if settings.inbound is not None else None
+    inbound = (InboundServer(engine, settings)
+               if settings.inbound is not None and settings.inbound.smtp else None)
+    imap = (ImapPoller(engine, settings, Signer(secret(engine)))
+            if settings.inbound is not None and settings.inbound.imap is not None else None)
     console = _console_server(engine, settings, daemon.wake)
     hangup = threading.Event()
     previous = signal.signal(signal.SIGHUP, lambda _signum, _frame: hangup.set())
@@ -111,6 +117,10 @@ def run(config: ConfigOption = None) -> None:
                 raise
             log.info("dispatch run: inbound SMTP on %s for %s", inbound.address,
                      settings.delivery.verp_domain)
+        if imap is not None:
+            imap.start()
+            log.info("dispatch run: reading the bounce mailbox %s every %d s", imap.where,
+                     imap.interval)
         if console is not None:
             console.start()
             log.info("dispatch run: console on %s/admin/", console.url)
@@ -124,7 +134,7 @@ def run(config: ConfigOption = None) -> None:
             if hangup.is_set():  # reloaded here: a signal handler must not take locks
                 hangup.clear()
                 daemon.reload("SIGHUP")
-        for listener in (inbound, server, console):
+        for listener in (imap, inbound, server, console):
             if listener is not None:
                 listener.stop()
         daemon.stop()

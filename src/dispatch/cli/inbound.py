@@ -1,5 +1,6 @@
 """`dispatch inbound`: what comes back (bounces, complaints, auto-replies, mailto
-unsubscribes), read from files or received by the inbound SMTP server."""
+unsubscribes), read from files or a bounce mailbox (IMAP), or received by the inbound SMTP
+server."""
 
 from __future__ import annotations
 
@@ -96,3 +97,30 @@ def serve(
             pass
         server.stop()
     log.info("dispatch inbound serve: stopped")
+
+
+@inbound_app.command("poll")
+def poll_mailbox(config: ConfigOption = None) -> None:
+    """Read the bounce mailbox in [inbound.imap] once and act on each new message as
+    `dispatch inbound process` does; each one is flagged \\Seen (or moved to
+    inbound.imap.move_to) only after it was processed, so a crash reads it again, and reading
+    it again changes nothing. Prints what each message became. With [inbound.imap] in
+    config.toml `dispatch run` polls every inbound.imap.interval itself.
+
+    Example: dispatch inbound poll
+    """
+    from dispatch.audience.tokens import Signer
+    from dispatch.inbound.imap import Polled, poll
+    from dispatch.store.secrets import secret
+
+    settings, engine = load_with_store(config)
+    signer = Signer(secret(engine))
+    kinds: Counter[str] = Counter()
+
+    def show(polled: Polled) -> None:
+        kinds[polled.outcome.kind] += 1
+        say(f"message {polled.uid}: {polled.outcome.describe()}")
+
+    poll(engine, settings, signer, now, show)
+    summary = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items())) or "none"
+    say(f"{sum(kinds.values())} message(s): {summary}")

@@ -61,6 +61,12 @@ def _print_status(engine: Engine, issue: str | None, as_json: bool = False
         for e in entry["last_errors"]:
             say(f"{entry['issue']}: {e['email'] or '(erased)'}: {e['state']} after "
                 f"{e['attempts']} attempt(s): {e['reply']}")
+    if issue is None:
+        from dispatch.store import reports
+        nowhere = reports.counts(engine).get(None, {})
+        if any(nowhere.values()):
+            say("reports naming no send: " + ", ".join(
+                f"{n:,} {key.replace('_', ' ')}" for key, n in nowhere.items() if n))
     return report
 
 

@@ -71,6 +71,35 @@ def subscribers_add(
     say(f"added {person.email} ({', '.join(person.topics) or 'no topics'})")
 
 
+class _ImportProgress:
+    """A bar over the file's bytes with the rows handled (the row count is not known before
+    the end); nothing when standard error is not a terminal."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __enter__(self) -> _ImportProgress:
+        from rich.progress import (
+            BarColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+        self._bar = Progress(TextColumn("importing {task.fields[rows]:,} rows"), BarColumn(),
+                             TransferSpeedColumn(), TimeRemainingColumn(), console=err,
+                             transient=True, disable=not err.is_terminal)
+        self._bar.start()
+        self._task = self._bar.add_task("import", total=self.size or None, rows=0)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.stop()
+
+    def __call__(self, rows: int, bytes_read: int) -> None:
+        self._bar.update(self._task, completed=bytes_read, rows=rows)
+
+
 @subscribers_app.command("import")
 def subscribers_import(
     file: Annotated[Path, typer.Argument(help="CSV with a header: email,name,topics,timezone.")],
@@ -82,32 +111,21 @@ def subscribers_import(
 
     Example: dispatch subscribers import readers.csv --dry-run
     """
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
     from dispatch.audience import csvio
-    from dispatch.compose.briefs import read_text_file
     from dispatch.store import imports
     settings = load(config)
-    rows, rejected, read = csvio.read_csv(read_text_file(file), settings.topics,
-                                          display_path(file))
     engine = open_engine(settings)
-    with Progress(TextColumn("importing"), BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), console=err, transient=True,
-                  disable=not err.is_terminal) as bar:
-        task = bar.add_task("import", total=len(rows))
-        report = imports.import_rows(engine, rows, now(), dry_run=dry_run,
-                                  progress=lambda done: bar.update(task, completed=done))
-    for line, email, reason in sorted(rejected + report.rejected):
+    with csvio.CsvFile(file) as lines, _ImportProgress(lines.size) as bar:
+        report = imports.import_rows(
+            engine, csvio.iter_csv(lines, settings.topics, lines.source), now(),
+            dry_run=dry_run, progress=lambda done: bar(done, lines.bytes_read))
+    rejected = report.rejected
+    read = report.read
+    for line, email, reason in sorted(rejected):
         warn(f"{display_path(file)}:{line}: {email or '(empty)'}: {reason}")
     say(f"{read} row(s) read: {'would add' if dry_run else 'added'} {report.added}, "
         f"{'would update' if dry_run else 'updated'} {report.updated}, "
-        f"rejected {len(rejected) + len(report.rejected)}")
+        f"rejected {len(rejected)}")
 
 
 @subscribers_app.command("export")

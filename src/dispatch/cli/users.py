@@ -124,7 +124,7 @@ def users_reset(
 ) -> None:
     """Set a new password for an account and sign it out everywhere.
 
-    Example: dispatch users reset ana@example.org --password-stdin < new-password.txt
+    Example: dispatch users reset ana@example.org (asks for the new password)
     """
     from dispatch.store import accounts, audit
 

@@ -33,6 +33,13 @@ CRLF = "\r\n"
 QP_LINE = 74  # leaves room to write a leading "." as "=2E" within RFC 2045's 76
 _SLOT_OF_TOKEN = {token: name for name, token in TOKENS.items()}
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9 .'_-]*$")
+# delivery.relay_metadata: the header each relay reads metadata from (and strips), around the
+# row token; the key is dispatch.inbound.webhooks.ROW_KEY.
+RELAY_METADATA = {
+    "postmark": ("X-PM-Metadata-dispatch-row: ", ""),
+    "mailgun": ('X-Mailgun-Variables: {"dispatch-row": "', '"}'),
+    "sendgrid": ('X-SMTPAPI: {"unique_args": {"dispatch-row": "', '"}}'),
+}
 
 
 @dataclass(frozen=True)
@@ -205,6 +212,12 @@ def template_from_parts(variant_id: str, html: str, text: str, subject: str, slu
     if settings.delivery.feedback_id:
         headers.append(_header("Feedback-ID", f"{slug}:{variant_id}:"
                                               f"{settings.delivery.feedback_id}"))
+    relay = settings.delivery.relay_metadata
+    if relay and settings.delivery.verp_domain:
+        # The row's signed token as metadata the relay hands back in its webhooks
+        # (dispatch.inbound.webhooks): the only thing Postmark's bounce events echo.
+        before, after = RELAY_METADATA[relay]
+        headers += [before, ("row_token",), after + CRLF]
     headers += [
         f"X-Dispatch-Issue: {_safe('X-Dispatch-Issue', slug)}{CRLF}"
         f"X-Dispatch-Variant: {_safe('X-Dispatch-Variant', variant_id)}{CRLF}",
@@ -248,6 +261,7 @@ def slot_values(recipient: Recipient, now: datetime, settings: Settings) -> dict
             "utf-8" if utf8 else "ascii"),
         "message_id": recipient.message_id.encode("ascii"),
         "list_unsubscribe": _list_unsubscribe(recipient).encode("ascii"),
+        "row_token": recipient.unsubscribe_address.rpartition("@")[0].encode("ascii"),
     }
     for field, value in fields.items():
         values[f"plain:{field}"] = qp(value).encode("ascii")

@@ -15,6 +15,7 @@ from dispatch.config.schema import (
                                   ConsoleSettings,
                                   DeliverySettings,
                                   DkimSettings,
+                                  ImapSettings,
                                   InboundSettings,
                                   NewsletterSettings,
                                   RecurringSchedule,
@@ -24,14 +25,17 @@ from dispatch.config.schema import (
                                   SmtpSettings,
                                   StoreSettings,
                                   Topic,
+                                  WebhookSettings,
                                   WebSettings,
 )
 
 __all__ = [
     "ConsoleSettings", "DEFAULT_CONFIG", "TOPIC_KEY", "DeliverySettings", "DkimSettings",
+    "ImapSettings",
     "InboundSettings",
     "NewsletterSettings",
     "RecurringSchedule", "ScheduleSettings", "Segment", "Settings", "SmtpSettings",
-    "StoreSettings", "Topic", "WebSettings", "config_path", "load_settings", "parse_settings",
+    "StoreSettings", "Topic", "WebSettings", "WebhookSettings", "config_path", "load_settings",
+    "parse_settings",
     "toml_error", "toml_line",
 ]

@@ -56,6 +56,7 @@ class Stats:
     outcomes: Counter[str] = field(default_factory=Counter)
     started: float = field(default_factory=time.monotonic)
     left: int = 0  # rows still open in scope when last looked
+    total: int = 0  # done + left when last looked: what a progress line counts up to
     paused: str | None = None  # why the send was paused
     note: str = ""  # what the worker is doing, e.g. waiting for retries
 
@@ -63,6 +64,11 @@ class Stats:
     def done(self) -> int:
         return sum(self.outcomes[k] for k in (Kind.SENT, Kind.FAILED, Kind.BOUNCED,
                                                  Kind.SKIPPED))
+
+    def looked(self, left: int) -> None:
+        """The rows still to deliver in scope, just counted: the total follows."""
+        self.left = left
+        self.total = self.done + left
 
     @property
     def rate(self) -> float:

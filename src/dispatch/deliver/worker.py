@@ -55,6 +55,7 @@ from dispatch.store.outbox import Job
 HEARTBEAT = 2.0  # seconds between heartbeats, each also finding dead workers on this host
 POLL = 2.0  # seconds between looks at an idle outbox
 STATUS_EVERY = 0.5  # seconds between looks at whether the sends in hand were paused
+COUNT_EVERY = 5.0  # seconds between counts of the rows left (the progress line's total)
 SWITCH_INTERVAL = 0.0005  # seconds; see deliver()
 SESSION_BACKOFF = 0.5  # seconds before trying again for a session, doubling per failure
 SESSION_BACKOFF_MAX = 30.0
@@ -248,6 +249,8 @@ def deliver(outbox: Outbox, transport: Transport, settings: Settings, signer: Si
     in_flight = 0
     in_hand: Counter[str] = Counter()  # issue -> its jobs handed to the connections
     last_beat = last_status = time.monotonic()
+    stats.looked(outbox.waiting(clock())[0])  # the total a progress line counts up to
+    last_count = time.monotonic()
     try:
         while True:
             if recorder.error is not None:
@@ -256,6 +259,9 @@ def deliver(outbox: Outbox, transport: Transport, settings: Settings, signer: Si
             if heartbeat and time.monotonic() - last_beat >= beat_every:
                 heartbeat(now)
                 last_beat = time.monotonic()
+            if time.monotonic() - last_count >= COUNT_EVERY:  # new launches, other workers
+                stats.looked(outbox.waiting(now)[0])
+                last_count = time.monotonic()
             if in_flight and time.monotonic() - last_status >= STATUS_EVERY:
                 shared.halted = outbox.halted(+in_hand)
                 last_status = time.monotonic()
@@ -276,7 +282,8 @@ def deliver(outbox: Outbox, transport: Transport, settings: Settings, signer: Si
                     continue
                 if stop.is_set():
                     break
-                stats.left, due = outbox.waiting(now)
+                left, due = outbox.waiting(now)
+                stats.looked(left)
                 if until_done and (stats.left == 0 or (
                         due is not None and due > now and not wait_for_retries)):
                     break

@@ -38,6 +38,7 @@ class Recorded:
     issue: str | None = None
     email: str | None = None
     changes: tuple[str, ...] = ()  # what changed, in words ("subscriber bounced", …)
+    row_id: int | None = None  # the outbox row it was matched to
 
 
 @dataclass(frozen=True)
@@ -74,13 +75,15 @@ def record(engine: Engine, *, fingerprint: str, kind: ReportKind, source: str,
     the Message-IDs the report quotes (keyed, so one found in the outbox is one we sent)."""
     try:
         with engine.begin() as conn:
-            earlier = conn.execute(select(reports.c.kind, reports.c.issue, subscribers.c.email)
+            earlier = conn.execute(select(reports.c.kind, reports.c.issue, subscribers.c.email,
+                                          reports.c.outbox_id)
                                    .join(subscribers,
                                          subscribers.c.id == reports.c.subscriber_id,
                                          isouter=True)
                                    .where(reports.c.fingerprint == fingerprint)).first()
             if earlier is not None:
-                return Recorded(ReportKind(earlier.kind), True, earlier.issue, earlier.email)
+                return Recorded(ReportKind(earlier.kind), True, earlier.issue, earlier.email,
+                                row_id=earlier.outbox_id)
             return _record(conn, fingerprint, kind, source, rows, message_ids,
                            claimed_issue, reason, delivery, now)
     except IntegrityError:
@@ -108,7 +111,8 @@ def _record(conn: Connection, fingerprint: str, kind: ReportKind, source: str,
     changes: list[str] = []
     if row is not None and sid is not None:
         changes += _act(conn, row, sid, kind, reason, delivery, now)
-    return Recorded(kind, False, issue, row.email if row else None, tuple(changes))
+    return Recorded(kind, False, issue, row.email if row else None, tuple(changes),
+                    row.id if row else None)
 
 
 def _act(conn: Connection, row: _Row, sid: int, kind: ReportKind, reason: str | None,

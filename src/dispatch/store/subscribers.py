@@ -21,6 +21,7 @@ from dispatch.errors import DispatchError, Problem
 from dispatch.states import OPEN, RECEIVING, SUPPRESSING, RowState, SubscriberStatus
 from dispatch.store.schema import (
     outbox,
+    reports,
     signup_requests,
     subscriber_topics,
     subscribers,
@@ -493,15 +494,15 @@ def confirm_row(conn: Connection, subscriber_id: int, now: datetime
 @dataclass(frozen=True)
 class HistoryEntry:
     at: datetime
-    what: str  # "subscribed", "confirmed", "unsubscribed", or an issue's outbox state
+    what: str  # "added", "confirmed", "unsubscribed", an outbox state, or a report's kind
     issue: str | None = None
     reply: str | None = None  # the relay's reply, for failed and bounced messages
 
 
 def history(engine: Engine, subscriber_id: int) -> list[HistoryEntry]:
     """One subscriber's story, newest first: the status changes the row records and every
-    message of every send (sent, bounced, failed...). Complaint reports have no table yet:
-    a complained status shows as the current status."""
+    message of every send (sent, bounced, failed...) and every report that came back about
+    them (bounces, complaints, unsubscribes by way)."""
     found = by_id(engine, subscriber_id)
     if found is None:
         return []
@@ -516,4 +517,9 @@ def history(engine: Engine, subscriber_id: int) -> list[HistoryEntry]:
                 .where(outbox.c.subscriber_id == subscriber_id)):
             entries.append(HistoryEntry(at, state, issue,
                                         reply if state != RowState.SENT else None))
+        for kind, via, issue, reason, at in conn.execute(
+                select(reports.c.kind, reports.c.via, reports.c.issue, reports.c.reason,
+                       reports.c.received_at).where(reports.c.subscriber_id == subscriber_id)):
+            entries.append(HistoryEntry(at, f"{kind} ({via})" if via else str(kind), issue,
+                                        reason))
     return sorted(entries, key=lambda e: e.at, reverse=True)

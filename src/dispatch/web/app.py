@@ -36,6 +36,7 @@ from dispatch.compose.slots import SLOTS, fill_slots
 from dispatch.config import Settings, WebSettings
 from dispatch.config.topics import unknown_topics
 from dispatch.errors import DispatchError
+from dispatch.inbound.webhooks import Fetcher, fetch_https
 from dispatch.states import RECEIVING, SubscriberStatus
 from dispatch.store import confirmations, reports, sends
 from dispatch.store import subscribers as subs
@@ -43,6 +44,7 @@ from dispatch.store.secrets import secret
 from dispatch.web.console import with_console
 from dispatch.web.feed import FEED_PATH, archive_url, atom_feed, sent_at
 from dispatch.web.guards import BodyLimit, SignupLimiter
+from dispatch.web.webhooks import with_webhooks
 from dispatch.web.zones import zone_groups, zone_label
 
 MAX_BODY = 16 * 1024  # the largest form here (every topic and a zone) is under 2 KB
@@ -352,10 +354,11 @@ class Web:
 
 
 def create_app(engine: Engine, settings: Settings, *, queued: Callable[[], None] = lambda: None,
-               clock: Callable[[], datetime] = utcnow) -> ASGIApp:
+               clock: Callable[[], datetime] = utcnow, fetch: Fetcher = fetch_https) -> ASGIApp:
     """The ASGI app, with the confirmation and welcome messages rendered into the store.
     `queued` is called when a sign-up queued a confirmation or a confirmation a welcome, so a
-    delivery worker in the same process can send it at once."""
+    delivery worker in the same process can send it at once; `fetch` gets SNS's signing
+    certificates (the relays' webhooks)."""
     web_settings = settings.web or WebSettings()
     signer = Signer(secret(engine), expiry={"confirm": web_settings.confirm_expiry})
     confirmations.prepare_confirmations(engine, settings, web_settings.confirm_expiry, clock(),
@@ -378,4 +381,5 @@ def create_app(engine: Engine, settings: Settings, *, queued: Callable[[], None]
     handler: Callable[[Request, Exception], Awaitable[Response]] = web.error
     app = Starlette(routes=routes, exception_handlers={HTTPException: handler,
                                                       Exception: handler})
-    return with_console(BodyLimit(app, MAX_BODY), engine, settings, queued, clock)
+    app_with_console = with_console(BodyLimit(app, MAX_BODY), engine, settings, queued, clock)
+    return with_webhooks(app_with_console, engine, settings, signer, clock, fetch)

@@ -7,6 +7,7 @@ Pages run in the thread pool (access.Guard.wrap): they may call the store direct
 
 from __future__ import annotations
 
+import hmac
 import io
 import tempfile
 from collections.abc import Callable
@@ -70,12 +71,15 @@ HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin"
 
 
 def feedback_counts(report: dict[str, Any]) -> dict[str, int | None]:
-    """Hook for the bounce and complaint counts of issue 16: whatever the status report
-    carries under "feedback" (hard/soft bounces, complaints, unsubscribes, unmatched
-    reports), None for what it does not carry yet; the page shows "not tracked yet"."""
-    found = report.get("feedback") or {}
-    keys = ("bounced_hard", "bounced_soft", "complained", "unsubscribed", "unmatched")
-    return {key: found.get(key) for key in keys}
+    """What came back about an issue (store.reports.counts via the status report): hard and
+    soft bounces, complaints, unsubscribes by any way, unmatched reports. None for a figure
+    the status report does not carry (the page says "not tracked")."""
+    found = report.get("reports") or {}
+    unsubscribed = [v for k, v in found.items() if k.startswith("unsubscribed")]
+    return {"bounced_hard": found.get("bounced"), "bounced_soft": found.get("soft_bounced"),
+            "complained": found.get("complained"),
+            "unsubscribed": sum(unsubscribed) if unsubscribed else None,
+            "unmatched": found.get("unmatched")}
 
 
 class Pages:
@@ -108,9 +112,11 @@ class Pages:
         return self.page("confirm", session, title=title, lines=lines, action=action,
                          fields=fields, button=button, back=back)
 
-    def done(self, request: Request, where: str, detail: str) -> Response:
+    def done(self, request: Request, session: Session, where: str, detail: str) -> Response:
+        """After an action, the page to see its result, with a notice of what was done."""
         note(request, detail)
-        return RedirectResponse(f"{where}?done={_q(detail)}", 303, headers=HEADERS)
+        return RedirectResponse(f"{where}?{notice_query(session, detail)}", 303,
+                                headers=HEADERS)
 
     def local(self, moment: datetime | None) -> str:
         if moment is None:
@@ -184,7 +190,7 @@ class Pages:
                  "finished": self.local(s.finished_at) if s.finished_at else ""}
                 for s in overview.sends]
         return self.page("issues", session, rows=rows, drafts=overview.drafts,
-                         done=request.query_params.get("done"))
+                         done=read_notice(request, session))
 
     def folder(self, slug: str) -> Path:
         """An issue folder by its name, only among the project's issues."""
@@ -229,7 +235,7 @@ class Pages:
             timeline=outbox.delivery_timeline(self.engine, slug) if status else [],
             zones=ZONES, default_zone=self.settings.newsletter.timezone,
             can_schedule=send is None or send.status in RESCHEDULABLE,
-            done=request.query_params.get("done"))
+            done=read_notice(request, session))
 
     def progress(self, request: Request, session: Session, form: None) -> Response:
         slug = request.path_params["slug"]
@@ -263,7 +269,7 @@ class Pages:
                 request.path_params["slug"]), self.settings, session.user.email, self.clock())
         except (DispatchError, OSError) as exc:
             return self.problems(session, _problems(exc), self.back(request))
-        return self.done(request, self.back(request), f"{len(replies)} test cop"
+        return self.done(request, session, self.back(request), f"{len(replies)} test cop"
                          f"{'y' if len(replies) == 1 else 'ies'} sent to {session.user.email}")
 
     def dry_run(self, request: Request, session: Session, form: FormData) -> Response:
@@ -297,7 +303,7 @@ class Pages:
             return self.problems(session, exc.problems, self.back(request))
         send = sends.get_send(self.engine, slug)
         assert send is not None
-        return self.done(request, self.back(request),
+        return self.done(request, session, self.back(request),
                          f"scheduled for {control.describe_when(send, self.settings)}")
 
     def _when(self, when: planning.When) -> str:
@@ -321,7 +327,7 @@ class Pages:
             return self.problems(session, exc.problems, self.back(request))
         send = sends.get_send(self.engine, slug)
         assert send is not None
-        return self.done(request, self.back(request),
+        return self.done(request, session, self.back(request),
                          f"moved to {control.describe_when(send, self.settings)}")
 
     def cancel(self, request: Request, session: Session, form: FormData) -> Response:
@@ -335,7 +341,7 @@ class Pages:
             dropped = planning.cancel_issue(self.engine, slug, self.clock())
         except DispatchError as exc:
             return self.problems(session, exc.problems, self.back(request))
-        return self.done(request, self.back(request),
+        return self.done(request, session, self.back(request),
                          f"cancelled; {dropped} unsent message(s) dropped")
 
     def send(self, request: Request, session: Session, form: FormData) -> Response:
@@ -345,7 +351,7 @@ class Pages:
             plan = control.prepare_send(self.engine, issue, self.settings)
             if plan.action is not control.SendAction.LAUNCH:
                 self.queued()
-                return self.done(request, self.back(request), f"send: {plan.action}")
+                return self.done(request, session, self.back(request), f"send: {plan.action}")
             audience = plan.require_audience()
             if form.get("confirm") != "yes":
                 lines = [f"“{issue.subject}” goes to {audience.recipients:,} subscriber(s) "
@@ -361,7 +367,7 @@ class Pages:
         except DispatchError as exc:
             return self.problems(session, exc.problems, self.back(request))
         self.queued()
-        return self.done(request, self.back(request),
+        return self.done(request, session, self.back(request),
                          f"sending to {audience.recipients:,} subscriber(s)")
 
     def pause(self, request: Request, session: Session, form: FormData) -> Response:
@@ -370,7 +376,7 @@ class Pages:
             planning.pause_issue(self.engine, slug)
         except DispatchError as exc:
             return self.problems(session, exc.problems, self.back(request))
-        return self.done(request, self.back(request), "paused")
+        return self.done(request, session, self.back(request), "paused")
 
     def resume(self, request: Request, session: Session, form: FormData) -> Response:
         slug = request.path_params["slug"]
@@ -379,16 +385,19 @@ class Pages:
         except DispatchError as exc:
             return self.problems(session, exc.problems, self.back(request))
         self.queued()
-        return self.done(request, self.back(request), "resumed")
+        return self.done(request, session, self.back(request), "resumed")
 
     # ---- briefs
 
     def brief_path(self, request: Request) -> Path:
         folder = self.folder(request.path_params["slug"])
         try:
-            return folder / editing.check_name(request.path_params["name"])
+            path = folder / editing.check_name(request.path_params["name"])
         except DispatchError:
             raise HTTPException(404, "No such brief.") from None
+        if not path.resolve().is_relative_to(folder.resolve()):  # a symlink out of the issue
+            raise HTTPException(404, "No such brief in this issue.")
+        return path
 
     def brief_form(self, request: Request, session: Session, form: None) -> Response:
         path = self.brief_path(request)
@@ -396,7 +405,7 @@ class Pages:
             raise HTTPException(404, "No such brief in this issue.")
         text = path.read_text(encoding="utf-8-sig")
         return self.brief_page(session, request, editing.to_form(text), editing.text_hash(text),
-                               done=request.query_params.get("done"))
+                               done=read_notice(request, session))
 
     def brief_page(self, session: Session, request: Request, brief: editing.BriefForm,
                    opened: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -478,8 +487,8 @@ class Pages:
         detail = f"imported {name}" + (
             "; add it to the briefs list in issue.toml to include it" if listed else "")
         note(request, detail)
-        return RedirectResponse(f"{PREFIX}/issues/{slug}/briefs/{name}?done={_q(detail)}",
-                                303, headers=HEADERS)
+        return RedirectResponse(f"{PREFIX}/issues/{slug}/briefs/{name}?"
+                                f"{notice_query(session, detail)}", 303, headers=HEADERS)
 
     # ---- subscribers
 
@@ -503,7 +512,7 @@ class Pages:
                          problems=problems, q=search, chosen_status=status, topic=topic,
                          segment=segment, statuses=list(SubscriberStatus),
                          topics=self.settings.topics.values(), segments=self.settings.segments,
-                         done=q.get("done"), total=subs.count(self.engine))
+                         done=read_notice(request, session), total=subs.count(self.engine))
 
     def export(self, request: Request, session: Session, form: None) -> Response:
         buffer = io.StringIO()
@@ -522,7 +531,8 @@ class Pages:
                               known_topics=self.settings.topics, now=self.clock())
         except DispatchError as exc:
             return self.problems(session, exc.problems, f"{PREFIX}/subscribers")
-        return self.done(request, f"{PREFIX}/subscribers/{person.id}", f"added {person.email}")
+        return self.done(request, session, f"{PREFIX}/subscribers/{person.id}",
+                         f"added {person.email}")
 
     def import_csv(self, request: Request, session: Session, form: FormData) -> Response:
         upload = form.get("file")
@@ -558,7 +568,7 @@ class Pages:
         return self.page("subscriber", session, person=person,
                          history=subs.history(self.engine, person.id),
                          topics=self.settings.topics.values(),
-                         done=request.query_params.get("done"))
+                         done=read_notice(request, session))
 
     def set_topics(self, request: Request, session: Session, form: FormData) -> Response:
         person = self.person(request)
@@ -568,12 +578,12 @@ class Pages:
                                    topics=[str(t) for t in form.getlist("topics")])
         except DispatchError as exc:
             return self.problems(session, exc.problems, f"{PREFIX}/subscribers/{person.id}")
-        return self.done(request, f"{PREFIX}/subscribers/{person.id}", "topics saved")
+        return self.done(request, session, f"{PREFIX}/subscribers/{person.id}", "topics saved")
 
     def unsubscribe(self, request: Request, session: Session, form: FormData) -> Response:
         person = self.person(request)
         subs.unsubscribe(self.engine, person.id, self.clock())
-        return self.done(request, f"{PREFIX}/subscribers/{person.id}", "unsubscribed")
+        return self.done(request, session, f"{PREFIX}/subscribers/{person.id}", "unsubscribed")
 
     def forget(self, request: Request, session: Session, form: FormData) -> Response:
         person = self.person(request)
@@ -584,7 +594,8 @@ class Pages:
                 f"{PREFIX}/subscribers/{person.id}/forget", {}, "Forget them",
                 f"{PREFIX}/subscribers/{person.id}")
         subs.forget(self.engine, person.email, self.clock())
-        return self.done(request, f"{PREFIX}/subscribers", f"forgot subscriber {person.id}")
+        return self.done(request, session, f"{PREFIX}/subscribers",
+                         f"forgot subscriber {person.id}")
 
     # ---- segments, digests, accounts, audit
 
@@ -599,7 +610,7 @@ class Pages:
     def users(self, request: Request, session: Session, form: None) -> Response:
         return self.page("users", session, users=accounts.list_users(self.engine),
                          roles=[r.value for r in accounts.Role],
-                         done=request.query_params.get("done"))
+                         done=read_notice(request, session))
 
     def user_role(self, request: Request, session: Session, form: FormData) -> Response:
         try:
@@ -607,7 +618,7 @@ class Pages:
                                      str(form.get("role", "")))
         except DispatchError as exc:
             return self.problems(session, exc.problems, f"{PREFIX}/users")
-        return self.done(request, f"{PREFIX}/users", f"{user.email} is now {user.role}")
+        return self.done(request, session, f"{PREFIX}/users", f"{user.email} is now {user.role}")
 
     def user_disable(self, request: Request, session: Session, form: FormData) -> Response:
         enable = form.get("enable") == "yes"
@@ -619,15 +630,29 @@ class Pages:
             user = accounts.set_disabled(self.engine, email, not enable)
         except DispatchError as exc:
             return self.problems(session, exc.problems, f"{PREFIX}/users")
-        return self.done(request, f"{PREFIX}/users",
+        return self.done(request, session, f"{PREFIX}/users",
                          f"{user.email} {'enabled' if enable else 'disabled'}")
 
     def audit(self, request: Request, session: Session, form: None) -> Response:
         return self.page("audit", session, entries=audit.entries(self.engine, limit=500))
 
 
-def _q(text: str) -> str:
-    return quote(text[:300], safe="")
+def notice_query(session: Session, text: str) -> str:
+    """A notice for the next page, signed with the session's token: a link from elsewhere
+    cannot put words on a console page."""
+    text = text[:300]
+    return f"done={quote(text, safe='')}&sig={_sign(session, text)}"
+
+
+def read_notice(request: Request, session: Session) -> str | None:
+    text, sig = request.query_params.get("done"), request.query_params.get("sig", "")
+    if text is None or not hmac.compare_digest(sig.encode(), _sign(session, text).encode()):
+        return None
+    return text
+
+
+def _sign(session: Session, text: str) -> str:
+    return hmac.new(session.csrf.encode(), text.encode(), "sha256").hexdigest()[:32]
 
 
 def _problems(exc: Exception) -> list[Problem]:
