@@ -105,9 +105,11 @@ def test_every_example_in_help_works(project):
     (project / "pasted.txt").write_text("Harbor Cranes Return\n\nThe cranes came back to "
                                         "Busan on Monday.\n\nDetails\n\nThree were fixed.\n")
     (project / "returned").mkdir()
-    (project / "returned" / "one.eml").write_bytes((FIXTURES / "postfix-user-unknown.eml").read_bytes())
+    (project / "returned" / "one.eml").write_bytes(
+        (FIXTURES / "postfix-user-unknown.eml").read_bytes())
+    vacation = (FIXTURES / "vacation-auto-submitted.eml").read_bytes()
     (project / "bounces.mbox").write_bytes(b"From MAILER-DAEMON Sun Nov 22 06:00:00 2026\n"
-                                           + (FIXTURES / "vacation-auto-submitted.eml").read_bytes())
+                                           + vacation)
     (project / "readers.csv").write_text("email,name,topics\nbo@example.com,Bo,security\n")
     setup = {
         "subscribers import": ["dispatch subscribers import readers.csv"],

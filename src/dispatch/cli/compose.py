@@ -89,8 +89,15 @@ def brief_import(
                  "(dispatch check will flag it)")
         if brief.caption:
             warn(f"  {target}: photo caption kept; add image.src before sending")
-        for hint in done.hints:
-            warn(f"  {hint}")
+        if len(done.hints) > 2:  # one line for a long list, its lines named
+            first = done.hints[0]
+            lines = ", ".join(str(h.line) for h in done.hints)
+            warn(f"  {first.path}:{first.line}: {len(done.hints)} reading-list items without "
+                 f"a URL (lines {lines}; they will show as plain text): add url: where one "
+                 "exists")
+        else:
+            for hint in done.hints:
+                warn(f"  {hint}")
 
 
 def preview(

@@ -43,10 +43,15 @@ def _print_status(engine: Engine, issue: str | None, as_json: bool = False
     if as_json:
         out.print_json(data=report)
         return report
+    # The skipped column counts everyone who got nothing, as a dry run does; why is below.
     print_table(("issue", "status", *RowState),
-                ((e["issue"], e["status"], *(f"{e['states'][state]:,}" for state in RowState))
+                ((e["issue"], e["status"],
+                  *(f"{sum(e['skipped'].values()) if state == RowState.SKIPPED else n:,}"
+                    for state, n in e["states"].items()))
                  for e in report))
     for entry in report:
+        for why, n in entry["skipped"].items():
+            say(f"{entry['issue']}: skipped {n:,}: {why}")
         came_back = ", ".join(f"{n:,} {key.replace('_', ' ')}"
                               for key, n in entry["reports"].items() if n)
         if came_back:

@@ -48,9 +48,10 @@ def users_add(
     password_stdin: PasswordStdin = False,
     config: ConfigOption = None,
 ) -> None:
-    """Create a console account.
+    """Create a console account. It asks for the password (or reads one line from standard
+    input with --password-stdin).
 
-    Example: dispatch users add ana@example.org --role editor (asks for the password)
+    Example: dispatch users add ana@example.org --role editor
     """
     from dispatch.store import accounts, audit
 
