@@ -6,6 +6,7 @@ Never touches SMTP or the subscriber store; the caller may pass the variants to 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import tempfile
@@ -28,7 +29,17 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--hide-scrollbars",
                   "--force-device-scale-factor=1"]
-SCREEN_SIZES = {"phone": (375, 4200), "desktop": (800, 3200)}
+SCREEN_WIDTHS = {"phone": 375, "desktop": 800}
+# A screenshot shows the whole message: an editor approves what readers scroll through, not
+# its first screens. The cap only guards against a runaway page.
+MAX_SCREENSHOT_HEIGHT = 40_000
+# The page is measured inside an iframe of the exact width: a headless window is never
+# narrower than 500 px, and a phone's layout needs the phone's width.
+_PROBE = ('<!doctype html><html><body style="margin:0"><iframe id="m" src="{src}" '
+          'style="border:0;width:{width}px;height:100px"></iframe><script>'
+          'addEventListener("load", () => document.documentElement.setAttribute('
+          '"data-dispatch-height", document.getElementById("m").contentDocument'
+          '.documentElement.scrollHeight))</script></body></html>')
 
 
 def sample_recipient(issue: Issue, variant: Variant, settings: Settings) -> Recipient:
@@ -44,11 +55,28 @@ def find_chromium() -> str | None:
     return next((path for name in CHROMIUM_NAMES if (path := shutil.which(name))), None)
 
 
-def screenshot(chromium: str, html_path: Path, png_path: Path, size: tuple[int, int]) -> None:
-    """A PNG of a local HTML file, taken by headless Chromium with its network chatter off."""
+def page_height(chromium: str, html_path: Path, width: int) -> int:
+    """How tall a local HTML file lays out at this width, in CSS pixels, once loaded.
+    Chromium's --screenshot captures only the window, so the window is made this tall."""
+    with tempfile.TemporaryDirectory() as work:
+        probe = Path(work) / "measure.html"
+        probe.write_text(_PROBE.format(src=html_path.resolve().as_uri(), width=width),
+                         encoding="utf-8")
+        done = subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={work}/profile",
+                               "--allow-file-access-from-files", "--window-size=1000,800",
+                               "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()],
+                              check=True, capture_output=True, text=True, timeout=120)
+    found = re.search(r'data-dispatch-height="(\d+)"', done.stdout)
+    return min(int(found.group(1)), MAX_SCREENSHOT_HEIGHT) if found else MAX_SCREENSHOT_HEIGHT
+
+
+def screenshot(chromium: str, html_path: Path, png_path: Path, width: int) -> None:
+    """A full-height PNG of a local HTML file, taken by headless Chromium with its network
+    chatter off."""
+    height = page_height(chromium, html_path, width)
     with tempfile.TemporaryDirectory() as profile:
         subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
-                        f"--window-size={size[0]},{size[1]}", f"--screenshot={png_path}",
+                        f"--window-size={width},{height}", f"--screenshot={png_path}",
                         html_path.resolve().as_uri()],
                        check=True, capture_output=True, timeout=120)
 
@@ -115,9 +143,9 @@ def preview(issue: Issue, settings: Settings, out_dir: Path, now: datetime,
                      text_bytes=len(rendered.text.encode()), eml_bytes=len(eml),
                      warnings=list(rendered.warnings))
         if chromium:
-            for screen, size in SCREEN_SIZES.items():
+            for screen, width in SCREEN_WIDTHS.items():
                 png = out_dir / f"{variant.id}.{screen}.png"
-                screenshot(chromium, html_path, png, size)
+                screenshot(chromium, html_path, png, width)
                 entry["screenshots"].append(png.name)
         progress(f"{entry['label']} ({variant.id}): {len(variant.briefs)} brief(s), "
                  f"{entry['html_bytes'] / 1024:.1f} KB HTML"
