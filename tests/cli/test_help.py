@@ -26,6 +26,7 @@ NOT_RUN = {"run": "the daemon runs until stopped and sends mail",
            "users add": "asks for the new account's password at a prompt",
            "users reset": "asks for the new password at a prompt",
            "inbound serve": "receives mail until stopped",
+           "sink": "receives mail until stopped (tests/cli/test_start.py runs it)",
            "inbound poll": "polls an IMAP mailbox the example project does not configure"}
 
 
