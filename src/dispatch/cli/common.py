@@ -158,6 +158,9 @@ def log_to_stderr() -> None:
     """The long-running commands log to standard error."""
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s")
+    # aiosmtpd logs every SMTP command at INFO (and its own readiness probe as a lost
+    # connection): dispatch logs what each message became instead.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
 
 
 def say(text: str) -> None:

@@ -124,7 +124,9 @@ def users_reset(
 ) -> None:
     """Set a new password for an account and sign it out everywhere.
 
-    Example: dispatch users reset ana@example.org (asks for the new password)
+    It asks for the new password (or reads it with --password-stdin).
+
+    Example: dispatch users reset ana@example.org
     """
     from dispatch.store import accounts, audit
 
