@@ -257,4 +257,6 @@ def test_status_and_dry_run_agree_on_who_is_skipped_and_why(engine, settings, is
     [entry] = control.status_report(engine)  # ~confirmations is dispatch's own: not listed
     assert entry["issue"] == EXAMPLE_ISSUE
     assert entry["skipped"] == {**rehearsal, control.LEFT_BEFORE_SENDING: 1}
+    # The one "skipped" figure (text, --json, the console) is everyone who got nothing.
+    assert entry["states"]["skipped"] == sum(rehearsal.values()) + 1
     assert control.status_report(engine, "~confirmations")[0]["issue"] == "~confirmations"

@@ -151,6 +151,9 @@ def status_report(engine: Engine, issue: str | None = None) -> list[dict[str, An
         skipped = dict(s.skipped)
         if states[RowState.SKIPPED]:
             skipped[LEFT_BEFORE_SENDING] = states[RowState.SKIPPED]
+        # One figure for "skipped" everywhere (text, --json, the console): everyone who got
+        # nothing, as the dry run counts them; "skipped" below says why.
+        states[RowState.SKIPPED] = sum(skipped.values())
         report.append({"issue": s.issue, "status": s.status, "recipients": s.recipients,
                        "reason": s.reason,
                        "send_at": s.send_at.isoformat() if s.send_at else None,
