@@ -129,3 +129,52 @@ def populate_audience(engine: Engine, settings: Settings, count: int, now: datet
         rows[i] = dataclasses.replace(row, email=email, key=email)
     imports.import_rows(engine, rows, now)
     return rows
+
+
+def one_reader_per_variant(settings: Settings, name: str | None = None) -> list[Row]:
+    """A subscriber for each possible variant of the example issue (the first topic mix that
+    produces it), so a send delivers every variant once."""
+    from itertools import combinations
+
+    from dispatch.compose.variants import matched_briefs, variant_for
+
+    issue = load_issue(settings.issues_dir / EXAMPLE_ISSUE, settings)
+    seen: set[str] = set()
+    rows: list[Row] = []
+    for size in range(1, len(issue.topics) + 1):
+        for mix in combinations(issue.topics, size):
+            briefs = matched_briefs(issue, mix)
+            vid = variant_for(issue, briefs).id
+            if briefs and vid not in seen:
+                seen.add(vid)
+                email = f"reader-{vid}@example.com"
+                rows.append(Row(line=len(rows) + 1, email=email, key=email,
+                                name=name if name is not None else f"Reader {vid}",
+                                topics=list(mix), timezone=None))
+    return rows
+
+
+def send_every_variant(engine: Engine, settings: Settings, now: datetime,
+                       name: str | None = None) -> dict[str, bytes]:
+    """Launch the example issue for one reader per variant and deliver it through the real
+    path (render, outbox, worker, SMTP) to an aiosmtpd sink: each variant's message as the
+    sink received it, by variant id. `settings` must deliver to nowhere in particular: the
+    SMTP host and port are replaced by the sink's."""
+    from email import message_from_bytes
+
+    from dispatch.deliver.sending import launch_issue, run_worker
+    from dispatch.deliver.transport import smtp_transport
+    from dispatch.devtools.sink import smtp_sink
+    from dispatch.store.outbox import plan_audience
+
+    rows = one_reader_per_variant(settings, name)
+    imports.import_rows(engine, rows, now)
+    issue = load_issue(settings.issues_dir / EXAMPLE_ISSUE, settings)
+    with smtp_sink() as (handler, port):
+        settings = configure_delivery(settings, port)
+        assert launch_issue(engine, issue, plan_audience(engine, issue, settings), settings, now)
+        run_worker(engine, settings, smtp_transport(settings.smtp), issue=issue.slug)
+    by_variant = {str(message_from_bytes(r.data)["X-Dispatch-Variant"]): r.data
+                  for r in handler.received}
+    assert len(by_variant) == len(rows), "every variant delivered once"
+    return by_variant

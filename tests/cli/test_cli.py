@@ -159,6 +159,34 @@ def test_a_password_pasted_as_password_env_is_not_shown(project):
     assert "hunter2" not in result.stdout + result.stderr
 
 
+def test_check_warns_about_clear_text_transport_and_missing_dkim_without_failing(project):
+    config = project / "config.toml"
+    shipped = run("check", cwd=project)
+    assert shipped.returncode == 0
+    # The shipped file talks to 127.0.0.1: only the missing [dkim] is worth a warning.
+    assert "warning: no [dkim]" in shipped.stderr
+    assert "smtp.security" not in shipped.stderr and "base_url" not in shipped.stderr
+    config.write_text(config.read_text()
+                      .replace('host = "127.0.0.1"', 'host = "smtp.example.net"', 1)
+                      .replace('base_url = "http://127.0.0.1:8025"',
+                               'base_url = "http://news.example.org"'))
+    result = run("check", cwd=project)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = [line for line in result.stderr.splitlines() if "warning:" in line]
+    assert len(lines) == 3, result.stderr
+    assert lines[0].startswith("config.toml:16: warning: smtp.security = \"none\"")
+    assert "smtp.example.net unencrypted" in lines[0]
+    assert lines[1].startswith("config.toml:7: warning: newsletter.base_url is http")
+    (project / "dkim.pem").write_text("A" * 43 + "=")  # an Ed25519 seed as dknewkey writes
+    config.write_text(config.read_text()
+                      .replace('security = "none"', 'security = "starttls"')
+                      .replace("http://news", "https://news")
+                      + '\n[dkim]\ndomain = "example.org"\nselector = "news"\n'
+                        'key_file = "dkim.pem"\n')
+    quiet = run("check", cwd=project)
+    assert quiet.returncode == 0 and "warning" not in quiet.stderr, quiet.stderr
+
+
 def test_the_command_line_starts_without_the_heavy_stack():
     # --help and --version must not pay for the database, renderer or web stack: those are
     # imported inside the commands that use them.

@@ -26,6 +26,7 @@ NOT_RUN = {"run": "the daemon runs until stopped and sends mail",
            "users add": "asks for the new account's password at a prompt",
            "users reset": "asks for the new password at a prompt",
            "inbound serve": "receives mail until stopped",
+           "sink": "receives mail until stopped (tests/cli/test_start.py runs it)",
            "inbound poll": "polls an IMAP mailbox the example project does not configure"}
 
 
@@ -105,9 +106,11 @@ def test_every_example_in_help_works(project):
     (project / "pasted.txt").write_text("Harbor Cranes Return\n\nThe cranes came back to "
                                         "Busan on Monday.\n\nDetails\n\nThree were fixed.\n")
     (project / "returned").mkdir()
-    (project / "returned" / "one.eml").write_bytes((FIXTURES / "postfix-dsn.eml").read_bytes())
+    (project / "returned" / "one.eml").write_bytes(
+        (FIXTURES / "postfix-user-unknown.eml").read_bytes())
+    vacation = (FIXTURES / "vacation-auto-submitted.eml").read_bytes()
     (project / "bounces.mbox").write_bytes(b"From MAILER-DAEMON Sun Nov 22 06:00:00 2026\n"
-                                           + (FIXTURES / "vacation.eml").read_bytes())
+                                           + vacation)
     (project / "readers.csv").write_text("email,name,topics\nbo@example.com,Bo,security\n")
     setup = {
         "subscribers import": ["dispatch subscribers import readers.csv"],

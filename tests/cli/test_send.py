@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 from dispatch.devtools.sink import RecordingHandler, smtp_sink
@@ -103,3 +106,29 @@ def test_an_unset_password_variable_stops_send_before_anything_happens(project: 
                                      "password\n"), (args, result.stderr)
         assert handler.received == []  # refused before connecting: nothing sent
     assert run_cli(project, "status", "--json").stdout.strip() == "[]"  # nothing launched
+
+
+def test_status_at_80_columns_names_every_column_and_who_was_skipped(project: Path):
+    env = {**os.environ, "COLUMNS": "80"}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "dispatch", *args], cwd=project, env=env,
+                              capture_output=True, text=True, timeout=120, check=False)
+
+    (project / "r.csv").write_text("email,name,topics\nbo@example.com,Bo,security\n"
+                                   "no@example.com,No,\n")
+    assert run("subscribers", "import", "r.csv").returncode == 0
+    rehearsal = run("send", EXAMPLE_ISSUE, "--dry-run")
+    assert "skipped 1: no topics chosen" in rehearsal.stdout
+    assert run("send", EXAMPLE_ISSUE, "--launch-only", "--yes").returncode == 0
+    shown = run("status")
+    assert shown.returncode == 0, shown.stderr
+    assert "…" not in shown.stdout and "~confirmations" not in shown.stdout
+    assert all(len(line) <= 80 for line in shown.stdout.splitlines())
+    for column in ("queued 1", "sending 0", "retrying 0", "bounced 0", "skipped 1"):
+        assert column in shown.stdout
+    assert f"{EXAMPLE_ISSUE}: skipped 1: no topics chosen" in shown.stdout
+    wide = subprocess.run([sys.executable, "-m", "dispatch", "status"], cwd=project,
+                          env={**env, "COLUMNS": "160"}, capture_output=True, text=True,
+                          timeout=120, check=False).stdout
+    assert "retrying" in wide and "┃ skipped ┃" in wide  # a table when it fits

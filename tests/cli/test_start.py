@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -139,3 +140,40 @@ def test_installed_package_runs_its_demo_anywhere(tmp_path):
                              cwd=empty / "news", env=env, capture_output=True, text=True,
                              timeout=300)
     assert preview.returncode == 0, preview.stdout + preview.stderr
+
+
+def test_the_sink_receives_a_send_and_keeps_every_message(project):
+    """`dispatch sink` on the config's smtp port is the relay the README's first send goes
+    to: every message lands in its mailbox folder, and Ctrl-C stops it with a count."""
+    from dispatch.devtools.sink import free_port
+    port = free_port()
+    config = project / "config.toml"
+    config.write_text(config.read_text().replace("port = 8026", f"port = {port}", 1))
+    sink = subprocess.Popen([sys.executable, "-m", "dispatch", "sink", "--mailbox", "mb"],
+                            cwd=project, env=clean_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert sink.stdout is not None
+        assert f"SMTP sink on 127.0.0.1:{port}" in sink.stdout.readline()
+        for email in ("ana@example.com", "bo@example.com"):
+            added = run("subscribers", "add", email, "--topics", "security", cwd=project)
+            assert added.returncode == 0, added.stderr
+        sent = run("send", EXAMPLE_ISSUE, "--yes", cwd=project)
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+    finally:
+        sink.send_signal(signal.SIGINT)
+        out, err = sink.communicate(timeout=30)
+    assert sink.returncode == 0, err
+    kept = sorted((project / "mb").glob("*.eml"))
+    assert [p.name for p in kept] == ["000001.eml", "000002.eml"]
+    assert {b"To: ana@example.com", b"To: bo@example.com"} == {
+        next(line for line in p.read_bytes().splitlines() if line.startswith(b"To: "))
+        for p in kept}
+    assert "2 message(s) received" in out
+
+
+def test_the_sink_listens_on_loopback_only(tmp_path):
+    refused = run("sink", "--host", "0.0.0.0", cwd=tmp_path)
+    assert refused.returncode == 1
+    assert "0.0.0.0 is not a loopback address" in refused.stderr
+    assert not (tmp_path / "out").exists()

@@ -8,7 +8,7 @@ from email import message_from_bytes, policy
 
 import pytest
 
-from dispatch.compose.preview import find_chromium
+from dispatch.compose.preview import find_chromium, page_height
 from tests.helpers import EXAMPLE_ISSUE
 
 
@@ -51,11 +51,23 @@ def test_preview_screenshots(project):
     result = run_preview(project, "--screenshots")
     assert result.returncode == 0, result.stderr
     import struct
-    png = (project / "pv" / "b1-2-3-4-5.phone.png").read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n"
-    width, _ = struct.unpack(">II", png[16:24])
-    assert width == 375
-    assert (project / "pv" / "b1-2-3-4-5.desktop.png").is_file()
+    for screen, expected_width in (("phone", 375), ("desktop", 800)):
+        png = (project / "pv" / f"b1-2-3-4-5.{screen}.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        width, height = struct.unpack(">II", png[16:24])
+        assert width == expected_width
+        # The whole message, as tall as it lays out (the five-brief variant runs past the
+        # old fixed 4200 px on a phone), not its first screens.
+        laid_out = page_height(find_chromium(), project / "pv" / "b1-2-3-4-5.html",
+                               expected_width)
+        assert height == laid_out, screen
+    heights = {screen: struct.unpack(">II", (project / "pv" / f"b1-2-3-4-5.{screen}.png")
+                                     .read_bytes()[16:24])[1] for screen in ("phone", "desktop")}
+    assert heights["phone"] > 4200
+    # Laid out at a phone's 375 px the text wraps far more than at 800 (measured: 5,418 vs
+    # 3,755 px); a measure taken in a wider window (headless Chromium's minimum is 500 px)
+    # comes out near 4,500 and cuts the last brief off.
+    assert heights["phone"] > 1.3 * heights["desktop"], heights
 
 
 def _pythonpath() -> dict[str, str]:

@@ -160,3 +160,18 @@ def test_every_mix_a_subscriber_can_follow_has_its_variant_among_the_possible_on
             assert set(planned) <= set(possible), mix
             for variant_id, variant in planned.items():
                 assert possible[variant_id] == variant
+
+
+def test_variants_are_labelled_by_the_smallest_topic_mix_that_gets_them(settings):
+    from dispatch.compose.issues import load_issue
+    from dispatch.compose.variants import possible_variants, variant_label
+    from tests.helpers import EXAMPLE_ISSUE
+
+    issue = load_issue(settings.issues_dir / EXAMPLE_ISSUE, settings)
+    labels = {key: topic.label for key, topic in settings.topics.items()}
+    named = {vid: variant_label(issue, v, labels) for vid, v in possible_variants(issue).items()}
+    assert named["b3-5"] == "Security"
+    assert named["b1-2-3"] == "East Asia"
+    assert named["b1-2-3-5"] == "East Asia + Security"
+    assert named["b1-2-3-4-5"] == "East Asia + Diplomacy + Security"
+    assert len(set(named.values())) == len(named)  # one name per variant

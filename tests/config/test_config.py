@@ -331,7 +331,7 @@ def test_addresses_and_names(tmp_path):
 def test_relative_paths_are_relative_to_the_config_folder(tmp_path, monkeypatch):
     monkeypatch.chdir("/")
     (tmp_path / "keys").mkdir()
-    (tmp_path / "keys" / "dkim.pem").write_text("not checked here")
+    (tmp_path / "keys" / "dkim.pem").write_text("A" * 43 + "=")  # a base64 Ed25519 seed
     settings = load_settings(write(tmp_path, MINIMAL + '[store]\nurl = "sqlite:///data/x.db"\n'
                                    '[dkim]\ndomain = "example.org"\nselector = "news"\n'
                                    'key_file = "keys/dkim.pem"\n'))
@@ -436,6 +436,56 @@ def test_toml_error_names_the_line():
 def test_impossible_durations_are_problems(tmp_path, value):
     (problem,) = problems(tmp_path, MINIMAL + f"[schedule]\ngrace = {value}\n")
     assert problem.startswith(':10: schedule.grace: expected seconds or a duration like "1h"')
+
+
+def _dkim(domain: str, key: str = "dkim.pem") -> str:
+    return f'[dkim]\ndomain = "{domain}"\nselector = "news"\nkey_file = "{key}"\n'
+
+
+def test_dkim_domain_must_align_with_from(tmp_path):
+    """Relaxed alignment without the Public Suffix List: From's domain (example.org), a
+    parent of it or a subdomain; siblings and other domains are refused."""
+    (tmp_path / "dkim.pem").write_text("A" * 43 + "=")
+    for domain in ("example.org", "mail.example.org", "EXAMPLE.ORG"):
+        assert load_settings(write(tmp_path, MINIMAL + _dkim(domain))).dkim is not None
+    sub = MINIMAL.replace("n@example.org", "n@news.example.org")
+    assert load_settings(write(tmp_path, sub + _dkim("example.org"))).dkim is not None
+    for domain, sender in (("example.net", "n@example.org"), ("a.example.org", "n@b.example.org"),
+                           ("badexample.org", "n@example.org")):
+        text = MINIMAL.replace("n@example.org", sender) + _dkim(domain)
+        assert problems(tmp_path, text) == [
+            f":10: dkim.domain: {domain!r} is not aligned with the From address's domain "
+            f"{sender.split('@')[1]!r}: DMARC requires the signing domain to be From's "
+            "domain, a parent or a subdomain of it"], domain
+
+
+def test_dkim_keys_rsa_and_ed25519_are_recognised_and_anything_else_refused(tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+    from dispatch.config.dkim import dkim_key
+
+    pem = serialization.PrivateFormat.PKCS8
+    rsa_pem = rsa.generate_private_key(public_exponent=65537, key_size=1024).private_bytes(
+        serialization.Encoding.PEM, pem, serialization.NoEncryption())
+    ed_pem = ed25519.Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, pem, serialization.NoEncryption())
+    assert dkim_key(rsa_pem).algorithm == b"rsa-sha256"
+    assert dkim_key(ed_pem).algorithm == b"ed25519-sha256"
+    assert len(__import__("base64").b64decode(dkim_key(ed_pem).key)) == 32
+    for junk in (b"", b"hello", b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----"):
+        with pytest.raises(ValueError):
+            dkim_key(junk)
+    (tmp_path / "dkim.pem").write_text("not a key")
+    assert problems(tmp_path, MINIMAL + _dkim("example.org")) == [
+        f":12: dkim.key_file: {tmp_path / 'dkim.pem'}: not a PEM private key (RSA or Ed25519) "
+        "nor a base64 Ed25519 seed"]
+
+
+@pytest.mark.parametrize("value", ["a:b", "with space", "", "x" * 65, "é"])
+def test_feedback_id_sender_id_is_checked(tmp_path, value):
+    found = problems(tmp_path, MINIMAL + f'[delivery]\nfeedback_id = "{value}"\n')
+    assert len(found) == 1 and "delivery.feedback_id" in found[0], found
 
 
 def test_inbound_settings(tmp_path):

@@ -227,3 +227,34 @@ def test_schedule_overview_lists_scheduled_first_then_the_rest_and_drafts(engine
     data = overview.as_json()
     assert data["sends"][2]["sent"] == len(READERS)
     assert data["sends"][0]["send_at"] == "2026-11-30T00:00:00+00:00"
+
+
+def test_status_and_dry_run_agree_on_who_is_skipped_and_why(engine, settings, issue, tmp_path):
+    from datetime import timedelta as td
+
+    from dispatch.deliver.sending import dry_run
+    from dispatch.store.confirmations import prepare_confirmations
+
+    add_readers(engine, settings)
+    # Two people who get nothing: one follows no topic, one no topic any brief carries.
+    for email in ("none@example.com", "quiet@example.com"):
+        subs.add(engine, email, name=None, topics=[], timezone=None,
+                 known_topics=settings.topics, now=NOW)
+    subs.add(engine, "gone@example.com", name=None, topics=["security"], timezone=None,
+             known_topics=settings.topics, now=NOW)
+    subs.update_subscriber(engine, "gone@example.com", now=NOW, known_topics=settings.topics,
+                           status="unsubscribed")
+    rehearsal = dry_run(engine, issue, settings, tmp_path / "dry", NOW).data["skipped"]
+    assert rehearsal["no topics chosen"] == 2
+    prepare_confirmations(engine, settings, td(days=2), NOW)  # dispatch's own ~confirmations
+    plan = control.prepare_send(engine, issue, settings)
+    assert control.launch_planned(engine, plan, settings, NOW)
+    # One reader unsubscribes after the launch: their row is skipped when it comes up.
+    with engine.begin() as conn:
+        first = conn.execute(select(func.min(outbox.c.id))).scalar_one()
+        conn.execute(update(outbox).where(outbox.c.id == first)
+                     .values(state=RowState.SKIPPED))
+    [entry] = control.status_report(engine)  # ~confirmations is dispatch's own: not listed
+    assert entry["issue"] == EXAMPLE_ISSUE
+    assert entry["skipped"] == {**rehearsal, control.LEFT_BEFORE_SENDING: 1}
+    assert control.status_report(engine, "~confirmations")[0]["issue"] == "~confirmations"

@@ -15,7 +15,7 @@ from sqlalchemy import Engine, func, select
 from dispatch.audience import csvio
 from dispatch.audience.tokens import BadToken, RowClaim, Signer
 from dispatch.compose.issues import load_issue
-from dispatch.compose.variants import matched_briefs, variant_for
+from dispatch.compose.variants import matched_briefs, variant_for, variant_label
 from dispatch.config import Settings
 from dispatch.deliver.outcomes import Kind, classify
 from dispatch.deliver.ratelimit import RateLimiter
@@ -279,9 +279,15 @@ def test_test_send_reaches_the_address_once_per_variant_with_a_banner(engine, se
     assert [vid for vid, _ in replies] == list(needed)
     assert all(reply.code == 250 for _, reply in replies)
     assert {r.recipient for r in handler.received} == {"editor@example.net"}
+    labels = {key: topic.label for key, topic in settings.topics.items()}
+    subjects = []
     for item in handler.received:
         msg = message_from_bytes(item.data, policy=policy.SMTP)
         assert "test send" in msg.get_body(("plain",)).get_content()
+        label = variant_label(issue, needed[msg["X-Dispatch-Variant"]], labels)
+        subjects.append(str(msg["Subject"]))
+        assert subjects[-1] == f"[TEST · {label}] {issue.subject}"
+    assert len(set(subjects)) == len(subjects) == len(needed)  # copies told apart
     assert state_counts(engine) == {} and get_send(engine, issue.slug) is None
 
 
@@ -371,3 +377,24 @@ def test_token_secret_is_kept_in_the_store_unless_given(engine, monkeypatch):
         Signer("another secret").read("unsubscribe", token)
     monkeypatch.setenv("DISPATCH_SECRET", "from-the-environment")
     assert secret(engine) == "from-the-environment"
+
+
+def test_ehlo_gives_the_configured_helo_name(settings):
+    names: list[str] = []
+
+    class Recorder(FaultyHandler):
+        async def handle_EHLO(self, server, session, envelope, hostname, responses):
+            names.append(hostname)
+            session.host_name = hostname
+            return responses
+
+    with smtp_sink(Recorder()) as (_, port):
+        for helo in ("mail.example.org", None):
+            smtp = configure_delivery(settings, port).smtp.model_copy(
+                update={"helo_name": helo})
+            connection = smtp_transport(smtp)()
+            assert connection.send("a@example.org", "b@example.com",
+                                   b"Subject: x\r\n\r\nx\r\n").code == 250
+            connection.close()
+    assert names[0] == "mail.example.org"
+    assert names[1] != "mail.example.org" and names[1]  # this host's own name by default

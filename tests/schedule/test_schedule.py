@@ -7,6 +7,7 @@ import os
 import shutil
 import threading
 from datetime import UTC, datetime, timedelta
+from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest
@@ -220,8 +221,11 @@ def test_local_time_releases_each_reader_at_their_seven_oclock(sqlite_engine, cf
                                                                day):
     engine = sqlite_engine
     handler, _ = server
-    cfg = cfg.model_copy(update={"schedule": cfg.schedule.model_copy(
-        update={"default_timezone": "Europe/London"})})
+    # Editors in Honolulu: at the launch (Seoul's 07:00) it is still the day before there, but
+    # every reader gets it on `day` in their own zone, and the masthead says so.
+    cfg = cfg.model_copy(update={
+        "schedule": cfg.schedule.model_copy(update={"default_timezone": "Europe/London"}),
+        "newsletter": cfg.newsletter.model_copy(update={"timezone": "Pacific/Honolulu"})})
     topics = list(load_issue(cfg.issues_dir / EXAMPLE_ISSUE, cfg).topics)
     for who, zone in ZONES.items():
         subs.add(engine, f"{who}@example.com", name=who, topics=topics, timezone=zone,
@@ -241,6 +245,10 @@ def test_local_time_releases_each_reader_at_their_seven_oclock(sqlite_engine, cf
         assert email in {r.recipient for r in handler.received}, f"{email} not at {moment}"
     received_once(handler, len(expected))
     assert get_send(engine, EXAMPLE_ISSUE).status == "sent"
+    masthead = datetime.fromisoformat(day).strftime("%A, %-d %B %Y")
+    for item in handler.received:
+        text = message_from_bytes(item.data, policy=policy.default).get_body(("plain",))
+        assert text.get_content().splitlines()[1] == masthead, item.recipient
 
 
 def test_local_time_refuses_a_time_already_past_somewhere(sqlite_engine, cfg):

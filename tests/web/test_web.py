@@ -720,7 +720,10 @@ def test_the_archive_lists_sent_issues_and_shows_each_variant_without_personal_d
         pages.append(httpx.get(view))
     for page in pages:
         assert page.status_code == 200 and page.text.startswith("<!doctype html>")
-        assert "Hi there," in page.text and "__DSP_" not in page.text
+        assert "__DSP_" not in page.text and "The Pacific Brief</h1>" in page.text
+        # Anyone's copy: no greeting, no "you are receiving this", no subscriber links.
+        assert "Hi " not in page.text and "You are receiving" not in page.text
+        assert "Unsubscribe" not in page.text and "personal-->" not in page.text
         for person in people:
             assert person.email not in page.text and str(person.name) not in page.text
         assert not re.search(r"/(u|p|c)/[A-Za-z0-9_-]+\.", page.text)  # no one's token

@@ -45,8 +45,8 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_version,
 
 
 for command in (start.init, compose.check, compose.preview, subscribers.segments, sending.send,
-                sending.worker, sending.status, demo.demo, sending.pause, sending.resume,
-                daemon.run, daemon.serve):
+                sending.worker, sending.status, demo.demo, demo.sink, sending.pause,
+                sending.resume, daemon.run, daemon.serve):
     app.command()(command)
 compose.brief_app.command("new")(start.brief_new)
 app.add_typer(compose.brief_app, name="brief")

@@ -8,6 +8,7 @@ import inspect
 import logging
 import signal
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -157,6 +158,9 @@ def log_to_stderr() -> None:
     """The long-running commands log to standard error."""
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s")
+    # aiosmtpd logs every SMTP command at INFO (and its own readiness probe as a lost
+    # connection): dispatch logs what each message became instead.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
 
 
 def say(text: str) -> None:
@@ -170,11 +174,23 @@ def warn(text: str) -> None:
 
 
 def print_table(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    """A table when it fits the terminal whole; otherwise one entry per row, its first two
+    cells as a heading and the rest as `column value` pairs wrapped under it, so no header
+    or value is ever cut short (`sendi…`)."""
     from rich.table import Table
-    table = Table(*columns)
+    rows = [list(row) for row in rows]
+    widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)]
+    if sum(widths) + 3 * len(columns) + 1 <= out.width:
+        table = Table(*columns)
+        for row in rows:
+            table.add_row(*row)
+        out.print(table)
+        return
     for row in rows:
-        table.add_row(*row)
-    out.print(table)
+        say("  ".join(row[:2]))
+        pairs = [f"{c} {v}" for c, v in zip(columns[2:], row[2:], strict=True)]
+        say(textwrap.fill(", ".join(pairs), width=max(out.width, 40), initial_indent="  ",
+                          subsequent_indent="  "))
 
 
 def stats_line(stats: Stats) -> str:

@@ -29,7 +29,8 @@ def check(path: Annotated[Path | None, typer.Argument(
           ] = None,
           config: ConfigOption = None) -> None:
     """Validate config.toml, issues, briefs and templates (every variant is rendered and
-    checked); print each problem as path:line: message.
+    checked); print each problem as path:line: message. Warnings (unencrypted SMTP or links
+    to a host that is not local, no DKIM) are printed too but do not fail the check.
 
     Exit status: 0 clean, 1 problems found, 2 config.toml invalid.
 
@@ -40,6 +41,8 @@ def check(path: Annotated[Path | None, typer.Argument(
     report = run_check(settings, now(), path)
     for problem in report.problems:
         say(str(problem))
+    for warning in report.warnings:
+        err.print(str(warning), markup=False)
     summary = (f"{display_path(settings.path)}: ok; {len(report.issues)} issue(s), "
                f"{report.briefs} brief(s) ok")
     if report.problems:
@@ -86,8 +89,15 @@ def brief_import(
                  "(dispatch check will flag it)")
         if brief.caption:
             warn(f"  {target}: photo caption kept; add image.src before sending")
-        for hint in done.hints:
-            warn(f"  {hint}")
+        if len(done.hints) > 2:  # one line for a long list, its lines named
+            first = done.hints[0]
+            lines = ", ".join(str(h.line) for h in done.hints)
+            warn(f"  {first.path}:{first.line}: {len(done.hints)} reading-list items without "
+                 f"a URL (lines {lines}; they will show as plain text): add url: where one "
+                 "exists")
+        else:
+            for hint in done.hints:
+                warn(f"  {hint}")
 
 
 def preview(

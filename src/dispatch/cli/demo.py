@@ -70,3 +70,46 @@ def demo(
         warn(problem)
     if result.problems or result.received != result.recipients:
         raise typer.Exit(1)
+
+
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def sink(
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="Port to listen on.",
+                                             show_default="smtp.port or 8026")] = None,
+    mailbox: Annotated[Path, typer.Option(help="Folder each message is written to, as a "
+                                               "numbered .eml file.")] = Path("out/sink"),
+    host: Annotated[str, typer.Option(help="Loopback address to listen on.")] = "127.0.0.1",
+    config: ConfigOption = None,
+) -> None:
+    """Run a local SMTP server that accepts every message and keeps it in a folder, until
+    Ctrl-C: the relay for trying `dispatch send` or `dispatch run` on this machine (the
+    shipped config.toml points smtp at 127.0.0.1:8026). It listens on loopback only and
+    never passes mail on.
+
+    Example: dispatch sink --mailbox out/sink
+    """
+    from dispatch.cli.common import stop_on_signals
+    from dispatch.devtools.sink import MailboxHandler, smtp_sink
+
+    if host not in LOOPBACK:
+        raise DispatchError(Problem("--host", f"{host} is not a loopback address: the sink "
+                                              "only listens on this machine"))
+    if port is None:
+        port = load(config).smtp.port if has_config() or config else 8026
+    mailbox.mkdir(parents=True, exist_ok=True)
+    handler = MailboxHandler(mailbox, say=say, count=len(list(mailbox.glob("*.eml"))))
+    try:
+        running = smtp_sink(handler, host=host, port=port)
+        running.__enter__()
+    except OSError as exc:
+        raise DispatchError(Problem(f"{host}:{port}", f"cannot listen: {exc.strerror or exc}")
+                            ) from None
+    with stop_on_signals() as stop:
+        say(f"SMTP sink on {host}:{port}, writing messages to {display_path(mailbox)}; "
+            "Ctrl-C stops")
+        while not stop.wait(1.0):
+            pass
+    running.__exit__(None, None, None)
+    say(f"{handler.count} message(s) received")

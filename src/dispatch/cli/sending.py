@@ -43,10 +43,15 @@ def _print_status(engine: Engine, issue: str | None, as_json: bool = False
     if as_json:
         out.print_json(data=report)
         return report
+    # The skipped column counts everyone who got nothing, as a dry run does; why is below.
     print_table(("issue", "status", *RowState),
-                ((e["issue"], e["status"], *(f"{e['states'][state]:,}" for state in RowState))
+                ((e["issue"], e["status"],
+                  *(f"{sum(e['skipped'].values()) if state == RowState.SKIPPED else n:,}"
+                    for state, n in e["states"].items()))
                  for e in report))
     for entry in report:
+        for why, n in entry["skipped"].items():
+            say(f"{entry['issue']}: skipped {n:,}: {why}")
         came_back = ", ".join(f"{n:,} {key.replace('_', ' ')}"
                               for key, n in entry["reports"].items() if n)
         if came_back:
@@ -80,8 +85,8 @@ def _dry_run(engine: Engine, issue: Issue, settings: Settings, out_dir: Path | N
     with DeliveryProgress(0, "dry run") as bar:
         data = sending.dry_run(engine, issue, settings, target, now(), sample, bar).data
     for variant in data["variants"]:
-        say(f"{variant['id']}: {variant['recipients']:,} recipient(s), "
-            f"{', '.join(variant['topics'])}")
+        say(f"{variant['label']}: {variant['recipients']:,} recipient(s) "
+            f"({variant['id']})")
     for reason, n in data["skipped"].items():
         say(f"skipped {n:,}: {reason}")
     say(f"dry run: {data['messages_built']:,} message(s) built, {data['files_written']:,} "
@@ -107,9 +112,9 @@ def _launch(engine: Engine, plan: SendPlan, settings: Settings, yes: bool) -> No
     from dispatch.deliver import control, sending
     assert plan.audience is not None  # a LAUNCH plan carries its audience
     audience = plan.audience
-    print_table(("variant", "recipients", "topics"),
-                ((vid, f"{n:,}", ", ".join(topics))
-                 for vid, n, topics in sending.variant_table(audience)))
+    print_table(("variant", "recipients", "id"),
+                ((label, f"{n:,}", vid)
+                 for label, n, vid in sending.variant_table(plan.issue, audience, settings)))
     for line in sending.skipped_lines(audience.skipped):
         say(f"skipped {line}")
     plan.require_audience()

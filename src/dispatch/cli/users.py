@@ -48,9 +48,10 @@ def users_add(
     password_stdin: PasswordStdin = False,
     config: ConfigOption = None,
 ) -> None:
-    """Create a console account.
+    """Create a console account. It asks for the password (or reads one line from standard
+    input with --password-stdin).
 
-    Example: dispatch users add ana@example.org --role editor (asks for the password)
+    Example: dispatch users add ana@example.org --role editor
     """
     from dispatch.store import accounts, audit
 
@@ -123,7 +124,9 @@ def users_reset(
 ) -> None:
     """Set a new password for an account and sign it out everywhere.
 
-    Example: dispatch users reset ana@example.org (asks for the new password)
+    It asks for the new password (or reads it with --password-stdin).
+
+    Example: dispatch users reset ana@example.org
     """
     from dispatch.store import accounts, audit
 

@@ -24,7 +24,7 @@ from functools import lru_cache
 from dispatch.compose.briefs import slugify
 from dispatch.compose.models import Issue
 from dispatch.compose.render import Rendered
-from dispatch.compose.slots import TOKEN_PATTERN, TOKENS
+from dispatch.compose.slots import TOKEN_PATTERN, TOKENS, plain_name
 from dispatch.config import Settings
 from dispatch.errors import Problem, RenderError
 from dispatch.text import header_problem
@@ -264,7 +264,8 @@ def slot_values(recipient: Recipient, now: datetime, settings: Settings) -> dict
         "row_token": recipient.unsubscribe_address.rpartition("@")[0].encode("ascii"),
     }
     for field, value in fields.items():
-        values[f"plain:{field}"] = qp(value).encode("ascii")
+        plain = plain_name(value) if field == "name" else value
+        values[f"plain:{field}"] = qp(plain).encode("ascii")
         values[f"html:{field}"] = qp(html_lib.escape(value, quote=True)).encode("ascii")
     return values
 

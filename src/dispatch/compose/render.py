@@ -11,7 +11,7 @@ import logging
 import re
 import textwrap
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -26,13 +26,14 @@ from mjml import mjml2html
 from premailer import Premailer
 
 from dispatch.compose.models import Issue
-from dispatch.compose.rules import Finding, findings
+from dispatch.compose.rules import COLUMN_WIDTH, Finding, findings
 from dispatch.compose.slots import TOKENS
 from dispatch.compose.variants import Variant
 from dispatch.config import Settings
 from dispatch.errors import Problem, RenderError, display_path
 
 WIDTH = 72  # plaintext wrap column
+
 DASH_START = re.compile(r"^\s*(—|–|--)\s*")
 # Installed: dispatch/templates (the wheel's copy); from a checkout: the repository's templates/.
 PACKAGED_TEMPLATES = [Path(__file__).resolve().parents[1] / "templates",
@@ -90,12 +91,18 @@ def _body_tokens(markdown: str, base_url: str) -> list[Token]:
     absolute against the newsletter's base URL."""
     tokens = _mark_attributions(_markdown().parse(markdown))
     for token in tokens:
+        # The masthead is the h1 and each brief's title an h2: a brief's own headings nest
+        # below them.
+        if token.type in ("heading_open", "heading_close"):
+            token.tag = f"h{min(6, max(3, int(token.tag[1]) + 1))}"
         for child in token.children or []:
             if child.type == "link_open":
                 child.attrSet("href", urljoin(base_url + "/", str(child.attrGet("href"))))
             elif child.type == "image":
                 child.attrSet("src", urljoin(base_url + "/", str(child.attrGet("src"))))
-                child.attrSet("width", "100%")
+                # An HTML width attribute is a number of pixels ("100%" is invalid); CSS lets
+                # the image shrink on narrower screens.
+                child.attrSet("width", str(COLUMN_WIDTH))
     return tokens
 
 
@@ -227,14 +234,17 @@ def inline_css(html: str) -> str:
     return "<!doctype html>\n" + inlined
 
 
-def _issue_date(issue: Issue, settings: Settings, now: datetime) -> str:
-    """The issue's date in the editors' zone: its send time, or now for an unscheduled one."""
-    moment = (issue.send_at or now).astimezone(ZoneInfo(settings.newsletter.timezone))
-    return f"{moment:%A}, {moment.day} {moment:%B %Y}"
+def _issue_date(settings: Settings, now: datetime, day: date | None) -> str:
+    """The masthead's date: `day` when given, else the date at `now` in the editors' zone.
+    An issue is rendered when it goes out, so `now` is its real date, whatever send_at the
+    issue.toml planned; a local-time send passes the day its readers get it in their zones."""
+    day = day or now.astimezone(ZoneInfo(settings.newsletter.timezone)).date()
+    return f"{day:%A}, {day.day} {day:%B %Y}"
 
 
 def _context(issue: Issue, variant: Variant, settings: Settings, now: datetime,
-             test_banner: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+             test_banner: str | None, day: date | None = None
+             ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The template contexts for the HTML and the plaintext renders."""
     labels = {key: topic.label for key, topic in settings.topics.items()}
     base = settings.newsletter.base_url
@@ -256,9 +266,9 @@ def _context(issue: Issue, variant: Variant, settings: Settings, now: datetime,
     shared = {
         "newsletter": settings.newsletter, "subject": issue.subject,
         "preheader": issue.preheader or variant.briefs[0].summary,
-        "issue_date": _issue_date(issue, settings, now),
+        "issue_date": _issue_date(settings, now, day),
         "topic_labels": [labels[t] for t in variant.topics],
-        "slots": TOKENS, "test_banner": test_banner,
+        "slots": TOKENS, "test_banner": test_banner, "column_width": COLUMN_WIDTH,
     }
     return {**shared, "briefs": html_briefs}, {**shared, "briefs": text_briefs, "links": links}
 
@@ -277,7 +287,8 @@ def render_email(settings: Settings, name: str, html_context: dict[str, Any],
         raise RenderError(Problem(str(where), f"template error: {exc}",
                                   getattr(exc, "lineno", None))) from None
     try:
-        html = inline_css(mjml2html(mjml))
+        # mjml writes height="auto" on images: not a number, so invalid HTML (CSS has it).
+        html = inline_css(mjml2html(mjml).replace(' height="auto"', ""))
     except ValueError as exc:
         raise RenderError(Problem(f"templates/email/{name}.mjml.j2",
                                   f"MJML error in {label}: {exc}")) from None
@@ -285,20 +296,22 @@ def render_email(settings: Settings, name: str, html_context: dict[str, Any],
 
 
 def render_variant(issue: Issue, variant: Variant, settings: Settings, now: datetime,
-                   test_banner: str | None = None) -> Rendered:
-    """Render one variant and run every check on it; a failed check raises RenderError."""
-    rendered, problems = render_checked(issue, variant, settings, now, test_banner)
+                   test_banner: str | None = None, day: date | None = None) -> Rendered:
+    """Render one variant and run every check on it; a failed check raises RenderError.
+    `day` is the masthead's date (see _issue_date)."""
+    rendered, problems = render_checked(issue, variant, settings, now, test_banner, day)
     if problems:
         raise RenderError(problems)
     return rendered
 
 
 def render_checked(issue: Issue, variant: Variant, settings: Settings, now: datetime,
-                   test_banner: str | None = None) -> tuple[Rendered, list[Problem]]:
+                   test_banner: str | None = None, day: date | None = None
+                   ) -> tuple[Rendered, list[Problem]]:
     """Render one variant and run every check on it: the render and the problems found, each
     at the brief's file and line when a brief holds the text that broke the rule. A template
     or MJML error still raises RenderError (there is nothing to show)."""
-    html_ctx, text_ctx = _context(issue, variant, settings, now, test_banner)
+    html_ctx, text_ctx = _context(issue, variant, settings, now, test_banner, day)
     html, text = render_email(settings, "issue", html_ctx, text_ctx, f"variant {variant.id}")
     problems = [locate(finding, issue, variant) for finding in findings(html, text, settings)]
     size = len(html.encode())

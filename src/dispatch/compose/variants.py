@@ -6,7 +6,7 @@ shares a variant, so an issue is rendered once per variant, never once per perso
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from itertools import combinations
 
@@ -67,3 +67,18 @@ def possible_variants(issue: Issue) -> dict[str, Variant]:
     topics = issue.topics
     mixes = (combo for size in range(1, len(topics) + 1) for combo in combinations(topics, size))
     return plan_variants(issue, mixes)
+
+
+
+def variant_label(issue: Issue, variant: Variant, labels: Mapping[str, str]) -> str:
+    """A variant as an editor reads it: the smallest topic mix whose readers get it, by the
+    topics' display names ("East Asia + Security"); unique per variant, since a mix decides
+    its variant. The id (b1-3) stays in file names and URLs. `labels`: topic key → label."""
+    if not issue.personalize:
+        return "everyone"
+    topics = issue.topics
+    for size in range(1, len(topics) + 1):
+        for mix in combinations(topics, size):
+            if matched_briefs(issue, mix) == variant.briefs:
+                return " + ".join(labels.get(topic, topic) for topic in mix)
+    return " + ".join(labels.get(topic, topic) for topic in variant.topics)

@@ -3,9 +3,11 @@ and references from one table to another."""
 
 from __future__ import annotations
 
+from email.utils import parseaddr
 from typing import Any
 
 from dispatch.clock import is_zone
+from dispatch.config.dkim import aligned
 from dispatch.config.fields import TOPIC_KEY, Loc
 from dispatch.config.topics import unknown_topics
 
@@ -48,7 +50,24 @@ def references(data: dict[str, Any]) -> list[tuple[Loc, str]]:
     problems += [(("schedules", i, "name"), f"another schedule is already named {name!r}")
                  for i, name in enumerate(names)
                  if isinstance(name, str) and TOPIC_KEY.match(name) and name in names[:i]]
-    return problems
+    return problems + _dkim_alignment(data)
+
+
+def _dkim_alignment(data: dict[str, Any]) -> list[tuple[Loc, str]]:
+    """A d= that is not aligned with From fails DMARC however well the signature verifies."""
+    dkim, newsletter = data.get("dkim"), data.get("newsletter")
+    if not (isinstance(dkim, dict) and isinstance(newsletter, dict)):
+        return []
+    domain, sender = dkim.get("domain"), newsletter.get("from")
+    if not (isinstance(domain, str) and isinstance(sender, str)):
+        return []
+    from_domain = parseaddr(sender)[1].rpartition("@")[2]
+    if not from_domain or aligned(domain.strip(), from_domain):
+        return []
+    return [(("dkim", "domain"),
+             f"{domain.strip()!r} is not aligned with the From address's domain "
+             f"{from_domain!r}: DMARC requires the signing domain to be From's domain, a "
+             "parent or a subdomain of it")]
 
 
 def _strings(entry: Any, key: str) -> list[str]:

@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from dispatch.config.cross_table import derived_defaults, references
+from dispatch.config.dkim import dkim_key
 from dispatch.config.fields import (
     TOPIC_KEY,
     AsMailbox,
@@ -125,6 +126,8 @@ class SmtpSettings(_Table):
     # Seconds for the reply to a message's final dot (RFC 5321 4.5.3.2.6 says 10 minutes):
     # a reply lost after the dot leaves the outcome unknown, which costs a possible duplicate.
     data_timeout: Annotated[float, Between(0.1, 3600)] = 600.0
+    # The name given in EHLO; None: this host's fully qualified name (what smtplib finds).
+    helo_name: Domain | None = None
 
     @model_validator(mode="wrap")
     @classmethod
@@ -171,7 +174,11 @@ class DeliverySettings(_Table):
     # in its bounce and complaint webhooks (Postmark's metadata, Mailgun's variables,
     # SendGrid's unique arguments); SES needs none (it echoes the headers).
     relay_metadata: Annotated[Literal["postmark", "mailgun", "sendgrid"], OneOf()] | None = None
-    feedback_id: Annotated[str, Text()] | None = None
+    # The last field of Feedback-ID (Gmail's SenderId); dispatch writes ISSUE:VARIANT:feedback_id.
+    # Fields are colon-separated, so the id holds none.
+    feedback_id: Annotated[str, Text("a sender id of letters, digits, '.', '_' and '-' (no "
+                                     "colons: they separate Feedback-ID's fields)",
+                                     r"^[A-Za-z0-9._-]{1,64}$")] | None = None
     # Messages per second to one recipient domain.
     domain_rates: Mapping[Annotated[str, Key(_DOMAIN, "expected a domain name as the key")],
                           Annotated[float, Between(0.001, 100_000)]] = Field(default_factory=dict)
@@ -217,6 +224,10 @@ class DkimSettings(_Table):
         path = root / value if root else Path(value)
         if not path.is_file():
             raise fail(f"no such file: {path}")
+        try:
+            dkim_key(path.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise fail(f"{path}: {exc}") from None
         return path
 
 

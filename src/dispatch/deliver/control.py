@@ -32,6 +32,8 @@ from dispatch.store import outbox, reports, sends
 from dispatch.store.outbox import Audience
 from dispatch.store.sends import SendInfo
 
+LEFT_BEFORE_SENDING = "left the list before their message went out"
+
 
 class SendAction(StrEnum):
     """What `prepare_send` found to do."""
@@ -137,12 +139,23 @@ def status_report(engine: Engine, issue: str | None = None) -> list[dict[str, An
     counts = outbox.state_counts(engine, slug)
     came_back = reports.counts(engine, slug)
     nothing = dict.fromkeys(reports.COUNT_KEYS, 0)
-    return [{"issue": s.issue, "status": s.status, "recipients": s.recipients,
-             "reason": s.reason, "send_at": s.send_at.isoformat() if s.send_at else None,
-             "states": {state: counts[s.issue][state] if s.issue in counts else 0
-                        for state in RowState},
-             "reports": came_back.get(s.issue, nothing),
-             "last_errors": [{**e, "updated_at": e["updated_at"].isoformat()}
-                             for e in outbox.last_errors(engine, s.issue)]}
-            for s in sends.list_sends(engine)
-            if (slug is None and not sends.is_internal(s.issue)) or s.issue == slug]
+    report: list[dict[str, Any]] = []
+    for s in sends.list_sends(engine):
+        # dispatch's own messages (~confirmations) only when asked for by name.
+        if not ((slug is None and not sends.is_internal(s.issue)) or s.issue == slug):
+            continue
+        states = {state: counts[s.issue][state] if s.issue in counts else 0
+                  for state in RowState}
+        # Who got nothing, and why: left out of the audience at launch (as a dry run reports
+        # it), or in it but gone (unsubscribed, bounced) before their message went out.
+        skipped = dict(s.skipped)
+        if states[RowState.SKIPPED]:
+            skipped[LEFT_BEFORE_SENDING] = states[RowState.SKIPPED]
+        report.append({"issue": s.issue, "status": s.status, "recipients": s.recipients,
+                       "reason": s.reason,
+                       "send_at": s.send_at.isoformat() if s.send_at else None,
+                       "states": states, "skipped": skipped,
+                       "reports": came_back.get(s.issue, nothing),
+                       "last_errors": [{**e, "updated_at": e["updated_at"].isoformat()}
+                                       for e in outbox.last_errors(engine, s.issue)]})
+    return report

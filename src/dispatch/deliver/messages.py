@@ -21,6 +21,7 @@ from dispatch.compose.message import (
     wire_address,
 )
 from dispatch.config import Settings
+from dispatch.config.dkim import DkimKey, dkim_key
 from dispatch.deliver.transport import Envelope
 from dispatch.store.outbox import Job
 from dispatch.store.sends import CONFIRMATIONS
@@ -54,10 +55,10 @@ class Messages:
         self.signer = signer
         self._templates: dict[tuple[str, str], MessageTemplate] = {}
         self._lock = threading.Lock()
-        self._dkim: tuple[bytes, bytes, bytes] | None = None
+        self._dkim: tuple[bytes, bytes, DkimKey] | None = None
         if settings.dkim:
             self._dkim = (settings.dkim.selector.encode(), settings.dkim.domain.encode(),
-                          settings.dkim.key_file.read_bytes())
+                          dkim_key(settings.dkim.key_file.read_bytes()))
 
     def template(self, issue: str, variant: str) -> MessageTemplate:
         key = (issue, variant)
@@ -104,13 +105,31 @@ class Messages:
                      recipient.message_id, needs_smtputf8(email))
 
 
+# Signed: what a reader sees and what one-click unsubscribe and feedback loops act on
+# (RFC 8058 requires List-Unsubscribe-Post signed). Each is listed once more than it occurs,
+# so adding one after signing breaks the signature (RFC 6376 §8.15); a header listed but absent
+# is signed as absent, so it cannot be added either.
 DKIM_HEADERS = (b"from", b"to", b"subject", b"date", b"message-id", b"mime-version",
-                b"content-type", b"list-id", b"list-unsubscribe", b"list-unsubscribe-post")
+                b"content-type", b"reply-to", b"list-id", b"list-unsubscribe",
+                b"list-unsubscribe-post", b"feedback-id")
+# Oversigned: listed once more than they occur, even when they occur once, so a second copy
+# prepended by someone else (which some clients show instead of ours) fails verification.
+DKIM_OVERSIGNED = frozenset((b"from", b"subject", b"to", b"list-unsubscribe",
+                             b"list-unsubscribe-post"))
+
+def _signed_headers(data: bytes) -> list[bytes]:
+    """h=: each of DKIM_HEADERS as many times as it occurs (at least once), the oversigned
+    ones once more."""
+    head = data.split(b"\r\n\r\n", 1)[0]
+    names = [line.split(b":", 1)[0].strip().lower() for line in head.split(b"\r\n")
+             if line and line[:1] not in b" \t"]
+    return [name for name in DKIM_HEADERS
+            for _ in range(max(names.count(name), 1) + (name in DKIM_OVERSIGNED))]
 
 
-def sign_dkim(data: bytes, selector: bytes, domain: bytes, key: bytes) -> bytes:
+def sign_dkim(data: bytes, selector: bytes, domain: bytes, key: DkimKey) -> bytes:
     import dkim  # only when signing is configured
 
-    # List-Unsubscribe-Post must be signed for one-click unsubscribe to be honoured (RFC 8058).
-    return dkim.sign(data, selector, domain, key, canonicalize=(b"relaxed", b"relaxed"),
-                     include_headers=list(DKIM_HEADERS)) + data
+    return dkim.sign(data, selector, domain, key.key, canonicalize=(b"relaxed", b"relaxed"),
+                     include_headers=_signed_headers(data),
+                     signature_algorithm=key.algorithm) + data

@@ -17,7 +17,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +28,15 @@ from dispatch.audience.tokens import Signer
 from dispatch.clock import utcnow
 from dispatch.compose.message import (
     Recipient,
-    build_template,
     message_id,
     needs_smtputf8,
     personalize,
+    template_from_parts,
     wire_address,
 )
 from dispatch.compose.models import Issue
 from dispatch.compose.render import Rendered, render_variant
-from dispatch.compose.variants import Variant, possible_variants
+from dispatch.compose.variants import Variant, possible_variants, variant_label
 from dispatch.config import Settings
 from dispatch.deliver.outcomes import Kind
 from dispatch.deliver.recording import MemoryOutbox, Stats
@@ -92,20 +92,23 @@ def worker_lock(engine: Engine) -> Iterator[None]:
 
 
 def render_audience(issue: Issue, variants: dict[str, Variant], settings: Settings,
-                    now: datetime, test_banner: str | None = None) -> dict[str, Rendered]:
-    return {vid: render_variant(issue, variant, settings, now, test_banner)
+                    now: datetime, test_banner: str | None = None, day: date | None = None
+                    ) -> dict[str, Rendered]:
+    return {vid: render_variant(issue, variant, settings, now, test_banner, day)
             for vid, variant in variants.items()}
 
 
 def launch_issue(engine: Engine, issue: Issue, audience: Audience, settings: Settings,
                  now: datetime, *, scheduled_for: datetime | None = None,
-                 release: Callable[[str | None], datetime] | None = None) -> bool:
+                 release: Callable[[str | None], datetime] | None = None,
+                 day: date | None = None) -> bool:
     """Render the audience's variants and snapshot it into the outbox (one transaction);
-    see outbox.launch for `scheduled_for` and `release`."""
+    see outbox.launch for `scheduled_for` and `release`. The masthead says `day`, or today
+    in the editors' zone: the issue goes out now."""
 
     def render(variants: dict[str, Variant]) -> dict[str, tuple[str, str]]:
         return {vid: (r.html, r.text)
-                for vid, r in render_audience(issue, variants, settings, now).items()}
+                for vid, r in render_audience(issue, variants, settings, now, day=day).items()}
 
     return launch(engine, issue, audience, render(audience.variants), now, render=render,
                   scheduled_for=scheduled_for, release=release)
@@ -163,6 +166,7 @@ def dry_run(engine: Engine, issue: Issue, settings: Settings, out_dir: Path, now
     sizes: dict[str, list[int]] = {}
     for email, size in writer.sizes.items():
         sizes.setdefault(variant_of[email], []).append(size)
+    labels = {key: topic.label for key, topic in settings.topics.items()}
     data: dict[str, Any] = {
         "issue": issue.slug, "subject": issue.subject, "dry_run": True,
         "recipients": audience.recipients,
@@ -170,7 +174,8 @@ def dry_run(engine: Engine, issue: Issue, settings: Settings, out_dir: Path, now
         "counted_not_written": writer.counted,
         "skipped": dict(sorted(audience.skipped.items())),
         "variants": [{
-            "id": vid, "briefs": [b.path.name for b in variant.briefs],
+            "id": vid, "label": variant_label(issue, variant, labels),
+            "briefs": [b.path.name for b in variant.briefs],
             "topics": list(variant.topics), "recipients": audience.per_variant[vid],
             "html_bytes": len(rendered[vid].html.encode()),
             "message_bytes": _size_summary(sizes.get(vid, [])),
@@ -197,12 +202,17 @@ def send_test_copies(engine: Engine, issue: Issue, settings: Settings, address: 
     audience = plan_audience(engine, issue, settings)
     variants = audience.variants or possible_variants(issue)
     rendered = render_audience(issue, variants, settings, now, TEST_BANNER)
+    labels = {key: topic.label for key, topic in settings.topics.items()}
     base = settings.newsletter.base_url
     connection = SmtpConnection(settings.smtp)
     replies = []
     try:
         for vid, result in rendered.items():
-            template = build_template(result, issue, settings)
+            # Each copy's subject says which variant it is, so an inbox of copies tells them
+            # apart: "[TEST · East Asia + Security] Seoul and Tokyo…".
+            subject = f"[TEST · {variant_label(issue, result.variant, labels)}] {issue.subject}"
+            template = template_from_parts(vid, result.html, result.text, subject, issue.slug,
+                                           settings)
             recipient = Recipient(
                 email=address, name=None, unsubscribe_url=f"{base}/u/TEST-SEND",
                 preferences_url=f"{base}/p/TEST-SEND", view_url=f"{base}/a/{issue.slug}/{vid}",
@@ -216,9 +226,11 @@ def send_test_copies(engine: Engine, issue: Issue, settings: Settings, address: 
     return replies
 
 
-def variant_table(audience: Audience) -> list[tuple[str, int, list[str]]]:
-    """(variant id, recipients, topics) rows for the confirmation prompt."""
-    return [(vid, audience.per_variant[vid], list(v.topics))
+def variant_table(issue: Issue, audience: Audience, settings: Settings
+                  ) -> list[tuple[str, int, str]]:
+    """(variant label, recipients, variant id) rows for the confirmation prompt."""
+    labels = {key: topic.label for key, topic in settings.topics.items()}
+    return [(variant_label(issue, v, labels), audience.per_variant[vid], vid)
             for vid, v in audience.variants.items()]
 
 

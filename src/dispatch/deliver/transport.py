@@ -99,9 +99,12 @@ class SmtpConnection:
         try:
             if settings.security == "tls":
                 self._smtp: smtplib.SMTP = smtplib.SMTP_SSL(
-                    settings.host, settings.port, timeout=settings.timeout, context=context)
+                    settings.host, settings.port, local_hostname=settings.helo_name,
+                    timeout=settings.timeout, context=context)
             else:
-                self._smtp = smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout)
+                self._smtp = smtplib.SMTP(settings.host, settings.port,
+                                          local_hostname=settings.helo_name,
+                                          timeout=settings.timeout)
             self._smtp.ehlo()
             if settings.security == "starttls":
                 self._smtp.starttls(context=context)

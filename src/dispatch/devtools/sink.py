@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
@@ -34,6 +35,26 @@ class RecordingHandler:
         with self.lock:
             for rcpt in envelope.rcpt_tos:
                 self.received.append(Received(envelope.mail_from, rcpt, envelope.content))
+        return "250 2.0.0 Ok: queued"
+
+
+@dataclass
+class MailboxHandler:
+    """Accepts every message and writes it to a folder, one numbered .eml per message: the
+    local stand-in for a relay that `dispatch sink` runs."""
+
+    folder: Path
+    say: Callable[[str], None] = lambda _: None
+    count: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        with self.lock:
+            self.count += 1
+            path = self.folder / f"{self.count:06d}.eml"
+            path.write_bytes(envelope.content)
+        self.say(f"{path.name}: from {envelope.mail_from} to {', '.join(envelope.rcpt_tos)} "
+                 f"({len(envelope.content):,} bytes)")
         return "250 2.0.0 Ok: queued"
 
 

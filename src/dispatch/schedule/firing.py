@@ -55,16 +55,17 @@ def fire(engine: Engine, settings: Settings, send: SendInfo, now: datetime) -> E
         if not audience.recipients:
             raise DispatchError(Problem(send.issue, "nobody to send to: no active subscriber "
                                                     "matches this issue"))
-        release = None
+        release, day = None, None
         if send.local_time:
             wall = datetime.fromisoformat(send.local_time)
+            day = wall.date()  # each reader gets it on this day in their own zone
             default = settings.schedule.default_timezone
 
             def release(zone: str | None) -> datetime:
                 return local_release(wall, zone or default)
 
         launched = launch_issue(engine, issue, audience, settings, now,
-                                scheduled_for=send.send_at, release=release)
+                                scheduled_for=send.send_at, release=release, day=day)
     except DispatchError as exc:
         reason = "; ".join(str(p) for p in exc.problems)
         if sends.set_status(engine, send.issue, SendStatus.FAILED, reason=reason,

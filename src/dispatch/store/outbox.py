@@ -9,6 +9,7 @@ so a crash costs at most the messages accepted but not yet recorded.
 
 from __future__ import annotations
 
+import json
 import operator
 import os
 import socket
@@ -283,7 +284,8 @@ def launch(engine: Engine, issue: Issue, audience: Audience,
     time (local-time sends; None: subscribers without a zone); everyone else is due at once.
     False when the issue was launched already or is no longer due: nothing is added."""
     values: dict[str, Any] = {"subject": issue.subject, "recipients": audience.recipients,
-                              "launched_at": now}
+                              "launched_at": now,
+                              "skipped": json.dumps(dict(sorted(audience.skipped.items())))}
     selection = audience.selection
     if selection is None:
         raise ValueError("launch needs an audience from plan_audience")

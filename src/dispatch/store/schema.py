@@ -106,6 +106,9 @@ sends = Table(
     Column("local_time", String(19)),
     Column("zone", String(64)),  # the zone the editor scheduled in, for display
     Column("launched_at", UTCDateTime()),  # audience snapshot taken; outbox rows exist
+    # Who the audience snapshot left out and why: JSON {reason: count} (no brief matches
+    # their topics, suppressed, outside the segments…), so status says what a dry run said.
+    Column("skipped", Text),
     Index("ix_sends_status_send_at", "status", "send_at"),
 )
 

@@ -5,8 +5,9 @@ the state machine); the archive's queries live here too.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -48,10 +49,12 @@ class SendInfo:
     local_time: str | None
     zone: str | None
     launched_at: datetime | None
+    skipped: dict[str, int] = field(default_factory=dict)  # left out at launch: reason → n
 
     @classmethod
     def of(cls, row: Any) -> SendInfo:
-        return cls(**{**row, "status": SendStatus(row["status"])})
+        return cls(**{**row, "status": SendStatus(row["status"]),
+                      "skipped": json.loads(row["skipped"]) if row["skipped"] else {}})
 
 
 def change_status(conn: Connection, to: SendStatus, from_: Iterable[SendStatus] | None,

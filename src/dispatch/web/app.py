@@ -32,7 +32,7 @@ from dispatch.audience import signup
 from dispatch.audience.tokens import BadToken, Signer
 from dispatch.clock import utcnow, zone_names
 from dispatch.compose.render import environment
-from dispatch.compose.slots import SLOTS, fill_slots
+from dispatch.compose.slots import SLOTS, fill_slots, public_copy
 from dispatch.config import Settings, WebSettings
 from dispatch.config.topics import unknown_topics
 from dispatch.errors import DispatchError
@@ -345,7 +345,7 @@ class Web:
         values.update(name="there", unsubscribe_url=f"{self.base}/p",
                       preferences_url=f"{self.base}/p",
                       view_url=f"{self.base}/a/{slug}/{variant}")
-        return HTMLResponse(fill_slots(html, values), headers={
+        return HTMLResponse(fill_slots(public_copy(html), values), headers={
             **HEADERS, "Cache-Control": "public, max-age=300",
             "Content-Security-Policy": CSP.format(images=" https: http:")})
 

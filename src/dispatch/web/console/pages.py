@@ -356,8 +356,9 @@ class Pages:
             if form.get("confirm") != "yes":
                 lines = [f"“{issue.subject}” goes to {audience.recipients:,} subscriber(s) "
                          "now:"]
-                lines += [f"{vid}: {n:,} recipient(s), topics {', '.join(topics)}"
-                          for vid, n, topics in sending.variant_table(audience)]
+                lines += [f"{label}: {n:,} recipient(s) ({vid})"
+                          for label, n, vid in sending.variant_table(issue, audience,
+                                                                     self.settings)]
                 lines += [f"not sent: {line}" for line in sending.skipped_lines(
                     audience.skipped)]
                 return self.confirm(session, f"Send {slug} now?", lines,
