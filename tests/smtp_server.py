@@ -163,3 +163,31 @@ def refuse_login(server: Any, session: Any, envelope: Any, mechanism: str,
 def accept_login(server: Any, session: Any, envelope: Any, mechanism: str,
                  auth_data: Any) -> AuthResult:
     return AuthResult(success=True)
+
+
+class Pipelining:
+    """Mixin for a handler: the EHLO reply offers PIPELINING (RFC 2920), as Postfix does, and
+    `ahead` counts the final dots whose next MAIL FROM had already arrived with them."""
+
+    ahead: int = 0
+
+    async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str,
+                          responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        # The dot has been read; what the client wrote with it waits in the reader.
+        if b"MAIL FROM:" in bytes(getattr(server._reader, "_buffer", b"")):
+            self.ahead += 1
+        return await super().handle_DATA(server, session, envelope)  # type: ignore[misc]
+
+
+@dataclass
+class PipeliningRecorder(Pipelining, RecordingHandler):
+    """dispatch's recording handler behind a server that offers PIPELINING."""
+
+
+@dataclass
+class PipeliningFaults(Pipelining, FaultyHandler):
+    """FaultyHandler's scripted faults behind a server that offers PIPELINING."""

@@ -22,6 +22,7 @@ from tests.helpers import (
     PREPARED_RECIPIENTS,
     prepare_project,
 )
+from tests.smtp_server import PipeliningRecorder
 
 # A connection writes a message's final dot only once the outcome of the message before it
 # is committed (deliver/worker.py), so a SIGKILL can leave at most one accepted-but-unrecorded
@@ -46,11 +47,12 @@ def wait_for(handler: RecordingHandler, count: int, proc: subprocess.Popen[str])
     raise AssertionError(f"no progress: {len(handler.received)} received")
 
 
-def kill_and_restart(project: Path, kills: int, seed: int) -> None:
+def kill_and_restart(project: Path, kills: int, seed: int,
+                     handler: RecordingHandler | None = None) -> None:
     """SIGKILL `dispatch send` `kills` times, each after a random number of deliveries, then
     let it finish: nobody lost, and at most one duplicate per connection per kill."""
     rng = random.Random(seed)
-    handler = RecordingHandler()
+    handler = handler or RecordingHandler()
     spread = max(20, PREPARED_RECIPIENTS // (kills + 2))
     with smtp_sink(handler) as (_, port):
         emails = prepare_project(project, port)
@@ -86,6 +88,15 @@ def test_sigkill_at_a_dozen_random_points_loses_nobody_and_duplicates_one_per_co
     # About 20 s; DISPATCH_CRASH_KILLS and DISPATCH_CRASH_SEED try other schedules.
     kill_and_restart(project, kills=int(os.environ.get("DISPATCH_CRASH_KILLS", "12")),
                      seed=int(os.environ.get("DISPATCH_CRASH_SEED", "7")))
+
+
+def test_sigkill_with_pipelining_duplicates_no_more(project: Path):
+    # The next envelope rides on each final dot; the dot itself still waits for the last
+    # outcome to be stored, so the bound is the same.
+    handler = PipeliningRecorder()
+    kill_and_restart(project, kills=int(os.environ.get("DISPATCH_CRASH_KILLS", "12")),
+                     seed=int(os.environ.get("DISPATCH_CRASH_SEED", "7")) + 1, handler=handler)
+    assert handler.ahead > 0
 
 
 def test_sigterm_stops_cleanly_and_a_rerun_sends_no_duplicate(project: Path):

@@ -113,7 +113,7 @@ class Signer:
 
     def _row_mac(self, purpose: str, row_id: int, subscriber_id: int) -> str:
         data = f"{purpose}\0{row_id}\0{subscriber_id}".encode()
-        mac = hmac.new(self._key, data, hashlib.sha256).digest()
+        mac = hmac.digest(self._key, data, "sha256")  # one-shot: a third of hmac.new's time
         return base64.b32encode(mac[:10]).decode("ascii").lower()  # 80 bits, 16 characters
 
     def row_local_part(self, purpose: str, row_id: int, subscriber_id: int) -> str:
@@ -137,7 +137,7 @@ class Signer:
     def digest(self, purpose: str, text: str) -> str:
         """A keyed hash (hex, 128 bits) nobody without the secret can compute: Message-IDs."""
         data = f"{purpose}\0{text}".encode()
-        return hmac.new(self._key, data, hashlib.sha256).hexdigest()[:32]
+        return hmac.digest(self._key, data, "sha256").hex()[:32]
 
 
 def _base36(n: int) -> str:

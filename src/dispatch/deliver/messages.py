@@ -22,6 +22,7 @@ from dispatch.compose.message import (
 )
 from dispatch.config import Settings
 from dispatch.config.dkim import DkimKey, dkim_key
+from dispatch.deliver.transport import Envelope
 from dispatch.store.outbox import Job
 from dispatch.store.sends import CONFIRMATIONS
 
@@ -39,6 +40,10 @@ class Built:
     data: bytes
     message_id: str
     utf8: bool  # needs SMTPUTF8: a non-ASCII local part
+
+    @property
+    def envelope(self) -> Envelope:
+        return (self.sender, self.recipient, self.utf8)
 
 
 class Messages:

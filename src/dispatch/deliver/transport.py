@@ -3,7 +3,10 @@
 A connection sends one message to one recipient and returns the server's final reply; it
 raises TransportError when the connection itself is lost or refused. The SMTP connection
 writes each message's bytes as they are: message.py already made them CRLF with no line
-starting with ".", so nothing is re-scanned per message.
+starting with ".", so nothing is re-scanned per message. When the server offers PIPELINING
+(RFC 2920), the next transaction's MAIL FROM, RCPT TO and DATA go out in the same write as a
+message's final dot, and their replies are read in order at the next send: one round trip
+and one write per message.
 """
 
 from __future__ import annotations
@@ -53,15 +56,22 @@ class Abandoned(TransportError):
     so nothing was delivered."""
 
 
+Envelope = tuple[str, str, bool]  # MAIL FROM, RCPT TO, whether SMTPUTF8 is needed
+STAGES = ("mail", "rcpt", "data")  # each envelope command's stage, as Reply.stage
+
+
 class Connection(Protocol):
     # Whether the server offers SMTPUTF8 (RFC 6531): needed for a non-ASCII local part.
     smtputf8: bool
 
     def send(self, sender: str, recipient: str, data: bytes, *, utf8: bool = False,
-             before_dot: Callable[[], bool] | None = None) -> Reply:
+             before_dot: Callable[[], bool] | None = None,
+             then: Envelope | None = None) -> Reply:
         """One transaction; `before_dot` is called just before the final dot is written
         (the worker waits there until the previous message's outcome is stored) and False
-        from it abandons the transaction."""
+        from it abandons the transaction. `then`: the next transaction's envelope, which a
+        connection may write with this one's final dot (PIPELINING); the next send must
+        then be that envelope's, or close()."""
         ...
 
     def close(self) -> None: ...
@@ -115,9 +125,11 @@ class SmtpConnection:
             raise TransportError(f"cannot connect to {settings.host}:{settings.port}: "
                                  f"{exc or type(exc).__name__}", permanent=permanent) from None
         self._pipelining = self._smtp.has_extn("pipelining")
+        self._ahead: Envelope | None = None  # the envelope written after the last final dot
         self.smtputf8 = self._smtp.has_extn("smtputf8")
 
     def _abandon(self) -> None:
+        self._ahead = None
         try:
             self._smtp.close()
         except (AttributeError, OSError):
@@ -129,24 +141,37 @@ class SmtpConnection:
             raise TransportError("connection dropped", stage=stage)
         return _reply(code, message, stage)
 
+    @staticmethod
+    def _commands(envelope: Envelope) -> list[bytes]:
+        sender, recipient, utf8 = envelope
+        return [f"MAIL FROM:<{sender}>{' SMTPUTF8' if utf8 else ''}\r\n".encode(),
+                f"RCPT TO:<{recipient}>\r\n".encode(), b"DATA\r\n"]
+
     def send(self, sender: str, recipient: str, data: bytes, *, utf8: bool = False,
-             before_dot: Callable[[], bool] | None = None) -> Reply:
-        mail = f"MAIL FROM:<{sender}>{' SMTPUTF8' if utf8 else ''}\r\n"
-        envelope = [mail.encode(), f"RCPT TO:<{recipient}>\r\n".encode(), b"DATA\r\n"]
-        stages = ("mail", "rcpt", "data")
+             before_dot: Callable[[], bool] | None = None,
+             then: Envelope | None = None) -> Reply:
+        envelope = (sender, recipient, utf8)
         sock = self._smtp.sock
         if sock is None:
             raise TransportError("connection closed", stage="mail")
         stage = "mail"
         try:
             replies: list[Reply] = []
+            if self._ahead is not None:
+                # This envelope went out with the previous message's final dot: its three
+                # replies follow that one's, in order.
+                if self._ahead != envelope:
+                    raise TransportError("not the envelope written ahead", stage="mail")
+                self._ahead = None
+            elif self._pipelining:
+                sock.sendall(b"".join(self._commands(envelope)))
             if self._pipelining:
-                sock.sendall(b"".join(envelope))
                 while len(replies) < 3 and (not replies or replies[-1].code != 421):
-                    stage = stages[len(replies)]
+                    stage = STAGES[len(replies)]
                     replies.append(self._read(stage))
             else:
-                for command, ok, stage in zip(envelope, (250, 250, 354), stages, strict=True):
+                for command, ok, stage in zip(self._commands(envelope), (250, 250, 354), STAGES,
+                                              strict=True):
                     sock.sendall(command)
                     replies.append(self._read(stage))
                     if replies[-1].code // 100 != ok // 100:
@@ -156,7 +181,11 @@ class SmtpConnection:
                 if before_dot is not None and not before_dot():
                     self._abandon()  # no way to take back a DATA but to hang up
                     raise Abandoned("stopped before the final dot", stage="data")
-                sock.sendall(data + b".\r\n")  # data ends with CRLF; no line starts with "."
+                # data ends with CRLF and no line starts with "."; the next transaction's
+                # commands ride in the same write (RFC 2920): one round trip per message.
+                ahead = self._commands(then) if then is not None and self._pipelining else []
+                sock.sendall(b"".join((data, b".\r\n", *ahead)))
+                self._ahead = then if ahead else None
                 stage = "dot"
                 sock.settimeout(self._data_timeout)
                 reply = self._read("dot")
@@ -179,6 +208,9 @@ class SmtpConnection:
                                  stage=stage) from None
 
     def close(self) -> None:
+        if self._ahead is not None:  # a DATA written ahead may be open: only hanging up ends it
+            self._abandon()
+            return
         try:
             self._smtp.quit()
         except (OSError, smtplib.SMTPException):
@@ -207,7 +239,8 @@ class FileWriter:
         return self
 
     def send(self, sender: str, recipient: str, data: bytes, *, utf8: bool = False,
-             before_dot: Callable[[], bool] | None = None) -> Reply:
+             before_dot: Callable[[], bool] | None = None,
+             then: Envelope | None = None) -> Reply:
         with self._lock:
             self.sizes[recipient] = len(data)
             write = self.sample is None or self.written < self.sample

@@ -35,7 +35,7 @@ from typing import TypeVar
 from dispatch.audience.tokens import Signer
 from dispatch.clock import utcnow
 from dispatch.config import Settings
-from dispatch.deliver.messages import Messages
+from dispatch.deliver.messages import Built, Messages
 from dispatch.deliver.outcomes import Kind, Outcome, classify
 from dispatch.deliver.pausing import Health, Runs
 from dispatch.deliver.ratelimit import RateLimiter
@@ -59,12 +59,23 @@ COUNT_EVERY = 5.0  # seconds between counts of the rows left (the progress line'
 SWITCH_INTERVAL = 0.0005  # seconds; see deliver()
 SESSION_BACKOFF = 0.5  # seconds before trying again for a session, doubling per failure
 SESSION_BACKOFF_MAX = 30.0
+
+
 @dataclass
 class _Shared:
     """What the store thread tells the connection threads, and back."""
 
     health: Health = field(default_factory=Health)
     halted: Mapping[str, str] = field(default_factory=dict)  # issue -> paused / cancelled
+
+
+@dataclass(frozen=True)
+class _Ready:
+    """A job whose message is built and whose rate-limit slot is reserved."""
+
+    job: Job
+    built: Built
+    wait: float  # seconds until the slot
 
 
 class _Sender:
@@ -82,21 +93,48 @@ class _Sender:
         self.failures = 0  # consecutive failures to get a session on this connection
         self.dropped = False  # the last failure was a working session lost, not a refusal
         self.pending: Signal | None = None  # set once the last message is recorded
+        self.ahead: Job | None = None  # the job whose envelope went out with the last dot
         self.nudge: queue.SimpleQueue[bool] = queue.SimpleQueue()
 
     def run(self, work: queue.SimpleQueue[Job | None], results: queue.SimpleQueue[Result],
             nudge: queue.SimpleQueue[bool], stop: threading.Event) -> None:
         """Deliver jobs until a None. Each outcome goes to `results` (a delivered one also
         straight to the recorder); the store thread is woken through `nudge` only when it
-        has something to decide: an outcome other than a delivery, or no work left."""
+        has something to decide: an outcome other than a delivery, or no work left.
+
+        The next job is taken from the queue and prepared before the current message's
+        final dot, when one is waiting, so that its envelope can go out with that dot
+        (RFC 2920 PIPELINING): one round trip per message."""
         self.nudge = nudge
+        upcoming: tuple[Job, _Ready | Outcome] | None = None
+        ended = False  # the None was taken early
         try:
-            while (job := work.get()) is not None:
+            while True:
+                if upcoming is not None:
+                    (job, prepared), upcoming = upcoming, None
+                else:
+                    if ended or (next_job := work.get()) is None:
+                        break
+                    job, prepared = next_job, None
                 if stop.is_set():
+                    if self.ahead is job:
+                        self._hang_up()  # its DATA may be open: only hanging up ends it
                     outcome = Outcome(job, Kind.REQUEUE, "stopped before sending")
                 else:
                     try:
-                        outcome = self.deliver(job, stop)
+                        if prepared is None:
+                            prepared = self.prepare(job)
+                        if isinstance(prepared, Outcome):
+                            outcome = prepared
+                        else:
+                            try:
+                                if (after := work.get_nowait()) is None:
+                                    ended = True
+                                else:
+                                    upcoming = (after, self.prepare(after))
+                            except queue.Empty:
+                                pass
+                            outcome = self.send(prepared, stop, upcoming[1] if upcoming else None)
                     except Exception as exc:  # a bug must cost one try, not hang the loop
                         self._hang_up()
                         outcome = Outcome(job, Kind.RETRY, f"internal error: {exc!r}")
@@ -118,6 +156,7 @@ class _Sender:
             self._hang_up()
 
     def _hang_up(self) -> None:
+        self.ahead = None
         if self.conn is not None:
             try:
                 self.conn.close()
@@ -154,7 +193,9 @@ class _Sender:
             return Outcome(job, Kind.REQUEUE, f"the send was {status} before this message")
         return None
 
-    def deliver(self, job: Job, stop: threading.Event) -> Outcome:
+    def prepare(self, job: Job) -> _Ready | Outcome:
+        """The job's message built and its rate-limit slot reserved, or the outcome that
+        says why it will not be sent."""
         if job.email is None or not job.deliverable:
             return Outcome(job, Kind.SKIPPED, f"subscriber {job.status} since launch")
         if halted := self._halted(job):
@@ -163,26 +204,28 @@ class _Sender:
             built = self.messages.build(job, self.clock())
         except Exception as exc:  # this message only: its row fails, the list goes on
             return Outcome(job, Kind.FAILED, f"cannot build the message: {exc}")
-        wait = self.limiter.delay(job.email.rpartition("@")[2])
-        if wait > 0 and stop.wait(wait):
-            return Outcome(job, Kind.REQUEUE, "stopped before sending")
-        if wait > 0 and (halted := self._halted(job)):
-            return halted
-        if self.conn is None:
-            try:
-                self.conn = self.transport()
-            except TransportError as exc:
-                reason = f"{exc}: {exc.reply}" if exc.reply else str(exc)
-                if exc.permanent or (exc.reply is not None
-                                     and classify(exc.reply) == Kind.SENDER):
-                    return Outcome(job, Kind.SENDER, reason)  # 5xx greeting, AUTH refused
-                return self._session_failed(job, reason)
-        if built.utf8 and not self.conn.smtputf8:
-            return Outcome(job, Kind.FAILED, "relay does not offer SMTPUTF8, which the "
-                                             f"non-ASCII address {job.email} needs")
+        return _Ready(job, built, self.limiter.delay(job.email.rpartition("@")[2]))
+
+    def send(self, ready: _Ready, stop: threading.Event,
+             upcoming: _Ready | Outcome | None = None) -> Outcome:
+        """Send a prepared job; `upcoming`, the next one, has its envelope written with this
+        message's final dot when it is due now and the connection can take it."""
+        job = ready.job
+        written_ahead, self.ahead = self.ahead is job, None
+        outcome = self._ahead_of_send(ready, stop)
+        if outcome is not None:
+            if written_ahead:
+                self._hang_up()  # its DATA may be open: only hanging up ends it
+            return outcome
+        assert self.conn is not None
+        then = None
+        if (isinstance(upcoming, _Ready) and upcoming.wait <= 0
+                and (self.conn.smtputf8 or not upcoming.built.utf8)):
+            then = upcoming.built.envelope
+        built = ready.built
         try:
             reply = self.conn.send(built.sender, built.recipient, built.data, utf8=built.utf8,
-                                   before_dot=self._before_dot)
+                                   before_dot=self._before_dot, then=then)
         except Abandoned as exc:
             self.conn = None
             return Outcome(job, Kind.REQUEUE, f"{exc}: the last outcome could not be stored")
@@ -197,14 +240,37 @@ class _Sender:
             self._session_works()
             return Outcome(job, Kind.RETRY, f"{exc} (at {exc.stage.upper()})")
         if reply.code == 421:  # the server is closing this session
-            self.conn.close()
-            self.conn = None
+            self._hang_up()
+        elif then is not None and isinstance(upcoming, _Ready):
+            self.ahead = upcoming.job
         kind = classify(reply)
         if kind == Kind.SESSION:
             return self._session_failed(job, f"{reply} (at MAIL FROM)")
         if kind != Kind.SENDER:
             self._session_works()
         return Outcome(job, kind, str(reply), built.message_id if kind == Kind.SENT else None)
+
+    def _ahead_of_send(self, ready: _Ready, stop: threading.Event) -> Outcome | None:
+        """The rate limit's wait, a pause or cancel meanwhile, a session: what comes before
+        the transaction, or the outcome that ends the job there."""
+        job = ready.job
+        if ready.wait > 0 and stop.wait(ready.wait):
+            return Outcome(job, Kind.REQUEUE, "stopped before sending")
+        if halted := self._halted(job):
+            return halted
+        if self.conn is None:
+            try:
+                self.conn = self.transport()
+            except TransportError as exc:
+                reason = f"{exc}: {exc.reply}" if exc.reply else str(exc)
+                if exc.permanent or (exc.reply is not None
+                                     and classify(exc.reply) == Kind.SENDER):
+                    return Outcome(job, Kind.SENDER, reason)  # 5xx greeting, AUTH refused
+                return self._session_failed(job, reason)
+        if ready.built.utf8 and not self.conn.smtputf8:
+            return Outcome(job, Kind.FAILED, "relay does not offer SMTPUTF8, which the "
+                                             f"non-ASCII address {job.email} needs")
+        return None
 
 
 def deliver(outbox: Outbox, transport: Transport, settings: Settings, signer: Signer, *,

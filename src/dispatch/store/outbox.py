@@ -440,7 +440,7 @@ class SqlOutbox:
         self.host = host_identity()
         self.lease = timedelta(seconds=settings.delivery.worker_lease)
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"[:120]
-        self._statements: dict[int, tuple[Any, Any]] = {}
+        self._claim_sql: tuple[list[Any], Any] | None = None  # built on the first claim
         self._recorder: Connection | None = None  # record()'s own connection
         self._driver_statement: tuple[str, Callable[[dict[str, Any]], Any]] | None = None
         self._record_statement = (
@@ -502,27 +502,37 @@ class SqlOutbox:
         condition = outbox.c.issue.in_(running)
         return and_(condition, outbox.c.issue == self.issue) if self.issue else condition
 
-    def _claim_statements(self, limit: int) -> tuple[Any, Any]:
-        """Built once per batch size: SQLAlchemy then reuses the compiled SQL every batch."""
-        if limit not in self._statements:
-            due = (select(outbox.c.id, outbox.c.issue, outbox.c.variant, outbox.c.attempts,
-                          outbox.c.subscriber_id, outbox.c.reply, subscribers.c.email,
-                          subscribers.c.name, subscribers.c.status)
-                   .join(subscribers, subscribers.c.id == outbox.c.subscriber_id, isouter=True)
-                   .where(and_(self._scope(), outbox.c.state.in_(OPEN),
-                               outbox.c.next_attempt_at <= bindparam("now", type_=UTCDateTime())))
-                   .order_by(outbox.c.id).limit(limit)
-                   .with_for_update(skip_locked=True, of=outbox))
+    def _claim_statements(self) -> tuple[list[Any], Any]:
+        """Built once: SQLAlchemy then reuses the compiled SQL every batch.
+        One query per open state, each in ix_outbox_claim's order (state, next_attempt_at,
+        id), so the database reads just the rows it returns: ordered by id across both
+        states, every claim sorted all the open rows (a send's whole outbox at its start)."""
+        if self._claim_sql is None:
+            due = [(select(outbox.c.id, outbox.c.issue, outbox.c.variant, outbox.c.attempts,
+                           outbox.c.subscriber_id, outbox.c.reply, subscribers.c.email,
+                           subscribers.c.name, subscribers.c.status)
+                    .join(subscribers, subscribers.c.id == outbox.c.subscriber_id, isouter=True)
+                    .where(and_(self._scope(), outbox.c.state == state,
+                                outbox.c.next_attempt_at <= bindparam("now",
+                                                                      type_=UTCDateTime())))
+                    .order_by(outbox.c.next_attempt_at, outbox.c.id)
+                    .limit(bindparam("limit", type_=Integer))
+                    .with_for_update(skip_locked=True, of=outbox))
+                   for state in OPEN]
             mark = (update(outbox).where(outbox.c.id.in_(bindparam("ids", expanding=True)))
                     .values(state=RowState.SENDING, claimed_by=self.worker_id,
                             updated_at=bindparam("now", type_=UTCDateTime())))
-            self._statements[limit] = (due, mark)
-        return self._statements[limit]
+            self._claim_sql = (due, mark)
+        return self._claim_sql
 
     def claim(self, limit: int, now: datetime) -> list[Job]:
-        due, mark = self._claim_statements(limit)
+        """Up to `limit` due rows, retries first, each set to sending under this worker."""
+        queries, mark = self._claim_statements()
+        rows: list[Any] = []
         with self.engine.begin() as conn:
-            rows = conn.execute(due, {"now": now}).all()
+            for query in reversed(queries):  # OPEN is (queued, retrying)
+                if len(rows) < limit:
+                    rows += conn.execute(query, {"now": now, "limit": limit - len(rows)}).all()
             if rows:
                 conn.execute(mark, {"ids": [row.id for row in rows], "now": now})
         return [Job(row_id=row.id, issue=row.issue, variant=row.variant,
