@@ -28,8 +28,12 @@ SEEDS = ROOT.parent / "shared" / "seeds"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 EXAMPLE_ISSUE = "2026-11-27-thaw"
 
-PG_URL = os.environ.get("DISPATCH_TEST_PG_URL",
-                        "postgresql+psycopg://dispatch:dispatch@127.0.0.1:5432/dispatch_test")
+BASE_PG_URL = os.environ.get("DISPATCH_TEST_PG_URL",
+                             "postgresql+psycopg://dispatch:dispatch@127.0.0.1:5432/dispatch_test")
+# Under pytest-xdist each worker empties and fills a database of its own (dispatch_test_gw0…),
+# made on first use: two workers must never drop each other's tables.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+PG_URL = f"{BASE_PG_URL}_{_WORKER}" if _WORKER else BASE_PG_URL
 
 # What prepare_project sets up: enough recipients that a send takes long enough to be
 # interrupted, over a fixed number of SMTP connections.
@@ -44,10 +48,26 @@ def seed_files() -> list[Path]:
 needs_seeds = pytest.mark.skipif(not seed_files(), reason=f"seed texts not found in {SEEDS}")
 
 
+def _create_database(url: str) -> None:
+    """A worker's own database, made beside the base one if it is not there yet."""
+    from sqlalchemy import create_engine, text
+    name = url.rsplit("/", 1)[1]
+    base = create_engine(BASE_PG_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with base.connect() as conn:
+            if conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"),
+                            {"n": name}).first() is None:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        base.dispose()
+
+
 def reset_postgres(url: str) -> str | None:
     """Empty the test database; the reason it cannot be reached, or None."""
     from sqlalchemy import create_engine, text
     try:
+        if url != BASE_PG_URL:
+            _create_database(url)
         engine = create_engine(url)
         with engine.begin() as conn:
             conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
