@@ -20,6 +20,7 @@ from dispatch.audience.csvio import Row
 from dispatch.compose.issues import load_issue
 from dispatch.config import Settings, load_settings
 from dispatch.devtools.demo import generate_subscribers
+from dispatch.devtools.sink import Received, smtp_sink
 from dispatch.store import imports
 from dispatch.store.db import open_store
 
@@ -111,6 +112,41 @@ def prepare_project(project: Path, port: int) -> list[str]:
     imports.import_rows(engine, rows, datetime.now(UTC))
     engine.dispose()
     return [r.email for r in rows]
+
+
+def launch_example_once(engine: Engine, settings: Settings, now: datetime) -> str:
+    """Launch the example issue unless it has a send already; its slug."""
+    from dispatch.deliver.sending import launch_issue
+    from dispatch.store.outbox import plan_audience
+    from dispatch.store.sends import get_send
+    issue = load_issue(settings.issues_dir / EXAMPLE_ISSUE, settings)
+    if get_send(engine, issue.slug) is None:
+        assert launch_issue(engine, issue, plan_audience(engine, issue, settings), settings,
+                            now)
+    return issue.slug
+
+
+def send_example_to_sink(engine: Engine, settings: Settings, now: datetime) -> list[Received]:
+    """Launch the example issue and deliver it to an in-process sink: what arrived."""
+    from dispatch.deliver.sending import run_worker
+    from dispatch.deliver.transport import smtp_transport
+    with smtp_sink() as (handler, port):
+        wired = configure_delivery(settings, port)
+        slug = launch_example_once(engine, wired, now)
+        run_worker(engine, wired, smtp_transport(wired.smtp), issue=slug)
+    return list(handler.received)
+
+
+def outbox_rows(engine: Engine) -> dict[str, tuple[str, int, str | None]]:
+    """email -> (state, attempts, reply) of every outbox row."""
+    from sqlalchemy import select
+
+    from dispatch.store.schema import outbox, subscribers
+    with engine.connect() as conn:
+        found = conn.execute(select(subscribers.c.email, outbox.c.state, outbox.c.attempts,
+                                    outbox.c.reply)
+                             .join(subscribers, subscribers.c.id == outbox.c.subscriber_id))
+        return {email: (state, attempts, reply) for email, state, attempts, reply in found}
 
 
 def configure_delivery(settings: Settings, port: int, **delivery: object) -> Settings:

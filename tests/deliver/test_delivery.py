@@ -35,7 +35,12 @@ from dispatch.store.outbox import audience_rows, plan_audience, state_counts
 from dispatch.store.schema import metadata, outbox, subscribers
 from dispatch.store.secrets import secret
 from dispatch.store.sends import get_send
-from tests.helpers import EXAMPLE_ISSUE, configure_delivery, populate_audience
+from tests.helpers import (
+    EXAMPLE_ISSUE,
+    configure_delivery,
+    launch_example_once,
+    populate_audience,
+)
 from tests.smtp_server import FaultyHandler, accept_login, refuse_login
 
 NOW = datetime(2026, 1, 5, 7, 0, tzinfo=UTC)  # before the real clock: rows are due
@@ -54,12 +59,8 @@ def populate(engine: Engine, settings: Settings, count: int = 30,
 
 
 def send(engine: Engine, settings: Settings, stop: threading.Event | None = None):
-    issue = load_issue(settings.issues_dir / EXAMPLE_ISSUE, settings)
-    if get_send(engine, issue.slug) is None:
-        assert launch_issue(engine, issue, plan_audience(engine, issue, settings), settings,
-                            NOW)
-    return run_worker(engine, settings, smtp_transport(settings.smtp), issue=issue.slug,
-                      stop=stop)
+    slug = launch_example_once(engine, settings, NOW)
+    return run_worker(engine, settings, smtp_transport(settings.smtp), issue=slug, stop=stop)
 
 
 def states(engine: Engine) -> dict[str, int]:

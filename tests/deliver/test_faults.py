@@ -32,7 +32,13 @@ from dispatch.store.db import open_store
 from dispatch.store.outbox import plan_audience, state_counts
 from dispatch.store.schema import outbox, subscribers
 from dispatch.store.sends import get_send
-from tests.helpers import EXAMPLE_ISSUE, configure_delivery, populate_audience
+from tests.helpers import (
+    EXAMPLE_ISSUE,
+    configure_delivery,
+    launch_example_once,
+    outbox_rows,
+    populate_audience,
+)
 from tests.smtp_server import FaultyHandler, faulty_sink, refuse_login
 
 NOW = datetime(2026, 1, 5, 7, 0, tzinfo=UTC)
@@ -58,21 +64,11 @@ def add_one(engine: Engine, settings: Settings, email: str, name: str | None) ->
 def send(engine: Engine, settings: Settings, stop: threading.Event | None = None):
     """Launch the example issue once and deliver it as `dispatch send` does (a pause is
     recorded on the send)."""
-    issue = load_issue(settings.issues_dir / EXAMPLE_ISSUE, settings)
-    if get_send(engine, issue.slug) is None:
-        assert launch_issue(engine, issue, plan_audience(engine, issue, settings), settings,
-                            NOW)
-    return run_delivery(engine, settings, smtp_transport(settings.smtp), issue=issue.slug,
-                        stop=stop)
+    slug = launch_example_once(engine, settings, NOW)
+    return run_delivery(engine, settings, smtp_transport(settings.smtp), issue=slug, stop=stop)
 
 
-def rows(engine: Engine) -> dict[str, tuple[str, int, str | None]]:
-    """email -> (state, attempts, reply) of every outbox row."""
-    with engine.connect() as conn:
-        found = conn.execute(select(subscribers.c.email, outbox.c.state, outbox.c.attempts,
-                                    outbox.c.reply)
-                             .join(subscribers, subscribers.c.id == outbox.c.subscriber_id))
-        return {email: (state, attempts, reply) for email, state, attempts, reply in found}
+rows = outbox_rows
 
 
 def states(engine: Engine) -> dict[str, int]:

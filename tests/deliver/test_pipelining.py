@@ -9,40 +9,33 @@ import threading
 import time
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
-from dispatch.compose.issues import load_issue
 from dispatch.config import Settings
 from dispatch.deliver.control import run_delivery
-from dispatch.deliver.sending import launch_issue
 from dispatch.deliver.transport import smtp_transport
 from dispatch.schedule.planning import pause_issue
 from dispatch.store import subscribers as subs
-from dispatch.store.outbox import plan_audience, state_counts
-from dispatch.store.schema import outbox, subscribers
+from dispatch.store.outbox import state_counts
 from dispatch.store.sends import get_send
-from tests.helpers import EXAMPLE_ISSUE, configure_delivery, populate_audience
+from tests.helpers import (
+    EXAMPLE_ISSUE,
+    configure_delivery,
+    launch_example_once,
+    outbox_rows,
+    populate_audience,
+)
 from tests.smtp_server import PipeliningFaults, faulty_sink
 
 NOW = datetime(2026, 1, 5, 7, 0, tzinfo=UTC)
 
 
 def send(engine: Engine, settings: Settings, stop: threading.Event | None = None):
-    issue = load_issue(settings.issues_dir / EXAMPLE_ISSUE, settings)
-    if get_send(engine, issue.slug) is None:
-        assert launch_issue(engine, issue, plan_audience(engine, issue, settings), settings,
-                            NOW)
-    return run_delivery(engine, settings, smtp_transport(settings.smtp), issue=issue.slug,
-                        stop=stop)
+    slug = launch_example_once(engine, settings, NOW)
+    return run_delivery(engine, settings, smtp_transport(settings.smtp), issue=slug, stop=stop)
 
 
-def rows(engine: Engine) -> dict[str, tuple[str, int, str | None]]:
-    """email -> (state, attempts, reply) of every outbox row."""
-    with engine.connect() as conn:
-        found = conn.execute(select(subscribers.c.email, outbox.c.state, outbox.c.attempts,
-                                    outbox.c.reply)
-                             .join(subscribers, subscribers.c.id == outbox.c.subscriber_id))
-        return {email: (state, attempts, reply) for email, state, attempts, reply in found}
+rows = outbox_rows
 
 
 def emails_of(engine: Engine, settings: Settings, count: int) -> list[str]:

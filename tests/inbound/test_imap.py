@@ -24,26 +24,21 @@ from imap_tools import AND, MailBoxUnencrypted
 from sqlalchemy import Engine
 
 from dispatch.audience.tokens import Signer
-from dispatch.compose.issues import load_issue
 from dispatch.config import ImapSettings, InboundSettings, Settings
-from dispatch.deliver.sending import launch_issue, run_worker
-from dispatch.deliver.transport import smtp_transport
-from dispatch.devtools.sink import smtp_sink
 from dispatch.errors import DispatchError
 from dispatch.inbound.imap import poll
 from dispatch.inbound.process import process
 from dispatch.states import ReportKind
 from dispatch.store import reports
 from dispatch.store import subscribers as subs
-from dispatch.store.outbox import plan_audience
 from dispatch.store.secrets import secret
 from tests.helpers import (
     EXAMPLE_ISSUE,
     FIXTURES,
-    configure_delivery,
     eventually,
     populate_audience,
     run_cli,
+    send_example_to_sink,
 )
 
 pytestmark = [
@@ -161,13 +156,8 @@ class Sent:
 
 
 def send(engine: Engine, settings: Settings) -> list[Sent]:
-    issue = load_issue(settings.issues_dir / EXAMPLE_ISSUE, settings)
-    with smtp_sink() as (handler, port):
-        wired = configure_delivery(settings, port)
-        assert launch_issue(engine, issue, plan_audience(engine, issue, wired), wired, NOW)
-        run_worker(engine, wired, smtp_transport(wired.smtp), issue=issue.slug)
     found = []
-    for item in handler.received:
+    for item in send_example_to_sink(engine, settings, NOW):
         msg = message_from_bytes(item.data, policy=policy.SMTP)
         mailto = str(msg["List-Unsubscribe"]).split(",")[1].strip(" <>")
         found.append(Sent(item.recipient, item.sender,

@@ -22,17 +22,16 @@ from cryptography.x509.oid import NameOID
 from sqlalchemy import Engine
 from starlette.testclient import TestClient
 
-from dispatch.compose.issues import load_issue
 from dispatch.config import InboundSettings, Settings, WebhookSettings
-from dispatch.deliver.sending import launch_issue, run_worker
-from dispatch.deliver.transport import smtp_transport
-from dispatch.devtools.sink import smtp_sink
 from dispatch.inbound.webhooks import sns_string_to_sign
 from dispatch.store import reports
 from dispatch.store import subscribers as subs
-from dispatch.store.outbox import plan_audience
 from dispatch.web.app import create_app
-from tests.helpers import EXAMPLE_ISSUE, configure_delivery, populate_audience
+from tests.helpers import (
+    EXAMPLE_ISSUE,
+    populate_audience,
+    send_example_to_sink,
+)
 
 NOW = datetime(2026, 1, 5, 7, 0, tzinfo=UTC)
 LATER = NOW + timedelta(hours=1)
@@ -98,13 +97,8 @@ def hooked(settings: Settings, relay: str | None = None) -> Settings:
 
 def send(engine: Engine, settings: Settings) -> list[Sent]:
     """Launch and deliver the example issue to a sink; what each message carried."""
-    issue = load_issue(settings.issues_dir / EXAMPLE_ISSUE, settings)
-    with smtp_sink() as (handler, port):
-        wired = configure_delivery(settings, port)
-        assert launch_issue(engine, issue, plan_audience(engine, issue, wired), wired, NOW)
-        run_worker(engine, wired, smtp_transport(wired.smtp), issue=issue.slug)
     found = []
-    for item in handler.received:
+    for item in send_example_to_sink(engine, settings, NOW):
         msg = message_from_bytes(item.data, policy=policy.compat32)
         found.append(Sent(item.recipient, str(msg["Message-ID"]),
                           {k: str(v) for k, v in msg.items()}))

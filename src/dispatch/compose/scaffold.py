@@ -105,7 +105,8 @@ def init_project(folder: Path) -> NewProject:
 
 
 def _toml_string(value: str) -> str:
-    # A JSON string is a valid TOML basic string (the same escapes, \uXXXX for controls).
+    # A JSON string is a valid TOML basic string: the same escapes, \u plus four hex digits
+    # for control characters.
     return json.dumps(value, ensure_ascii=False)
 
 
