@@ -58,8 +58,7 @@ def state(engine):
 
 
 @pytest.mark.parametrize("batch", [1, 2, 3, 100])
-def test_streamed_import_answers_as_the_in_memory_one(store_url, tmp_path, monkeypatch,
-                                                      batch):
+def test_streamed_import_answers_as_the_in_memory_one(store_url, tmp_path, batch):
     reference = prepare(f"sqlite:///{tmp_path / 'reference.db'}")
     rows, rejected, read = csvio.read_csv(CSV, TOPICS)
     expected = imports.import_rows(reference, rows, NOW)
@@ -68,9 +67,9 @@ def test_streamed_import_answers_as_the_in_memory_one(store_url, tmp_path, monke
     engine = prepare(store_url)
     path = tmp_path / "in.csv"
     path.write_bytes(CSV.encode())
-    monkeypatch.setattr(imports, "BATCH", batch)
     with csvio.CsvFile(path) as lines:
-        report = imports.import_rows(engine, csvio.iter_csv(lines, TOPICS, lines.source), NOW)
+        report = imports.import_rows(engine, csvio.iter_csv(lines, TOPICS, lines.source), NOW,
+                                     batch=batch)
     assert sorted(report.rejected) == expected_rejected
     assert (report.read, report.added, report.updated) == (read, expected.added,
                                                            expected.updated)
@@ -78,13 +77,13 @@ def test_streamed_import_answers_as_the_in_memory_one(store_url, tmp_path, monke
 
 
 @pytest.mark.parametrize("batch", [1, 4])
-def test_streamed_import_on_both_backends(store_url, tmp_path, monkeypatch, batch):
+def test_streamed_import_on_both_backends(store_url, tmp_path, batch):
     engine = prepare(store_url)
     path = tmp_path / "in.csv"
     path.write_bytes(CSV.encode())
-    monkeypatch.setattr(imports, "BATCH", batch)
     with csvio.CsvFile(path) as lines:
-        report = imports.import_rows(engine, csvio.iter_csv(lines, TOPICS, lines.source), NOW)
+        report = imports.import_rows(engine, csvio.iter_csv(lines, TOPICS, lines.source), NOW,
+                                     batch=batch)
     reasons = {line: reason for line, _, reason in report.rejected}
     assert reasons[4].startswith("suppressed (unsubscribed)")
     assert reasons[6] == reasons[10] == "duplicate of line 2 (topics merged)"
@@ -108,15 +107,13 @@ def test_streamed_import_on_both_backends(store_url, tmp_path, monkeypatch, batc
              known_topics=TOPICS, now=NOW)
 
 
-def test_a_failure_midway_leaves_nothing_and_a_dry_run_changes_nothing(store_url, tmp_path,
-                                                                        monkeypatch):
+def test_a_failure_midway_leaves_nothing_and_a_dry_run_changes_nothing(store_url, tmp_path):
     engine = prepare(store_url)
     before = state(engine)
     path = tmp_path / "in.csv"
     path.write_bytes(CSV.encode() + b"broken@example.com,\xff\xfe,,\r\n")
-    monkeypatch.setattr(imports, "BATCH", 2)
     with pytest.raises(ContentError) as caught, csvio.CsvFile(path) as lines:
-        imports.import_rows(engine, csvio.iter_csv(lines, TOPICS, lines.source), NOW)
+        imports.import_rows(engine, csvio.iter_csv(lines, TOPICS, lines.source), NOW, batch=2)
     assert caught.value.problems[0].line == 13 and "not UTF-8" in str(caught.value.problems[0])
     assert state(engine) == before
     path.write_bytes(CSV.encode())

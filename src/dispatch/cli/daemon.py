@@ -159,7 +159,7 @@ def serve(
     Example: dispatch serve --host 0.0.0.0 --port 8025
     """
     from dispatch.config import WebSettings
-    from dispatch.deliver import sending
+    from dispatch.deliver.loop import Keep, run_delivery
     from dispatch.deliver.transport import smtp_transport
     from dispatch.web import app as web
     from dispatch.web.server import WebServer
@@ -178,9 +178,9 @@ def serve(
         if console is not None:
             console.start()
             log.info("dispatch serve: console on %s/admin/", console.url)
-        sender = threading.Thread(target=sending.deliver_when_due, name="dispatch-delivery",
-                                  args=(engine, settings, smtp_transport(settings.smtp), wake,
-                                        stop))
+        sender = threading.Thread(target=run_delivery, name="dispatch-delivery",
+                                  args=(engine, settings, smtp_transport(settings.smtp)),
+                                  kwargs={"keep": Keep.WHEN_DUE, "stop": stop, "wake": wake})
         sender.start()
         log.info("dispatch serve: %s (public address %s); Ctrl-C stops", server.url,
                  settings.newsletter.base_url)

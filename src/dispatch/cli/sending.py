@@ -4,6 +4,9 @@ shows it, asks, and picks exit codes."""
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -70,9 +73,23 @@ def _print_status(engine: Engine, issue: str | None, as_json: bool = False
     return report
 
 
+@contextmanager
+def _bulk_delivery() -> Iterator[None]:
+    """A process that delivers in bulk switches threads more often (config/defaults.py's
+    SWITCH_INTERVAL says why); set here, by the command, not for every process that
+    happens to deliver."""
+    from dispatch.config.defaults import SWITCH_INTERVAL
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(SWITCH_INTERVAL)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(previous)
+
+
 def _finish(stats: Stats) -> None:
     say(f"this run: {stats_line(stats)}")
-    if stats.paused:  # control.run_delivery has paused the send
+    if stats.paused:  # deliver.loop.run_delivery has paused the send
         raise DispatchError(Problem("delivery", f"paused: the relay refuses us: {stats.paused}. "
                                     "Fix the relay settings (or wait for the relay), then run "
                                     "the same command again to resume."))
@@ -154,6 +171,7 @@ def send(
     from dispatch.compose.issues import load_issue, resolve_issue_path
     from dispatch.deliver import control, sending
     from dispatch.deliver.control import SendAction
+    from dispatch.deliver.loop import run_delivery
     from dispatch.deliver.transport import smtp_transport
     settings = load(config)
     loaded = load_issue(resolve_issue_path(issue, settings), settings)
@@ -183,9 +201,10 @@ def send(
         say(f"{left:,} message(s) queued; run `dispatch worker` to deliver them")
         return
     try:
-        with stop_on_signals() as stop, DeliveryProgress(left, "sending") as bar:
-            stats = control.run_delivery(engine, settings, smtp_transport(settings.smtp),
-                                         issue=loaded.slug, stop=stop, progress=bar)
+        with (stop_on_signals() as stop, DeliveryProgress(left, "sending") as bar,
+              _bulk_delivery()):
+            stats = run_delivery(engine, settings, smtp_transport(settings.smtp),
+                                 issue=loaded.slug, stop=stop, progress=bar)
     except sending.WorkerBusy as busy:
         # A `dispatch worker` already holds this SQLite store: it will deliver the rows.
         holder = busy.problems[0].message.split(" is ")[0]
@@ -210,13 +229,14 @@ def worker(
 
     Example: dispatch worker --until-done
     """
-    from dispatch.deliver import control
+    from dispatch.deliver.loop import run_delivery
     from dispatch.deliver.transport import smtp_transport
     settings, engine = load_with_store(config)
     settings.smtp.check_credentials()
-    with stop_on_signals() as stop, DeliveryProgress(0, "worker", every=10.0) as bar:
-        stats = control.run_delivery(engine, settings, smtp_transport(settings.smtp),
-                                     stop=stop, until_done=until_done, progress=bar)
+    with (stop_on_signals() as stop, DeliveryProgress(0, "worker", every=10.0) as bar,
+          _bulk_delivery()):
+        stats = run_delivery(engine, settings, smtp_transport(settings.smtp), stop=stop,
+                             until_done=until_done, progress=bar)
     _finish(stats)
 
 

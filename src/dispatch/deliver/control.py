@@ -1,6 +1,7 @@
 """An editor's controls over one send, shared by `dispatch send`, `dispatch worker`,
 `dispatch status` and the web console to come: what sending an issue means in each state of
-its send, the delivery run that records a pause, and the per-send status report.
+its send and the per-send status report (the delivery loop that records a pause is
+deliver/loop.py).
 
 Every decision about a send's status is made here (or in schedule/planning.py for the
 scheduling actions) and written through store/sends.py; callers keep only presentation:
@@ -9,9 +10,7 @@ tables, prompts, progress and exit codes.
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -23,9 +22,7 @@ from sqlalchemy import Engine
 
 from dispatch.compose.models import Issue
 from dispatch.config import Settings
-from dispatch.deliver.recording import Stats
-from dispatch.deliver.sending import launch_issue, run_worker
-from dispatch.deliver.transport import Transport
+from dispatch.deliver.sending import launch_issue
 from dispatch.errors import DispatchError, Problem
 from dispatch.states import UNFINISHED, RowState, SendStatus
 from dispatch.store import outbox, reports, sends
@@ -110,20 +107,6 @@ def unfinished(engine: Engine, issue: str) -> int:
     """An issue's messages not yet delivered or given up."""
     counts = outbox.state_counts(engine, issue).get(issue, Counter())
     return sum(counts[state] for state in UNFINISHED)
-
-
-def run_delivery(engine: Engine, settings: Settings, transport: Transport, *,
-                 issue: str | None = None, stop: threading.Event | None = None,
-                 until_done: bool = True, progress: Callable[[Stats], None] = lambda _: None,
-                 wake: threading.Event | None = None) -> Stats:
-    """Deliver as a registered worker (deliver/sending.run_worker). A run the relay made give
-    up (Stats.paused: it refuses us, not the subscribers) pauses the send it delivered, or
-    every running send, so no worker keeps hammering the relay until an editor resumes."""
-    stats = run_worker(engine, settings, transport, issue=issue, stop=stop,
-                       until_done=until_done, progress=progress, wake=wake)
-    if stats.paused:
-        sends.pause_running(engine, issue, stats.paused)
-    return stats
 
 
 def status_report(engine: Engine, issue: str | None = None) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from dispatch.config import DeliverySettings
-from dispatch.deliver.transport import Reply
+from dispatch.deliver.transport import Reply, TransportError
 from dispatch.states import RowState
 from dispatch.store.outbox import Job, RowChange
 
@@ -52,7 +52,7 @@ def classify(reply: Reply) -> Kind:
     code = reply.code
     if 200 <= code < 300:
         return Kind.SENT
-    if reply.stage in ("connect", "mail"):
+    if reply.stage.about_us:
         return Kind.SESSION if 400 <= code < 500 or code < 200 else Kind.SENDER
     if 400 <= code < 500 or code < 200:
         return Kind.RETRY
@@ -64,6 +64,15 @@ def classify(reply: Reply) -> Kind:
     if enhanced and enhanced[2] == "7":
         return Kind.POLICY  # 5.7.x: this recipient's policy refuses the message
     return Kind.FAILED
+
+
+def session_failure(error: TransportError) -> Kind:
+    """What a session that could not be opened means: SENDER when the relay refused us (a
+    5xx greeting, EHLO or AUTH refused, or what no retry can fix: a certificate that does
+    not verify, STARTTLS or AUTH not offered), SESSION when another try may get one."""
+    if error.permanent or (error.reply is not None and classify(error.reply) == Kind.SENDER):
+        return Kind.SENDER
+    return Kind.SESSION
 
 
 def row_change(outcome: Outcome, delivery: DeliverySettings, now: datetime) -> RowChange:

@@ -5,7 +5,6 @@ spanning several domains. Anything about one recipient or one message stays that
 from __future__ import annotations
 
 import threading
-import time
 from datetime import datetime
 
 from dispatch.config import DeliverySettings
@@ -21,35 +20,36 @@ RUN_BREAKERS = (Kind.SENT, Kind.RETRY, Kind.FAILED, Kind.BOUNCED)
 class Health:
     """Whether the relay gives us sessions at all, over every connection: since when none
     could be had (connections refused, timeouts, 4xx greetings, 4xx to MAIL FROM), how many
-    tries, and the last reason. Any transaction that gets past MAIL FROM ends the trouble."""
+    tries, and the last reason. Any transaction that gets past MAIL FROM ends the trouble.
+    Times are the delivery loop's clock (passed in), so a test can run the patience out
+    without waiting for it."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.since: float | None = None
         self.started: datetime | None = None
         self.tries = 0
         self.last = ""
 
     def failed(self, reason: str, now: datetime) -> None:
         with self._lock:
-            if self.since is None:
-                self.since, self.started, self.tries = time.monotonic(), now, 0
+            if self.started is None:
+                self.started, self.tries = now, 0
             self.tries += 1
             self.last = reason
 
     def ok(self) -> None:
-        if self.since is not None:
+        if self.started is not None:
             with self._lock:
-                self.since = None
+                self.started = None
 
-    def trouble(self) -> float:
+    def trouble(self, now: datetime) -> float:
         """Seconds without a session (0 when sessions work)."""
-        since = self.since
-        return 0.0 if since is None else time.monotonic() - since
+        started = self.started
+        return 0.0 if started is None else max((now - started).total_seconds(), 1e-6)
 
-    def describe(self) -> str:
+    def describe(self, now: datetime) -> str:
         started = f" since {self.started:%Y-%m-%d %H:%M:%S} UTC" if self.started else ""
-        return (f"no session with the relay for {self.trouble():.0f} s{started} "
+        return (f"no session with the relay for {self.trouble(now):.0f} s{started} "
                 f"({self.tries} tries); the last: {self.last}")
 
 

@@ -16,8 +16,6 @@ from dispatch.config import DeliverySettings
 from dispatch.deliver.outcomes import Kind, Outcome, row_change
 from dispatch.store.outbox import Job, RowChange
 
-RECORD_EVERY = 0.03  # seconds an outcome may wait for its commit when no connection needs it
-
 
 class Outbox(Protocol):
     def claim(self, limit: int, now: datetime) -> list[Job]: ...
@@ -102,7 +100,7 @@ DIRECT = (Kind.SENT, Kind.UNKNOWN)  # recorded by their connection's thread: not
 class Recorder:
     """The one way outcomes reach the store. Outcomes wait in a list; whichever thread needs
     them stored first (a connection about to write its next final dot, or the store thread
-    when one has waited RECORD_EVERY) commits all of them in one transaction, so the
+    when one has waited `Tuning.record_every`) commits all of them in one transaction, so the
     connections' commits are grouped and no connection waits for another thread to wake."""
 
     def __init__(self, outbox: Outbox, delivery: DeliverySettings,

@@ -1,15 +1,15 @@
 """Sending an issue: launch (snapshot + render once), deliver, dry runs and test sends.
 
-`dispatch demo` and the scheduler's firing call these functions directly; `dispatch send`,
-`dispatch worker` and the daemon's delivery go through deliver/control.py, which decides what
-a send's state calls for and records a pause.
+`dispatch demo` and the scheduler's firing call these functions directly; every command that
+delivers (`dispatch send`, `dispatch worker`, `dispatch run`, `dispatch serve`) goes through
+deliver/loop.run_delivery, which records a pause; deliver/control.py decides what a send's
+state calls for.
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
-import logging
 import os
 import secrets
 import threading
@@ -38,6 +38,7 @@ from dispatch.compose.models import Issue
 from dispatch.compose.render import Rendered, render_variant
 from dispatch.compose.variants import Variant, possible_variants, variant_label
 from dispatch.config import Settings
+from dispatch.config.defaults import TUNING, Tuning
 from dispatch.deliver.outcomes import Kind
 from dispatch.deliver.recording import MemoryOutbox, Stats
 from dispatch.deliver.transport import FileWriter, Reply, SmtpConnection, Transport
@@ -49,12 +50,10 @@ from dispatch.store.outbox import (
     SqlOutbox,
     audience_rows,
     launch,
-    mail_due,
     plan_audience,
 )
 from dispatch.store.secrets import existing_secret, secret
 
-log = logging.getLogger("dispatch.deliver.worker")
 TEST_BANNER = "This is a test send of this issue; subscribers have not received it."
 
 
@@ -118,16 +117,19 @@ def run_worker(engine: Engine, settings: Settings, transport: Transport, *,
                issue: str | None = None, stop: threading.Event | None = None,
                until_done: bool = True, wait_for_retries: bool = True,
                progress: Callable[[Stats], None] = lambda _: None,
-               wake: threading.Event | None = None) -> Stats:
-    """Deliver the running sends' rows (one issue's, or all) as a registered worker."""
+               wake: threading.Event | None = None, clock: Callable[[], datetime] = utcnow,
+               tuning: Tuning = TUNING) -> Stats:
+    """One run of deliveries of the running sends' rows (one issue's, or all) as a
+    registered worker; deliver/loop.run_delivery is the loop every command runs, and the one
+    that pauses a send the relay refuses."""
     outbox = SqlOutbox(engine, settings, issue)
     with worker_lock(engine):
-        outbox.register(utcnow())
+        outbox.register(clock())
         try:
             stats = deliver(outbox, transport, settings, Signer(secret(engine)), stop=stop,
                             until_done=until_done, wait_for_retries=wait_for_retries,
-                            heartbeat=outbox.heartbeat,
-                            progress=progress, wake=wake)
+                            heartbeat=outbox.heartbeat, progress=progress, wake=wake,
+                            clock=clock, tuning=tuning)
         finally:
             outbox.unregister()
     return stats
@@ -236,41 +238,3 @@ def variant_table(issue: Issue, audience: Audience, settings: Settings
 
 def skipped_lines(skipped: Counter[str]) -> list[str]:
     return [f"{n:,} {reason}" for reason, n in sorted(skipped.items())]
-
-
-def _relay(stop: threading.Event, run_stop: threading.Event) -> Callable[[Stats], None]:
-    def relay(_: Stats) -> None:
-        if stop.is_set():
-            run_stop.set()
-    return relay
-
-
-def deliver_when_due(engine: Engine, settings: Settings, transport: Transport,
-                     wake: threading.Event, stop: threading.Event, every: float = 30.0) -> None:
-    """`dispatch serve`'s delivery: deliver when a sign-up wakes this loop, and look for due
-    mail every `every` seconds. The one-worker lock is taken only while there is mail, so
-    `dispatch send` and `dispatch run` are not locked out; when one of them holds it, its
-    worker delivers the confirmations. While it holds the lock, this worker delivers every
-    running send's due rows, not just confirmations: a `dispatch send` that found the lock
-    taken leaves its rows to whoever holds it."""
-    while not stop.is_set():
-        wake.wait(every)
-        wake.clear()
-        if stop.is_set() or not mail_due(engine, utcnow()):
-            continue
-        # deliver() sets its stop event when it ends, so each run gets its own, set from
-        # the progress callback once `stop` is.
-        run_stop = threading.Event()
-        try:
-            stats = run_worker(engine, settings, transport, stop=run_stop,
-                               wait_for_retries=False, progress=_relay(stop, run_stop))
-        except WorkerBusy:
-            continue
-        except Exception:  # a store or relay hiccup must not end the web server
-            log.exception("delivery failed; trying again in %.0f s", every)
-            continue
-        if stats.outcomes:
-            log.info("delivered: %s", ", ".join(f"{n} {kind}" for kind, n in
-                                               sorted(stats.outcomes.items())))
-        if stats.paused:
-            log.error("delivery held back: the relay refuses us: %s", stats.paused)

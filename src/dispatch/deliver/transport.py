@@ -15,6 +15,7 @@ import smtplib
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from threading import Lock
 from typing import Protocol
@@ -23,28 +24,47 @@ from dispatch.config import SmtpSettings
 from dispatch.errors import DispatchError
 
 
+class SmtpStage(StrEnum):
+    """Where in an SMTP session a reply came or a failure happened, as aiosmtplib's
+    exception tree tells them apart (SMTPConnectError, SMTPHeloError, SMTPAuthenticationError,
+    SMTPSenderRefused, SMTPRecipientRefused, SMTPDataError). What a refusal means depends on
+    it: a refusal of the session or of MAIL FROM is about us, one at RCPT about the
+    recipient, and a failure at DOT (after the whole message and its final dot were written)
+    leaves an unknown outcome: the server may have accepted it."""
+
+    CONNECT = "connect"  # the TCP (or implicit TLS) connection and the greeting
+    EHLO = "ehlo"
+    STARTTLS = "starttls"
+    AUTH = "auth"
+    MAIL = "mail"
+    RCPT = "rcpt"
+    DATA = "data"  # the DATA command and the message's bytes
+    DOT = "dot"  # the reply to the final dot
+
+    @property
+    def about_us(self) -> bool:
+        """A refusal here (opening the session, or MAIL FROM) is the relay's answer to us,
+        not about a recipient or a message."""
+        return self not in (SmtpStage.RCPT, SmtpStage.DATA, SmtpStage.DOT)
+
+
 @dataclass(frozen=True)
 class Reply:
     code: int
     text: str
-    # Where in the session it came: "connect" (greeting, EHLO, STARTTLS, AUTH), "mail",
-    # "rcpt", "data" (the DATA command) or "dot" (the reply to the final dot). What a refusal
-    # means depends on it: a MAIL FROM refusal is about us, an RCPT one about the recipient.
-    stage: str = "dot"
+    stage: SmtpStage = SmtpStage.DOT  # where in the session it came
 
     def __str__(self) -> str:
         return f"{self.code} {self.text}".strip()
 
 
 class TransportError(Exception):
-    """The connection failed or dropped; `reply` is the server's refusal when there was one.
-    `stage` is where it happened (as Reply.stage); "dot" means after the whole message and
-    its final dot were written: the server may have accepted it (an unknown outcome).
-    `permanent`: retrying cannot help (the certificate does not verify, STARTTLS or AUTH is
-    not offered): a refusal of the session like a 5xx one."""
+    """The connection failed or dropped; `reply` is the server's refusal when there was one,
+    `stage` where it happened. `permanent`: retrying cannot help (the certificate does not
+    verify, STARTTLS or AUTH is not offered): a refusal of the session like a 5xx one."""
 
-    def __init__(self, message: str, reply: Reply | None = None, stage: str = "connect",
-                 permanent: bool = False) -> None:
+    def __init__(self, message: str, reply: Reply | None = None,
+                 stage: SmtpStage = SmtpStage.CONNECT, permanent: bool = False) -> None:
         super().__init__(message)
         self.reply = reply
         self.stage = stage
@@ -57,7 +77,7 @@ class Abandoned(TransportError):
 
 
 Envelope = tuple[str, str, bool]  # MAIL FROM, RCPT TO, whether SMTPUTF8 is needed
-STAGES = ("mail", "rcpt", "data")  # each envelope command's stage, as Reply.stage
+STAGES = (SmtpStage.MAIL, SmtpStage.RCPT, SmtpStage.DATA)  # each envelope command's stage
 
 
 class Connection(Protocol):
@@ -80,7 +100,7 @@ class Connection(Protocol):
 Transport = Callable[[], Connection]  # opens a connection
 
 
-def _reply(code: int, message: bytes | str, stage: str = "connect") -> Reply:
+def _reply(code: int, message: bytes | str, stage: SmtpStage = SmtpStage.CONNECT) -> Reply:
     text = message.decode("utf-8", "replace") if isinstance(message, bytes) else message
     return Reply(code, " ".join(text.split()), stage)
 
@@ -96,6 +116,7 @@ class SmtpConnection:
         context = context or ssl.create_default_context()
         self._timeout = settings.timeout
         self._data_timeout = settings.data_timeout
+        stage = SmtpStage.CONNECT
         try:
             if settings.security == "tls":
                 self._smtp: smtplib.SMTP = smtplib.SMTP_SSL(
@@ -105,28 +126,42 @@ class SmtpConnection:
                 self._smtp = smtplib.SMTP(settings.host, settings.port,
                                           local_hostname=settings.helo_name,
                                           timeout=settings.timeout)
-            self._smtp.ehlo()
+            stage = SmtpStage.EHLO
+            self._ehlo()
             if settings.security == "starttls":
+                stage = SmtpStage.STARTTLS
                 self._smtp.starttls(context=context)
-                self._smtp.ehlo()
+                stage = SmtpStage.EHLO
+                self._ehlo()
             if settings.username:
+                stage = SmtpStage.AUTH
                 self._smtp.login(settings.username, settings.password() or "")
         except smtplib.SMTPResponseException as exc:
             self._abandon()
             raise TransportError(f"{settings.host}:{settings.port} refused the session",
-                                 _reply(exc.smtp_code, exc.smtp_error)) from None
+                                 _reply(exc.smtp_code, exc.smtp_error, stage),
+                                 stage) from None
         except DispatchError as exc:  # the password variable vanished since the start
             self._abandon()
-            raise TransportError(str(exc), permanent=True) from None
+            raise TransportError(str(exc), stage=stage, permanent=True) from None
         except (OSError, smtplib.SMTPException) as exc:
             self._abandon()
             permanent = isinstance(exc, (ssl.SSLCertVerificationError,
                                          smtplib.SMTPNotSupportedError))
             raise TransportError(f"cannot connect to {settings.host}:{settings.port}: "
-                                 f"{exc or type(exc).__name__}", permanent=permanent) from None
+                                 f"{exc or type(exc).__name__}", stage=stage,
+                                 permanent=permanent) from None
         self._pipelining = self._smtp.has_extn("pipelining")
         self._ahead: Envelope | None = None  # the envelope written after the last final dot
         self.smtputf8 = self._smtp.has_extn("smtputf8")
+
+    def _ehlo(self) -> None:
+        # smtplib returns a refused EHLO rather than raising; an old server may take HELO.
+        code, message = self._smtp.ehlo()
+        if code != 250:
+            code, message = self._smtp.helo()
+        if code != 250:
+            raise smtplib.SMTPHeloError(code, message)
 
     def _abandon(self) -> None:
         self._ahead = None
@@ -135,7 +170,7 @@ class SmtpConnection:
         except (AttributeError, OSError):
             pass
 
-    def _read(self, stage: str) -> Reply:
+    def _read(self, stage: SmtpStage) -> Reply:
         code, message = self._smtp.getreply()
         if code == -1:
             raise TransportError("connection dropped", stage=stage)
@@ -153,15 +188,16 @@ class SmtpConnection:
         envelope = (sender, recipient, utf8)
         sock = self._smtp.sock
         if sock is None:
-            raise TransportError("connection closed", stage="mail")
-        stage = "mail"
+            raise TransportError("connection closed", stage=SmtpStage.MAIL)
+        stage = SmtpStage.MAIL
         try:
             replies: list[Reply] = []
             if self._ahead is not None:
                 # This envelope went out with the previous message's final dot: its three
                 # replies follow that one's, in order.
                 if self._ahead != envelope:
-                    raise TransportError("not the envelope written ahead", stage="mail")
+                    raise TransportError("not the envelope written ahead",
+                                         stage=SmtpStage.MAIL)
                 self._ahead = None
             elif self._pipelining:
                 sock.sendall(b"".join(self._commands(envelope)))
@@ -177,25 +213,25 @@ class SmtpConnection:
                     if replies[-1].code // 100 != ok // 100:
                         break
             if len(replies) == 3 and replies[2].code == 354:
-                stage = "data"
+                stage = SmtpStage.DATA
                 if before_dot is not None and not before_dot():
                     self._abandon()  # no way to take back a DATA but to hang up
-                    raise Abandoned("stopped before the final dot", stage="data")
+                    raise Abandoned("stopped before the final dot", stage=SmtpStage.DATA)
                 # data ends with CRLF and no line starts with "."; the next transaction's
                 # commands ride in the same write (RFC 2920): one round trip per message.
                 ahead = self._commands(then) if then is not None and self._pipelining else []
                 sock.sendall(b"".join((data, b".\r\n", *ahead)))
                 self._ahead = then if ahead else None
-                stage = "dot"
+                stage = SmtpStage.DOT
                 sock.settimeout(self._data_timeout)
-                reply = self._read("dot")
+                reply = self._read(SmtpStage.DOT)
                 sock.settimeout(self._timeout)
                 return reply
             refusal = next(r for r in replies if r.code >= 400)
             if replies[-1].code != 421:
                 try:
                     sock.sendall(b"RSET\r\n")
-                    self._read("mail")
+                    self._read(SmtpStage.MAIL)
                 except (OSError, smtplib.SMTPException, TransportError):
                     self._abandon()  # the next send finds it closed and reconnects
             return refusal

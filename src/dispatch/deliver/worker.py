@@ -2,10 +2,11 @@
 
 One thread per connection does the network work; the calling thread claims rows in batches,
 hands them to the connection threads, decides what their outcomes mean for the send (runs of
-refusals, pauses) and checks every STATUS_EVERY whether an editor paused or cancelled it.
-Outcomes reach the store through one Recorder: a connection writes a message's final dot
+refusals, pauses) and checks every `Tuning.status_every` whether an editor paused or cancelled
+it. Outcomes reach the store through one Recorder: a connection writes a message's final dot
 only once the previous message it sent is recorded, committing itself, in one transaction,
-every outcome waiting by then (the calling thread commits stragglers within RECORD_EVERY).
+every outcome waiting by then (the calling thread commits stragglers within
+`Tuning.record_every`). The cadences are config/defaults.py's `Tuning`, passed in.
 So a killed process has re-sent at most one accepted-but-unrecorded message per connection,
 and never skips anyone: a claimed row is either recorded or, when its worker is found dead,
 queued again.
@@ -23,7 +24,6 @@ goes through exactly this path with an in-memory outbox and a transport that wri
 from __future__ import annotations
 
 import queue
-import sys
 import threading
 import time
 from collections import Counter
@@ -35,30 +35,28 @@ from typing import TypeVar
 from dispatch.audience.tokens import Signer
 from dispatch.clock import utcnow
 from dispatch.config import Settings
+from dispatch.config.defaults import TUNING, Tuning
 from dispatch.deliver.messages import Built, Messages
-from dispatch.deliver.outcomes import Kind, Outcome, classify
+from dispatch.deliver.outcomes import Kind, Outcome, classify, session_failure
 from dispatch.deliver.pausing import Health, Runs
 from dispatch.deliver.ratelimit import RateLimiter
 from dispatch.deliver.recording import (
     DIRECT,
-    RECORD_EVERY,
     Outbox,
     Recorder,
     Result,
     Signal,
     Stats,
 )
-from dispatch.deliver.transport import Abandoned, Connection, Transport, TransportError
+from dispatch.deliver.transport import (
+    Abandoned,
+    Connection,
+    SmtpStage,
+    Transport,
+    TransportError,
+)
 from dispatch.states import SendStatus
 from dispatch.store.outbox import Job
-
-HEARTBEAT = 2.0  # seconds between heartbeats, each also finding dead workers on this host
-POLL = 2.0  # seconds between looks at an idle outbox
-STATUS_EVERY = 0.5  # seconds between looks at whether the sends in hand were paused
-COUNT_EVERY = 5.0  # seconds between counts of the rows left (the progress line's total)
-SWITCH_INTERVAL = 0.0005  # seconds; see deliver()
-SESSION_BACKOFF = 0.5  # seconds before trying again for a session, doubling per failure
-SESSION_BACKOFF_MAX = 30.0
 
 
 @dataclass
@@ -82,8 +80,10 @@ class _Sender:
     """One connection's loop; keeps the connection open between messages."""
 
     def __init__(self, transport: Transport, messages: Messages, limiter: RateLimiter,
-                 clock: Callable[[], datetime], shared: _Shared, recorder: Recorder) -> None:
+                 clock: Callable[[], datetime], shared: _Shared, recorder: Recorder,
+                 tuning: Tuning) -> None:
         self.transport = transport
+        self.tuning = tuning
         self.recorder = recorder
         self.messages = messages
         self.limiter = limiter
@@ -150,8 +150,8 @@ class _Sender:
                     # A session that worked and was lost is reconnected at once; a refusal,
                     # or a second failure in a row, backs off, doubling each time.
                     if not (self.failures == 1 and self.dropped):
-                        stop.wait(min(SESSION_BACKOFF * 2 ** (self.failures - 1),
-                                      SESSION_BACKOFF_MAX))
+                        stop.wait(min(self.tuning.session_backoff * 2 ** (self.failures - 1),
+                                      self.tuning.session_backoff_max))
         finally:
             self._hang_up()
 
@@ -231,11 +231,11 @@ class _Sender:
             return Outcome(job, Kind.REQUEUE, f"{exc}: the last outcome could not be stored")
         except TransportError as exc:
             self.conn = None
-            if exc.stage == "dot":
+            if exc.stage is SmtpStage.DOT:
                 self._session_works()
                 return Outcome(job, Kind.UNKNOWN, f"connection lost after the final dot, "
                                                   f"before the reply: {exc}")
-            if exc.stage == "mail":  # a stale or refused session: the message was not offered
+            if exc.stage is SmtpStage.MAIL:  # a stale or refused session: nothing offered
                 return self._session_failed(job, f"{exc} (at MAIL FROM)", dropped=True)
             self._session_works()
             return Outcome(job, Kind.RETRY, f"{exc} (at {exc.stage.upper()})")
@@ -263,9 +263,8 @@ class _Sender:
                 self.conn = self.transport()
             except TransportError as exc:
                 reason = f"{exc}: {exc.reply}" if exc.reply else str(exc)
-                if exc.permanent or (exc.reply is not None
-                                     and classify(exc.reply) == Kind.SENDER):
-                    return Outcome(job, Kind.SENDER, reason)  # 5xx greeting, AUTH refused
+                if session_failure(exc) is Kind.SENDER:  # 5xx greeting, AUTH refused
+                    return Outcome(job, Kind.SENDER, f"{reason} (at {exc.stage.upper()})")
                 return self._session_failed(job, reason)
         if ready.built.utf8 and not self.conn.smtputf8:
             return Outcome(job, Kind.FAILED, "relay does not offer SMTPUTF8, which the "
@@ -278,17 +277,21 @@ def deliver(outbox: Outbox, transport: Transport, settings: Settings, signer: Si
             until_done: bool = True, heartbeat: Callable[[datetime], object] | None = None,
             progress: Callable[[Stats], None] = lambda _: None,
             clock: Callable[[], datetime] = utcnow,
-            wake: threading.Event | None = None) -> Stats:
+            wake: threading.Event | None = None, tuning: Tuning = TUNING) -> Stats:
     """Drain the outbox's due rows over `settings.delivery.connections` connections.
 
     Returns when nothing is left to deliver (waiting for scheduled retries unless told not to),
     when `stop` is set (in-flight messages finish, the rest go back to the queue), or when the
     relay refuses us (Stats.paused says why; see the module docstring). A send paused or
-    cancelled meanwhile is noticed within STATUS_EVERY: no new message of it is started. With
-    until_done False the worker keeps polling for new sends until stopped; setting `wake` (the
-    scheduler does, after a launch) ends an idle wait at once.
+    cancelled meanwhile is noticed within `tuning.status_every`: no new message of it is
+    started. With until_done False the worker keeps polling for new sends until stopped;
+    setting `wake` (the scheduler does, after a launch) ends an idle wait at once, and whoever
+    sets `stop` sets `wake` too, else the stop is seen within `tuning.poll`. `stop` is only
+    read: the same event can stop run after run. Times in the store and the session patience
+    are `clock`'s; the cadences (`tuning`) are measured on the monotonic clock.
     """
     stop = stop or threading.Event()
+    halt = threading.Event()  # this run ends: stopped, paused, or done
     delivery = settings.delivery
     messages = Messages(outbox, settings, signer)
     limiter = RateLimiter(delivery.rate, delivery.domain_rates)
@@ -299,19 +302,14 @@ def deliver(outbox: Outbox, transport: Transport, settings: Settings, signer: Si
     results: queue.SimpleQueue[Result] = queue.SimpleQueue()
     nudge: queue.SimpleQueue[bool] = queue.SimpleQueue()  # see _Sender.run
     threads = [threading.Thread(
-        target=_Sender(transport, messages, limiter, clock, shared, recorder).run,
-        args=(work, results, nudge, stop), daemon=True, name=f"dispatch-connection-{i}")
+        target=_Sender(transport, messages, limiter, clock, shared, recorder, tuning).run,
+        args=(work, results, nudge, halt), daemon=True, name=f"dispatch-connection-{i}")
         for i in range(delivery.connections)]
-    # The connection threads spend their time waiting on sockets; with Python's default 5 ms
-    # GIL switch interval a thread whose reply has arrived waits behind the store work.
-    # A shorter interval lifted throughput to Postfix's smtp-sink by about 15%.
-    switch_interval = sys.getswitchinterval()
-    sys.setswitchinterval(SWITCH_INTERVAL)
     for thread in threads:
         thread.start()
-    runs = Runs(delivery, stats, stop)
+    runs = Runs(delivery, stats, halt)
     batch = max(25, delivery.connections * 25)  # rows per claim; at most 2 batches held
-    beat_every = min(HEARTBEAT, delivery.worker_lease / 4)
+    beat_every = min(tuning.heartbeat, delivery.worker_lease / 4)
     in_flight = 0
     in_hand: Counter[str] = Counter()  # issue -> its jobs handed to the connections
     last_beat = last_status = time.monotonic()
@@ -319,23 +317,25 @@ def deliver(outbox: Outbox, transport: Transport, settings: Settings, signer: Si
     last_count = time.monotonic()
     try:
         while True:
+            if stop.is_set():
+                halt.set()
             if recorder.error is not None:
                 raise recorder.error
             now = clock()
             if heartbeat and time.monotonic() - last_beat >= beat_every:
                 heartbeat(now)
                 last_beat = time.monotonic()
-            if time.monotonic() - last_count >= COUNT_EVERY:  # new launches, other workers
+            if time.monotonic() - last_count >= tuning.count_every:  # new launches, others
                 stats.looked(outbox.waiting(now)[0])
                 last_count = time.monotonic()
-            if in_flight and time.monotonic() - last_status >= STATUS_EVERY:
+            if in_flight and time.monotonic() - last_status >= tuning.status_every:
                 shared.halted = outbox.halted(+in_hand)
                 last_status = time.monotonic()
-            if shared.health.trouble():
-                stats.note = shared.health.describe()
-                if shared.health.trouble() >= delivery.session_patience:
-                    runs.pause(shared.health.describe())
-            if not stop.is_set() and in_flight <= batch:
+            if trouble := shared.health.trouble(now):
+                stats.note = shared.health.describe(now)
+                if trouble >= delivery.session_patience:
+                    runs.pause(shared.health.describe(now))
+            if not halt.is_set() and in_flight <= batch:
                 for job in outbox.claim(batch, now):
                     work.put(job)
                     in_flight += 1
@@ -346,7 +346,7 @@ def deliver(outbox: Outbox, transport: Transport, settings: Settings, signer: Si
                 if recorder.age():
                     recorder.commit()
                     continue
-                if stop.is_set():
+                if halt.is_set():
                     break
                 left, due = outbox.waiting(now)
                 stats.looked(left)
@@ -355,9 +355,9 @@ def deliver(outbox: Outbox, transport: Transport, settings: Settings, signer: Si
                     break
                 # Nothing claimable now: retries are scheduled later, other workers hold the
                 # remaining rows, or (as a daemon) there is no running send at all.
-                pause = POLL
+                pause = tuning.poll
                 if due is not None:
-                    pause = min(POLL, max(0.0, (due - now).total_seconds()))
+                    pause = min(tuning.poll, max(0.0, (due - now).total_seconds()))
                     stats.note = (f"{stats.left:,} left; next retry in "
                                   f"{(due - now).total_seconds():.0f} s")
                 elif stats.left:
@@ -369,25 +369,24 @@ def deliver(outbox: Outbox, transport: Transport, settings: Settings, signer: Si
                 else:
                     stop.wait(pause)
                 continue
-            if not shared.health.trouble():
+            if not shared.health.trouble(now):
                 stats.note = ""
-            _drain(nudge, timeout=max(0.001, RECORD_EVERY - recorder.age()))
+            _drain(nudge, timeout=max(0.001, tuning.record_every - recorder.age()))
             outcomes = _drain(results, timeout=0)
             in_flight -= len(outcomes)
             for outcome, _ in outcomes:
                 in_hand[outcome.job.issue] -= 1
             recorder.add(runs.decide(outcomes))
-            # Outcomes no connection is waiting for are stored within RECORD_EVERY.
-            if recorder.age() >= RECORD_EVERY or in_flight == 0 or stop.is_set():
+            # Outcomes no connection is waiting for are stored within record_every.
+            if recorder.age() >= tuning.record_every or in_flight == 0 or halt.is_set():
                 recorder.commit()
             progress(stats)
     finally:
-        stop.set()  # anything still queued goes back as REQUEUE
+        halt.set()  # anything still queued goes back as REQUEUE
         for _ in threads:
             work.put(None)
         for thread in threads:
             thread.join()
-        sys.setswitchinterval(switch_interval)
         recorder.add(runs.decide(_drain(results, timeout=0)) + runs.settle())
         failed, recorder.error = recorder.error, None
         recorder.commit()  # one more try for what a failed commit left

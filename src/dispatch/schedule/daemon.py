@@ -23,13 +23,13 @@ from sqlalchemy import Engine
 from dispatch.clock import utcnow
 from dispatch.config import Settings, load_settings
 from dispatch.config.cron import cron_trigger
-from dispatch.deliver.control import run_delivery
+from dispatch.config.defaults import TUNING, Tuning
+from dispatch.deliver.loop import Keep, run_delivery
 from dispatch.deliver.recording import Stats
-from dispatch.deliver.sending import WorkerBusy
 from dispatch.deliver.transport import Transport
 from dispatch.errors import ConfigError
 from dispatch.schedule.digests import digests_due
-from dispatch.schedule.firing import Event, fire
+from dispatch.schedule.firing import Event, EventKind, fire
 from dispatch.states import SendStatus
 from dispatch.store import outbox, sends
 
@@ -49,7 +49,8 @@ def tick(engine: Engine, settings: Settings, now: datetime) -> list[Event]:
 
 
 # What an operator must act on stands out in the log: an issue or digest that could not go out.
-LEVELS = {"failed": logging.ERROR, "missed": logging.WARNING, "digest-missed": logging.WARNING}
+LEVELS = {EventKind.FAILED: logging.ERROR, EventKind.MISSED: logging.WARNING,
+          EventKind.DIGEST_MISSED: logging.WARNING}
 
 
 def log_event(event: Event) -> None:
@@ -65,8 +66,10 @@ class Daemon:
     def __init__(self, engine: Engine, settings: Settings, transport: Transport, *,
                  clock: Callable[[], datetime] = utcnow,
                  on_event: Callable[[Event], None] = log_event,
-                 progress: Callable[[Stats], None] = lambda _: None) -> None:
+                 progress: Callable[[Stats], None] = lambda _: None,
+                 tuning: Tuning = TUNING) -> None:
         self.engine = engine
+        self.tuning = tuning
         self.progress = progress
         self._sending: set[str] = set()
         self.settings = settings
@@ -75,7 +78,6 @@ class Daemon:
         self.on_event = on_event
         self.stopping = threading.Event()
         self._wake = threading.Event()  # a launch ends the delivery worker's idle wait
-        self._run_stop = threading.Event()
         self._lock = threading.Lock()
         self._worker: threading.Thread | None = None
         self._config_mtime = self._mtime()
@@ -130,7 +132,7 @@ class Daemon:
             except Exception:  # a store hiccup must not end the daemon; the next sync retries
                 log.exception("scheduler tick failed")
                 return []
-            if any(e.kind in ("launched", "digest") for e in events):
+            if any(e.kind in (EventKind.LAUNCHED, EventKind.DIGEST) for e in events):
                 self._wake.set()
             events += self._finished()
             for event in events:
@@ -146,7 +148,7 @@ class Daemon:
         for slug in sorted(self._sending - sending):
             counts = outbox.state_counts(self.engine, slug).get(slug, Counter())
             detail = ", ".join(f"{n:,} {state}" for state, n in sorted(counts.items()))
-            events.append(Event(known[slug].status, slug, f"{detail} of "
+            events.append(Event(EventKind(known[slug].status), slug, f"{detail} of "
                                 f"{known[slug].recipients:,} recipient(s)"))
         self._sending = sending
         return events
@@ -180,31 +182,14 @@ class Daemon:
         self._worker.start()
 
     def _deliver(self) -> None:
-        while True:
-            # deliver() sets its stop event when it ends, so each run gets its own.
-            self._run_stop = run_stop = threading.Event()
-            if self.stopping.is_set():
-                return
-            try:
-                stats = run_delivery(self.engine, self.settings, self.transport,
-                                     stop=run_stop, until_done=False, progress=self.progress,
-                                     wake=self._wake)
-            except WorkerBusy as busy:
-                log.warning("%s; retrying in 10 s", busy.problems[0])
-                self.stopping.wait(10)
-                continue
-            except Exception:  # the store or the relay went away; keep the daemon up
-                log.exception("delivery worker failed; restarting in 10 s")
-                self.stopping.wait(10)
-                continue
-            if stats.paused:  # run_delivery paused every running send
-                log.error("delivery paused: the relay refuses us: %s. Fix the relay settings "
-                          "(or wait for the relay), then `dispatch resume ISSUE`", stats.paused)
+        """The daemon's delivery: deliver/loop.py's loop, holding a worker until stopped."""
+        run_delivery(self.engine, self.settings, self.transport, keep=Keep.HOLDING,
+                     stop=self.stopping, wake=self._wake, progress=self.progress,
+                     clock=self.clock, tuning=self.tuning)
 
     def stop(self) -> None:
         """Stop waking up, let in-flight messages finish, hand the rest back to the queue."""
         self.stopping.set()
-        self._run_stop.set()
         self._wake.set()
         self.scheduler.shutdown(wait=True)
         if self._worker is not None:

@@ -9,6 +9,7 @@ import logging
 import shutil
 import tempfile
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -20,12 +21,25 @@ from dispatch.compose.issues import ISSUE_FILE
 from dispatch.config import RecurringSchedule, Settings
 from dispatch.config.cron import cron_trigger, fire_times, next_fire
 from dispatch.errors import DispatchError
-from dispatch.schedule.firing import Event, _late, fire
+from dispatch.schedule.firing import Event, EventKind, fire, late_by
 from dispatch.schedule.planning import validate
 from dispatch.store import schedules as runs
 from dispatch.store import sends
 
 log = logging.getLogger("dispatch.schedule")
+
+
+class RunOutcome(StrEnum):
+    """What became of a recurring schedule's fire time (stored in schedule_runs.outcome)."""
+
+    CREATED = "created"  # a digest issue was built and scheduled
+    NOTHING_NEW = "nothing new"
+    FAILED = "failed"
+    MISSED = "missed"  # more than schedule.grace late: not built
+
+
+_EVENT_OF = {RunOutcome.NOTHING_NEW: EventKind.NOTHING_NEW, RunOutcome.FAILED: EventKind.FAILED,
+             RunOutcome.MISSED: EventKind.DIGEST_MISSED, RunOutcome.CREATED: EventKind.DIGEST}
 
 
 def _issue_toml(subject: str, briefs: list[str]) -> str:
@@ -76,9 +90,9 @@ def build_digest(engine: Engine, settings: Settings, recurring: RecurringSchedul
     if not found:
         message = (f"nothing new in {recurring.folder}/ since the last digest; no issue built"
                    if folder.is_dir() else f"no folder {recurring.folder}/; no issue built")
-        return _record(engine, name, fire_time, "nothing new", now, None, message)
+        return _record(engine, name, fire_time, RunOutcome.NOTHING_NEW, now, None, message)
     if not new:
-        return _record(engine, name, fire_time, "failed", now, None,
+        return _record(engine, name, fire_time, RunOutcome.FAILED, now, None,
                        f"no issue built{skipped}")
     slug = f"{local:%Y-%m-%d}-{name}"
     if sends.get_send(engine, slug) is not None:  # an earlier run the same day took the name
@@ -88,7 +102,7 @@ def build_digest(engine: Engine, settings: Settings, recurring: RecurringSchedul
         try:
             issue = validate(settings, target, now)
         except DispatchError as exc:
-            return _record(engine, name, fire_time, "failed", now, slug,
+            return _record(engine, name, fire_time, RunOutcome.FAILED, now, slug,
                            "; ".join(str(p) for p in exc.problems))
     else:
         # Built and checked beside issues/, then moved into place in one rename.
@@ -102,39 +116,38 @@ def build_digest(engine: Engine, settings: Settings, recurring: RecurringSchedul
                 issue = validate(settings, draft, now)
                 draft.rename(target)
             except DispatchError as exc:
-                return _record(engine, name, fire_time, "failed", now, slug,
+                return _record(engine, name, fire_time, RunOutcome.FAILED, now, slug,
                                "; ".join(str(p) for p in exc.problems) + skipped)
             except OSError as exc:
-                return _record(engine, name, fire_time, "failed", now, slug,
+                return _record(engine, name, fire_time, RunOutcome.FAILED, now, slug,
                                f"cannot create issues/{slug}: {exc}")
     carried = [b.path.name for b in issue.briefs]
     try:
         with engine.begin() as conn:
-            runs.record_run(conn, name, fire_time, "created", now, issue=slug)
+            runs.record_run(conn, name, fire_time, RunOutcome.CREATED, now, issue=slug)
             runs.record_carried(conn, recurring.folder, carried, slug, now)
             sends.schedule_row(conn, issue, fire_time, now, zone=recurring.timezone)
     except IntegrityError:
         if runs.has_run(engine, name, fire_time):
             return None  # another daemon built it
-        return _record(engine, name, fire_time, "failed", now, slug,
+        return _record(engine, name, fire_time, RunOutcome.FAILED, now, slug,
                        f"an issue named {slug} is already scheduled or sent")
     send = sends.get_send(engine, slug)
     assert send is not None
     launched = fire(engine, settings, send, now)
     detail = f"; {launched.message}" if launched else ""
-    return Event("digest", name, f"built {slug} from {len(carried)} new brief(s){skipped}"
-                                 f"{detail}")
+    return Event(EventKind.DIGEST, name, f"built {slug} from {len(carried)} new brief(s)"
+                                         f"{skipped}{detail}")
 
 
-def _record(engine: Engine, name: str, fire_time: datetime, outcome: str, now: datetime,
+def _record(engine: Engine, name: str, fire_time: datetime, outcome: RunOutcome, now: datetime,
             issue: str | None, message: str) -> Event | None:
     try:
         with engine.begin() as conn:
             runs.record_run(conn, name, fire_time, outcome, now, issue=issue, note=message)
     except IntegrityError:
         return None
-    kind = {"nothing new": "nothing-new", "missed": "digest-missed"}.get(outcome, outcome)
-    return Event(kind, name, message)
+    return Event(_EVENT_OF[outcome], name, message)
 
 
 def digests_due(engine: Engine, settings: Settings, recurring: RecurringSchedule,
@@ -149,8 +162,9 @@ def digests_due(engine: Engine, settings: Settings, recurring: RecurringSchedule
         missed = fire_times(trigger, last, now - grace, limit=1)
         if missed:
             message = (f"the digest due {missed[-1]:%Y-%m-%d %H:%M} UTC was more than "
-                       f"{_late(grace)} late when a daemon came back; not built")
-            event = _record(engine, recurring.name, missed[-1], "missed", now, None, message)
+                       f"{late_by(grace)} late when a daemon came back; not built")
+            event = _record(engine, recurring.name, missed[-1], RunOutcome.MISSED, now, None,
+                            message)
             events += [event] if event else []
     due = fire_times(trigger, now - grace, now, limit=1)
     if due and not runs.has_run(engine, recurring.name, due[-1]):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 
 from sqlalchemy import Engine
 
@@ -19,11 +20,26 @@ from dispatch.store.outbox import plan_audience
 from dispatch.store.sends import SendInfo
 
 
+class EventKind(StrEnum):
+    """What the scheduler did (or saw), as the daemon's log names it."""
+
+    LAUNCHED = "launched"  # a scheduled issue went out
+    MISSED = "missed"  # it was more than schedule.grace late
+    FAILED = "failed"  # it, or a digest, could not be launched or built
+    DIGEST = "digest"  # a recurring digest was built (and launched)
+    NOTHING_NEW = "nothing-new"  # a digest's time came with no new brief
+    DIGEST_MISSED = "digest-missed"  # a digest was more than schedule.grace late
+    # A send stopped sending since the daemon's last look (its new status).
+    SENT = "sent"
+    PAUSED = "paused"
+    CANCELLED = "cancelled"
+
+
 @dataclass(frozen=True)
 class Event:
     """Something the scheduler did, for the daemon's log and for tests."""
 
-    kind: str  # launched, missed, failed, digest, nothing-new, digest-missed
+    kind: EventKind
     subject: str  # the issue slug or the recurring schedule's name
     message: str
 
@@ -31,7 +47,7 @@ class Event:
         return f"{self.subject}: {self.kind}: {self.message}"
 
 
-def _late(delta: timedelta) -> str:
+def late_by(delta: timedelta) -> str:
     minutes = int(delta.total_seconds() // 60)
     return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min"
 
@@ -43,11 +59,11 @@ def fire(engine: Engine, settings: Settings, send: SendInfo, now: datetime) -> E
     grace = settings.schedule.grace
     if now - send.send_at > grace:
         reason = (f"due {send.send_at:%Y-%m-%d %H:%M} UTC but no daemon ran until "
-                  f"{now:%Y-%m-%d %H:%M} UTC ({_late(now - send.send_at)} late; schedule.grace "
-                  f"is {_late(grace)}); not sent. Schedule it again to send it")
+                  f"{now:%Y-%m-%d %H:%M} UTC ({late_by(now - send.send_at)} late; schedule.grace "
+                  f"is {late_by(grace)}); not sent. Schedule it again to send it")
         if sends.set_status(engine, send.issue, SendStatus.MISSED, reason=reason,
                             from_=[SendStatus.SCHEDULED]):
-            return Event("missed", send.issue, reason)
+            return Event(EventKind.MISSED, send.issue, reason)
         return None
     try:
         issue = load_issue(resolve_issue_path(send.issue, settings), settings)
@@ -70,10 +86,10 @@ def fire(engine: Engine, settings: Settings, send: SendInfo, now: datetime) -> E
         reason = "; ".join(str(p) for p in exc.problems)
         if sends.set_status(engine, send.issue, SendStatus.FAILED, reason=reason,
                             from_=[SendStatus.SCHEDULED]):
-            return Event("failed", send.issue, reason)
+            return Event(EventKind.FAILED, send.issue, reason)
         return None
     if not launched:
         return None
     how = (f", each at {send.local_time[11:16]} in their own zone" if send.local_time else "")
-    return Event("launched", send.issue, f"{audience.recipients:,} recipient(s) in "
-                                         f"{len(audience.variants)} variant(s){how}")
+    return Event(EventKind.LAUNCHED, send.issue, f"{audience.recipients:,} recipient(s) in "
+                                                  f"{len(audience.variants)} variant(s){how}")

@@ -20,11 +20,11 @@ from sqlalchemy import Connection, Engine, bindparam, func, insert, select, text
 
 from dispatch.audience.addresses import email_hash
 from dispatch.audience.csvio import Rejected, Row, merge_duplicate
+from dispatch.config.defaults import IMPORT_BATCH
 from dispatch.states import SUPPRESSING, SubscriberStatus
 from dispatch.store.schema import subscriber_topics, subscribers
 from dispatch.store.subscribers import IN_CHUNK, chunks, topics_by_id
 
-BATCH = 10_000
 _TOUCHED, _NAMED, _ZONED = 1, 2, 4  # what this import did to a subscriber id
 
 
@@ -38,17 +38,18 @@ class ImportReport:
 
 
 def import_rows(engine: Engine, rows: Iterable[Row | Rejected], now: datetime, *,
-                dry_run: bool = False, progress: Callable[[int], None] = lambda _: None
-                ) -> ImportReport:
+                dry_run: bool = False, progress: Callable[[int], None] = lambda _: None,
+                batch: int = IMPORT_BATCH) -> ImportReport:
     """Add new subscribers and merge topics into existing ones, in one transaction: a failure
     anywhere leaves the store exactly as it was. Suppressed addresses are rejected; a
     Rejected item (csvio.iter_csv's) is reported as it is; a later row for an address seen
     earlier is merged into the first (topics added, name and zone if the first had none) and
-    reported as its duplicate. `progress` gets the number of rows handled so far."""
+    reported as its duplicate. `progress` gets the number of rows handled so far; `batch` rows
+    are read and written at a time."""
     report = ImportReport(dry_run=dry_run)
     try:
         with engine.begin() as conn:
-            _Import(conn, now, report).run(rows, progress)
+            _Import(conn, now, report).run(rows, progress, batch)
             if dry_run:
                 raise _DryRun
     except _DryRun:
@@ -81,9 +82,10 @@ class _Import:
         self.now_bound: Any = (now if self.postgres else
                                now.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f"))
 
-    def run(self, rows: Iterable[Row | Rejected], progress: Callable[[int], None]) -> None:
+    def run(self, rows: Iterable[Row | Rejected], progress: Callable[[int], None],
+            size: int) -> None:
         done = 0
-        for batch in _batches(rows, BATCH):
+        for batch in _batches(rows, size):
             self.report.read += len(batch)
             good: dict[str, Row] = {}
             for item in batch:

@@ -16,6 +16,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from dispatch.audience.addresses import email_hash, name_problem, normalize
 from dispatch.clock import is_zone
 from dispatch.config import Segment
+from dispatch.config.defaults import SUBSCRIBER_BATCH
 from dispatch.config.topics import check_topics
 from dispatch.errors import DispatchError, Problem
 from dispatch.states import OPEN, RECEIVING, SUPPRESSING, RowState, SubscriberStatus
@@ -30,7 +31,6 @@ from dispatch.store.schema import (
 from dispatch.store.segments import follows, segment_condition
 from dispatch.store.sends import CONFIRMATIONS
 
-BATCH = 5_000
 IN_CHUNK = 900  # stays under SQLite's bound-parameter limit
 
 
@@ -307,7 +307,7 @@ def count(engine: Engine, status: str | None = None) -> int:
 
 # ---- Export (the import: store/imports.py) ---------------------------------------------
 
-def iter_subscribers(engine: Engine, batch: int = BATCH) -> Iterator[Subscriber]:
+def iter_subscribers(engine: Engine, batch: int = SUBSCRIBER_BATCH) -> Iterator[Subscriber]:
     """Every subscriber in id order, read in batches (constant memory for any list size)."""
     last_id = 0
     with engine.connect() as conn:
