@@ -16,6 +16,7 @@ from dispatch.compose.models import Issue
 from dispatch.config import Settings
 from dispatch.deliver import control
 from dispatch.deliver.control import SendAction
+from dispatch.deliver.loop import run_delivery
 from dispatch.deliver.transport import Reply
 from dispatch.errors import DispatchError
 from dispatch.schedule import schedule_overview
@@ -173,7 +174,7 @@ def test_a_run_the_relay_refuses_pauses_the_send(engine, settings, issue):
     settings = settings.model_copy(update={"delivery": settings.delivery.model_copy(
         update={"connections": 1, "sender_failures": 2})})
     launched(engine, issue, settings)
-    stats = control.run_delivery(engine, settings, _Refusing, issue=issue.slug)
+    stats = run_delivery(engine, settings, _Refusing, issue=issue.slug)
     assert stats.paused and "authentication" in stats.paused
     send = sends.get_send(engine, issue.slug)
     assert send is not None and send.status == SendStatus.PAUSED

@@ -27,7 +27,7 @@ from dispatch.deliver.sending import (
     send_test_copies,
     worker_lock,
 )
-from dispatch.deliver.transport import Reply, smtp_transport
+from dispatch.deliver.transport import Reply, SmtpStage, smtp_transport
 from dispatch.devtools.sink import smtp_sink
 from dispatch.store import subscribers as subs
 from dispatch.store.db import open_store
@@ -345,14 +345,17 @@ def test_sqlite_allows_one_worker_at_a_time(tmp_path):
     (Reply(250, "2.0.0 Ok"), Kind.SENT), (Reply(421, "4.3.2 bye"), Kind.RETRY),
     (Reply(451, "4.7.1 greylisted"), Kind.RETRY), (Reply(550, "5.1.1 unknown"), Kind.BOUNCED),
     (Reply(553, "5.1.3 bad address"), Kind.BOUNCED), (Reply(554, "5.7.1 spam"), Kind.POLICY),
-    (Reply(550, "5.7.1 refused", "rcpt"), Kind.POLICY),
+    (Reply(550, "5.7.1 refused", SmtpStage.RCPT), Kind.POLICY),
     (Reply(535, "Authentication failed"), Kind.SENDER), (Reply(552, "5.3.4 too big"), Kind.FAILED),
     (Reply(550, "mailbox unavailable"), Kind.FAILED),
-    (Reply(421, "4.3.2 bye", "connect"), Kind.SESSION),
-    (Reply(554, "5.7.1 no service", "connect"), Kind.SENDER),
-    (Reply(451, "4.3.0 busy", "mail"), Kind.SESSION),
-    (Reply(550, "5.7.1 not our customer", "mail"), Kind.SENDER),
-    (Reply(530, "5.7.0 Authentication required", "rcpt"), Kind.SENDER)])
+    (Reply(421, "4.3.2 bye", SmtpStage.CONNECT), Kind.SESSION),
+    (Reply(554, "5.7.1 no service", SmtpStage.CONNECT), Kind.SENDER),
+    (Reply(451, "4.3.0 busy", SmtpStage.MAIL), Kind.SESSION),
+    (Reply(550, "5.7.1 not our customer", SmtpStage.MAIL), Kind.SENDER),
+    (Reply(530, "5.7.0 Authentication required", SmtpStage.RCPT), Kind.SENDER),
+    (Reply(535, "5.7.8 Authentication failed", SmtpStage.AUTH), Kind.SENDER),
+    (Reply(454, "4.7.0 TLS not available", SmtpStage.STARTTLS), Kind.SESSION),
+    (Reply(501, "5.5.4 bad EHLO", SmtpStage.EHLO), Kind.SENDER)])
 def test_reply_classification(reply, kind):
     assert classify(reply) == kind
 

@@ -20,8 +20,8 @@ from sqlalchemy import Engine, select, update
 
 from dispatch.compose.issues import load_issue
 from dispatch.config import Settings
-from dispatch.deliver import worker
-from dispatch.deliver.control import run_delivery
+from dispatch.config.defaults import Tuning
+from dispatch.deliver.loop import run_delivery
 from dispatch.deliver.outcomes import Kind
 from dispatch.deliver.sending import launch_issue
 from dispatch.deliver.transport import smtp_transport
@@ -44,10 +44,7 @@ from tests.smtp_server import FaultyHandler, faulty_sink, refuse_login
 NOW = datetime(2026, 1, 5, 7, 0, tzinfo=UTC)
 
 
-@pytest.fixture(autouse=True)
-def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(worker, "SESSION_BACKOFF", 0.05)
-    monkeypatch.setattr(worker, "SESSION_BACKOFF_MAX", 0.2)
+QUICK = Tuning(session_backoff=0.05, session_backoff_max=0.2)
 
 
 def populate(engine: Engine, settings: Settings, count: int = 8,
@@ -65,7 +62,8 @@ def send(engine: Engine, settings: Settings, stop: threading.Event | None = None
     """Launch the example issue once and deliver it as `dispatch send` does (a pause is
     recorded on the send)."""
     slug = launch_example_once(engine, settings, NOW)
-    return run_delivery(engine, settings, smtp_transport(settings.smtp), issue=slug, stop=stop)
+    return run_delivery(engine, settings, smtp_transport(settings.smtp), issue=slug, stop=stop,
+                        tuning=QUICK)
 
 
 rows = outbox_rows

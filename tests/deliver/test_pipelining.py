@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Engine
 
 from dispatch.config import Settings
-from dispatch.deliver.control import run_delivery
+from dispatch.deliver.loop import run_delivery
 from dispatch.deliver.transport import smtp_transport
 from dispatch.schedule.planning import pause_issue
 from dispatch.store import subscribers as subs

@@ -23,7 +23,8 @@ from sqlalchemy import Engine
 
 from dispatch.compose.issues import load_issue
 from dispatch.config import Settings, load_settings
-from dispatch.deliver import sending
+from dispatch.config.defaults import Tuning
+from dispatch.deliver.loop import Keep, run_delivery
 from dispatch.deliver.transport import smtp_transport
 from dispatch.devtools.sink import RecordingHandler, free_port, smtp_sink
 from dispatch.states import Role, SendStatus
@@ -82,8 +83,10 @@ def console(project: Path) -> Iterator[Console]:
         wake, stop = threading.Event(), threading.Event()
         server = WebServer(create_app(engine, settings, queued=wake.set), "127.0.0.1",
                            web_port, ("127.0.0.1",))
-        sender = threading.Thread(target=sending.deliver_when_due, args=(
-            engine, settings, smtp_transport(settings.smtp), wake, stop, 0.5))
+        sender = threading.Thread(target=run_delivery, args=(
+            engine, settings, smtp_transport(settings.smtp)), kwargs={
+            "keep": Keep.WHEN_DUE, "stop": stop, "wake": wake,
+            "tuning": Tuning(look_every=0.5)})
         server.start()
         sender.start()
         try:
