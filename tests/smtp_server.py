@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +33,8 @@ class FaultyHandler(RecordingHandler):
       only after SECONDS; "lost" keeps the message and closes without answering; any other
       text is the reply to the final dot (nothing kept).
     - `data_reply` replaces every final reply (nothing kept).
+    - `on_kept(n)` is called, from the server, each time a copy is kept (n copies so far):
+      a test acts at an exact point of the send, not after a guessed time.
 
     `received` holds every copy kept; `mail_options` the options of each MAIL FROM."""
 
@@ -47,6 +49,7 @@ class FaultyHandler(RecordingHandler):
     connections: int = 0
     mail_options: list[list[str]] = field(default_factory=list)
     mutex: threading.Lock = field(default_factory=threading.Lock)
+    on_kept: Callable[[int], None] | None = None
 
     def greeting(self) -> str:
         with self.mutex:
@@ -97,6 +100,8 @@ class FaultyHandler(RecordingHandler):
         action = getattr(envelope, "fault", "ok")
         if action in ("ok", "lost") or action.startswith("slow:"):
             reply = await super().handle_DATA(server, session, envelope)  # kept
+            if self.on_kept is not None:
+                self.on_kept(len(self.received))
             if action == "lost":
                 server.transport.close()
                 await asyncio.sleep(5)  # cancelled by the close: no reply ever goes out

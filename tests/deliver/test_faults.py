@@ -6,11 +6,12 @@ the session pauses it (docs/architecture.md, "What pauses a send")."""
 
 from __future__ import annotations
 
+import itertools
 import re
 import threading
-import time
 from collections import Counter
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, message_from_string, policy
 from email.header import decode_header, make_header
 from itertools import takewhile
@@ -58,12 +59,20 @@ def add_one(engine: Engine, settings: Settings, email: str, name: str | None) ->
              known_topics=settings.topics, now=NOW)
 
 
-def send(engine: Engine, settings: Settings, stop: threading.Event | None = None):
+def send(engine: Engine, settings: Settings, stop: threading.Event | None = None,
+         clock: Callable[[], datetime] | None = None):
     """Launch the example issue once and deliver it as `dispatch send` does (a pause is
     recorded on the send)."""
     slug = launch_example_once(engine, settings, NOW)
     return run_delivery(engine, settings, smtp_transport(settings.smtp), issue=slug, stop=stop,
-                        tuning=QUICK)
+                        tuning=QUICK, **({"clock": clock} if clock else {}))
+
+
+def stepping_clock(step: timedelta) -> Callable[[], datetime]:
+    """A clock from NOW that moves `step` each time it is read: the session patience runs
+    out by the loop's own clock, however slowly the machine runs."""
+    ticks = itertools.count()
+    return lambda: NOW + step * next(ticks)
 
 
 rows = outbox_rows
@@ -100,15 +109,14 @@ def test_421_at_the_greeting_three_times_then_accepted_uses_no_attempt(engine, s
 def test_a_relay_that_keeps_refusing_the_greeting_pauses_after_the_patience(engine, settings):
     handler = FaultyHandler(greetings=["421 4.3.2 Too busy, try later"] * 10_000)
     with faulty_sink(handler) as (_, port):
-        settings = delivery(configure_delivery(settings, port), session_patience=1.0)
+        settings = delivery(configure_delivery(settings, port), session_patience=60.0)
         emails = populate(engine, settings)
-        started = time.monotonic()
-        stats = send(engine, settings)
-        took = time.monotonic() - started
+        stats = send(engine, settings, clock=stepping_clock(timedelta(seconds=1)))
     assert stats.paused and "421 4.3.2 Too busy" in stats.paused
-    assert re.search(r"no session with the relay for \d+ s since .* UTC \(\d+ tries\)",
-                     stats.paused), stats.paused
-    assert 1.0 <= took < 5
+    found = re.search(r"no session with the relay for (\d+) s since 2026-01-05 07:\d\d:\d\d "
+                      r"UTC \((\d+) tries\)", stats.paused)
+    assert found, stats.paused
+    assert int(found[1]) >= 60 and int(found[2]) >= 1  # the patience, by the loop's clock
     send_row = get_send(engine, EXAMPLE_ISSUE)
     assert send_row is not None and send_row.status == "paused"
     assert send_row.reason == stats.paused
@@ -394,32 +402,45 @@ def test_a_message_that_cannot_be_built_fails_only_its_row(engine, settings):
 # ---- An editor's pause or cancel -------------------------------------------------------------
 
 @pytest.mark.parametrize("action", ["pause", "cancel"])
-def test_a_pause_or_cancel_is_noticed_within_a_second(engine, settings, action):
-    handler = FaultyHandler()
+def test_a_pause_or_cancel_is_noticed_at_the_next_look(engine, settings, monkeypatch, action):
+    """Noticed means: once the worker's look at the sends in hand (SqlOutbox.halted, every
+    Tuning.status_every) returns the pause, no new message of the send starts; only those
+    already past their last check may still go out: per connection, the one on the wire and
+    one that checked just before the answer reached the connections. Asserted on that event
+    and counts, not on how long a loaded machine took (it was "< 3 s", 7.5 s under load)."""
+    from dispatch.store.outbox import SqlOutbox
+
+    connections = 4
+    seen: list[int] = []  # messages kept when the worker first saw the pause
+    original = SqlOutbox.halted
+
+    def halted(self: SqlOutbox, issues) -> dict[str, str]:
+        found = original(self, issues)
+        if found and not seen:
+            seen.append(len(handler.received))
+        return found
+
+    monkeypatch.setattr(SqlOutbox, "halted", halted)  # a spy: the real query still answers
+
+    def act() -> None:
+        if action == "pause":
+            pause_issue(engine, EXAMPLE_ISSUE)
+        else:
+            cancel_issue(engine, EXAMPLE_ISSUE, NOW)
+
+    handler = FaultyHandler(on_kept=lambda kept: act() if kept == 20 else None)
     with faulty_sink(handler) as (_, port):
-        settings = configure_delivery(settings, port, rate=40.0, connections=4)
+        settings = configure_delivery(settings, port, rate=40.0, connections=connections)
         emails = populate(engine, settings, 200)
-        sent_at_action: list[int] = []
-
-        def act() -> None:
-            sent_at_action.append(len(handler.received))
-            if action == "pause":
-                pause_issue(engine, EXAMPLE_ISSUE)
-            else:
-                cancel_issue(engine, EXAMPLE_ISSUE, NOW)
-
-        threading.Timer(1.0, act).start()
-        started = time.monotonic()
         send(engine, settings)
-        took = time.monotonic() - started
-    after = len(handler.received) - sent_at_action[0]
-    print(f"\n{action}: {after} message(s) went out after it")
-    assert took < 3.0
-    assert after <= 40  # at most a second of the rate (was: every claimed row, 81 of them)
+    assert seen, "the worker never saw the pause"
+    after = len(handler.received) - seen[0]
+    print(f"\n{action}: {after} message(s) went out after the worker saw it")
+    assert after <= 2 * connections  # was: at most a second of the rate (40)
     counts = states(engine)
     assert "sending" not in counts and counts["sent"] == len(handler.received)
     left = "queued" if action == "pause" else "skipped"
-    assert counts[left] == len(emails) - counts["sent"]
+    assert counts[left] == len(emails) - counts["sent"] > 0
     assert {a for s, a, _ in rows(engine).values() if s == left} == {0}
 
 

@@ -6,7 +6,6 @@ middle of a pipelined group lands on the right row, once."""
 from __future__ import annotations
 
 import threading
-import time
 from datetime import UTC, datetime
 
 from sqlalchemy import Engine
@@ -99,20 +98,12 @@ def test_a_connection_lost_after_the_dot_is_retried_once_and_the_next_goes_once(
 
 
 def test_a_pause_mid_pipeline_leaves_every_row_sent_once_or_queued(engine, settings):
-    handler = PipeliningFaults()
-
-    def pause_after_fifty() -> None:
-        while len(handler.received) < 50:
-            time.sleep(0.005)
-        pause_issue(engine, EXAMPLE_ISSUE)
-
+    handler = PipeliningFaults(
+        on_kept=lambda kept: pause_issue(engine, EXAMPLE_ISSUE) if kept == 50 else None)
     with faulty_sink(handler) as (_, port):
         settings = configure_delivery(settings, port)
         emails = emails_of(engine, settings, 400)
-        pausing = threading.Thread(target=pause_after_fifty)
-        pausing.start()
         send(engine, settings)
-        pausing.join()
     copies = handler.per_recipient()
     assert max(copies.values()) == 1
     found = rows(engine)
