@@ -36,8 +36,8 @@ from dispatch.audience.tokens import BadToken, Signer
 from dispatch.config import Settings, WebhookSettings
 from dispatch.errors import ConfigError
 from dispatch.inbound.classify import STATUS, Report, _severity
-from dispatch.states import ReportKind
-from dispatch.store import reports
+from dispatch.inbound.process import record_report
+from dispatch.states import ReportKind, ReportVia
 
 # The metadata key our messages carry the row token under (delivery.relay_metadata).
 ROW_KEY = "dispatch-row"
@@ -436,14 +436,12 @@ class Webhooks:
                             failed=(event.recipient,) if event.recipient else (),
                             rows=rows_named(event.echoed, self.signer,
                                             self.settings.delivery.verp_domain),
-                            source=event.provider)
-            recorded = reports.record(
-                self.engine, fingerprint=report.fingerprint, kind=report.kind,
-                source=report.source, rows=report.rows,
-                # As with mailto: an unsubscribe counts only with a token.
-                message_ids=report.message_ids if report.kind != ReportKind.UNSUBSCRIBE else (),
-                claimed_issue=report.claimed_issue, reason=report.reason,
-                delivery=self.settings.delivery, now=now)
+                            source=event.provider,
+                            via=ReportVia.WEBHOOK if event.kind == ReportKind.UNSUBSCRIBE
+                            else None)
+            recorded = record_report(self.engine, report, self.settings, self.signer,
+                                     now).recorded
+            assert recorded is not None
             outcome.add("repeat" if recorded.repeat else str(recorded.kind))
         return outcome
 
