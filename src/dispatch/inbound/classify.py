@@ -177,7 +177,7 @@ def _blocks(msg: EmailMessage, ctype: str) -> list[Message]:
     return []
 
 
-def _severity(action: str, status: str, diagnostic: str) -> ReportKind | None:
+def severity(action: str, status: str, diagnostic: str) -> ReportKind | None:
     """One DSN recipient's verdict by its Action and RFC 3463 status; None: delivered."""
     action = action.strip().lower()
     if action in ("delivered", "relayed", "expanded"):
@@ -212,7 +212,7 @@ def _dsn(msg: EmailMessage) -> tuple[ReportKind, str, tuple[str, ...]] | None:
     verdicts = []
     for block in per_recipient:
         status, diagnostic = str(block.get("Status", "")), str(block.get("Diagnostic-Code", ""))
-        kind = _severity(str(block.get("Action", "failed")), status, diagnostic)
+        kind = severity(str(block.get("Action", "failed")), status, diagnostic)
         if kind is not None:
             recipient = str(block.get("Final-Recipient", "")).partition(";")[2].strip()
             words = f"{status.strip()} {diagnostic.strip()}".strip()
