@@ -75,6 +75,24 @@ class ReportKind(StrEnum):
     NOT_EMAIL = "not-an-email"  # not a mail message at all (never recorded)
 
 
+class ReportVia(StrEnum):
+    """The way an unsubscribe came: RFC 8058's one-click POST (a mailbox provider's button),
+    the button on the /u/ page the email's link opens, the preferences page, a mail to the
+    List-Unsubscribe mailto address, or a relay's webhook (the relay's own unsubscribe link or
+    list; the report's source names the relay). Stored in reports.via."""
+
+    ONE_CLICK = "one-click"
+    PAGE = "page"
+    PREFERENCES = "preferences"
+    MAILTO = "mailto"
+    WEBHOOK = "webhook"
+
+
+# Ways that are a reader acting on our web app: no message came, so one that changes nothing
+# (the reader receives nothing already) is not recorded at all.
+WEB_WAYS = (ReportVia.ONE_CLICK, ReportVia.PAGE, ReportVia.PREFERENCES)
+
+
 RECEIVING = (SubscriberStatus.ACTIVE, SubscriberStatus.PENDING)  # get issues or a confirmation
 SUPPRESSING = (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED,
                SubscriberStatus.COMPLAINED)

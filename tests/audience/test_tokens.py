@@ -110,8 +110,22 @@ def test_a_well_signed_token_with_the_wrong_shape_is_refused(signer):
     assert refused(signer, "unsubscribe",
                    signed("unsubscribe", b"\x07", b"abc")).expired is False  # 3-byte tag
     assert refused(signer, "unsubscribe",
-                   signed("unsubscribe", b"\x07", b"abcd", b"\x01")).expired is False
+                   signed("unsubscribe", b"\x07", b"abcd", b"\x01", b"\x02")).expired is False
     assert refused(signer, "confirm", signed("confirm", b"\x07", b"abcd")).expired is False
+    # Only link purposes may name a row: a form token with one more part is refused.
+    assert refused(signer, "form", signed("form", b"\x07", b"abcd", b"\x01", b"\x02")
+                   ).expired is False
+
+
+def test_link_tokens_may_name_the_row_their_message_was_and_old_ones_still_verify(signer):
+    for purpose in ("unsubscribe", "preferences"):
+        with_row = read(signer, purpose, signer.token(purpose, 7, EMAIL, row=123456))
+        assert (with_row.subscriber_id, with_row.row_id) == (7, 123456)
+        assert with_row.matches(EMAIL)
+        before = read(signer, purpose, signer.token(purpose, 7, EMAIL))  # sent before rows
+        assert (before.subscriber_id, before.row_id) == (7, None)
+    with pytest.raises(AssertionError):
+        signer.token("confirm", 7, EMAIL, row=1)
 
 
 @pytest.mark.parametrize("purpose, lifetime", [("confirm", timedelta(days=2)),

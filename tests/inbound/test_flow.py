@@ -152,8 +152,9 @@ def test_send_then_everything_that_comes_back(project: Path):
     came_back = status["reports"]
     print(f"\nwhat came back for {EXAMPLE_ISSUE}: {came_back}")
     assert came_back == {"bounced": 3, "soft_bounced": 2, "complained": 1,
-                         "unsubscribed_one_click": 0, "unsubscribed_mailto": 1,
-                         "unsubscribed_preferences": 0, "auto_replies": 2, "unmatched": 1}
+                         "unsubscribed_one_click": 0, "unsubscribed_page": 0,
+                         "unsubscribed_preferences": 0, "unsubscribed_mailto": 1,
+                         "unsubscribed_webhook": 0, "auto_replies": 2, "unmatched": 1}
     assert status["states"]["bounced"] == 3 and status["states"]["sent"] == 9
     text = run_cli(project, "status", EXAMPLE_ISSUE).stdout
     assert (f"{EXAMPLE_ISSUE}: came back: 3 bounced, 2 soft bounced, 1 complained, "

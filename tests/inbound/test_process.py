@@ -23,8 +23,8 @@ from dispatch.deliver.transport import smtp_transport
 from dispatch.devtools.sink import smtp_sink
 from dispatch.errors import DispatchError
 from dispatch.inbound.classify import classify
-from dispatch.inbound.process import process, read_messages
-from dispatch.states import ReportKind
+from dispatch.inbound.process import process, read_messages, web_unsubscribe
+from dispatch.states import ReportKind, ReportVia
 from dispatch.store import reports
 from dispatch.store import subscribers as subs
 from dispatch.store.outbox import plan_audience
@@ -310,18 +310,30 @@ def test_a_sending_issue_pauses_when_its_complaint_rate_passes_the_limit(
                              "delivery.max_complaint_rate 0.3 %")
 
 
-def test_web_unsubscribes_are_counted_by_way_for_the_last_issue_sent(engine, inbound_settings,
-                                                                    sent):
+def test_web_unsubscribes_from_links_naming_no_row_count_for_the_last_issue_sent(
+        engine, inbound_settings, sent):
+    # Links in messages sent before they named their row: the last issue the reader was sent.
     ids = {p.email: p.id for p in subs.list_subscribers(engine)}
     later = NOW + timedelta(hours=2)
-    assert reports.web_unsubscribe(engine, ids[sent[0].email], "one-click", later)
-    assert not reports.web_unsubscribe(engine, ids[sent[0].email], "one-click", later)
-    assert reports.web_unsubscribe(engine, ids[sent[1].email], "preferences", later)
+    signer = Signer(secret(engine))
+
+    def unsubscribe(email: str, via: ReportVia) -> bool:
+        outcome = web_unsubscribe(engine, inbound_settings, signer, ids[email], None, via, later)
+        assert outcome.recorded is not None
+        return not outcome.recorded.repeat
+
+    assert unsubscribe(sent[0].email, ReportVia.ONE_CLICK)
+    assert not unsubscribe(sent[0].email, ReportVia.ONE_CLICK)  # nothing more to record
+    assert unsubscribe(sent[1].email, ReportVia.PREFERENCES)
     run(engine, inbound_settings, fill("mailto-unsubscribe.eml", sent[2]))
     counted = reports.counts(engine)[EXAMPLE_ISSUE]
     assert (counted["unsubscribed_one_click"], counted["unsubscribed_preferences"],
             counted["unsubscribed_mailto"]) == (1, 1, 1)
     assert [status(engine, s.email) for s in sent[:4]] == ["unsubscribed"] * 3 + ["active"]
+    assert [subs.get(engine, s.email).status_reason for s in sent[:3]] == [  # type: ignore[union-attr]
+        f"unsubscribed by one-click from {EXAMPLE_ISSUE}",
+        f"unsubscribed by preferences from {EXAMPLE_ISSUE}",
+        f"unsubscribed by mailto from {EXAMPLE_ISSUE}"]
 
 
 def test_hostile_messages_are_classified_without_an_exception_or_a_traceback(capfd, caplog):

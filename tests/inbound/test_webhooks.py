@@ -19,13 +19,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from starlette.testclient import TestClient
 
 from dispatch.config import InboundSettings, Settings, WebhookSettings
-from dispatch.inbound.webhooks import sns_string_to_sign
+from dispatch.inbound.providers.ses import sns_string_to_sign
 from dispatch.store import reports
 from dispatch.store import subscribers as subs
+from dispatch.store.schema import reports as reports_table
 from dispatch.web.app import create_app
 from tests.helpers import (
     EXAMPLE_ISSUE,
@@ -539,3 +540,99 @@ def test_webhook_settings_errors_are_located(project):
     with pytest.raises(ConfigError) as info:
         parse_settings(doc, project / "config.toml")
     assert "delivery.relay_metadata" in str(info.value) and "verp_domain" in str(info.value)
+
+
+# ---- Unsubscribes by webhook (issue 23, bug 3) ----------------------------------------------
+
+def relay_unsubscribe(world: World, relay: str, sent: Sent, key: ec.EllipticCurvePrivateKey,
+                      form: str, *, token: bool = True):
+    """What each relay posts when the reader used its unsubscribe, signed as it signs it."""
+    name = form.removesuffix("-bare")
+    if relay == "postmark":
+        metadata = ({"dispatch-row": sent.headers["X-PM-Metadata-dispatch-row"]} if token
+                    else {})
+        if name == "bounce":
+            body = postmark_bounce(sent, "Unsubscribe", len(form)) | {"Metadata": metadata}
+        else:
+            body = {"RecordType": "SubscriptionChange", "ServerID": 23, "Recipient": sent.email,
+                    "MessageID": "883953f4-6105-42a2-a16a-77a8eac79483",
+                    "ChangedAt": f"2026-01-05T07:{len(form)}:00Z", "Origin": "Recipient",
+                    "SuppressSending": True, "SuppressionReason": "ManualSuppression",
+                    "MessageStream": "broadcast", "Tag": "", "Metadata": metadata}
+        return world.client.post("/hooks/postmark", json=body,
+                                 headers=basic("postmark", POSTMARK_PASSWORD))
+    if relay == "mailgun":
+        body = mailgun(sent, "unsubscribed", event_id=f"unsub-{form}")
+        if token:
+            body["event-data"]["user-variables"] = json.loads(  # type: ignore[index]
+                sent.headers["X-Mailgun-Variables"])
+        return world.client.post("/hooks/mailgun", json=body)
+    echoed = json.loads(sent.headers["X-SMTPAPI"])["unique_args"] if token else {}
+    event = sendgrid_event(sent, name, asm_group_id=7, **echoed)
+    event["sg_event_id"] = f"unsub-{form}"
+    return sendgrid_post(world, key, [event])
+
+
+@pytest.mark.parametrize("relay, form", [
+    ("postmark", "bounce"), ("postmark", "subscription-change"), ("mailgun", "unsubscribed"),
+    ("sendgrid", "unsubscribe"), ("sendgrid", "group_unsubscribe")])
+def test_a_relays_unsubscribe_is_stored_as_a_webhook_one_for_its_send_once(
+        engine, settings, rsa_key, env, sendgrid_key, relay, form):
+    world = make_world(engine, settings, rsa_key, relay=relay)
+    reader, stranger = world.sent[0], world.sent[1]
+    answer = relay_unsubscribe(world, relay, reader, sendgrid_key, form)
+    assert answer.status_code == 200 and "unsubscribe 1" in answer.text, answer.text
+    assert world.status(reader.email) == "unsubscribed"
+    with world.engine.connect() as conn:
+        stored = conn.execute(select(reports_table.c.source, reports_table.c.via,
+                                     reports_table.c.issue)).all()
+    assert stored == [(relay, "webhook", EXAMPLE_ISSUE)]
+    counted = reports.counts(world.engine, EXAMPLE_ISSUE)[EXAMPLE_ISSUE]
+    assert (counted["unsubscribed_webhook"], counted["unsubscribed_mailto"]) == (1, 0)
+    found = subs.get(world.engine, reader.email)
+    assert found is not None
+    assert found.status_reason == f"unsubscribed by webhook ({relay}) from {EXAMPLE_ISSUE}"
+    # The relay retrying the event changes nothing more.
+    again = relay_unsubscribe(world, relay, reader, sendgrid_key, form)
+    assert "repeat 1" in again.text, again.text
+    # Without our row token (only an address and a Message-ID): nobody is unsubscribed.
+    bare = relay_unsubscribe(world, relay, stranger, sendgrid_key, form + "-bare", token=False)
+    assert bare.status_code == 200 and "unmatched 1" in bare.text, bare.text
+    assert world.status(stranger.email) == "active"
+
+
+def test_a_mailgun_signature_that_is_not_ascii_is_refused_not_a_500(world):
+    victim = world.sent[0]
+    for part, value in (("signature", "é" * 64), ("token", "tökén"), ("timestamp", "١٧٦٧")):
+        body = mailgun(victim)
+        body["signature"][part] = value  # type: ignore[index]
+        answer = world.client.post("/hooks/mailgun", json=body)
+        assert answer.status_code == 403, (part, answer.status_code, answer.text)
+    # Bytes that are not UTF-8 at all in the signature: not JSON, a 400.
+    raw = json.dumps(mailgun(victim)).encode().replace(b'"signature": "', b'"signature": "\xff', 1)
+    answer = world.client.post("/hooks/mailgun", content=raw,
+                               headers={"Content-Type": "application/json"})
+    assert answer.status_code == 400, answer.text
+    assert set(world.statuses().values()) == {"active"}
+    assert reports.counts(world.engine) == {}
+
+
+# ---- The provider registry ---------------------------------------------------------------------
+
+def test_the_providers_settings_and_metadata_choices_come_from_one_registry(project):
+    from dispatch.compose.message import RELAY_METADATA
+    from dispatch.config import parse_settings
+    from dispatch.config.relays import METADATA_RELAYS, WEBHOOK_PROVIDERS
+    from dispatch.errors import ConfigError
+    from dispatch.inbound.providers import PROVIDERS
+
+    assert tuple(PROVIDERS) == WEBHOOK_PROVIDERS == ("ses", "postmark", "mailgun", "sendgrid")
+    assert tuple(n for n, p in PROVIDERS.items() if p.echoes_metadata) == METADATA_RELAYS
+    assert set(RELAY_METADATA) == set(METADATA_RELAYS)  # each has its header in our messages
+    base = (project / "config.toml").read_text()
+    text = base.replace("[delivery]", '[delivery]\nverp_domain = "b.example.org"\n'
+                                      'relay_metadata = "sparkpost"', 1)
+    with pytest.raises(ConfigError) as caught:
+        parse_settings(text, project / "config.toml")
+    assert "delivery.relay_metadata" in str(caught.value)
+    assert "postmark, mailgun, sendgrid" in str(caught.value)

@@ -27,7 +27,7 @@ from dispatch.config.defaults import Tuning
 from dispatch.deliver.loop import Keep, run_delivery
 from dispatch.deliver.transport import smtp_transport
 from dispatch.devtools.sink import RecordingHandler, free_port, smtp_sink
-from dispatch.states import Role, SendStatus
+from dispatch.states import ReportVia, Role, SendStatus
 from dispatch.store import accounts, audit, sends
 from dispatch.store import subscribers as subs
 from dispatch.store.db import open_store
@@ -514,7 +514,9 @@ def test_after_sending_the_report_counts_what_came_back_and_the_history_shows_it
         reports.record(console.engine, fingerprint=f"test-{i}", kind=kind, source="file",
                        rows=[(rows[who], who)], reason=f"{kind} report", now=now,
                        delivery=console.settings.delivery)
-    reports.web_unsubscribe(console.engine, people[3].id, "one-click", now)
+    reports.record(console.engine, fingerprint="test-web", kind=ReportKind.UNSUBSCRIBE,
+                   source="web", via=ReportVia.ONE_CLICK, subscriber=people[3].id, now=now,
+                   delivery=console.settings.delivery)
     page = operator.get(issue_page).text
     figures = {label: n for n, label in
                re.findall(r"<b>([0-9–,]+)</b>([a-z ()]+?)(?:<br>|</div>)", page)}

@@ -24,6 +24,9 @@ from dispatch.config import WebSettings
 FORM_EXPIRY = timedelta(hours=12)
 # Purpose -> whether its tokens carry their issue time and expire.
 PURPOSES = {"unsubscribe": False, "preferences": False, "confirm": True, "form": True}
+# Purposes whose tokens may also name the outbox row (the message) their link came in, so an
+# unsubscribe counts for the send it came from; links sent before they did still verify.
+ROW_LINKS = frozenset({"unsubscribe", "preferences"})
 # Tokens naming one outbox row and its subscriber in an address on the inbound domain: the
 # VERP envelope sender ("b-…", bounces come back to it) and the List-Unsubscribe mailto
 # ("u-…"). The subscriber is named too because SQLite may give a deleted row's id to a new
@@ -57,6 +60,7 @@ class Claim:
 
     subscriber_id: int
     tag: bytes
+    row_id: int | None = None  # the outbox row whose message carried the link, when named
 
     def matches(self, email: str) -> bool:
         """Whether the token was made for this address: a token outlives a forgotten
@@ -89,11 +93,15 @@ class Signer:
                        **(expiry or {})}
 
     def token(self, purpose: str, subscriber_id: int, email: str = "",
-              issued: datetime | None = None) -> str:
+              issued: datetime | None = None, row: int | None = None) -> str:
+        """`row`: the outbox row whose message carries the link (ROW_LINKS purposes only)."""
         parts = [base64_encode(_int_bytes(subscriber_id)), base64_encode(address_tag(email))]
         if PURPOSES[purpose]:
             moment = issued.timestamp() if issued else time.time()
             parts.append(base64_encode(_int_bytes(int(moment))))
+        if row is not None:
+            assert purpose in ROW_LINKS, purpose
+            parts.append(base64_encode(_int_bytes(row)))
         return self._signers[purpose].sign(b".".join(parts)).decode("ascii")
 
     def read(self, purpose: str, token: str, now: datetime | None = None) -> Claim:
@@ -103,13 +111,16 @@ class Signer:
             parts = [base64_decode(p) for p in payload.split(b".")]
         except (BadSignature, ValueError):
             raise BadToken() from None
-        if len(parts) != 2 + PURPOSES[purpose] or len(parts[1]) != 4:
+        base = 2 + PURPOSES[purpose]
+        with_row = purpose in ROW_LINKS and len(parts) == base + 1
+        if (len(parts) != base and not with_row) or len(parts[1]) != 4:
             raise BadToken()
         if PURPOSES[purpose]:
             age = (now.timestamp() if now else time.time()) - int.from_bytes(parts[2], "big")
             if not 0 <= age <= self.expiry[purpose].total_seconds() + 60:  # 60 s of clock skew
                 raise BadToken(expired=age > 0)
-        return Claim(int.from_bytes(parts[0], "big"), parts[1])
+        row = int.from_bytes(parts[base], "big") if with_row else None
+        return Claim(int.from_bytes(parts[0], "big"), parts[1], row)
 
     def _row_mac(self, purpose: str, row_id: int, subscriber_id: int) -> str:
         data = f"{purpose}\0{row_id}\0{subscriber_id}".encode()

@@ -45,6 +45,7 @@ from dispatch.config.fields import (
     fail,
     show,
 )
+from dispatch.config.relays import WEBHOOK_PROVIDERS, MetadataRelay
 from dispatch.errors import ConfigError, Problem
 
 _DOMAIN = r"^[A-Za-z0-9.-]+\.[A-Za-z]{2,}$"
@@ -173,7 +174,7 @@ class DeliverySettings(_Table):
     # With verp_domain: a header carrying each message's row token that this relay hands back
     # in its bounce and complaint webhooks (Postmark's metadata, Mailgun's variables,
     # SendGrid's unique arguments); SES needs none (it echoes the headers).
-    relay_metadata: Annotated[Literal["postmark", "mailgun", "sendgrid"], OneOf()] | None = None
+    relay_metadata: Annotated[MetadataRelay, OneOf()] | None = None
     # The last field of Feedback-ID (Gmail's SenderId); dispatch writes ISSUE:VARIANT:feedback_id.
     # Fields are colon-separated, so the id holds none.
     feedback_id: Annotated[str, Text("a sender id of letters, digits, '.', '_' and '-' (no "
@@ -320,6 +321,11 @@ class WebhookSettings(_Table):
     mailgun: MailgunHook | None = None
     sendgrid: SendgridHook | None = None
     max_size: Annotated[int, Between(1_000, 50_000_000)] = 2_000_000  # octets per request
+
+    def providers(self) -> dict[str, Any]:
+        """The configured providers' tables, by name (relays.WEBHOOK_PROVIDERS)."""
+        tables = {name: getattr(self, name) for name in WEBHOOK_PROVIDERS}
+        return {name: table for name, table in tables.items() if table is not None}
 
 
 class InboundSettings(_Table):

@@ -73,7 +73,7 @@ class Messages:
         base = self.settings.newsletter.base_url
         sid, email = job.subscriber_id, job.email
         assert email is not None and sid is not None
-        key, confirm_url = str(sid), ""
+        key, confirm_url, row = str(sid), "", job.row_id
         if job.issue == CONFIRMATIONS:
             confirm_url = f"{base}/c/{self.signer.token('confirm', sid, email, now)}"
             key = f"{sid}.{job.row_id}"  # a new request is a new row: a new Message-ID
@@ -82,8 +82,9 @@ class Messages:
                   if inbound else "")
         return Recipient(
             email=email, name=job.name,
-            unsubscribe_url=f"{base}/u/{self.signer.token('unsubscribe', sid, email)}",
-            preferences_url=f"{base}/p/{self.signer.token('preferences', sid, email)}",
+            # The row in the links: an unsubscribe counts for the send it came from.
+            unsubscribe_url=f"{base}/u/{self.signer.token('unsubscribe', sid, email, row=row)}",
+            preferences_url=f"{base}/p/{self.signer.token('preferences', sid, email, row=row)}",
             view_url=f"{base}/a/{job.issue}/{job.variant}", confirm_url=confirm_url,
             unsubscribe_address=mailto,
             message_id=message_id(job.issue, self.signer.digest("message-id",

@@ -18,7 +18,7 @@ from email.parser import BytesParser, HeaderParser
 from email.utils import getaddresses
 
 from dispatch.audience.tokens import ROW_ADDRESS
-from dispatch.states import ReportKind
+from dispatch.states import ReportKind, ReportVia
 
 # RFC 3463: class.subject.detail; the first one found in a Status or Diagnostic-Code field.
 STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
@@ -45,8 +45,10 @@ MAX_REASON = 300
 
 @dataclass(frozen=True)
 class Report:
-    """A message that came back, classified; `rows` are filled in only by verification
-    (dispatch.inbound.process.verify)."""
+    """A message that came back, classified, or a report from another way in (a relay's
+    webhook event, a reader's unsubscribe on the web); `rows` of a message are filled in only
+    by verification (dispatch.inbound.process.verify), those of the other ways by whoever
+    verified their token."""
 
     kind: ReportKind
     fingerprint: str  # the same report read twice, by any way in, has the same one
@@ -55,7 +57,9 @@ class Report:
     message_ids: tuple[str, ...] = ()  # the Message-IDs of ours it quotes
     failed: tuple[str, ...] = ()  # the recipients it reports as failing
     rows: tuple[tuple[int, int], ...] = ()  # (outbox row, subscriber) of tokens that verified
-    source: str = "file"
+    source: str = "file"  # file, smtp, imap, web, or the relay's name
+    via: ReportVia | None = None  # an unsubscribe's way (None from mail: the mailto)
+    subscriber: int | None = None  # named by a verified web token that names no row
 
     @property
     def claimed_issue(self) -> str | None:
@@ -173,7 +177,7 @@ def _blocks(msg: EmailMessage, ctype: str) -> list[Message]:
     return []
 
 
-def _severity(action: str, status: str, diagnostic: str) -> ReportKind | None:
+def severity(action: str, status: str, diagnostic: str) -> ReportKind | None:
     """One DSN recipient's verdict by its Action and RFC 3463 status; None: delivered."""
     action = action.strip().lower()
     if action in ("delivered", "relayed", "expanded"):
@@ -208,7 +212,7 @@ def _dsn(msg: EmailMessage) -> tuple[ReportKind, str, tuple[str, ...]] | None:
     verdicts = []
     for block in per_recipient:
         status, diagnostic = str(block.get("Status", "")), str(block.get("Diagnostic-Code", ""))
-        kind = _severity(str(block.get("Action", "failed")), status, diagnostic)
+        kind = severity(str(block.get("Action", "failed")), status, diagnostic)
         if kind is not None:
             recipient = str(block.get("Final-Recipient", "")).partition(";")[2].strip()
             words = f"{status.strip()} {diagnostic.strip()}".strip()

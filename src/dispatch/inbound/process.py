@@ -1,4 +1,5 @@
-"""One report from any way in (SMTP, a file, IMAP, a relay's webhook): classified, its claim
+"""One report from any way in (SMTP, a file, IMAP, a relay's webhook, the web app's
+unsubscribes), through one function, record_report: classified, its claim
 verified (a signed token in an inbound-domain address, or a keyed Message-ID the outbox
 recorded), recorded once and acted on by the store (dispatch.store.reports).
 
@@ -9,6 +10,7 @@ is counted as unmatched: a forged report cannot suppress anyone.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import mailbox
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,8 +23,9 @@ from dispatch.audience.tokens import BadToken, Signer
 from dispatch.config import Settings
 from dispatch.errors import DispatchError, Problem
 from dispatch.inbound.classify import Report, classify
-from dispatch.states import ReportKind
-from dispatch.store import reports
+from dispatch.inbound.rates import pause_on_rates
+from dispatch.states import ReportKind, ReportVia
+from dispatch.store import reports, sends
 from dispatch.store.reports import Recorded
 
 # Which token purpose each kind of report must come to: a bounce to the VERP sender, an
@@ -32,13 +35,14 @@ PURPOSE_OF = {ReportKind.UNSUBSCRIBE: "mailto"}
 
 
 def verify(report: Report, signer: Signer, domain: str | None) -> Report:
-    """The report with `rows`: the (outbox row, subscriber) pairs named by the addresses it
-    came to whose token verifies for the purpose its kind needs. Addresses on other domains
-    are not ours."""
+    """The report with `rows`: those it came with (verified by whoever read its token: a
+    relay's echoed metadata, a web link) and the (outbox row, subscriber) pairs named by the
+    addresses it came to whose token verifies for the purpose its kind needs. Addresses on
+    other domains are not ours."""
     if not domain:
         return report
     purpose = PURPOSE_OF.get(report.kind, "bounce")
-    rows = []
+    rows = list(report.rows)
     for address in report.addresses:
         local, _, at = address.rpartition("@")
         if at.lower() != domain.lower():
@@ -89,21 +93,42 @@ def process(engine: Engine, raw: bytes, settings: Settings, signer: Signer, now:
 
 def record_report(engine: Engine, report: Report, settings: Settings, signer: Signer,
                   now: datetime) -> Outcome:
-    """Verify, record and act on a report however it was read: a message (`process`), or a
-    relay's webhook event turned into a Report (its kind; a fingerprint that is the same
-    for the same event, e.g. from the provider's event id; the addresses it names, such as
-    the envelope sender our message had; the Message-IDs it quotes; the reason; `source`
-    naming the provider). Recording the same fingerprint again changes nothing."""
+    """The one way a report is recorded, however it came in: a message (`process`: a file,
+    SMTP, IMAP), a relay's webhook event (dispatch.inbound.webhooks), a reader's unsubscribe
+    on the web (`web_unsubscribe`). Verify, record and act on it (store.reports.record), then
+    decide whether its send must pause on its bounce or complaint rate (inbound.rates).
+    Recording the same fingerprint again changes nothing."""
     report = verify(report, signer, settings.delivery.verp_domain)
+    via = report.via or (ReportVia.MAILTO if report.kind == ReportKind.UNSUBSCRIBE else None)
     recorded = reports.record(
         engine, fingerprint=report.fingerprint, kind=report.kind, source=report.source,
         rows=report.rows,
-        # A mailto unsubscribe counts only with its token: a Message-ID in a reply proves
-        # nothing about who asked to leave.
+        # An unsubscribe counts only with its token: a Message-ID in a reply proves nothing
+        # about who asked to leave.
         message_ids=report.message_ids if report.kind != ReportKind.UNSUBSCRIBE else (),
-        claimed_issue=report.claimed_issue, reason=report.reason,
-        delivery=settings.delivery, now=now)
+        claimed_issue=report.claimed_issue, reason=report.reason, via=via,
+        subscriber=report.subscriber, delivery=settings.delivery, now=now)
+    if (recorded.kind in (ReportKind.BOUNCED, ReportKind.COMPLAINT) and not recorded.repeat
+            and recorded.row_id is not None and recorded.issue
+            and not sends.is_internal(recorded.issue)):
+        paused = pause_on_rates(engine, recorded.issue, settings.delivery)
+        if paused:
+            recorded = dataclasses.replace(recorded, changes=(
+                *recorded.changes, f"send {recorded.issue} paused: {paused}"))
     return Outcome(report, recorded)
+
+
+def web_unsubscribe(engine: Engine, settings: Settings, signer: Signer, subscriber_id: int,
+                    row_id: int | None, via: ReportVia, now: datetime) -> Outcome:
+    """A reader's unsubscribe on the web app, by a link whose token verified: counted for the
+    send of the message the link came in (`row_id`), or, for a link that names no row (sent
+    before links did), the last issue the reader was sent. Not recorded when they receive
+    nothing already."""
+    key = f"web\0{subscriber_id}\0{row_id}\0{via}\0{now.isoformat()}"
+    report = Report(ReportKind.UNSUBSCRIBE, hashlib.sha256(key.encode()).hexdigest(),
+                    rows=((row_id, subscriber_id),) if row_id is not None else (),
+                    source="web", via=via, subscriber=subscriber_id)
+    return record_report(engine, report, settings, signer, now)
 
 
 # ---- Files -----------------------------------------------------------------------------

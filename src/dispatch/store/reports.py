@@ -1,29 +1,27 @@
 """What comes back, as SQL: recording a received report once (keyed by its fingerprint),
 matching it to the outbox row it is about, acting on it (bounced, complained, unsubscribed,
-soft bounces counted), pausing a send whose bounce or complaint rate is too high, and the
-per-send counts `dispatch status` shows. Parsing and verifying reports is dispatch.inbound's.
+soft bounces counted), and the per-send counts and rates `dispatch status` and the pausing
+decision read. Parsing, verifying and deciding (pausing a send on its bounce or complaint
+rate) are dispatch.inbound's; every way in records through dispatch.inbound.process's
+record_report, which calls `record` here.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, Engine, and_, func, insert, select, update
+from sqlalchemy import ColumnElement, Connection, Engine, and_, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from dispatch.config import DeliverySettings
-from dispatch.states import ReportKind, RowState, SendStatus, SubscriberStatus
-from dispatch.store.schema import outbox, reports, sends, subscribers
-from dispatch.store.sends import INTERNAL, change_status, is_internal
+from dispatch.states import WEB_WAYS, ReportKind, ReportVia, RowState, SubscriberStatus
+from dispatch.store.schema import outbox, reports, subscribers
+from dispatch.store.sends import INTERNAL, is_internal
 from dispatch.store.subscribers import mark_suppressed, unsubscribe_in
 
 MAX_REASON = 1000
-# A rate over fewer delivered messages than this is noise, not a verdict on the list: one
-# bounce among the first ten messages must not pause a send of a hundred thousand.
-MIN_RATE_SAMPLE = 20
 # Kinds that are about a message we sent: with no row found they are counted as unmatched.
 MATCHED_KINDS = (ReportKind.BOUNCED, ReportKind.SOFT, ReportKind.COMPLAINT,
                  ReportKind.UNSUBSCRIBE)
@@ -34,7 +32,7 @@ class Recorded:
     """What recording a report did."""
 
     kind: ReportKind  # UNMATCHED when it was about a message and none was found
-    repeat: bool = False  # recorded before: nothing changed this time
+    repeat: bool = False  # recorded before (or a web unsubscribe that changed nothing)
     issue: str | None = None
     email: str | None = None
     changes: tuple[str, ...] = ()  # what changed, in words ("subscriber bounced", …)
@@ -42,9 +40,19 @@ class Recorded:
 
 
 @dataclass(frozen=True)
+class SendRates:
+    """One send's messages delivered (sent or bounced since), hard-bounced, and complained
+    about (distinct messages): what the pausing decision reads."""
+
+    delivered: int
+    bounced: int
+    complained: int
+
+
+@dataclass(frozen=True)
 class _Row:
-    id: int
-    issue: str
+    id: int | None  # None: a subscriber named without their message (an old web link)
+    issue: str | None
     subscriber_id: int | None
     state: str
     email: str | None
@@ -68,11 +76,17 @@ def _find_row(conn: Connection, rows: Sequence[tuple[int, int]],
 def record(engine: Engine, *, fingerprint: str, kind: ReportKind, source: str,
            rows: Sequence[tuple[int, int]] = (), message_ids: Sequence[str] = (),
            claimed_issue: str | None = None, reason: str | None = None,
+           via: ReportVia | None = None, subscriber: int | None = None,
            delivery: DeliverySettings, now: datetime) -> Recorded:
     """Record one report and act on it, in one transaction; a fingerprint seen before
     changes nothing. `rows` are (outbox row, subscriber) pairs named by tokens that verified
     (both must match: SQLite may reuse a deleted row's id), `message_ids`
-    the Message-IDs the report quotes (keyed, so one found in the outbox is one we sent)."""
+    the Message-IDs the report quotes (keyed, so one found in the outbox is one we sent).
+    `via`: the way an unsubscribe came (required for one). `subscriber`: a subscriber a
+    verified web token names, acted on when no row is found (a link sent before links named
+    their row), the unsubscribe counted for the last issue they were sent. A web unsubscribe
+    (states.WEB_WAYS) from someone who receives nothing already is not recorded."""
+    assert (via is not None) == (kind == ReportKind.UNSUBSCRIBE), (kind, via)
     try:
         with engine.begin() as conn:
             earlier = conn.execute(select(reports.c.kind, reports.c.issue, subscribers.c.email,
@@ -85,38 +99,68 @@ def record(engine: Engine, *, fingerprint: str, kind: ReportKind, source: str,
                 return Recorded(ReportKind(earlier.kind), True, earlier.issue, earlier.email,
                                 row_id=earlier.outbox_id)
             return _record(conn, fingerprint, kind, source, rows, message_ids,
-                           claimed_issue, reason, delivery, now)
+                           claimed_issue, reason, via, subscriber, delivery, now)
     except IntegrityError:
         # The same report arrived twice at once (two ways in); the other one recorded it.
         return record(engine, fingerprint=fingerprint, kind=kind, source=source,
                       rows=rows, message_ids=message_ids, claimed_issue=claimed_issue,
-                      reason=reason, delivery=delivery, now=now)
+                      reason=reason, via=via, subscriber=subscriber, delivery=delivery,
+                      now=now)
 
 
 def _record(conn: Connection, fingerprint: str, kind: ReportKind, source: str,
             rows: Sequence[tuple[int, int]], message_ids: Sequence[str], claimed_issue: str | None,
-            reason: str | None, delivery: DeliverySettings, now: datetime) -> Recorded:
+            reason: str | None, via: ReportVia | None, subscriber: int | None,
+            delivery: DeliverySettings, now: datetime) -> Recorded:
     row = _find_row(conn, rows, message_ids) if kind in MATCHED_KINDS or (
         rows or message_ids) else None
+    if row is None and subscriber is not None and kind == ReportKind.UNSUBSCRIBE:
+        row = _Row(None, _last_issue_sent(conn, subscriber), subscriber, "", _email(
+            conn, subscriber))
     if row is None and kind in MATCHED_KINDS:
         kind = ReportKind.UNMATCHED
     issue = row.issue if row else claimed_issue
+    if issue and kind == ReportKind.UNSUBSCRIBE and is_internal(issue):
+        issue = None  # from dispatch's own message (a welcome): not an issue's unsubscribe
     sid = row.subscriber_id if row else None
     reason = reason[:MAX_REASON] if reason else None
+    changes: list[str] = []
+    if via in WEB_WAYS:
+        # No message came: an unsubscribe that changes nothing is nothing to record.
+        assert row is not None and sid is not None
+        changes = _act(conn, row, sid, kind, reason, via, source, issue, delivery, now)
+        if not changes:
+            return Recorded(kind, True, issue, row.email, row_id=row.id)
     conn.execute(insert(reports).values(
-        fingerprint=fingerprint, kind=kind, source=source,
-        via="mailto" if kind == ReportKind.UNSUBSCRIBE else None,
+        fingerprint=fingerprint, kind=kind, source=source, via=via,
         outbox_id=row.id if row else None, issue=issue, subscriber_id=sid, reason=reason,
         received_at=now))
-    changes: list[str] = []
-    if row is not None and sid is not None:
-        changes += _act(conn, row, sid, kind, reason, delivery, now)
+    if row is not None and sid is not None and via not in WEB_WAYS:
+        changes = _act(conn, row, sid, kind, reason, via, source, issue, delivery, now)
     return Recorded(kind, False, issue, row.email if row else None, tuple(changes),
                     row.id if row else None)
 
 
+def _last_issue_sent(conn: Connection, sid: int) -> str | None:
+    return conn.execute(select(outbox.c.issue).where(and_(
+        outbox.c.subscriber_id == sid, outbox.c.issue.not_in(INTERNAL),
+        outbox.c.state == RowState.SENT)).order_by(outbox.c.updated_at.desc(),
+                                                   outbox.c.id.desc()).limit(1)).scalar()
+
+
+def _email(conn: Connection, sid: int) -> str | None:
+    return conn.execute(select(subscribers.c.email).where(subscribers.c.id == sid)).scalar()
+
+
+def unsubscribe_reason(via: ReportVia, source: str, issue: str | None) -> str:
+    """What a subscriber's status_reason says after an unsubscribe: the way, and the send."""
+    way = f"{via} ({source})" if via == ReportVia.WEBHOOK else str(via)
+    return f"unsubscribed by {way}" + (f" from {issue}" if issue else "")
+
+
 def _act(conn: Connection, row: _Row, sid: int, kind: ReportKind, reason: str | None,
-         delivery: DeliverySettings, now: datetime) -> list[str]:
+         via: ReportVia | None, source: str, issue: str | None, delivery: DeliverySettings,
+         now: datetime) -> list[str]:
     changes = []
     if kind == ReportKind.BOUNCED:
         if row.state == RowState.SENT:
@@ -137,12 +181,9 @@ def _act(conn: Connection, row: _Row, sid: int, kind: ReportKind, reason: str | 
         if mark_suppressed(conn, sid, SubscriberStatus.COMPLAINED, now,
                            reason or "a complaint"):
             changes.append("subscriber complained and suppressed")
-    elif kind == ReportKind.UNSUBSCRIBE and unsubscribe_in(conn, sid, now):
+    elif kind == ReportKind.UNSUBSCRIBE and via is not None and unsubscribe_in(
+            conn, sid, now, unsubscribe_reason(via, source, issue)[:MAX_REASON]):
         changes.append("subscriber unsubscribed")
-    if kind in (ReportKind.BOUNCED, ReportKind.COMPLAINT) and not is_internal(row.issue):
-        paused = _pause_on_rates(conn, row.issue, delivery)
-        if paused:
-            changes.append(f"send {row.issue} paused: {paused}")
     return changes
 
 
@@ -153,87 +194,77 @@ def _soft_bounced_issues(conn: Connection, sid: int, since: datetime) -> int:
         reports.c.received_at >= since))).scalar_one())
 
 
-def _pause_on_rates(conn: Connection, issue: str, delivery: DeliverySettings) -> str | None:
-    """Pause a sending issue whose hard-bounce or complaint rate passed its limit; the
-    reason, or None."""
-    delivered, bounced = conn.execute(select(
-        func.count(), func.count().filter(outbox.c.state == RowState.BOUNCED)).where(and_(
-            outbox.c.issue == issue,
-            outbox.c.state.in_((RowState.SENT, RowState.BOUNCED))))).one()
-    if delivered < MIN_RATE_SAMPLE:
-        return None
-    complained = conn.execute(select(func.count(reports.c.outbox_id.distinct())).where(and_(
-        reports.c.issue == issue, reports.c.kind == ReportKind.COMPLAINT))).scalar_one()
-    reason = None
-    if 100 * bounced / delivered > delivery.max_bounce_rate:
-        reason = (f"hard-bounce rate {100 * bounced / delivered:.1f} % ({bounced} of "
-                  f"{delivered} delivered) passed delivery.max_bounce_rate "
-                  f"{delivery.max_bounce_rate:g} %")
-    elif 100 * complained / delivered > delivery.max_complaint_rate:
-        reason = (f"complaint rate {100 * complained / delivered:.2f} % ({complained} of "
-                  f"{delivered} delivered) passed delivery.max_complaint_rate "
-                  f"{delivery.max_complaint_rate:g} %")
-    if reason and change_status(conn, SendStatus.PAUSED, [SendStatus.SENDING],
-                                sends.c.issue == issue, reason=reason):
-        return reason
-    return None
-
-
-# ---- Unsubscribes on the web -------------------------------------------------------------
-
-def web_unsubscribe(engine: Engine, subscriber_id: int, via: str, now: datetime) -> bool:
-    """store.subscribers.unsubscribe, counted for the last issue the subscriber was sent
-    (`via`: one-click or preferences); False when they received nothing already."""
-    with engine.begin() as conn:
-        if not unsubscribe_in(conn, subscriber_id, now):
-            return False
-        issue = conn.execute(select(outbox.c.issue).where(and_(
-            outbox.c.subscriber_id == subscriber_id, outbox.c.issue.not_in(INTERNAL),
-            outbox.c.state == RowState.SENT)).order_by(outbox.c.updated_at.desc(),
-                                                       outbox.c.id.desc()).limit(1)).scalar()
-        key = f"web\0{subscriber_id}\0{via}\0{now.isoformat()}"
-        conn.execute(insert(reports).values(
-            fingerprint=hashlib.sha256(key.encode()).hexdigest(), kind=ReportKind.UNSUBSCRIBE,
-            source="web", via=via, issue=issue, subscriber_id=subscriber_id,
-            received_at=now))
-    return True
+def rates(engine: Engine, issue: str) -> SendRates:
+    """A send's delivered, hard-bounced and complained-about messages."""
+    with engine.connect() as conn:
+        delivered, bounced = conn.execute(select(
+            func.count(), func.count().filter(outbox.c.state == RowState.BOUNCED)).where(and_(
+                outbox.c.issue == issue,
+                outbox.c.state.in_((RowState.SENT, RowState.BOUNCED))))).one()
+        complained = conn.execute(select(func.count(reports.c.outbox_id.distinct())).where(
+            and_(reports.c.issue == issue, reports.c.kind == ReportKind.COMPLAINT))
+        ).scalar_one()
+    return SendRates(int(delivered), int(bounced), int(complained))
 
 
 # ---- What editors see --------------------------------------------------------------------
 
-COUNT_KEYS = ("bounced", "soft_bounced", "complained", "unsubscribed_one_click",
-              "unsubscribed_mailto", "unsubscribed_preferences", "auto_replies", "unmatched")
+UNSUBSCRIBED_KEYS = {via: f"unsubscribed_{via.replace('-', '_')}" for via in ReportVia}
+COUNT_KEYS = ("bounced", "soft_bounced", "complained", *UNSUBSCRIBED_KEYS.values(),
+              "auto_replies", "unmatched")
+KIND_KEYS: dict[str, str] = {
+    ReportKind.BOUNCED: "bounced", ReportKind.SOFT: "soft_bounced",
+    ReportKind.COMPLAINT: "complained", ReportKind.AUTO_REPLY: "auto_replies",
+    ReportKind.UNMATCHED: "unmatched",
+}
+# Counted once per message (a second mailto from the same message is not a second reader);
+# auto-replies and unmatched reports once per report.
+PER_MESSAGE = (ReportKind.BOUNCED, ReportKind.SOFT, ReportKind.COMPLAINT,
+               ReportKind.UNSUBSCRIBE)
+
+
+def _grouped(engine: Engine, issues: Iterable[str | None] | None
+             ) -> Iterator[tuple[str | None, str, str | None, int]]:
+    """(issue, kind, via, count) for the issues given (None among them: reports naming no
+    send), or every issue; a message's reports counted once where PER_MESSAGE, and reports
+    with no message (web unsubscribes from old links) each once."""
+    messages = func.count(reports.c.outbox_id.distinct()) + func.count().filter(
+        reports.c.outbox_id.is_(None))
+    query = (select(reports.c.issue, reports.c.kind, reports.c.via, messages, func.count())
+             .group_by(reports.c.issue, reports.c.kind, reports.c.via))
+    if issues is not None:
+        wanted = list(issues)
+        named = [i for i in wanted if i is not None]
+        condition: ColumnElement[bool] = reports.c.issue.in_(named)
+        if None in wanted:
+            condition = condition | reports.c.issue.is_(None)
+        query = query.where(condition)
+    with engine.connect() as conn:
+        for slug, kind, via, per_message, total in conn.execute(query):
+            yield slug, kind, via, int(per_message if kind in PER_MESSAGE else total)
 
 
 def counts(engine: Engine, issue: str | None = None) -> dict[str | None, dict[str, int]]:
     """Per issue (None: reports naming no send): messages hard- and soft-bounced, complained
-    about and unsubscribed from (by way), counted once per message; auto-replies and
-    unmatched reports counted per report."""
-    query = (select(reports.c.issue, reports.c.kind, reports.c.via,
-                    func.count(reports.c.outbox_id.distinct()), func.count())
-             .group_by(reports.c.issue, reports.c.kind, reports.c.via))
-    if issue is not None:
-        query = query.where(reports.c.issue == issue)
+    about and unsubscribed from (by way, COUNT_KEYS), counted once per message; auto-replies
+    and unmatched reports counted per report."""
     found: dict[str | None, dict[str, int]] = {}
-    with engine.connect() as conn:
-        for slug, kind, via, messages, total in conn.execute(query):
-            key = _count_key(kind, via)
-            if key is None:
-                continue
+    for slug, kind, via, n in _grouped(engine, None if issue is None else [issue]):
+        key = (UNSUBSCRIBED_KEYS.get(ReportVia(via)) if kind == ReportKind.UNSUBSCRIBE and via
+               else KIND_KEYS.get(kind))
+        if key is not None:
             by_issue = found.setdefault(slug, dict.fromkeys(COUNT_KEYS, 0))
-            per_message = kind in (ReportKind.BOUNCED, ReportKind.SOFT, ReportKind.COMPLAINT) or (
-                kind == ReportKind.UNSUBSCRIBE and via == "mailto")
-            by_issue[key] += messages if per_message else total
+            by_issue[key] += n
     return found
 
 
-def _count_key(kind: str, via: str | None) -> str | None:
-    keys: dict[str, str] = {
-        ReportKind.BOUNCED: "bounced", ReportKind.SOFT: "soft_bounced",
-        ReportKind.COMPLAINT: "complained", ReportKind.AUTO_REPLY: "auto_replies",
-        ReportKind.UNMATCHED: "unmatched",
-    }
-    if kind == ReportKind.UNSUBSCRIBE:
-        return {"mailto": "unsubscribed_mailto", "one-click": "unsubscribed_one_click",
-                "preferences": "unsubscribed_preferences"}.get(via or "")
-    return keys.get(kind)
+def unsubscribes_by_issue_and_via(engine: Engine, issues: Iterable[str]
+                                  ) -> dict[str, dict[str, int]]:
+    """Per issue asked for (every one present, 0s when none came): messages unsubscribed
+    from, by way (each states.ReportVia value), in one query whatever the number of issues."""
+    wanted = list(issues)
+    found = {issue: dict.fromkeys(ReportVia, 0) for issue in wanted}
+    for slug, kind, via, n in _grouped(engine, wanted):
+        if kind == ReportKind.UNSUBSCRIBE and via and slug in found:
+            found[slug][ReportVia(via)] += n
+    return {issue: {str(via): n for via, n in ways.items()} for issue, ways in found.items()}

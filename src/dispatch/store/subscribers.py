@@ -334,16 +334,18 @@ def by_id(engine: Engine, subscriber_id: int) -> Subscriber | None:
     return found[0] if found else None
 
 
-def unsubscribe(engine: Engine, subscriber_id: int, now: datetime) -> bool:
+def unsubscribe(engine: Engine, subscriber_id: int, now: datetime,
+                reason: str = "set by an operator") -> bool:
     """Stop all mail to an active or pending subscriber and suppress the address; False when
     they receive nothing already (repeating an unsubscribe changes nothing). A sign-up request
     waiting for confirmation is withdrawn either way: "unsubscribe" in a confirmation message
-    someone else asked for means no."""
+    someone else asked for means no. `reason`: how they left, as `subscribers list` shows it
+    (a reader's own unsubscribes come through store.reports.record, which names the way)."""
     with engine.begin() as conn:
-        return unsubscribe_in(conn, subscriber_id, now)
+        return unsubscribe_in(conn, subscriber_id, now, reason)
 
 
-def unsubscribe_in(conn: Connection, subscriber_id: int, now: datetime) -> bool:
+def unsubscribe_in(conn: Connection, subscriber_id: int, now: datetime, reason: str) -> bool:
     """`unsubscribe` in the caller's transaction."""
     _withdraw_request(conn, subscriber_id, now)
     key = conn.execute(select(subscribers.c.email_key).where(and_(
@@ -352,7 +354,8 @@ def unsubscribe_in(conn: Connection, subscriber_id: int, now: datetime) -> bool:
     if key is None:
         return False
     conn.execute(update(subscribers).where(subscribers.c.id == subscriber_id)
-                 .values(status=SubscriberStatus.UNSUBSCRIBED, unsubscribed_at=now))
+                 .values(status=SubscriberStatus.UNSUBSCRIBED, status_reason=reason,
+                         unsubscribed_at=now))
     _suppress(conn, key, SubscriberStatus.UNSUBSCRIBED, now)
     return True
 

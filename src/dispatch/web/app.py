@@ -36,9 +36,10 @@ from dispatch.compose.slots import SLOTS, fill_slots, public_copy
 from dispatch.config import Settings, WebSettings
 from dispatch.config.topics import unknown_topics
 from dispatch.errors import DispatchError
+from dispatch.inbound.process import web_unsubscribe
 from dispatch.inbound.webhooks import Fetcher, fetch_https
-from dispatch.states import RECEIVING, SubscriberStatus
-from dispatch.store import confirmations, reports, sends
+from dispatch.states import RECEIVING, ReportVia, SubscriberStatus
+from dispatch.store import confirmations, sends
 from dispatch.store import subscribers as subs
 from dispatch.store.secrets import secret
 from dispatch.web.console import with_console
@@ -49,6 +50,7 @@ from dispatch.web.zones import zone_groups, zone_label
 
 MAX_BODY = 16 * 1024  # the largest form here (every topic and a zone) is under 2 KB
 ONE_CLICK = ("List-Unsubscribe", "One-Click")
+PAGE_BUTTON = ("from", "page")  # the /u/ page's button, told apart from a one-click POST
 ZONES = frozenset(zone_names())  # the zones offered; a subscriber's own stays valid too
 
 # No scripts, no frames, forms only to this site; inline styles only (the pages and the
@@ -100,6 +102,11 @@ class Web:
     async def subscriber(self, purpose: str, token: str) -> subs.Subscriber | None:
         """The subscriber a valid token names; None when they are gone or the token was made
         for another address. HTTPException for a bad or expired token."""
+        return (await self.claimed(purpose, token))[0]
+
+    async def claimed(self, purpose: str, token: str
+                      ) -> tuple[subs.Subscriber | None, int | None]:
+        """`subscriber`, and the outbox row the link's message was (None: not named)."""
         try:
             claim = self.signer.read(purpose, token, self.clock())
         except BadToken as bad:
@@ -108,7 +115,15 @@ class Web:
             raise HTTPException(404, "This link is not valid. Please use the link exactly "
                                      "as it is in the email.") from None
         found = await run_in_threadpool(subs.by_id, self.engine, claim.subscriber_id)
-        return found if found is not None and claim.matches(found.email) else None
+        if found is None or not claim.matches(found.email):
+            return None, None
+        return found, claim.row_id
+
+    async def unsubscribe(self, found: subs.Subscriber, row: int | None, via: ReportVia
+                          ) -> None:
+        """Record it for the send whose message the link came in, by the way it came."""
+        await run_in_threadpool(web_unsubscribe, self.engine, self.settings, self.signer,
+                                found.id, row, via, self.clock())
 
     def form_token(self, scope: int) -> str:
         return self.signer.token("form", scope, issued=self.clock())
@@ -215,30 +230,31 @@ class Web:
                             f"{found.email} will receive {self.settings.newsletter.name}.",
                             link=(self.preferences_url(found), "Choose your topics"))
 
-    def preferences_url(self, found: subs.Subscriber) -> str:
-        return f"/p/{self.signer.token('preferences', found.id, found.email)}"
+    def preferences_url(self, found: subs.Subscriber, row: int | None = None) -> str:
+        return f"/p/{self.signer.token('preferences', found.id, found.email, row=row)}"
 
     # ---- unsubscribe
 
     async def unsubscribe_page(self, request: Request) -> Response:
         token = request.path_params["token"]
-        found = await self.subscriber("unsubscribe", token)
+        found, row = await self.claimed("unsubscribe", token)
         if request.method != "POST":
             if found is None or found.status not in RECEIVING:
                 return self.unsubscribed(found)
-            # Never unsubscribes by itself: mail scanners follow links.
+            # Never unsubscribes by itself: mail scanners follow links. The button posts
+            # what a one-click POST does, and says it is the page's.
             return self.page("action", title="Unsubscribe",
                              lines=[f"Stop sending {self.settings.newsletter.name} to "
                                     f"{found.email}?"],
-                             fields=dict([ONE_CLICK]), button="Unsubscribe",
-                             link=(self.preferences_url(found), "Change topics instead"))
+                             fields=dict([ONE_CLICK, PAGE_BUTTON]), button="Unsubscribe",
+                             link=(self.preferences_url(found, row), "Change topics instead"))
         # RFC 8058: the POST itself is the request; no cookies, no form token, any origin.
         form = await self.form(request)
         if form.get(ONE_CLICK[0]) != ONE_CLICK[1]:
             raise HTTPException(400, "The body must be List-Unsubscribe=One-Click.")
         if found is not None:
-            await run_in_threadpool(reports.web_unsubscribe, self.engine, found.id,
-                                    "one-click", self.clock())
+            page = form.get(PAGE_BUTTON[0]) == PAGE_BUTTON[1]
+            await self.unsubscribe(found, row, ReportVia.PAGE if page else ReportVia.ONE_CLICK)
         return self.unsubscribed(found)
 
     def unsubscribed(self, found: subs.Subscriber | None) -> HTMLResponse:
@@ -253,7 +269,7 @@ class Web:
 
     async def preferences_page(self, request: Request) -> Response:
         token = request.path_params["token"]
-        found = await self.subscriber("preferences", token)
+        found, row = await self.claimed("preferences", token)
         if found is None:
             raise HTTPException(404, "This subscription no longer exists.")
         if request.method != "POST":
@@ -262,8 +278,7 @@ class Web:
         self.check_form(request, form, found.id)
         action = form.get("action")
         if action == "unsubscribe":
-            await run_in_threadpool(reports.web_unsubscribe, self.engine, found.id,
-                                    "preferences", self.clock())
+            await self.unsubscribe(found, row, ReportVia.PREFERENCES)
         elif action == "resubscribe":
             await run_in_threadpool(subs.resubscribe, self.engine, found.id, self.clock())
         elif action == "save":

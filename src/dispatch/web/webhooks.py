@@ -1,7 +1,7 @@
-"""The relays' webhook endpoints, /hooks/ses, /hooks/postmark, /hooks/mailgun and
-/hooks/sendgrid: a thin HTTP shell over dispatch.inbound.webhooks, which verifies each request
-and records what it reports. Only providers with a table under [inbound.webhooks] answer;
-the others are 404.
+"""The relays' webhook endpoints, /hooks/<provider> for each provider of
+dispatch.inbound.providers (ses, postmark, mailgun, sendgrid): a thin HTTP shell over
+dispatch.inbound.webhooks, which verifies each request and records what it reports. Only
+providers with a table under [inbound.webhooks] answer; the others are 404.
 
 Answers are plain text: 200 with what was recorded (an unmatched event is still a 200, or
 the relay would retry it forever), 400 for a body that is not the provider's format, 401/403
@@ -26,11 +26,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dispatch.audience.tokens import Signer
 from dispatch.config import Settings
+from dispatch.inbound.providers import PROVIDERS
 from dispatch.inbound.webhooks import (
     Fetcher,
+    Incoming,
     Malformed,
     Misconfigured,
-    Outcome,
     Unauthenticated,
     Unverified,
     Webhooks,
@@ -51,11 +52,14 @@ class Endpoints:
     def __init__(self, hooks: Webhooks) -> None:
         self.hooks = hooks
 
-    async def answer(self, provider: str, request: Request,
-                     handle: Callable[[bytes], Outcome]) -> Response:
-        body = await request.body()
+    async def answer(self, request: Request) -> Response:
+        provider = request.url.path.removeprefix(PREFIX)
+        wanted = PROVIDERS[provider].content_type
+        if wanted and not request.headers.get("content-type", "").startswith(wanted):
+            return _text(400, f"The {provider} webhook posts {wanted}.")
+        incoming = Incoming(await request.body(), dict(request.headers.items()))
         try:
-            outcome = await run_in_threadpool(handle, body)
+            outcome = await run_in_threadpool(self.hooks.handle, provider, incoming)
         except Unauthenticated as exc:
             return _text(401, str(exc), **{"WWW-Authenticate": 'Basic realm="dispatch"'})
         except Unverified as exc:
@@ -68,26 +72,6 @@ class Endpoints:
             return _text(503, "This webhook is not configured correctly; try again later.")
         log.info("webhook %s: %s", provider, outcome.describe())
         return _text(200, outcome.describe())
-
-    async def ses(self, request: Request) -> Response:
-        return await self.answer("ses", request, self.hooks.ses)
-
-    async def postmark(self, request: Request) -> Response:
-        auth = request.headers.get("authorization")
-        return await self.answer("postmark", request,
-                                 lambda body: self.hooks.postmark(body, auth))
-
-    async def mailgun(self, request: Request) -> Response:
-        if not request.headers.get("content-type", "").startswith("application/json"):
-            return _text(400, "Mailgun's webhooks post JSON (the legacy form-encoded ones are "
-                              "not taken).")
-        return await self.answer("mailgun", request, self.hooks.mailgun)
-
-    async def sendgrid(self, request: Request) -> Response:
-        signature = request.headers.get("x-twilio-email-event-webhook-signature")
-        timestamp = request.headers.get("x-twilio-email-event-webhook-timestamp")
-        return await self.answer("sendgrid", request,
-                                 lambda body: self.hooks.sendgrid(body, signature, timestamp))
 
 
 async def _error(request: Request, exc: Exception) -> Response:
@@ -105,9 +89,8 @@ def with_webhooks(app: ASGIApp, engine: Engine, settings: Settings, signer: Sign
     if config is None:
         return app
     endpoints = Endpoints(Webhooks(engine, settings, config, signer, clock, fetch))
-    routes = [Route(f"{PREFIX}{name}", getattr(endpoints, name), methods=["POST"])
-              for name in ("ses", "postmark", "mailgun", "sendgrid")
-              if getattr(config, name) is not None]
+    routes = [Route(f"{PREFIX}{name}", endpoints.answer, methods=["POST"])
+              for name in endpoints.hooks.providers]
     hooks = BodyLimit(Starlette(routes=routes, exception_handlers={HTTPException: _error,
                                                                    Exception: _error}),
                       config.max_size)
