@@ -1,8 +1,10 @@
 """The named states of what the store keeps: a send (an issue going out), an outbox row (one
 message to one subscriber) and a subscriber. The stored strings are the enum values.
 
-The state machines are drawn in docs/architecture.md; every change of a send's status goes
-through `dispatch.store.sends.change_status`, which names the states it may come from.
+The state machines are drawn in docs/architecture.md; every change of a send's status is one
+of the named `SendStep`s below, declared once in `SEND_STEPS` and enforced by
+`dispatch.store.sends.change_status`: a step names the states it may come from, and there is no
+"from any state".
 """
 
 from __future__ import annotations
@@ -28,6 +30,37 @@ UNLAUNCHED = (SendStatus.SCHEDULED, *RESCHEDULABLE)  # may be sent now
 CANCELLABLE = (SendStatus.SCHEDULED, SendStatus.SENDING, SendStatus.PAUSED)
 ARCHIVED = (SendStatus.SENDING, SendStatus.SENT)  # launched, so someone has it; not cancelled
 VIEWABLE = (*ARCHIVED, SendStatus.PAUSED)  # the view-in-browser link of a copy received
+
+
+class SendStep(StrEnum):
+    """A change of a send's status, by what causes it. SEND_STEPS says from where to where."""
+
+    SCHEDULE = "schedule"  # an editor schedules it (again, if it never launched)
+    FIRE = "fire"  # the daemon launches it at its time
+    LAUNCH = "launch"  # an editor sends it now (never launched before)
+    PAUSE = "pause"  # an editor, the relay refusing us, or the bounce/complaint rates
+    RESUME = "resume"  # an editor, or `dispatch send` on a paused issue
+    FINISH = "finish"  # nothing left to deliver
+    CANCEL = "cancel"  # an editor
+    MISS = "miss"  # its time passed with no daemon running (beyond schedule.grace)
+    FAIL = "fail"  # it could not be launched at its time (nobody to send to, a broken brief)
+    REOPEN = "reopen"  # dispatch's own pseudo-sends (confirmations, welcome): new mail queued
+
+
+SEND_STEPS: dict[SendStep, tuple[frozenset[SendStatus], SendStatus]] = {
+    SendStep.SCHEDULE: (frozenset(RESCHEDULABLE), SendStatus.SCHEDULED),
+    SendStep.FIRE: (frozenset({SendStatus.SCHEDULED}), SendStatus.SENDING),
+    SendStep.LAUNCH: (frozenset(UNLAUNCHED), SendStatus.SENDING),
+    SendStep.PAUSE: (frozenset({SendStatus.SENDING}), SendStatus.PAUSED),
+    SendStep.RESUME: (frozenset({SendStatus.PAUSED}), SendStatus.SENDING),
+    SendStep.FINISH: (frozenset({SendStatus.SENDING}), SendStatus.SENT),
+    SendStep.CANCEL: (frozenset(CANCELLABLE), SendStatus.CANCELLED),
+    SendStep.MISS: (frozenset({SendStatus.SCHEDULED}), SendStatus.MISSED),
+    SendStep.FAIL: (frozenset({SendStatus.SCHEDULED}), SendStatus.FAILED),
+    # A new sign-up is a fresh chance to deliver, even after an editor's pause.
+    SendStep.REOPEN: (frozenset({SendStatus.SENT, SendStatus.SENDING, SendStatus.PAUSED}),
+                      SendStatus.SENDING),
+}
 
 
 class RowState(StrEnum):

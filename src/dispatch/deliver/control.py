@@ -24,7 +24,7 @@ from dispatch.compose.models import Issue
 from dispatch.config import Settings
 from dispatch.deliver.sending import launch_issue
 from dispatch.errors import DispatchError, Problem
-from dispatch.states import UNFINISHED, RowState, SendStatus
+from dispatch.states import UNFINISHED, RowState, SendStatus, SendStep
 from dispatch.store import outbox, reports, sends
 from dispatch.store.outbox import Audience
 from dispatch.store.sends import SendInfo
@@ -92,7 +92,7 @@ def prepare_send(engine: Engine, issue: Issue, settings: Settings) -> SendPlan:
     if existing.status == SendStatus.PAUSED:
         # False means another process resumed or cancelled it meanwhile; either way the
         # delivery that follows finds whatever is still running.
-        sends.set_status(engine, issue.slug, SendStatus.SENDING, from_=[SendStatus.PAUSED])
+        sends.set_status(engine, issue.slug, SendStep.RESUME)
         return SendPlan(issue, SendAction.RESUMED, existing)
     return SendPlan(issue, SendAction.CONTINUE, existing)
 

@@ -326,6 +326,7 @@ def deliver(outbox: Outbox, transport: Transport, settings: Settings, signer: Si
                 heartbeat(now)
                 last_beat = time.monotonic()
             if time.monotonic() - last_count >= tuning.count_every:  # new launches, others
+                outbox.finish(now)
                 stats.looked(outbox.waiting(now)[0])
                 last_count = time.monotonic()
             if in_flight and time.monotonic() - last_status >= tuning.status_every:
@@ -348,6 +349,7 @@ def deliver(outbox: Outbox, transport: Transport, settings: Settings, signer: Si
                     continue
                 if halt.is_set():
                     break
+                outbox.finish(now)
                 left, due = outbox.waiting(now)
                 stats.looked(left)
                 if until_done and (stats.left == 0 or (

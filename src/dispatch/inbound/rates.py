@@ -9,7 +9,7 @@ from __future__ import annotations
 from sqlalchemy import Engine
 
 from dispatch.config import DeliverySettings
-from dispatch.states import SendStatus
+from dispatch.states import SendStep
 from dispatch.store import reports, sends
 from dispatch.store.reports import SendRates
 
@@ -38,7 +38,6 @@ def pause_on_rates(engine: Engine, issue: str, delivery: DeliverySettings) -> st
     """Pause a sending issue whose rates passed their limits; the reason when it paused it
     (a send not sending, or paused already, is left as it is)."""
     reason = verdict(reports.rates(engine, issue), delivery)
-    if reason and sends.set_status(engine, issue, SendStatus.PAUSED,
-                                   from_=[SendStatus.SENDING], reason=reason):
+    if reason and sends.set_status(engine, issue, SendStep.PAUSE, reason=reason):
         return reason
     return None

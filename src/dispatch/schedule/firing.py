@@ -14,7 +14,7 @@ from dispatch.compose.issues import load_issue, resolve_issue_path
 from dispatch.config import Settings
 from dispatch.deliver.sending import launch_issue
 from dispatch.errors import DispatchError, Problem
-from dispatch.states import SendStatus
+from dispatch.states import SendStep
 from dispatch.store import sends
 from dispatch.store.outbox import plan_audience
 from dispatch.store.sends import SendInfo
@@ -61,8 +61,7 @@ def fire(engine: Engine, settings: Settings, send: SendInfo, now: datetime) -> E
         reason = (f"due {send.send_at:%Y-%m-%d %H:%M} UTC but no daemon ran until "
                   f"{now:%Y-%m-%d %H:%M} UTC ({late_by(now - send.send_at)} late; schedule.grace "
                   f"is {late_by(grace)}); not sent. Schedule it again to send it")
-        if sends.set_status(engine, send.issue, SendStatus.MISSED, reason=reason,
-                            from_=[SendStatus.SCHEDULED]):
+        if sends.set_status(engine, send.issue, SendStep.MISS, reason=reason):
             return Event(EventKind.MISSED, send.issue, reason)
         return None
     try:
@@ -84,8 +83,7 @@ def fire(engine: Engine, settings: Settings, send: SendInfo, now: datetime) -> E
                                 scheduled_for=send.send_at, release=release, day=day)
     except DispatchError as exc:
         reason = "; ".join(str(p) for p in exc.problems)
-        if sends.set_status(engine, send.issue, SendStatus.FAILED, reason=reason,
-                            from_=[SendStatus.SCHEDULED]):
+        if sends.set_status(engine, send.issue, SendStep.FAIL, reason=reason):
             return Event(EventKind.FAILED, send.issue, reason)
         return None
     if not launched:

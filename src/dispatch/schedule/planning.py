@@ -18,7 +18,7 @@ from dispatch.compose.issues import ISSUE_FILE, load_issue, parse_when, resolve_
 from dispatch.compose.models import Issue
 from dispatch.config import Settings
 from dispatch.errors import ContentError, DispatchError, Problem
-from dispatch.states import SendStatus
+from dispatch.states import SendStatus, SendStep
 from dispatch.store import sends
 from dispatch.store.sends import SendInfo
 from dispatch.store.subscribers import active_zones
@@ -150,14 +150,13 @@ def cancel_issue(engine: Engine, slug: str, now: datetime) -> int:
 
 
 def pause_issue(engine: Engine, slug: str) -> None:
-    if not sends.set_status(engine, slug, SendStatus.PAUSED, from_=[SendStatus.SENDING],
-                            reason="paused by an editor"):
+    if not sends.set_status(engine, slug, SendStep.PAUSE, reason="paused by an editor"):
         _send(engine, slug, SendStatus.SENDING, "only a send in progress can be paused (a "
                                                 "scheduled one can be moved or cancelled)")
 
 
 def resume_issue(engine: Engine, slug: str) -> None:
-    if not sends.set_status(engine, slug, SendStatus.SENDING, from_=[SendStatus.PAUSED]):
+    if not sends.set_status(engine, slug, SendStep.RESUME):
         _send(engine, slug, SendStatus.PAUSED, "only a paused send can be resumed")
 
 

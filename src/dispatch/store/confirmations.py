@@ -18,7 +18,7 @@ from dispatch.audience.signup import (
     welcome_message,
 )
 from dispatch.config import Settings
-from dispatch.states import UNFINISHED, RowState, SendStatus
+from dispatch.states import UNFINISHED, RowState, SendStatus, SendStep
 from dispatch.store.schema import outbox, send_variants, sends
 from dispatch.store.sends import CONFIRMATIONS, WELCOME, change_status
 from dispatch.store.subscribers import confirm_row, signup_row
@@ -88,7 +88,7 @@ def queue_confirmation(conn: Connection, subscriber_id: int, now: datetime,
                                        next_attempt_at=now, updated_at=now))
     # A confirmation reopens its pseudo-send whatever its status, paused included: a new
     # sign-up is a fresh chance to deliver.
-    change_status(conn, SendStatus.SENDING, None, sends.c.issue == CONFIRMATIONS,
+    change_status(conn, SendStep.REOPEN, sends.c.issue == CONFIRMATIONS,
                   finished_at=None, recipients=sends.c.recipients + 1)
     return True
 
@@ -114,6 +114,6 @@ def queue_welcome(conn: Connection, subscriber_id: int, now: datetime) -> bool:
     conn.execute(insert(outbox).values(issue=WELCOME, subscriber_id=subscriber_id,
                                        variant="welcome", state=RowState.QUEUED, attempts=0,
                                        next_attempt_at=now, updated_at=now))
-    change_status(conn, SendStatus.SENDING, None, sends.c.issue == WELCOME,
+    change_status(conn, SendStep.REOPEN, sends.c.issue == WELCOME,
                   finished_at=None, recipients=sends.c.recipients + 1)
     return True

@@ -31,7 +31,6 @@ from sqlalchemy import (
     bindparam,
     case,
     delete,
-    exists,
     func,
     insert,
     literal,
@@ -49,9 +48,9 @@ from dispatch.states import (
     OPEN,
     PROBLEMS,
     UNFINISHED,
-    UNLAUNCHED,
     RowState,
     SendStatus,
+    SendStep,
     SubscriberStatus,
 )
 from dispatch.store.schema import (
@@ -63,7 +62,7 @@ from dispatch.store.schema import (
     workers,
 )
 from dispatch.store.segments import segment_condition, suppressed, topic_mask
-from dispatch.store.sends import CONFIRMATIONS, change_status
+from dispatch.store.sends import CONFIRMATIONS, change_status, finish_done
 from dispatch.store.subscribers import mark_bounced
 
 INSERT_BATCH = 5_000
@@ -293,10 +292,10 @@ def launch(engine: Engine, issue: Issue, audience: Audience,
         with engine.begin() as conn:
             where = [sends.c.issue == issue.slug, sends.c.launched_at.is_(None)]
             if scheduled_for is not None:
-                changed = change_status(conn, SendStatus.SENDING, [SendStatus.SCHEDULED],
-                                        *where, sends.c.send_at == scheduled_for, **values)
+                changed = change_status(conn, SendStep.FIRE, *where,
+                                        sends.c.send_at == scheduled_for, **values)
             else:
-                changed = change_status(conn, SendStatus.SENDING, UNLAUNCHED, *where, **values)
+                changed = change_status(conn, SendStep.LAUNCH, *where, **values)
             if not changed:
                 if scheduled_for is not None:
                     return False
@@ -605,16 +604,18 @@ class SqlOutbox:
 
     def waiting(self, now: datetime) -> tuple[int, datetime | None]:
         """Rows still to deliver in scope (open or being sent) and when the next open row is
-        due; sends with nothing left are marked finished."""
-        with self.engine.begin() as conn:
+        due. Counts only: finishing a send is `finish`."""
+        with self.engine.connect() as conn:
             left = conn.execute(select(func.count()).select_from(outbox).where(and_(
                 self._scope(), outbox.c.state.in_(UNFINISHED)))).scalar_one()
             due = conn.execute(select(func.min(outbox.c.next_attempt_at)).where(and_(
                 self._scope(), outbox.c.state.in_(OPEN)))).scalar()
-            busy = exists().where(and_(outbox.c.issue == sends.c.issue,
-                                       outbox.c.state.in_(UNFINISHED)))
-            change_status(conn, SendStatus.SENT, [SendStatus.SENDING], ~busy, finished_at=now)
         return left, due
+
+    def finish(self, now: datetime) -> int:
+        """The lifecycle's finish step for every running send with nothing left (a worker
+        delivers for several sends, and one may end while others go on)."""
+        return finish_done(self.engine, now)
 
     def template_parts(self, issue: str, variant: str) -> tuple[str, str, str]:
         return variant_parts(self.engine, issue, variant)

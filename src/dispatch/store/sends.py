@@ -1,29 +1,29 @@
 """Sends: one row per scheduled or launched issue. Every change of a send's status goes
-through `change_status`, which names the states it may come from (docs/architecture.md has
-the state machine); the archive's queries live here too.
+through `change_status`, as one of the steps declared in states.SEND_STEPS
+(docs/architecture.md has the table); the archive's queries live here too.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, delete, insert, select, update
+from sqlalchemy import Connection, Engine, and_, delete, exists, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
 from dispatch.compose.models import Issue
 from dispatch.states import (
     ARCHIVED,
-    CANCELLABLE,
     OPEN,
-    RESCHEDULABLE,
+    SEND_STEPS,
+    UNFINISHED,
     VIEWABLE,
     RowState,
     SendStatus,
+    SendStep,
 )
 from dispatch.store.schema import archive_hidden, outbox, send_variants, sends
 
@@ -57,31 +57,39 @@ class SendInfo:
                       "skipped": json.loads(row["skipped"]) if row["skipped"] else {}})
 
 
-def change_status(conn: Connection, to: SendStatus, from_: Iterable[SendStatus] | None,
-                  *where: ColumnElement[bool], reason: str | None = None,
-                  **values: Any) -> int:
-    """Move the sends matching `where` whose status is one of `from_` (None: any) to `to`,
-    in the caller's transaction; how many moved. The one place a send's status is written
-    after the row is created."""
-    condition = and_(*where) if where else sends.c.issue.is_not(None)
-    if from_ is not None:
-        condition = and_(condition, sends.c.status.in_(tuple(from_)))
+def change_status(conn: Connection, step: SendStep, *where: ColumnElement[bool],
+                  reason: str | None = None, **values: Any) -> int:
+    """Take `step` (states.SEND_STEPS: the states it comes from, the one it goes to) for the
+    sends matching `where` that are in one of its source states, in the caller's transaction;
+    how many moved. The one place a send's status is written after the row is created."""
+    sources, target = SEND_STEPS[step]
+    condition = and_(sends.c.status.in_(sorted(sources)), *where)
     return conn.execute(update(sends).where(condition).values(
-        status=to, reason=reason[:MAX_REASON] if reason else None, **values)).rowcount
+        status=target, reason=reason[:MAX_REASON] if reason else None, **values)).rowcount
 
 
-def set_status(engine: Engine, issue: str, to: SendStatus, *, from_: Iterable[SendStatus],
-               reason: str | None = None) -> bool:
-    """Change one send's status if it is in one of `from_`; False if it was not."""
+def set_status(engine: Engine, issue: str, step: SendStep, *, reason: str | None = None
+               ) -> bool:
+    """Take `step` for one send; False if it was in none of the step's source states."""
     with engine.begin() as conn:
-        return bool(change_status(conn, to, from_, sends.c.issue == issue, reason=reason))
+        return bool(change_status(conn, step, sends.c.issue == issue, reason=reason))
 
 
 def pause_running(engine: Engine, issue: str | None, reason: str) -> None:
     """Pause the running send (or every running send): the relay refuses us, not them."""
     where = [sends.c.issue == issue] if issue else []
     with engine.begin() as conn:
-        change_status(conn, SendStatus.PAUSED, [SendStatus.SENDING], *where, reason=reason)
+        change_status(conn, SendStep.PAUSE, *where, reason=reason)
+
+
+def finish_done(engine: Engine, now: datetime, issue: str | None = None) -> int:
+    """The finish step: running sends (this one, or every one) with no message left to
+    deliver become sent; how many. The delivery loop calls it each time it counts."""
+    busy = exists().where(and_(outbox.c.issue == sends.c.issue,
+                               outbox.c.state.in_(UNFINISHED)))
+    where = [~busy, *([sends.c.issue == issue] if issue else [])]
+    with engine.begin() as conn:
+        return change_status(conn, SendStep.FINISH, *where, finished_at=now)
 
 
 def is_internal(issue: str) -> bool:
@@ -128,7 +136,7 @@ def schedule_row(conn: Connection, issue: Issue, send_at: datetime, now: datetim
     """schedule_send inside the caller's transaction; raises IntegrityError instead."""
     values: dict[str, Any] = {"subject": issue.subject, "send_at": send_at, "zone": zone,
               "local_time": local_time}
-    if not change_status(conn, SendStatus.SCHEDULED, RESCHEDULABLE, sends.c.issue == issue.slug,
+    if not change_status(conn, SendStep.SCHEDULE, sends.c.issue == issue.slug,
                          sends.c.launched_at.is_(None), **values):
         conn.execute(insert(sends).values(issue=issue.slug, recipients=0, created_at=now,
                                           status=SendStatus.SCHEDULED, **values))
@@ -146,7 +154,7 @@ def cancel_send(engine: Engine, issue: str, reason: str, now: datetime) -> int |
     """Cancel a scheduled, sending or paused issue. Rows not yet sent are marked skipped (the
     ones in a worker's hands finish). None if there was nothing to cancel; else rows skipped."""
     with engine.begin() as conn:
-        if not change_status(conn, SendStatus.CANCELLED, CANCELLABLE, sends.c.issue == issue,
+        if not change_status(conn, SendStep.CANCEL, sends.c.issue == issue,
                              reason=reason, finished_at=now):
             return None
         return conn.execute(update(outbox).where(and_(
