@@ -189,11 +189,19 @@ def test_forms_without_the_sessions_csrf_token_or_from_another_site_are_refused(
     assert refused.status_code == 403
     assert operator.post(f"{PREFIX}/subscribers/add", data={**new, "csrf": token},
                          headers={"Sec-Fetch-Site": "cross-site"}).status_code == 403
+    # A sandboxed frame or a data: page sends Origin: null; it is no console page.
+    assert operator.post(f"{PREFIX}/subscribers/add", data={**new, "csrf": token},
+                         headers={"Origin": "null"}).status_code == 403
     assert subs.get(console.engine, "new@example.com") is None
     # The sign-in form has its own token: a login without it is refused.
     with console.client() as stranger:
         response = stranger.post(f"{PREFIX}/login", data={"email": PEOPLE[Role.ADMIN],
                                                           "password": PASSWORD})
+        assert response.status_code == 403
+        assert "dispatch_session" not in response.cookies
+        page = stranger.get(f"{PREFIX}/login")
+        response = stranger.post(f"{PREFIX}/login", headers={"Origin": "null"}, data={
+            "email": PEOPLE[Role.ADMIN], "password": PASSWORD, "csrf": csrf(page)})
         assert response.status_code == 403
         assert "dispatch_session" not in response.cookies
     # With the token it works.

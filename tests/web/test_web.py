@@ -310,6 +310,7 @@ def test_preference_forms_are_refused_from_other_sites(site: Site):
                    headers={"Origin": "https://evil.example"}),
         httpx.post(url, data={"csrf": token, **change},
                    headers={"Sec-Fetch-Site": "cross-site"}),
+        httpx.post(url, data={"csrf": token, **change}, headers={"Origin": "null"}),
         httpx.post(url, data=change),  # no form token
         httpx.post(url, data={"csrf": token + "x", **change}),
     ]
@@ -318,7 +319,7 @@ def test_preference_forms_are_refused_from_other_sites(site: Site):
     site.send(copy_issue(site, "2026-12-04-next"))
     ben_page = httpx.get(site.link("ben@example.com", "/p/"))
     refused.append(httpx.post(url, data={"csrf": csrf(ben_page), **change}))
-    assert [r.status_code for r in refused] == [403] * 5
+    assert [r.status_code for r in refused] == [403] * 6
     assert site.get("ana@example.com").topics == ("technology",)
     # The same request from this site's own page is accepted.
     answer = httpx.post(url, data={"csrf": token, **change},

@@ -15,7 +15,7 @@ from datetime import datetime
 from functools import partial
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine
@@ -44,7 +44,7 @@ from dispatch.store import subscribers as subs
 from dispatch.store.secrets import secret
 from dispatch.web.console import with_console
 from dispatch.web.feed import FEED_PATH, archive_url, atom_feed, sent_at
-from dispatch.web.guards import BodyLimit, SignupLimiter
+from dispatch.web.guards import BodyLimit, SignupLimiter, check_same_origin
 from dispatch.web.webhooks import with_webhooks
 from dispatch.web.zones import zone_groups, zone_label
 
@@ -131,20 +131,9 @@ class Web:
     async def form(self, request: Request) -> FormData:
         return await request.form(max_files=0, max_fields=len(self.settings.topics) + 10)
 
-    def check_origin(self, request: Request) -> None:
-        """Refuse a state-changing POST sent by another site's page."""
-        site = request.headers.get("sec-fetch-site")
-        if site is not None and site not in ("same-origin", "none"):
-            raise HTTPException(403, "This form must be sent from this site's own page.")
-        origin = request.headers.get("origin") or request.headers.get("referer")
-        if origin and origin != "null":
-            parts = urlsplit(origin)
-            own = {urlsplit(self.base).netloc, request.headers.get("host", "")}
-            if parts.netloc not in own:
-                raise HTTPException(403, "This form must be sent from this site's own page.")
-
     def check_form(self, request: Request, form: FormData, scope: int) -> None:
-        self.check_origin(request)
+        check_same_origin(request, self.base,
+                          "This form must be sent from this site's own page.")
         try:
             claim = self.signer.read("form", str(form.get("csrf", "")), self.clock())
         except BadToken:

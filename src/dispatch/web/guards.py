@@ -1,14 +1,38 @@
-"""What stands between the internet and the pages: a body-size limit enforced on declared and
-streamed bodies, and a per-client sign-up rate limit."""
+"""What stands between the internet and the pages: the same-origin check of every form that
+changes something (the public pages' and the console's), a body-size limit enforced on
+declared and streamed bodies, and a per-client sign-up rate limit."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+def check_same_origin(request: Request, base_url: str, refusal: str) -> None:
+    """HTTPException(403, refusal) unless the request came from one of this site's own pages:
+    the browser's Sec-Fetch-Site, else its Origin (or Referer) naming the configured base URL's
+    host or the Host asked for. `Origin: null` (a sandboxed frame, a data: or file: page, a
+    cross-site redirect) is never this site's page, so it is refused; a request with neither
+    header (an old browser, a script without cookies) is left to the form token."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        raise HTTPException(403, refusal)
+    origin = request.headers.get("origin") or request.headers.get("referer")
+    if origin is None:
+        return
+    own = {urlsplit(base_url).netloc, request.headers.get("host", "")} - {""}
+    try:
+        netloc = urlsplit(origin.strip()).netloc
+    except ValueError:  # an unreadable origin is nobody's
+        netloc = ""
+    if netloc not in own:
+        raise HTTPException(403, refusal)
 
 
 class BodyLimit:

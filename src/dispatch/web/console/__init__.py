@@ -1,6 +1,7 @@
 """The newsroom console at /admin/: editors and operators in the browser, on the library
 functions the CLI calls. access.py holds the route × role table and enforces sessions, roles,
-CSRF and the audit log; pages.py the pages; templates/console/ their HTML."""
+CSRF and the audit log; pages.py puts the pages together, one module per section (signin,
+issues, sending, briefs, subscribers, users) on base.py; templates/console/ their HTML."""
 
 from __future__ import annotations
 
@@ -30,13 +31,13 @@ def create_console(engine: Engine, settings: Settings, *,
     """The console alone, its paths starting with /admin (its own listener, or mounted)."""
     guard = Guard(engine, settings, clock)
     pages = Pages(engine, settings, guard, queued, clock)
-    routes = [Route(PREFIX + action.path, guard.wrap(action, getattr(pages, action.handler)),
+    routes = [Route(PREFIX + action.path, guard.wrap(action, pages.handler(action.handler)),
                     methods=[action.method]) for action in ROUTES]
 
     async def error(request: Request, exc: Exception) -> Response:
         if not isinstance(exc, HTTPException):
             exc = HTTPException(500, "Something went wrong; nothing more is shown here.")
-        response = pages.page("problems", None, exc.status_code, title=f"{exc.status_code}",
+        response = pages.shared.page("problems", None, exc.status_code, title=f"{exc.status_code}",
                               problems=[], message=exc.detail, back=PREFIX + "/")
         response.headers.update(exc.headers or {})
         return response

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
@@ -24,6 +24,7 @@ from dispatch.config import Settings
 from dispatch.states import Role
 from dispatch.store import accounts, audit
 from dispatch.store.accounts import Session
+from dispatch.web.guards import check_same_origin
 
 PREFIX = "/admin"
 SESSION_COOKIE = "dispatch_session"
@@ -127,15 +128,8 @@ class Guard:
 
     def check_origin(self, request: Request) -> None:
         """A POST must come from a console page, not another site's."""
-        site = request.headers.get("sec-fetch-site")
-        if site is not None and site not in ("same-origin", "none"):
-            raise HTTPException(403, "This form must be sent from the console's own page.")
-        origin = request.headers.get("origin") or request.headers.get("referer")
-        if origin and origin != "null":
-            own = {urlsplit(self.settings.newsletter.base_url).netloc,
-                   request.headers.get("host", "")}
-            if urlsplit(origin).netloc not in own:
-                raise HTTPException(403, "This form must be sent from the console's own page.")
+        check_same_origin(request, self.settings.newsletter.base_url,
+                          "This form must be sent from the console's own page.")
 
     @staticmethod
     def same(token: object, expected: str) -> bool:
