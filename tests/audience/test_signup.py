@@ -15,7 +15,7 @@ from dispatch.audience.signup import Signup, confirmation_message, read_signup
 from dispatch.compose.rules import check_rendered
 from dispatch.compose.slots import TOKENS
 from dispatch.config import Settings
-from dispatch.deliver.control import status_report
+from dispatch.deliver.report import send_reports
 from dispatch.errors import RenderError
 from dispatch.schedule import schedule_overview
 from dispatch.store import subscribers as subs
@@ -334,7 +334,7 @@ def test_a_confirmation_queues_one_welcome_and_no_later_one(engine, settings):
     assert welcomes(engine) == [(ana.id, "queued")]
     # Both pseudo-sends are running now, and neither is an issue to an editor.
     assert {s.issue for s in list_sends(engine)} == {CONFIRMATIONS, WELCOME}
-    assert status_report(engine) == [] and schedule_overview(engine, settings, NOW).sends == []
+    assert send_reports(engine) == [] and schedule_overview(engine, settings, NOW).sends == []
     assert archived_sends(engine) == []
 
 

@@ -17,6 +17,7 @@ from dispatch.config import Settings
 from dispatch.deliver import control
 from dispatch.deliver.control import SendAction
 from dispatch.deliver.loop import run_delivery
+from dispatch.deliver.report import LEFT_BEFORE_SENDING, send_reports
 from dispatch.deliver.transport import Reply
 from dispatch.errors import DispatchError
 from dispatch.schedule import schedule_overview
@@ -191,24 +192,25 @@ def test_status_report_counts_rows_per_state_and_lists_last_errors(engine, setti
             updated_at=NOW + timedelta(minutes=1)))
         conn.execute(update(outbox).where(outbox.c.id == first + 1).values(
             state=RowState.SENT, attempts=1, reply="250 ok", updated_at=NOW))
-    [entry] = control.status_report(engine, f"issues/{EXAMPLE_ISSUE}")
-    assert entry["issue"] == EXAMPLE_ISSUE and entry["status"] == SendStatus.SENDING
-    assert entry["recipients"] == len(READERS)
-    assert entry["states"] == {**{state: 0 for state in RowState}, RowState.QUEUED: 1,
-                               RowState.SENT: 1, RowState.FAILED: 1}
-    assert list(entry["states"]) == list(RowState)  # the JSON's key order
-    [error] = entry["last_errors"]
-    assert error["state"] == RowState.FAILED and error["attempts"] == 5
-    assert error["reply"] == "550 5.2.0 mailbox unavailable"
-    assert error["updated_at"] == (NOW + timedelta(minutes=1)).isoformat()
+    [entry] = send_reports(engine, f"issues/{EXAMPLE_ISSUE}")
+    assert entry.issue == EXAMPLE_ISSUE and entry.status == SendStatus.SENDING
+    assert entry.recipients == len(READERS)
+    assert entry.states == {**{state: 0 for state in RowState}, RowState.QUEUED: 1,
+                            RowState.SENT: 1, RowState.FAILED: 1}
+    assert list(entry.to_json()["states"]) == list(RowState)  # the JSON's key order
+    [error] = entry.last_errors
+    assert error.state == RowState.FAILED and error.attempts == 5
+    assert error.reply == "550 5.2.0 mailbox unavailable"
+    assert entry.to_json()["last_errors"][0]["updated_at"] == (
+        NOW + timedelta(minutes=1)).isoformat()
     assert control.unfinished(engine, EXAMPLE_ISSUE) == 1
-    assert [e["issue"] for e in control.status_report(engine)] == [EXAMPLE_ISSUE]
+    assert [e.issue for e in send_reports(engine)] == [EXAMPLE_ISSUE]
 
 
 def test_status_report_of_an_issue_never_sent_is_refused(engine, settings, issue):
     with pytest.raises(DispatchError, match="no send for this issue yet"):
-        control.status_report(engine, "issues/never-sent")
-    assert control.status_report(engine) == []
+        send_reports(engine, "issues/never-sent")
+    assert send_reports(engine) == []
 
 
 def test_schedule_overview_lists_scheduled_first_then_the_rest_and_drafts(engine, settings,
@@ -255,9 +257,9 @@ def test_status_and_dry_run_agree_on_who_is_skipped_and_why(engine, settings, is
         first = conn.execute(select(func.min(outbox.c.id))).scalar_one()
         conn.execute(update(outbox).where(outbox.c.id == first)
                      .values(state=RowState.SKIPPED))
-    [entry] = control.status_report(engine)  # ~confirmations is dispatch's own: not listed
-    assert entry["issue"] == EXAMPLE_ISSUE
-    assert entry["skipped"] == {**rehearsal, control.LEFT_BEFORE_SENDING: 1}
+    [entry] = send_reports(engine)  # ~confirmations is dispatch's own: not listed
+    assert entry.issue == EXAMPLE_ISSUE
+    assert entry.skipped == {**rehearsal, LEFT_BEFORE_SENDING: 1}
     # The one "skipped" figure (text, --json, the console) is everyone who got nothing.
-    assert entry["states"]["skipped"] == sum(rehearsal.values()) + 1
-    assert control.status_report(engine, "~confirmations")[0]["issue"] == "~confirmations"
+    assert entry.states[RowState.SKIPPED] == sum(rehearsal.values()) + 1
+    assert send_reports(engine, "~confirmations")[0].issue == "~confirmations"

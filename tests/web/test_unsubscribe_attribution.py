@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from dispatch.deliver import control
+from dispatch.deliver.report import send_reports
 from dispatch.states import ReportVia
 from dispatch.store import reports
 from tests.helpers import EXAMPLE_ISSUE
@@ -60,7 +60,7 @@ def test_unsubscribes_count_for_the_send_their_link_came_in_by_their_way(project
         assert found[LATER] == {**dict.fromkeys(map(str, ReportVia), 0), "page": 1,
                                 "one-click": 1, "preferences": 1}
         # What `dispatch status` reads.
-        by_issue = {e["issue"]: e["reports"] for e in control.status_report(site.engine)}
+        by_issue = {e.issue: e.came_back for e in send_reports(site.engine)}
         assert (by_issue[LATER]["unsubscribed_page"], by_issue[LATER]["unsubscribed_one_click"],
                 by_issue[LATER]["unsubscribed_preferences"]) == (1, 1, 1)
         assert {k: v for k, v in by_issue[EXAMPLE_ISSUE].items()

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -37,33 +37,32 @@ if TYPE_CHECKING:  # the stack is imported where a command uses it: start-up sta
     from dispatch.config import Settings
     from dispatch.deliver.control import SendPlan
     from dispatch.deliver.recording import Stats
+    from dispatch.deliver.report import SendReport
 
 
 def _print_status(engine: Engine, issue: str | None, as_json: bool = False
-                  ) -> list[dict[str, Any]]:
-    from dispatch.deliver import control
-    report = control.status_report(engine, issue)
+                  ) -> list[SendReport]:
+    from dispatch.deliver.report import send_reports
+    report = send_reports(engine, issue)
     if as_json:
-        out.print_json(data=report)
+        out.print_json(data=[entry.to_json() for entry in report])
         return report
     # The skipped column counts everyone who got nothing, as a dry run does; why is below.
     print_table(("issue", "status", *RowState),
-                ((e["issue"], e["status"],
-                  *(f"{sum(e['skipped'].values()) if state == RowState.SKIPPED else n:,}"
-                    for state, n in e["states"].items()))
+                ((e.issue, e.status, *(f"{e.states[state]:,}" for state in RowState))
                  for e in report))
     for entry in report:
-        for why, n in entry["skipped"].items():
-            say(f"{entry['issue']}: skipped {n:,}: {why}")
+        for why, n in entry.skipped.items():
+            say(f"{entry.issue}: skipped {n:,}: {why}")
         came_back = ", ".join(f"{n:,} {key.replace('_', ' ')}"
-                              for key, n in entry["reports"].items() if n)
+                              for key, n in entry.came_back.items() if n)
         if came_back:
-            say(f"{entry['issue']}: came back: {came_back}")
-        if entry["reason"]:
-            say(f"{entry['issue']}: {entry['status']}: {entry['reason']}")
-        for e in entry["last_errors"]:
-            say(f"{entry['issue']}: {e['email'] or '(erased)'}: {e['state']} after "
-                f"{e['attempts']} attempt(s): {e['reply']}")
+            say(f"{entry.issue}: came back: {came_back}")
+        if entry.reason:
+            say(f"{entry.issue}: {entry.status}: {entry.reason}")
+        for e in entry.last_errors:
+            say(f"{entry.issue}: {e.email or '(erased)'}: {e.state} after "
+                f"{e.attempts} attempt(s): {e.reply}")
     if issue is None:
         from dispatch.store import reports
         nowhere = reports.counts(engine).get(None, {})
@@ -213,7 +212,7 @@ def send(
         return
     _finish(stats)
     report = _print_status(engine, loaded.slug)
-    if stop.is_set() and any(e["status"] == SendStatus.SENDING for e in report):
+    if stop.is_set() and any(e.status == SendStatus.SENDING for e in report):
         warn(f"stopped before the end; run `dispatch send {loaded.slug}` again to finish")
         raise typer.Exit(1)
 

@@ -14,8 +14,6 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from pathlib import Path
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine
@@ -24,12 +22,10 @@ from dispatch.compose.models import Issue
 from dispatch.config import Settings
 from dispatch.deliver.sending import launch_issue
 from dispatch.errors import DispatchError, Problem
-from dispatch.states import UNFINISHED, RowState, SendStatus, SendStep
-from dispatch.store import outbox, reports, sends
+from dispatch.states import UNFINISHED, SendStatus, SendStep
+from dispatch.store import outbox, sends
 from dispatch.store.outbox import Audience
 from dispatch.store.sends import SendInfo
-
-LEFT_BEFORE_SENDING = "left the list before their message went out"
 
 
 class SendAction(StrEnum):
@@ -107,41 +103,3 @@ def unfinished(engine: Engine, issue: str) -> int:
     """An issue's messages not yet delivered or given up."""
     counts = outbox.state_counts(engine, issue).get(issue, Counter())
     return sum(counts[state] for state in UNFINISHED)
-
-
-def status_report(engine: Engine, issue: str | None = None) -> list[dict[str, Any]]:
-    """Per send (one issue's, given as a slug or folder, or every one): its status, reason,
-    time, outbox rows per state, what came back (bounces, complaints, unsubscribes by way,
-    unmatched reports: store.reports.counts) and the last errors; `dispatch status --json`
-    prints it."""
-    slug = None
-    if issue:
-        slug = Path(issue).name
-        if sends.get_send(engine, slug) is None:
-            raise DispatchError(Problem(issue, "no send for this issue yet (dispatch send …)"))
-    counts = outbox.state_counts(engine, slug)
-    came_back = reports.counts(engine, slug)
-    nothing = dict.fromkeys(reports.COUNT_KEYS, 0)
-    report: list[dict[str, Any]] = []
-    for s in sends.list_sends(engine):
-        # dispatch's own messages (~confirmations) only when asked for by name.
-        if not ((slug is None and not sends.is_internal(s.issue)) or s.issue == slug):
-            continue
-        states = {state: counts[s.issue][state] if s.issue in counts else 0
-                  for state in RowState}
-        # Who got nothing, and why: left out of the audience at launch (as a dry run reports
-        # it), or in it but gone (unsubscribed, bounced) before their message went out.
-        skipped = dict(s.skipped)
-        if states[RowState.SKIPPED]:
-            skipped[LEFT_BEFORE_SENDING] = states[RowState.SKIPPED]
-        # One figure for "skipped" everywhere (text, --json, the console): everyone who got
-        # nothing, as the dry run counts them; "skipped" below says why.
-        states[RowState.SKIPPED] = sum(skipped.values())
-        report.append({"issue": s.issue, "status": s.status, "recipients": s.recipients,
-                       "reason": s.reason,
-                       "send_at": s.send_at.isoformat() if s.send_at else None,
-                       "states": states, "skipped": skipped,
-                       "reports": came_back.get(s.issue, nothing),
-                       "last_errors": [{**e, "updated_at": e["updated_at"].isoformat()}
-                                       for e in outbox.last_errors(engine, s.issue)]})
-    return report

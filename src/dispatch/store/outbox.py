@@ -393,16 +393,27 @@ def sent_since(engine: Engine, issue: str, since: datetime) -> int:
             outbox.c.updated_at > since))).scalar_one()
 
 
-def last_errors(engine: Engine, issue: str, limit: int = 5) -> list[dict[str, Any]]:
-    query = (select(subscribers.c.email, outbox.c.state, outbox.c.attempts, outbox.c.reply,
-                    outbox.c.updated_at)
-             .join(subscribers, subscribers.c.id == outbox.c.subscriber_id, isouter=True)
-             .where(and_(outbox.c.issue == issue,
-                         outbox.c.state.in_(PROBLEMS),
-                         outbox.c.reply.is_not(None)))
-             .order_by(outbox.c.updated_at.desc(), outbox.c.id.desc()).limit(limit))
+def last_errors(engine: Engine, issues: Iterable[str] | None, limit: int = 5
+                ) -> dict[str, list[dict[str, Any]]]:
+    """The `limit` latest problem replies of each issue (or of every issue), in one query
+    whatever the number of issues: a status report over many sends costs what one does."""
+    rank = func.row_number().over(partition_by=outbox.c.issue,
+                                  order_by=(outbox.c.updated_at.desc(), outbox.c.id.desc()))
+    condition = and_(outbox.c.state.in_(PROBLEMS), outbox.c.reply.is_not(None))
+    if issues is not None:
+        condition = and_(condition, outbox.c.issue.in_(list(issues)))
+    ranked = (select(outbox.c.issue, subscribers.c.email, outbox.c.state, outbox.c.attempts,
+                     outbox.c.reply, outbox.c.updated_at, rank.label("n"))
+              .join(subscribers, subscribers.c.id == outbox.c.subscriber_id, isouter=True)
+              .where(condition).subquery())
+    query = select(ranked).where(ranked.c.n <= limit).order_by(ranked.c.issue, ranked.c.n)
+    found: dict[str, list[dict[str, Any]]] = {}
     with engine.connect() as conn:
-        return [dict(row) for row in conn.execute(query).mappings()]
+        for row in conn.execute(query).mappings():
+            entry = dict(row)
+            found.setdefault(entry.pop("issue"), []).append(entry)
+            del entry["n"]
+    return found
 
 
 # ---- Claiming and recording ------------------------------------------------------------

@@ -15,6 +15,7 @@ from dispatch.compose.check import check
 from dispatch.compose.preview import sample_copy
 from dispatch.compose.variants import possible_variants
 from dispatch.deliver import control
+from dispatch.deliver.report import SendReport, send_reports
 from dispatch.errors import DispatchError
 from dispatch.schedule.overview import schedule_overview
 from dispatch.states import RESCHEDULABLE
@@ -26,17 +27,13 @@ ZONES = zone_names()
 RATE_WINDOW = timedelta(seconds=10)
 
 
-def feedback_counts(report: dict[str, Any]) -> dict[str, int | None]:
-    """What came back about an issue (store.reports.counts via the status report): hard and
-    soft bounces, complaints, unsubscribes by any way, unmatched reports. None for a figure
-    the status report does not carry (the page says "not tracked")."""
-    found = report.get("reports") or {}
-    unsubscribed = [v for k, v in found.items() if k.startswith("unsubscribed")]
-    return {"bounced_hard": found.get("bounced"), "bounced_soft": found.get("soft_bounced"),
-            "complained": found.get("complained"),
-            "unsubscribed": sum(unsubscribed) if unsubscribed else None,
-            "unmatched": found.get("unmatched")}
-
+def feedback_counts(report: SendReport) -> dict[str, int]:
+    """What came back about an issue, as the console's report shows it: hard and soft
+    bounces, complaints, unsubscribes by any way, unmatched reports."""
+    found = report.came_back
+    return {"bounced_hard": found["bounced"], "bounced_soft": found["soft_bounced"],
+            "complained": found["complained"], "unsubscribed": report.unsubscribed,
+            "unmatched": found["unmatched"]}
 
 
 class Issues(Section):
@@ -75,14 +72,14 @@ class Issues(Section):
                                  "recipients": audience.per_variant.get(vid, 0), "text": text})
         status = None
         if send is not None and send.launched_at is not None:
-            status = control.status_report(self.engine, slug)[0]
+            [status] = send_reports(self.engine, slug)
         briefs = sorted(p.name for p in folder.glob("*.md"))
         return self.page(
             "issue", session, slug=slug, issue=issue, send=send, problems=report.problems,
             variants=variants, briefs=briefs, report=status,
             when=control.describe_when(send, self.settings) if send else None,
             feedback=feedback_counts(status) if status else None,
-            timeline=outbox.delivery_timeline(self.engine, slug) if status else [],
+            timeline=status.timeline if status else (),
             zones=ZONES, default_zone=self.settings.newsletter.timezone,
             can_schedule=send is None or send.status in RESCHEDULABLE,
             done=read_notice(request, session))
@@ -92,13 +89,13 @@ class Issues(Section):
         send = sends.get_send(self.engine, slug)
         if send is None:
             raise HTTPException(404, "No send for this issue yet.")
-        report = control.status_report(self.engine, slug)[0] if send.launched_at else {
-            "status": send.status, "reason": send.reason, "states": {}}
+        states = ({str(k): n for k, n in send_reports(self.engine, slug)[0].states.items()}
+                  if send.launched_at else {})
         rate = outbox.sent_since(self.engine, slug, self.clock() - RATE_WINDOW) / \
             RATE_WINDOW.total_seconds()
-        return JSONResponse({"status": report["status"], "reason": report["reason"],
-                             "states": report["states"], "recipients": send.recipients,
-                             "rate": round(rate, 1)}, headers=HEADERS)
+        return JSONResponse({"status": send.status, "reason": send.reason, "states": states,
+                             "recipients": send.recipients, "rate": round(rate, 1)},
+                            headers=HEADERS)
 
     def variant_html(self, request: Request, session: Session, form: None) -> Response:
         issue = self.load(request.path_params["slug"])
