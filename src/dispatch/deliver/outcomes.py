@@ -77,19 +77,21 @@ def session_failure(error: TransportError) -> Kind:
 
 def row_change(outcome: Outcome, delivery: DeliverySettings, now: datetime) -> RowChange:
     """The retry policy: the row's next state, attempts and due time after `outcome`. A row
-    whose earlier attempt had an unknown outcome keeps saying so in its reply until it is
-    finished, so it is tried at most once more after another unknown one."""
+    whose attempt had an unknown outcome keeps that mark (outbox.outcome_unknown) until it
+    is finished, so it is tried at most once more after another unknown one; its reply
+    says so for people."""
     change = _change(outcome, delivery, now)
-    if (UNKNOWN in (outcome.job.reply or "") and UNKNOWN not in change.reply
+    unknown = outcome.job.outcome_unknown or outcome.kind == Kind.UNKNOWN
+    if (outcome.job.outcome_unknown and UNKNOWN not in change.reply
             and change.state in (RowState.RETRYING, RowState.QUEUED)):
         change = replace(change, reply=f"{change.reply} (after an {UNKNOWN})")
-    return change
+    return replace(change, outcome_unknown=unknown)
 
 
 def _change(outcome: Outcome, delivery: DeliverySettings, now: datetime) -> RowChange:
     job, kind, reply = outcome.job, outcome.kind, outcome.reply
     attempts = job.attempts + 1
-    after_unknown = UNKNOWN in (job.reply or "")
+    after_unknown = job.outcome_unknown
     if kind == Kind.SENT:
         return RowChange(job.row_id, RowState.SENT, attempts, now, reply, outcome.message_id)
     if kind == Kind.UNKNOWN:

@@ -83,6 +83,7 @@ class Job:
     name: str | None = None
     status: str = SubscriberStatus.ACTIVE  # the subscriber's status at claim time
     reply: str | None = None  # the row's reply from its previous attempt, if any
+    outcome_unknown: bool = False  # an earlier attempt may have arrived (no reply to its dot)
 
     @property
     def deliverable(self) -> bool:
@@ -106,6 +107,7 @@ class RowChange:
     reply: str
     message_id: str | None = None
     bounced: int | None = None  # the subscriber to mark bounced and suppress
+    outcome_unknown: bool = False  # this or an earlier attempt may have arrived
 
 
 @dataclass
@@ -459,6 +461,7 @@ class SqlOutbox:
             .values(state=bindparam("st"), attempts=bindparam("att"),
                     next_attempt_at=bindparam("nxt", type_=UTCDateTime()),
                     message_id=bindparam("mid"), reply=bindparam("rep"), claimed_by=None,
+                    outcome_unknown=bindparam("unk"),
                     updated_at=bindparam("now", type_=UTCDateTime())))
 
     # -- worker lifecycle
@@ -519,7 +522,8 @@ class SqlOutbox:
         states, every claim sorted all the open rows (a send's whole outbox at its start)."""
         if self._claim_sql is None:
             due = [(select(outbox.c.id, outbox.c.issue, outbox.c.variant, outbox.c.attempts,
-                           outbox.c.subscriber_id, outbox.c.reply, subscribers.c.email,
+                           outbox.c.subscriber_id, outbox.c.reply, outbox.c.outcome_unknown,
+                           subscribers.c.email,
                            subscribers.c.name, subscribers.c.status)
                     .join(subscribers, subscribers.c.id == outbox.c.subscriber_id, isouter=True)
                     .where(and_(self._scope(), outbox.c.state == state,
@@ -548,7 +552,7 @@ class SqlOutbox:
         return [Job(row_id=row.id, issue=row.issue, variant=row.variant,
                     attempts=row.attempts, subscriber_id=row.subscriber_id, email=row.email,
                     name=row.name, status=row.status if row.email else "erased",
-                    reply=row.reply)
+                    reply=row.reply, outcome_unknown=row.outcome_unknown)
                 for row in rows]
 
     def record(self, changes: Iterable[RowChange], now: datetime) -> None:
@@ -560,7 +564,8 @@ class SqlOutbox:
         same bind processing, without the per-call overhead."""
         changes = list(changes)
         rows = [{"rid": c.row_id, "st": c.state, "att": c.attempts, "nxt": c.next_attempt_at,
-                 "now": now, "mid": c.message_id, "rep": c.reply[:MAX_REPLY]} for c in changes]
+                 "now": now, "mid": c.message_id, "rep": c.reply[:MAX_REPLY],
+                 "unk": c.outcome_unknown} for c in changes]
         if not rows:
             return
         if self._recorder is None:
@@ -598,7 +603,7 @@ class SqlOutbox:
             dialect = self.engine.dialect
             compiled = self._record_statement.compile(dialect=dialect)
             fixed = compiled.construct_params({name: None for name in (
-                "rid", "st", "att", "nxt", "now", "mid", "rep")})
+                "rid", "st", "att", "nxt", "now", "mid", "rep", "unk")})
             processors = {name: process for name, bind in compiled.binds.items()
                           if name in fixed
                           and (process := bind.type.bind_processor(dialect)) is not None}

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 
 from dispatch.audience.addresses import email_hash
@@ -137,6 +138,10 @@ outbox = Table(
     Column("claimed_by", String(120)),
     Column("message_id", String(250)),
     Column("reply", Text),
+    # The connection was lost after an attempt's final dot: it may have arrived, so the row
+    # is tried once more at most (deliver/outcomes.py).
+    Column("outcome_unknown", Boolean, nullable=False, default=False,
+           server_default=false()),
     Column("updated_at", UTCDateTime(), nullable=False),
     UniqueConstraint("issue", "subscriber_id", name="uq_outbox_issue_subscriber"),
     Index("ix_outbox_claim", "state", "next_attempt_at", "id"),
