@@ -335,6 +335,12 @@ class InboundSettings(_Table):
     host: Annotated[str, Text()] = "127.0.0.1"
     port: Port = 2525
     max_size: Annotated[int, Between(10_000, 100_000_000)] = 10_000_000  # octets per message
+    # Connections at once, in all and from one client address; beyond: 421 at the greeting.
+    max_connections: Annotated[int, Between(1, 10_000)] = 100
+    max_connections_per_client: Annotated[int, Between(1, 10_000)] = 10
+    # Seconds a connection may stay silent; seconds a message's DATA may take in all.
+    idle_timeout: Annotated[float, Between(1, 3600)] = 30.0
+    message_deadline: Annotated[float, Between(1, 86_400)] = 300.0
     # Where each accepted message is kept (fsynced) before the 250; relative to config.toml.
     spool: Annotated[Path, Text("a folder path")] = Path("spool/inbound")
     # false: `dispatch run` runs no SMTP server (the reports come by IMAP or webhooks only).

@@ -3,7 +3,8 @@
 arrive when the domain's MX points here.
 
 It accepts recipients on that domain only (550 5.7.1 for any other: never a relay), refuses
-messages over inbound.max_size, and writes each accepted message to the spool (written,
+messages over inbound.max_size, caps connections and their time (dispatch.inbound.guarded),
+and writes each accepted message to the spool (written,
 fsynced, renamed into spool/new/, the folder fsynced) before answering 250, so a crash after
 the 250 loses nothing. A thread then processes the spool: each message is classified and
 recorded (dispatch.inbound.process), then deleted; processing is idempotent, so a crash in
@@ -31,6 +32,7 @@ from dispatch.audience.tokens import Signer
 from dispatch.clock import utcnow
 from dispatch.config import InboundSettings, Settings
 from dispatch.errors import DispatchError, Problem
+from dispatch.inbound.guarded import Gate, GuardedSMTP
 from dispatch.inbound.process import Outcome, process
 from dispatch.store.secrets import secret
 
@@ -102,6 +104,14 @@ class InboundHandler:
         return f"250 2.0.0 OK: kept as {path.name}"
 
 
+class GuardedController(Controller):
+    """aiosmtpd's Controller, serving each connection with GuardedSMTP (dispatch.inbound
+    .guarded: the connection caps, idle timeout and message deadline)."""
+
+    def factory(self) -> GuardedSMTP:
+        return GuardedSMTP(self.handler, **self.SMTP_kwargs)
+
+
 class InboundServer:
     """The SMTP listener and the thread that processes what it keeps."""
 
@@ -120,11 +130,12 @@ class InboundServer:
         self.spool = Spool(inbound.spool)
         self.host, self.port = host or inbound.host, port or inbound.port
         self.queue: queue.Queue[Path | None] = queue.Queue()
-        self.controller = Controller(InboundHandler(domain, self.spool, self.queue.put),
-                                     hostname=self.host, port=self.port,
-                                     data_size_limit=inbound.max_size,
-                                     server_hostname=domain, ident="dispatch inbound",
-                                     enable_SMTPUTF8=True)
+        self.gate = Gate(inbound.max_connections, inbound.max_connections_per_client)
+        self.controller = GuardedController(
+            InboundHandler(domain, self.spool, self.queue.put), hostname=self.host,
+            port=self.port, data_size_limit=inbound.max_size, server_hostname=domain,
+            ident="dispatch inbound", enable_SMTPUTF8=True, gate=self.gate,
+            idle_timeout=inbound.idle_timeout, message_deadline=inbound.message_deadline)
         self.thread = threading.Thread(target=self._work, name="dispatch-inbound", daemon=True)
         self.signer: Signer | None = None
 
