@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from dispatch.audience import csvio
+from dispatch.audience.filters import parse_filter
 from dispatch.errors import DispatchError, Problem
 from dispatch.schedule.overview import schedule_overview
 from dispatch.states import SubscriberStatus
@@ -31,17 +32,17 @@ class Subscribers(Section):
         q = request.query_params
         search, status = q.get("q", ""), q.get("status", "")
         topic, segment = q.get("topic", ""), q.get("segment", "")
-        problems = []
-        if status and status not in set(SubscriberStatus):
-            problems.append(Problem("status", "unknown status"))
-        if topic and topic not in self.settings.topics:
-            problems.append(Problem("topic", "unknown topic"))
-        if segment and segment not in self.settings.segments:
-            problems.append(Problem("segment", "unknown segment"))
-        people = [] if problems else subs.list_subscribers(
-            self.engine, search=search, status=status or None, topic=topic or None,
-            segment=self.settings.segments[segment] if segment else None,
-            limit=LIST_LIMIT + 1)
+        problems: list[Problem] = []
+        people: list[subs.Subscriber] = []
+        try:
+            wanted = parse_filter(self.settings, search=search, status=status, topic=topic,
+                                  segment=segment)
+        except DispatchError as exc:
+            problems = exc.problems
+        else:
+            people = subs.list_subscribers(self.engine, search=wanted.search,
+                                           status=wanted.status, topic=wanted.topic,
+                                           segment=wanted.segment, limit=LIST_LIMIT + 1)
         return self.page("subscribers", session, 400 if problems else 200,
                          people=people[:LIST_LIMIT], more=len(people) > LIST_LIMIT,
                          problems=problems, q=search, chosen_status=status, topic=topic,
