@@ -23,6 +23,7 @@ from dispatch.web.console.access import PREFIX, note
 from dispatch.web.console.base import HEADERS, Section, read_notice
 
 LIST_LIMIT = 200  # subscribers shown per search; the export has them all
+ID_MAX = 2**63 - 1
 
 
 class Subscribers(Section):
@@ -94,7 +95,10 @@ class Subscribers(Section):
                          errors=errors)
 
     def person(self, request: Request) -> subs.Subscriber:
-        found = subs.by_id(self.engine, request.path_params["id"])
+        wanted = request.path_params["id"]
+        if not 0 < wanted <= ID_MAX:  # beyond the store's 64-bit ids: nobody, not an error
+            raise HTTPException(404, f"No subscriber {str(wanted)[:30]}.")
+        found = subs.by_id(self.engine, wanted)
         if found is None:
             raise HTTPException(404, "No such subscriber (forgotten?).")
         return found
