@@ -38,6 +38,8 @@ def test_subscriber_lifecycle(project):
     assert [p["email"] for p in active] == ["bo@example.com"]
     everyone = json.loads(run(project, "subscribers", "list", "--json").stdout)
     assert len(everyone) == 2  # every status unless filtered
+    found = json.loads(run(project, "subscribers", "list", "--search", "BO@", "--json").stdout)
+    assert [p["email"] for p in found] == ["bo@example.com"]
 
     segments = json.loads(run(project, "segments", "--json").stdout)
     counts = {s["segment"]: s["active"] for s in segments}
@@ -61,6 +63,9 @@ def test_bad_input_is_one_line_without_traceback(project):
         (("subscribers", "add", "x@example.com", "--topics", "astrology"), "unknown topic"),
         (("subscribers", "add", "x@example.com", "--tz", "Mars/Base"), "unknown IANA"),
         (("subscribers", "list", "--segment", "nope"), "unknown segment"),
+        # The console's subscribers page reads its filters with the same parse_filter.
+        (("subscribers", "list", "--topic", "securty"), "--topic: unknown topic 'securty'"),
+        (("subscribers", "list", "--status", "actve"), "did you mean 'active'?"),
         (("subscribers", "import", "missing.csv"), "missing.csv: file not found"),
     ]:
         result = run(project, *args)

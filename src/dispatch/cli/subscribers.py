@@ -22,7 +22,7 @@ from dispatch.cli.common import (
     warn,
 )
 from dispatch.errors import DispatchError, Problem, display_path
-from dispatch.states import SUPPRESSING, SubscriberStatus
+from dispatch.states import SUPPRESSING
 
 # The store and the CSV reader are imported inside each command: start-up stays quick.
 
@@ -156,6 +156,8 @@ def subscribers_list(
     status: Annotated[str | None, typer.Option(help="pending, active, unsubscribed, "
                                                     "bounced or complained.")] = None,
     segment: Annotated[str | None, typer.Option(help="A segment from config.toml.")] = None,
+    search: Annotated[str | None, typer.Option(
+        help="Only those whose address or name contains this (any case).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON array on standard output.")
                        ] = False,
     config: ConfigOption = None,
@@ -164,18 +166,14 @@ def subscribers_list(
 
     Example: dispatch subscribers list --topic security --status active --json
     """
+    from dispatch.audience.filters import parse_filter
     from dispatch.store import subscribers as subs
     settings = load(config)
-    if topic and topic not in settings.topics:
-        raise DispatchError(Problem("--topic", f"unknown topic {topic!r}"))
-    if segment and segment not in settings.segments:
-        raise DispatchError(Problem("--segment", f"unknown segment {segment!r} (declared: "
-                                                 f"{', '.join(settings.segments) or 'none'})"))
-    if status and status not in set(SubscriberStatus):
-        raise DispatchError(Problem("--status", f"expected one of "
-                                                f"{', '.join(SubscriberStatus)}"))
-    people = subs.list_subscribers(open_engine(settings), topic=topic, status=status,
-                                   segment=settings.segments[segment] if segment else None)
+    wanted = parse_filter(settings, search=search, status=status, topic=topic, segment=segment,
+                          prefix="--")
+    people = subs.list_subscribers(open_engine(settings), search=wanted.search,
+                                   status=wanted.status, topic=wanted.topic,
+                                   segment=wanted.segment)
     if as_json:
         out.print_json(data=[p.as_json() for p in people])
         return

@@ -21,7 +21,14 @@ from dispatch.compose.models import Brief
 from dispatch.errors import ContentError, DispatchError, Problem
 
 FORM_KEYS = ("title", "date", "summary", "author")  # one text field each; topics: checkboxes
-BRIEF_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,150}\.md$")
+BRIEF_NAME = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*\.md")  # whole name: fullmatch, never $
+NAME_MAX = 150
+# Names Windows gives to devices in every folder: a file so named cannot be checked out there.
+RESERVED = frozenset({"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)),
+                      *(f"lpt{i}" for i in range(10))})
+# A YAML document nested deeper than this is no brief; deeper, the parser may run out of
+# stack (RecursionError) before it can say where.
+NESTING_MAX = 50
 
 
 @dataclass
@@ -40,11 +47,31 @@ def text_hash(text: str) -> str:
 
 
 def check_name(name: str) -> str:
-    """A brief's file name from outside: a plain name in the issue folder, nothing more."""
-    if not BRIEF_NAME.match(name):
-        raise DispatchError(Problem(name, "a brief's name is letters, digits, '.', '_' or '-', "
-                                          "ending in .md"))
+    """A brief's file name from outside: a plain name in the issue folder, nothing more
+    (lower-case letters, digits and single hyphens, then .md; no device name of Windows)."""
+    if len(name) > NAME_MAX or not BRIEF_NAME.fullmatch(name):
+        raise DispatchError(Problem(name[:NAME_MAX].encode("unicode_escape").decode(),
+                                    "a brief's name is lower-case letters, digits and "
+                                    "hyphens, ending in .md"))
+    if name.removesuffix(".md") in RESERVED:
+        raise DispatchError(Problem(name, "a name Windows keeps for a device; choose another"))
     return name
+
+
+def check_nesting(label: str, text: str) -> None:
+    """ContentError, located at the line, when brackets or indentation in `text` nest deeper
+    than NESTING_MAX: checked before any YAML parser sees it."""
+    depth = 0
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.lstrip(" -")
+        if (len(line) - len(stripped)) // 2 > NESTING_MAX:
+            raise ContentError(Problem(label, f"nested more than {NESTING_MAX} levels deep",
+                                       number))
+        for char in line:
+            depth += (char in "[{") - (char in "]}")
+            if depth > NESTING_MAX:
+                raise ContentError(Problem(label, f"nested more than {NESTING_MAX} levels "
+                                                  "deep", number))
 
 
 def to_form(text: str) -> BriefForm:
@@ -55,8 +82,9 @@ def to_form(text: str) -> BriefForm:
         return BriefForm(body=text)
     front, body = match[1] or "", text[match.end():].lstrip("\n")
     try:
+        check_nesting("front matter", front)
         data = yaml.safe_load(front) or {}
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ContentError, RecursionError):
         data = None
     if not isinstance(data, dict):
         return BriefForm(extra=front, body=body)
@@ -87,8 +115,12 @@ def to_text(form: BriefForm) -> str:
         if value:
             data[key] = value
     if form.extra.strip():
+        check_nesting("more front matter", form.extra)
         try:
             extra = yaml.safe_load(form.extra)
+        except RecursionError:
+            raise ContentError(Problem("more front matter", "nested too deeply to read")
+                               ) from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             raise ContentError(Problem("more front matter", f"not YAML: "
@@ -108,7 +140,14 @@ def to_text(form: BriefForm) -> str:
 
 def checked_brief(path: Path, text: str, topics: Mapping[str, Any]) -> Brief:
     """The brief a save would write, parsed: ContentError with located problems if not."""
-    return parse_brief(path, text, topics)
+    match = FRONT_MATTER.match(text)
+    if match:
+        check_nesting(path.name, match[1] or "")
+    try:
+        return parse_brief(path, text, topics)
+    except RecursionError:  # a nesting check_nesting did not see (YAML has other ways)
+        raise ContentError(Problem(path.name, "the front matter is nested too deeply to "
+                                              "read")) from None
 
 
 def import_pasted(text: str, topics: Mapping[str, Any], folder: Path, today: date
@@ -118,4 +157,7 @@ def import_pasted(text: str, topics: Mapping[str, Any], folder: Path, today: dat
     if not text.strip():
         raise ContentError(Problem("pasted text", "nothing was pasted"))
     brief, _, markdown = import_file(folder / "pasted.txt", text, topics, today)
-    return output_name(brief), markdown
+    name = output_name(brief)
+    if name.removesuffix(".md") in RESERVED:
+        name = f"brief-{name}"
+    return check_name(name), markdown

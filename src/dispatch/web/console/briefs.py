@@ -30,8 +30,8 @@ class Briefs(Section):
         folder = self.folder(request.path_params["slug"])
         try:
             path = folder / editing.check_name(request.path_params["name"])
-        except DispatchError:
-            raise HTTPException(404, "No such brief.") from None
+        except DispatchError as exc:
+            raise HTTPException(404, f"No such brief: {exc}") from None
         if not path.resolve().is_relative_to(folder.resolve()):  # a symlink out of the issue
             raise HTTPException(404, "No such brief in this issue.")
         return path

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from dispatch.audience import csvio
+from dispatch.audience.filters import parse_filter
 from dispatch.errors import DispatchError, Problem
 from dispatch.schedule.overview import schedule_overview
 from dispatch.states import SubscriberStatus
@@ -22,6 +23,7 @@ from dispatch.web.console.access import PREFIX, note
 from dispatch.web.console.base import HEADERS, Section, read_notice
 
 LIST_LIMIT = 200  # subscribers shown per search; the export has them all
+ID_MAX = 2**63 - 1
 
 
 class Subscribers(Section):
@@ -31,17 +33,17 @@ class Subscribers(Section):
         q = request.query_params
         search, status = q.get("q", ""), q.get("status", "")
         topic, segment = q.get("topic", ""), q.get("segment", "")
-        problems = []
-        if status and status not in set(SubscriberStatus):
-            problems.append(Problem("status", "unknown status"))
-        if topic and topic not in self.settings.topics:
-            problems.append(Problem("topic", "unknown topic"))
-        if segment and segment not in self.settings.segments:
-            problems.append(Problem("segment", "unknown segment"))
-        people = [] if problems else subs.list_subscribers(
-            self.engine, search=search, status=status or None, topic=topic or None,
-            segment=self.settings.segments[segment] if segment else None,
-            limit=LIST_LIMIT + 1)
+        problems: list[Problem] = []
+        people: list[subs.Subscriber] = []
+        try:
+            wanted = parse_filter(self.settings, search=search, status=status, topic=topic,
+                                  segment=segment)
+        except DispatchError as exc:
+            problems = exc.problems
+        else:
+            people = subs.list_subscribers(self.engine, search=wanted.search,
+                                           status=wanted.status, topic=wanted.topic,
+                                           segment=wanted.segment, limit=LIST_LIMIT + 1)
         return self.page("subscribers", session, 400 if problems else 200,
                          people=people[:LIST_LIMIT], more=len(people) > LIST_LIMIT,
                          problems=problems, q=search, chosen_status=status, topic=topic,
@@ -93,7 +95,10 @@ class Subscribers(Section):
                          errors=errors)
 
     def person(self, request: Request) -> subs.Subscriber:
-        found = subs.by_id(self.engine, request.path_params["id"])
+        wanted = request.path_params["id"]
+        if not 0 < wanted <= ID_MAX:  # beyond the store's 64-bit ids: nobody, not an error
+            raise HTTPException(404, f"No subscriber {str(wanted)[:30]}.")
+        found = subs.by_id(self.engine, wanted)
         if found is None:
             raise HTTPException(404, "No such subscriber (forgotten?).")
         return found
