@@ -280,12 +280,11 @@ def test_test_send_reaches_the_address_once_per_variant_with_a_banner(engine, se
     assert [vid for vid, _ in replies] == list(needed)
     assert all(reply.code == 250 for _, reply in replies)
     assert {r.recipient for r in handler.received} == {"editor@example.net"}
-    labels = {key: topic.label for key, topic in settings.topics.items()}
     subjects = []
     for item in handler.received:
         msg = message_from_bytes(item.data, policy=policy.SMTP)
         assert "test send" in msg.get_body(("plain",)).get_content()
-        label = variant_label(issue, needed[msg["X-Dispatch-Variant"]], labels)
+        label = variant_label(issue, needed[msg["X-Dispatch-Variant"]], settings.topics)
         subjects.append(str(msg["Subject"]))
         assert subjects[-1] == f"[TEST · {label}] {issue.subject}"
     assert len(set(subjects)) == len(subjects) == len(needed)  # copies told apart

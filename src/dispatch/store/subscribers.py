@@ -76,6 +76,12 @@ def topics_by_id(conn: Connection, ids: list[int]) -> dict[int, list[str]]:
     return found
 
 
+def topics_for(engine: Engine, ids: list[int]) -> dict[int, list[str]]:
+    """topics_by_id in a connection of its own."""
+    with engine.connect() as conn:
+        return topics_by_id(conn, ids)
+
+
 def _subscribers(conn: Connection, condition: ColumnElement[bool] | None = None,
                  limit: int | None = None) -> list[Subscriber]:
     query = select(subscribers).order_by(subscribers.c.id)

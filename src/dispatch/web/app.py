@@ -33,6 +33,7 @@ from dispatch.audience.tokens import BadToken, Signer
 from dispatch.clock import utcnow, zone_names
 from dispatch.compose.render import environment
 from dispatch.compose.slots import SLOTS, fill_slots, public_copy
+from dispatch.compose.variants import fullest_first
 from dispatch.config import Settings, WebSettings
 from dispatch.config.topics import unknown_topics
 from dispatch.errors import DispatchError
@@ -330,8 +331,7 @@ class Web:
         variants = await run_in_threadpool(sends.archived_variants, self.engine, slug)
         if not variants:
             raise await self.not_archived(slug)
-        # The edition with the most briefs ("b0-1-2" carries briefs 0, 1 and 2).
-        fullest = max(variants, key=lambda v: (v.count("-"), v))
+        fullest = min(variants, key=fullest_first)  # the edition with the most briefs
         return RedirectResponse(f"{archive_url('', slug)}/{quote(fullest, safe='')}", 302,
                                 headers=HEADERS)
 
