@@ -214,9 +214,6 @@ def test_a_repeat_within_ten_minutes_of_the_last_message_queues_nothing(engine, 
     assert state == "queued" and sid == before[0][1]
 
 
-@pytest.mark.xfail(strict=True, reason="SQLite reuses the highest rowid: the repeated "
-                   "confirmation gets the deleted row's id, so the worker gives it the same "
-                   "Message-ID (outbox has no AUTOINCREMENT)")
 def test_a_repeated_confirmation_is_a_new_row_with_its_own_id(engine, settings):
     # The worker builds a confirmation's Message-ID from subscriber id and row id; a mailbox
     # may fold a second message with the first one's Message-ID into it, and the repeat is
