@@ -51,7 +51,6 @@ def test_each_readers_footer_names_their_own_topics(engine, settings):
     received = send_example_to_sink(engine, settings, datetime.now(UTC))
     by_rcpt = {item.recipient: parsed(item.data) for item in received}
     assert {msg["X-Dispatch-Variant"] for msg in by_rcpt.values()} == {"b1-2-3"}
-    name = settings.newsletter.name
     expected = {"ana@example.com": "East Asia", "bo@example.com": "East Asia, Technology"}
     for rcpt, topics in expected.items():
         text, html = bodies(by_rcpt[rcpt])
