@@ -30,6 +30,7 @@ from dispatch.deliver.sending import (
 from dispatch.deliver.transport import Reply, smtp_transport
 from dispatch.devtools.sink import smtp_sink
 from dispatch.store import subscribers as subs
+from dispatch.store import suppressions
 from dispatch.store.db import open_store
 from dispatch.store.outbox import audience_rows, plan_audience, state_counts
 from dispatch.store.schema import metadata, outbox, subscribers
@@ -190,7 +191,7 @@ def test_hard_bounce_suppresses_and_other_permanent_failures_keep_the_reply(
     bounced = subs.get(engine, rows[0].email)
     assert bounced is not None and bounced.status == "bounced"
     with engine.connect() as conn:
-        assert subs.suppression_reason(conn, rows[0].email) == "bounced"
+        assert suppressions.suppression_reason(conn, rows[0].email) == "bounced"
         replies = dict(conn.execute(select(outbox.c.state, outbox.c.reply)
                                     .where(outbox.c.state != "sent")).all())
     assert replies["bounced"] == "550 5.1.1 No such user"

@@ -36,10 +36,11 @@ from dispatch.compose.slots import SLOTS, fill_slots, public_copy
 from dispatch.compose.variants import fullest_first
 from dispatch.config import Settings, WebSettings
 from dispatch.config.topics import unknown_topics
+from dispatch.deliver.signup_mail import prepare_confirmations
 from dispatch.errors import DispatchError
 from dispatch.inbound.webhooks import Fetcher, fetch_https
 from dispatch.states import RECEIVING, SubscriberStatus
-from dispatch.store import confirmations, reports, sends
+from dispatch.store import confirmations, reports, sends, signups
 from dispatch.store import subscribers as subs
 from dispatch.store.secrets import secret
 from dispatch.web.console import with_console
@@ -185,7 +186,7 @@ class Web:
             return self.subscribed(found)
         # What the sign-up asked, applied only by the button below (store.subscribers.confirm);
         # an unsubscribed address has a confirmation only while such a request waits.
-        wanted = await run_in_threadpool(subs.signup_request, self.engine, found.id)
+        wanted = await run_in_threadpool(signups.signup_request, self.engine, found.id)
         if found.status != SubscriberStatus.PENDING and not (
                 found.status == SubscriberStatus.UNSUBSCRIBED and wanted is not None):
             raise HTTPException(400, "This link is no longer valid. You can sign up again.")
@@ -361,8 +362,8 @@ def create_app(engine: Engine, settings: Settings, *, queued: Callable[[], None]
     certificates (the relays' webhooks)."""
     web_settings = settings.web or WebSettings()
     signer = Signer(secret(engine), expiry={"confirm": web_settings.confirm_expiry})
-    confirmations.prepare_confirmations(engine, settings, web_settings.confirm_expiry, clock(),
-                                        welcome=web_settings.welcome)
+    prepare_confirmations(engine, settings, web_settings.confirm_expiry, clock(),
+                          welcome=web_settings.welcome)
     web = Web(engine, settings, web_settings, signer, queued, clock)
     both = ["GET", "POST"]
     routes = [

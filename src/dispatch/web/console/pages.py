@@ -40,7 +40,7 @@ from dispatch.errors import DispatchError, Problem
 from dispatch.schedule import planning
 from dispatch.schedule.overview import schedule_overview
 from dispatch.states import RESCHEDULABLE, SubscriberStatus
-from dispatch.store import accounts, audit, imports, outbox, sends
+from dispatch.store import accounts, audit, history, imports, outbox, sends
 from dispatch.store import segments as segs
 from dispatch.store import subscribers as subs
 from dispatch.store.accounts import Session
@@ -567,7 +567,7 @@ class Pages:
     def subscriber(self, request: Request, session: Session, form: None) -> Response:
         person = self.person(request)
         return self.page("subscriber", session, person=person,
-                         history=subs.history(self.engine, person.id),
+                         history=history.history(self.engine, person.id),
                          topics=self.settings.topics.values(),
                          done=read_notice(request, session))
 
