@@ -1,5 +1,6 @@
 """One subscriber's story for the console: status changes, every message of every send,
-every report about them, and the changes they made themselves."""
+every report about them, and the changes recorded in the audit log about them (their own
+preferences: store.subscribers.set_preferences)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from datetime import datetime
 from sqlalchemy import Engine, select
 
 from dispatch.states import RowState
+from dispatch.store import audit
 from dispatch.store.schema import outbox, reports
 from dispatch.store.subscribers import by_id
 
@@ -18,7 +20,8 @@ class HistoryEntry:
     at: datetime
     what: str  # "added", "confirmed", "unsubscribed", an outbox state, or a report's kind
     issue: str | None = None
-    reply: str | None = None  # the relay's reply, for failed and bounced messages
+    reply: str | None = None  # the relay's reply, or what a change was
+    by: str | None = None  # who made a change: audit.READER, an account's email
 
 
 def history(engine: Engine, subscriber_id: int) -> list[HistoryEntry]:
@@ -44,4 +47,7 @@ def history(engine: Engine, subscriber_id: int) -> list[HistoryEntry]:
                        reports.c.received_at).where(reports.c.subscriber_id == subscriber_id)):
             entries.append(HistoryEntry(at, f"{kind} ({via})" if via else str(kind), issue,
                                         reason))
+        for entry in audit.about(conn, audit.subscriber_target(subscriber_id)):
+            entries.append(HistoryEntry(entry.at, entry.action, reply=entry.detail,
+                                        by=entry.actor))
     return sorted(entries, key=lambda e: e.at, reverse=True)

@@ -20,6 +20,7 @@ from dispatch.config import Segment
 from dispatch.config.topics import check_topics
 from dispatch.errors import DispatchError, Problem
 from dispatch.states import RECEIVING, SUPPRESSING, SubscriberStatus
+from dispatch.store import audit
 from dispatch.store.schema import (
     subscriber_topics,
     subscribers,
@@ -29,6 +30,7 @@ from dispatch.store.signups import withdraw_request
 from dispatch.store.suppressions import activate, lift, suppress, suppression_reason
 
 BATCH = 5_000
+PREFERENCES_CHANGED = "preferences changed"  # the audit action of set_preferences
 IN_CHUNK = 900  # stays under SQLite's bound-parameter limit
 
 
@@ -358,11 +360,25 @@ def resubscribe(engine: Engine, subscriber_id: int, now: datetime) -> bool:
 
 
 def set_preferences(engine: Engine, subscriber_id: int, *, topics: Iterable[str],
-                    timezone: str | None, known_topics: Mapping[str, object]) -> None:
-    """Replace a subscriber's topics and time zone (None: the newsletter's default)."""
+                    timezone: str | None, known_topics: Mapping[str, object], now: datetime,
+                    actor: str = audit.READER) -> bool:
+    """Replace a subscriber's topics and time zone (None: the newsletter's default), with an
+    audit entry naming `actor` and what changed, in the same transaction (their history shows
+    it). False when nothing changed: nothing is written."""
     chosen = check_topics(topics, known_topics)
     zone = _check_zone(timezone)
     with engine.begin() as conn:
+        before = topics_by_id(conn, [subscriber_id])[subscriber_id]
+        was = conn.execute(select(subscribers.c.timezone)
+                           .where(subscribers.c.id == subscriber_id)).scalar()
+        changes = []
+        if sorted(chosen) != sorted(before):
+            changes.append(f"topics {', '.join(chosen) or 'none'} "
+                           f"(were {', '.join(before) or 'none'})")
+        if zone != was:
+            changes.append(f"zone {zone or 'default'} (was {was or 'default'})")
+        if not changes:
+            return False
         conn.execute(update(subscribers).where(subscribers.c.id == subscriber_id)
                      .values(timezone=zone))
         conn.execute(delete(subscriber_topics)
@@ -370,3 +386,6 @@ def set_preferences(engine: Engine, subscriber_id: int, *, topics: Iterable[str]
         if chosen:
             conn.execute(insert(subscriber_topics),
                          [{"subscriber_id": subscriber_id, "topic": t} for t in chosen])
+        audit.record_in(conn, actor, PREFERENCES_CHANGED, audit.subscriber_target(subscriber_id),
+                        now, "; ".join(changes))
+    return True

@@ -40,7 +40,7 @@ from dispatch.deliver.signup_mail import prepare_confirmations
 from dispatch.errors import DispatchError
 from dispatch.inbound.webhooks import Fetcher, fetch_https
 from dispatch.states import RECEIVING, SubscriberStatus
-from dispatch.store import confirmations, reports, sends, signups
+from dispatch.store import audit, confirmations, reports, sends, signups
 from dispatch.store import subscribers as subs
 from dispatch.store.secrets import secret
 from dispatch.web.console import with_console
@@ -283,7 +283,7 @@ class Web:
             try:
                 await run_in_threadpool(partial(
                     subs.set_preferences, self.engine, found.id, topics=chosen, timezone=zone,
-                    known_topics=self.settings.topics))
+                    known_topics=self.settings.topics, now=self.clock(), actor=audit.READER))
             except DispatchError as exc:
                 return self.preferences_form(found, 400, error=exc.problems[0].message)
         else:
