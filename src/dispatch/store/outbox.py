@@ -98,7 +98,7 @@ class Job:
     def deliverable(self) -> bool:
         """Issues go to active subscribers only; a confirmation to a pending one, or to an
         unsubscribed one asking to come back (its row is skipped if the request is
-        withdrawn: store.subscribers._withdraw_request)."""
+        withdrawn: store.signups.withdraw_request)."""
         if self.issue == CONFIRMATIONS:
             return self.status in (SubscriberStatus.PENDING, SubscriberStatus.UNSUBSCRIBED)
         return self.status == SubscriberStatus.ACTIVE
