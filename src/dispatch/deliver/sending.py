@@ -207,6 +207,7 @@ def send_test_copies(engine: Engine, issue: Issue, settings: Settings, address: 
     audience = plan_audience(engine, issue, settings)
     variants = audience.variants or possible_variants(issue)
     rendered = render_audience(issue, variants, settings, now, TEST_BANNER)
+    messages = Messages(NoTemplates(), settings, Placeholders("TEST-SEND", ""))
     connection = (transport or smtp_transport(settings.smtp))()
     replies = []
     try:
@@ -219,7 +220,7 @@ def send_test_copies(engine: Engine, issue: Issue, settings: Settings, address: 
                                            settings)
             tokens = Placeholders("TEST-SEND", secrets.token_hex(16))
             reader = Reader(address, None, smallest_mix(issue, result.variant))
-            built = Messages(NoTemplates(), settings, tokens).seal(
+            built = messages.seal(
                 template, build_recipient(reader, issue.slug, vid, tokens, settings, now),
                 settings.newsletter.from_email, now)
             replies.append((vid, connection.send(built.sender, built.recipient, built.data,
