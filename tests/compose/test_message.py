@@ -63,10 +63,11 @@ def test_structure_text_first_html_last_utf8_qp(parts, settings):
 
 def test_bodies_decode_to_the_rendered_variant_with_fields_filled(parts, settings):
     _issue, rendered, template = parts
-    r = recipient(settings, name='Zoë "Z" <script>')
+    r = recipient(settings, name='Zoë "Z" <script>', topics=("East Asia", "Economy & Trade"))
     msg = parse(personalize(template, r, NOW, settings))
     plain, html = msg.get_payload()
-    values = {"name": r.name, "unsubscribe_url": r.unsubscribe_url,
+    values = {"name": r.name, "topics": "East Asia, Economy & Trade",
+              "unsubscribe_url": r.unsubscribe_url,
               "preferences_url": r.preferences_url, "view_url": r.view_url}
     text_body = plain.get_content().replace("\r\n", "\n")
     assert text_body == fill_slots(rendered.text, values)
@@ -74,6 +75,8 @@ def test_bodies_decode_to_the_rendered_variant_with_fields_filled(parts, setting
     escaped = {k: html_lib.escape(v, quote=True) for k, v in values.items()}
     assert html.get_content().replace("\r\n", "\n") == fill_slots(rendered.html, escaped)
     assert "Zoë &quot;Z&quot; &lt;script&gt;" in html.get_content()
+    assert "follow East Asia, Economy &amp; Trade." in html.get_content()
+    assert "follow:\nEast Asia, Economy & Trade.\n" in text_body
     assert "p/tok_ABC-123.xyz=?a=1&amp;b=2" in html.get_content()
 
 

@@ -168,8 +168,8 @@ def test_variants_are_labelled_by_the_smallest_topic_mix_that_gets_them(settings
     from tests.helpers import EXAMPLE_ISSUE
 
     issue = load_issue(settings.issues_dir / EXAMPLE_ISSUE, settings)
-    labels = {key: topic.label for key, topic in settings.topics.items()}
-    named = {vid: variant_label(issue, v, labels) for vid, v in possible_variants(issue).items()}
+    named = {vid: variant_label(issue, v, settings.topics)
+             for vid, v in possible_variants(issue).items()}
     assert named["b3-5"] == "Security"
     assert named["b1-2-3"] == "East Asia"
     assert named["b1-2-3-5"] == "East Asia + Security"

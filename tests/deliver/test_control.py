@@ -236,7 +236,7 @@ def test_status_and_dry_run_agree_on_who_is_skipped_and_why(engine, settings, is
     from datetime import timedelta as td
 
     from dispatch.deliver.sending import dry_run
-    from dispatch.store.confirmations import prepare_confirmations
+    from dispatch.deliver.signup_mail import prepare_confirmations
 
     add_readers(engine, settings)
     # Two people who get nothing: one follows no topic, one no topic any brief carries.

@@ -30,6 +30,7 @@ from dispatch.deliver.sending import (
 from dispatch.deliver.transport import Reply, SmtpStage, smtp_transport
 from dispatch.devtools.sink import smtp_sink
 from dispatch.store import subscribers as subs
+from dispatch.store import suppressions
 from dispatch.store.db import open_store
 from dispatch.store.outbox import audience_rows, plan_audience, state_counts
 from dispatch.store.schema import metadata, outbox, subscribers
@@ -190,7 +191,7 @@ def test_hard_bounce_suppresses_and_other_permanent_failures_keep_the_reply(
     bounced = subs.get(engine, rows[0].email)
     assert bounced is not None and bounced.status == "bounced"
     with engine.connect() as conn:
-        assert subs.suppression_reason(conn, rows[0].email) == "bounced"
+        assert suppressions.suppression_reason(conn, rows[0].email) == "bounced"
         replies = dict(conn.execute(select(outbox.c.state, outbox.c.reply)
                                     .where(outbox.c.state != "sent")).all())
     assert replies["bounced"] == "550 5.1.1 No such user"
@@ -280,12 +281,11 @@ def test_test_send_reaches_the_address_once_per_variant_with_a_banner(engine, se
     assert [vid for vid, _ in replies] == list(needed)
     assert all(reply.code == 250 for _, reply in replies)
     assert {r.recipient for r in handler.received} == {"editor@example.net"}
-    labels = {key: topic.label for key, topic in settings.topics.items()}
     subjects = []
     for item in handler.received:
         msg = message_from_bytes(item.data, policy=policy.SMTP)
         assert "test send" in msg.get_body(("plain",)).get_content()
-        label = variant_label(issue, needed[msg["X-Dispatch-Variant"]], labels)
+        label = variant_label(issue, needed[msg["X-Dispatch-Variant"]], settings.topics)
         subjects.append(str(msg["Subject"]))
         assert subjects[-1] == f"[TEST · {label}] {issue.subject}"
     assert len(set(subjects)) == len(subjects) == len(needed)  # copies told apart

@@ -12,10 +12,11 @@ from sqlalchemy import select, text
 
 from dispatch.audience import csvio
 from dispatch.config import Segment
+from dispatch.deliver.signup_mail import prepare_confirmations
 from dispatch.errors import ContentError, DispatchError
-from dispatch.store import imports
+from dispatch.store import imports, signups
 from dispatch.store import subscribers as subs
-from dispatch.store.confirmations import confirm, prepare_confirmations
+from dispatch.store.confirmations import confirm
 from dispatch.store.db import StoreError, current_revision, head_revision, open_store
 from dispatch.store.schema import outbox
 from dispatch.store.segments import segment_counts
@@ -201,14 +202,14 @@ def test_a_sign_up_request_waits_for_confirmation(engine):
     ana = add(engine, "ana@example.com", ["east-asia"], name="Ana")
     assert subs.unsubscribe(engine, ana.id, NOW)
     with engine.begin() as conn:
-        assert subs.signup_row(conn, "ana@example.com", "ana@example.com", name="Ana Lee",
+        assert signups.signup_row(conn, "ana@example.com", "ana@example.com", name="Ana Lee",
                                topics=["economy", "security"], now=NOW) == ana.id
     still = subs.require(engine, "ana@example.com")
     assert (still.status, still.name, still.topics) == ("unsubscribed", "Ana", ("east-asia",))
-    wanted = subs.signup_request(engine, ana.id)
+    wanted = signups.signup_request(engine, ana.id)
     assert wanted is not None and wanted.topics == ("economy", "security")
     assert wanted.requested_at == NOW
-    assert subs.confirm(engine, ana.id, NOW) == "active"
+    assert signups.confirm(engine, ana.id, NOW) == "active"
     back = subs.require(engine, "ana@example.com")
     assert (back.name, back.topics) == ("Ana Lee", ("economy", "security"))
 
@@ -248,7 +249,7 @@ def test_a_confirmation_pressed_twice_at_once_welcomes_once(engine, settings):
     one welcome row, and neither press fails."""
     prepare_confirmations(engine, settings, timedelta(days=2), NOW)
     with engine.begin() as conn:
-        sid = subs.signup_row(conn, "ana@example.com", "ana@example.com", name=None,
+        sid = signups.signup_row(conn, "ana@example.com", "ana@example.com", name=None,
                               topics=["security"], now=NOW)
     assert sid is not None
     start = threading.Barrier(4)

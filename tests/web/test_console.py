@@ -820,3 +820,28 @@ def test_hostile_brief_input_and_ids_get_a_located_4xx_and_change_nothing(consol
     for beyond in ("99999999999999999999", str(2**63)):
         answer = operator.get(f"{PREFIX}/subscribers/{beyond}")
         assert answer.status_code == 404 and "No subscriber" in answer.text
+
+
+# ---- A reader's own changes in their history -------------------------------------------------
+
+def test_a_readers_own_topic_change_shows_in_their_history_with_who_made_it(console: Console):
+    from dispatch.audience.tokens import Signer
+    from dispatch.store.secrets import secret
+
+    reader = add_reader(console, "mia@example.com", "Mia")
+    token = Signer(secret(console.engine)).token("preferences", reader.id, reader.email)
+    web = console.client()
+    page = web.get(f"/p/{token}")
+    saved = web.post(f"/p/{token}", data={"csrf": csrf(page), "action": "save",
+                                           "topics": ["security", "technology"]})
+    assert saved.status_code == 303, saved.text
+    again = web.post(f"/p/{token}", data={"csrf": csrf(web.get(f"/p/{token}")),
+                                          "action": "save",
+                                          "topics": ["technology", "security"]})
+    assert again.status_code == 303  # the same choice again: nothing changed, nothing logged
+
+    operator = console.login(Role.OPERATOR)
+    history = operator.get(f"{PREFIX}/subscribers/{reader.id}").text
+    rows = re.findall(r"<tr><td>[^<]*</td><td>preferences changed</td><td>([^<]*)</td>"
+                      r"<td>[^<]*</td><td>([^<]*)</td></tr>", history)
+    assert rows == [("reader", "topics security, technology (were east-asia)")], history

@@ -24,7 +24,7 @@ from functools import lru_cache
 from dispatch.compose.briefs import slugify
 from dispatch.compose.models import Issue
 from dispatch.compose.render import Rendered
-from dispatch.compose.slots import TOKEN_PATTERN, TOKENS, plain_name
+from dispatch.compose.slots import TOKEN_PATTERN, TOKENS, plain_value, topic_list
 from dispatch.config import Settings
 from dispatch.errors import Problem, RenderError
 from dispatch.text import header_problem
@@ -50,6 +50,7 @@ class Recipient:
     preferences_url: str
     view_url: str
     message_id: str  # "<…@domain>"
+    topics: tuple[str, ...] = ()  # the labels of the topics they follow, for the footer
     confirm_url: str = ""  # only in a double opt-in confirmation
     # The List-Unsubscribe mailto address on the inbound domain (a signed token for the row,
     # read by dispatch.inbound); "" without an inbound domain: the https link alone.
@@ -246,15 +247,21 @@ def unsubscribe_mailto(address: str) -> str:
     return f"mailto:{address}?subject=unsubscribe"
 
 
+def recipient_fields(recipient: Recipient) -> dict[str, str]:
+    """The text of each body slot for one recipient (compose.slots.SLOTS): what delivery
+    encodes into the message and previews fill in."""
+    fields = {"name": recipient.name or "there", "topics": topic_list(recipient.topics),
+              "unsubscribe_url": recipient.unsubscribe_url,
+              "preferences_url": recipient.preferences_url, "view_url": recipient.view_url}
+    if recipient.confirm_url:
+        fields["confirm_url"] = recipient.confirm_url
+    return fields
+
+
 def slot_values(recipient: Recipient, now: datetime, settings: Settings) -> dict[str, bytes]:
     """Each slot's bytes for one recipient, encoded for where the slot stands. The To header
     is UTF-8 as it is when the address needs SMTPUTF8 (RFC 6532), ASCII otherwise."""
     utf8 = needs_smtputf8(recipient.email)
-    name = recipient.name or "there"
-    fields = {"name": name, "unsubscribe_url": recipient.unsubscribe_url,
-              "preferences_url": recipient.preferences_url, "view_url": recipient.view_url}
-    if recipient.confirm_url:
-        fields["confirm_url"] = recipient.confirm_url
     values = {
         "date": _date(now),
         "to": _to_value(recipient.name, wire_address(recipient.email), utf8).encode(
@@ -263,9 +270,8 @@ def slot_values(recipient: Recipient, now: datetime, settings: Settings) -> dict
         "list_unsubscribe": _list_unsubscribe(recipient).encode("ascii"),
         "row_token": recipient.unsubscribe_address.rpartition("@")[0].encode("ascii"),
     }
-    for field, value in fields.items():
-        plain = plain_name(value) if field == "name" else value
-        values[f"plain:{field}"] = qp(plain).encode("ascii")
+    for field, value in recipient_fields(recipient).items():
+        values[f"plain:{field}"] = qp(plain_value(field, value)).encode("ascii")
         values[f"html:{field}"] = qp(html_lib.escape(value, quote=True)).encode("ascii")
     return values
 

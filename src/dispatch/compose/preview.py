@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from dispatch.compose.message import Recipient, build_template, message_id, personalize
+from dispatch.compose.message import Recipient, build_template, personalize, recipient_fields
 from dispatch.compose.models import Issue
+from dispatch.compose.recipients import Placeholders, Reader, build_recipient
 from dispatch.compose.render import environment, render_checked, render_variant
-from dispatch.compose.slots import fill_slots, fill_text_slots, sample_values
-from dispatch.compose.variants import Variant, possible_variants, variant_label
+from dispatch.compose.slots import fill_slots, fill_text_slots
+from dispatch.compose.variants import Variant, possible_variants, smallest_mix, variant_label
 from dispatch.config import Settings
+from dispatch.config.topics import topic_labels
 from dispatch.errors import DispatchError, Problem
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
@@ -42,13 +44,14 @@ _PROBE = ('<!doctype html><html><body style="margin:0"><iframe id="m" src="{src}
           '.documentElement.scrollHeight))</script></body></html>')
 
 
-def sample_recipient(issue: Issue, variant: Variant, settings: Settings) -> Recipient:
-    values = sample_values(settings)
-    return Recipient(email="sample.reader@example.com", name="Sample Reader",
-                     unsubscribe_url=values["unsubscribe_url"],
-                     preferences_url=values["preferences_url"],
-                     view_url=f"{settings.newsletter.base_url}/a/{issue.slug}/{variant.id}",
-                     message_id=message_id(issue.slug, "sample", settings))
+SAMPLE = Placeholders("SAMPLE-TOKEN", "sample")
+
+
+def sample_recipient(issue: Issue, variant: Variant, settings: Settings, now: datetime
+                     ) -> Recipient:
+    """The sample reader of a variant: following its smallest topic mix."""
+    reader = Reader("sample.reader@example.com", "Sample Reader", smallest_mix(issue, variant))
+    return build_recipient(reader, issue.slug, variant.id, SAMPLE, settings, now)
 
 
 def find_chromium() -> str | None:
@@ -86,8 +89,7 @@ def sample_copy(issue: Issue, variant: Variant, settings: Settings, now: datetim
     """One variant as a sample reader gets it: its HTML and plaintext, slots filled (what
     `dispatch preview` writes, and the console shows)."""
     rendered = render_variant(issue, variant, settings, now)
-    values = {**sample_values(settings),
-              "view_url": sample_recipient(issue, variant, settings).view_url}
+    values = recipient_fields(sample_recipient(issue, variant, settings, now))
     return fill_slots(rendered.html, values), fill_text_slots(rendered.text, values)
 
 
@@ -101,7 +103,6 @@ def preview(issue: Issue, settings: Settings, out_dir: Path, now: datetime,
     see issues.load_draft_issue). The report's "problems" holds all of them, once each."""
     variants = variants if variants is not None else possible_variants(issue)
     out_dir.mkdir(parents=True, exist_ok=True)
-    labels = {key: topic.label for key, topic in settings.topics.items()}
     chromium = find_chromium() if screenshots else None
     if screenshots and chromium is None:
         progress("Chromium not found: skipping screenshots (apt-get install chromium)")
@@ -113,10 +114,11 @@ def preview(issue: Issue, settings: Settings, out_dir: Path, now: datetime,
     report: dict[str, Any] = {"issue": issue.slug, "subject": issue.subject, "variants": []}
     for variant in variants.values():
         entry: dict[str, Any] = {
-            "id": variant.id, "label": variant_label(issue, variant, labels),
+            "id": variant.id, "label": variant_label(issue, variant, settings.topics),
             "briefs": [b.path.name for b in variant.briefs],
             "titles": [b.title for b in variant.briefs],
-            "topics": list(variant.topics), "topic_labels": [labels[t] for t in variant.topics],
+            "topics": list(variant.topics),
+            "topic_labels": topic_labels(settings.topics, variant.topics),
             "written": False, "html_bytes": 0, "text_bytes": 0, "eml_bytes": 0,
             "warnings": [], "problems": [], "screenshots": []}
         report["variants"].append(entry)
@@ -131,8 +133,8 @@ def preview(issue: Issue, settings: Settings, out_dir: Path, now: datetime,
             continue
         entry["problems"] = [str(p) for p in found]
         every.extend(p for p in found if p not in every)
-        recipient = sample_recipient(issue, variant, settings)
-        values = {**sample_values(settings), "view_url": recipient.view_url}
+        recipient = sample_recipient(issue, variant, settings, now)
+        values = recipient_fields(recipient)
         html_path = out_dir / f"{variant.id}.html"
         html_path.write_text(fill_slots(rendered.html, values), encoding="utf-8")
         (out_dir / f"{variant.id}.txt").write_text(fill_text_slots(rendered.text, values),

@@ -30,6 +30,7 @@ from dispatch.compose.rules import COLUMN_WIDTH, Finding, findings
 from dispatch.compose.slots import TOKENS
 from dispatch.compose.variants import Variant
 from dispatch.config import Settings
+from dispatch.config.topics import topic_labels
 from dispatch.errors import Problem, RenderError, display_path
 
 WIDTH = 72  # plaintext wrap column
@@ -246,13 +247,12 @@ def _context(issue: Issue, variant: Variant, settings: Settings, now: datetime,
              test_banner: str | None, day: date | None = None
              ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The template contexts for the HTML and the plaintext renders."""
-    labels = {key: topic.label for key, topic in settings.topics.items()}
     base = settings.newsletter.base_url
     links: list[str] = []
     html_briefs, text_briefs = [], []
     for brief in variant.briefs:
         common = {"title": brief.title, "summary": brief.summary, "author": brief.author,
-                  "image": brief.image, "labels": [labels[t] for t in brief.topics]}
+                  "image": brief.image, "labels": topic_labels(settings.topics, brief.topics)}
         html_briefs.append({**common, "reads": brief.reads,
                             "body_html": Markup(markdown_html(brief.body, base))})
         body_text = markdown_text(brief.body, base, links)
@@ -267,7 +267,6 @@ def _context(issue: Issue, variant: Variant, settings: Settings, now: datetime,
         "newsletter": settings.newsletter, "subject": issue.subject,
         "preheader": issue.preheader or variant.briefs[0].summary,
         "issue_date": _issue_date(settings, now, day),
-        "topic_labels": [labels[t] for t in variant.topics],
         "slots": TOKENS, "test_banner": test_banner, "column_width": COLUMN_WIDTH,
     }
     return {**shared, "briefs": html_briefs}, {**shared, "briefs": text_briefs, "links": links}

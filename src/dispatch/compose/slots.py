@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import re
 import textwrap
+from collections.abc import Iterable
 
 from dispatch.config import Settings
+from dispatch.config.topics import topic_labels
 
-SLOTS = ("name", "unsubscribe_url", "preferences_url", "view_url", "confirm_url")
+SLOTS = ("name", "topics", "unsubscribe_url", "preferences_url", "view_url", "confirm_url")
+NO_TOPICS = "no topic yet"  # the topics slot of a reader who follows none
 
 
 def slot_token(name: str) -> str:
@@ -20,9 +23,17 @@ TOKENS = {name: slot_token(name) for name in SLOTS}
 TOKEN_PATTERN = re.compile("|".join(map(re.escape, TOKENS.values())))
 
 
+def topic_list(labels: Iterable[str]) -> str:
+    """A reader's topics as the footer names them: "East Asia, Security"."""
+    return ", ".join(labels) or NO_TOPICS
+
+
 def sample_values(settings: Settings, name: str = "Sample Reader") -> dict[str, str]:
+    """Every slot filled for a sample reader who follows every topic: the longest footer,
+    so the plaintext rules are checked against it."""
     base = settings.newsletter.base_url
-    return {"name": name, "unsubscribe_url": f"{base}/u/SAMPLE-TOKEN",
+    return {"name": name, "topics": topic_list(topic_labels(settings.topics)),
+            "unsubscribe_url": f"{base}/u/SAMPLE-TOKEN",
             "preferences_url": f"{base}/p/SAMPLE-TOKEN", "view_url": f"{base}/a/sample",
             "confirm_url": f"{base}/c/SAMPLE-TOKEN"}
 
@@ -34,14 +45,30 @@ def fill_slots(text: str, values: dict[str, str]) -> str:
 
 
 def fill_text_slots(text: str, values: dict[str, str]) -> str:
-    """fill_slots for a plaintext part: the name wrapped as plain_name does."""
-    return fill_slots(text, {**values, "name": plain_name(values["name"])})
+    """fill_slots for a plaintext part: each value as plain_value gives it."""
+    return fill_slots(text, {slot: plain_value(slot, value) for slot, value in values.items()})
 
 
 def plain_name(name: str) -> str:
     """A name as the plaintext carries it: on a line of its own after "Hi ", wrapped so no
     line passes 76 characters (names run to 200; a long word is cut)."""
     return textwrap.fill(" ".join(name.split()), width=72, break_on_hyphens=False)
+
+
+def plain_topics(topics: str) -> str:
+    """The topics slot as the plaintext carries it: at the start of a line, followed by
+    ".", wrapped so no line passes 76 characters."""
+    return textwrap.fill(topics, width=75, break_on_hyphens=False)
+
+
+_PLAIN = {"name": plain_name, "topics": plain_topics}
+
+
+def plain_value(slot: str, value: str) -> str:
+    """A slot's value as the plaintext part carries it (the templates put the name and the
+    topics where these widths hold; links stand on lines of their own, unwrapped)."""
+    wrap = _PLAIN.get(slot)
+    return wrap(value) if wrap else value
 
 
 PERSONAL = re.compile(r"<!--personal-->.*?<!--/personal-->", re.DOTALL)

@@ -9,17 +9,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from dispatch.audience.tokens import Signer
 from dispatch.compose.message import (
     MessageTemplate,
     Recipient,
     envelope_sender,
-    message_id,
     needs_smtputf8,
     personalize,
     template_from_parts,
     wire_address,
 )
+from dispatch.compose.recipients import Reader, Tokens, build_recipient
 from dispatch.config import Settings
 from dispatch.config.dkim import DkimKey, dkim_key
 from dispatch.deliver.transport import Envelope
@@ -29,6 +28,13 @@ from dispatch.store.sends import CONFIRMATIONS
 
 class TemplateSource(Protocol):
     def template_parts(self, issue: str, variant: str) -> tuple[str, str, str]: ...
+
+
+class NoTemplates:
+    """The source of a builder that is handed its templates (test copies)."""
+
+    def template_parts(self, issue: str, variant: str) -> tuple[str, str, str]:
+        raise LookupError(f"no stored template for {issue}/{variant}")
 
 
 @dataclass(frozen=True)
@@ -49,7 +55,7 @@ class Built:
 class Messages:
     """Builds each recipient's bytes from its variant's template (serialised once)."""
 
-    def __init__(self, outbox: TemplateSource, settings: Settings, signer: Signer) -> None:
+    def __init__(self, outbox: TemplateSource, settings: Settings, signer: Tokens) -> None:
         self.outbox = outbox
         self.settings = settings
         self.signer = signer
@@ -70,40 +76,31 @@ class Messages:
             return self._templates[key]
 
     def recipient(self, job: Job, now: datetime) -> Recipient:
-        base = self.settings.newsletter.base_url
         sid, email = job.subscriber_id, job.email
         assert email is not None and sid is not None
-        key, confirm_url, row = str(sid), "", job.row_id
-        if job.issue == CONFIRMATIONS:
-            confirm_url = f"{base}/c/{self.signer.token('confirm', sid, email, now)}"
-            key = f"{sid}.{job.row_id}"  # a new request is a new row: a new Message-ID
-        inbound = self.settings.delivery.verp_domain
-        mailto = (f"{self.signer.row_local_part('mailto', job.row_id, sid)}@{inbound}"
-                  if inbound else "")
-        return Recipient(
-            email=email, name=job.name,
-            # The row in the links: an unsubscribe counts for the send it came from.
-            unsubscribe_url=f"{base}/u/{self.signer.token('unsubscribe', sid, email, row=row)}",
-            preferences_url=f"{base}/p/{self.signer.token('preferences', sid, email, row=row)}",
-            view_url=f"{base}/a/{job.issue}/{job.variant}", confirm_url=confirm_url,
-            unsubscribe_address=mailto,
-            message_id=message_id(job.issue, self.signer.digest("message-id",
-                                                                f"{job.issue}\0{key}"),
-                                  self.settings))
+        reader = Reader(email=email, name=job.name, topics=job.topics, subscriber_id=sid,
+                        row_id=job.row_id)
+        return build_recipient(reader, job.issue, job.variant, self.signer, self.settings, now,
+                               confirmation=job.issue == CONFIRMATIONS)
 
     def build(self, job: Job, now: datetime) -> Built:
         """One job's message; any exception means it cannot be built (that row fails)."""
         recipient = self.recipient(job, now)
-        data = personalize(self.template(job.issue, job.variant), recipient,
-                           now.replace(microsecond=0), self.settings)
-        if self._dkim:
-            data = sign_dkim(data, *self._dkim)
-        email = recipient.email
         assert job.subscriber_id is not None
         sender = envelope_sender(self.settings, self.signer.row_local_part(
             "bounce", job.row_id, job.subscriber_id))
-        return Built(sender, wire_address(email), data,
-                     recipient.message_id, needs_smtputf8(email))
+        return self.seal(self.template(job.issue, job.variant), recipient, sender, now)
+
+    def seal(self, template: MessageTemplate, recipient: Recipient, sender: str,
+             now: datetime) -> Built:
+        """The message bytes every path sends (subscribers' messages, test copies): the
+        template personalised, DKIM-signed when configured, with its envelope."""
+        data = personalize(template, recipient, now.replace(microsecond=0), self.settings)
+        if self._dkim:
+            data = sign_dkim(data, *self._dkim)
+        email = recipient.email
+        return Built(sender, wire_address(email), data, recipient.message_id,
+                     needs_smtputf8(email))
 
 
 # Signed: what a reader sees and what one-click unsubscribe and feedback loops act on

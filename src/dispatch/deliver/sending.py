@@ -26,22 +26,22 @@ from sqlalchemy.engine import make_url
 
 from dispatch.audience.tokens import Signer
 from dispatch.clock import utcnow
-from dispatch.compose.message import (
-    Recipient,
-    message_id,
-    needs_smtputf8,
-    personalize,
-    template_from_parts,
-    wire_address,
-)
+from dispatch.compose.message import template_from_parts
 from dispatch.compose.models import Issue
+from dispatch.compose.recipients import Placeholders, Reader, build_recipient
 from dispatch.compose.render import Rendered, render_variant
-from dispatch.compose.variants import Variant, possible_variants, variant_label
+from dispatch.compose.variants import (
+    Variant,
+    possible_variants,
+    smallest_mix,
+    variant_label,
+)
 from dispatch.config import Settings
 from dispatch.config.defaults import TUNING, Tuning
+from dispatch.deliver.messages import Messages, NoTemplates
 from dispatch.deliver.outcomes import Kind
 from dispatch.deliver.recording import MemoryOutbox, Stats
-from dispatch.deliver.transport import FileWriter, Reply, SmtpConnection, Transport
+from dispatch.deliver.transport import FileWriter, Reply, Transport, smtp_transport
 from dispatch.deliver.worker import deliver
 from dispatch.errors import DispatchError, Problem
 from dispatch.store.outbox import (
@@ -53,6 +53,7 @@ from dispatch.store.outbox import (
     plan_audience,
 )
 from dispatch.store.secrets import existing_secret, secret
+from dispatch.store.subscribers import topics_for
 
 TEST_BANNER = "This is a test send of this issue; subscribers have not received it."
 
@@ -153,10 +154,11 @@ def dry_run(engine: Engine, issue: Issue, settings: Settings, out_dir: Path, now
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in out_dir.glob("*.eml"):
         old.unlink()
+    people = list(audience_rows(engine, issue, settings))
+    topics = topics_for(engine, [sid for sid, _, _, _ in people])
     jobs = deque(Job(row_id=i, issue=issue.slug, variant=vid, attempts=0, subscriber_id=sid,
-                     email=email, name=name)
-                 for i, (sid, vid, email, name) in enumerate(
-                     audience_rows(engine, issue, settings)))
+                     email=email, name=name, topics=tuple(topics[sid]))
+                 for i, (sid, vid, email, name) in enumerate(people))
     variant_of = {job.email: job.variant for job in jobs}
     outbox = MemoryOutbox(jobs, {(issue.slug, vid): (issue.subject, r.html, r.text)
                                  for vid, r in rendered.items()})
@@ -168,7 +170,6 @@ def dry_run(engine: Engine, issue: Issue, settings: Settings, out_dir: Path, now
     sizes: dict[str, list[int]] = {}
     for email, size in writer.sizes.items():
         sizes.setdefault(variant_of[email], []).append(size)
-    labels = {key: topic.label for key, topic in settings.topics.items()}
     data: dict[str, Any] = {
         "issue": issue.slug, "subject": issue.subject, "dry_run": True,
         "recipients": audience.recipients,
@@ -176,7 +177,7 @@ def dry_run(engine: Engine, issue: Issue, settings: Settings, out_dir: Path, now
         "counted_not_written": writer.counted,
         "skipped": dict(sorted(audience.skipped.items())),
         "variants": [{
-            "id": vid, "label": variant_label(issue, variant, labels),
+            "id": vid, "label": variant_label(issue, variant, settings.topics),
             "briefs": [b.path.name for b in variant.briefs],
             "topics": list(variant.topics), "recipients": audience.per_variant[vid],
             "html_bytes": len(rendered[vid].html.encode()),
@@ -198,31 +199,34 @@ def _size_summary(sizes: list[int]) -> dict[str, int]:
 # ---- Test sends ------------------------------------------------------------------------
 
 def send_test_copies(engine: Engine, issue: Issue, settings: Settings, address: str,
-                     now: datetime) -> list[tuple[str, Reply]]:
+                     now: datetime, transport: Transport | None = None
+                     ) -> list[tuple[str, Reply]]:
     """Every variant the audience needs (every possible one when there is no audience yet)
-    sent once to `address` with a test banner; the outbox is not touched."""
+    sent once to `address` with a test banner; the outbox is not touched. Each copy is built
+    as a subscriber's message is (deliver.messages: the same headers and DKIM signature) for
+    a reader following the variant's smallest topic mix, with placeholder tokens; its
+    envelope sender is the From address, so a bounce of a test reaches a person."""
     audience = plan_audience(engine, issue, settings)
     variants = audience.variants or possible_variants(issue)
     rendered = render_audience(issue, variants, settings, now, TEST_BANNER)
-    labels = {key: topic.label for key, topic in settings.topics.items()}
-    base = settings.newsletter.base_url
-    connection = SmtpConnection(settings.smtp)
+    messages = Messages(NoTemplates(), settings, Placeholders("TEST-SEND", ""))
+    connection = (transport or smtp_transport(settings.smtp))()
     replies = []
     try:
         for vid, result in rendered.items():
             # Each copy's subject says which variant it is, so an inbox of copies tells them
             # apart: "[TEST · East Asia + Security] Seoul and Tokyo…".
-            subject = f"[TEST · {variant_label(issue, result.variant, labels)}] {issue.subject}"
-            template = template_from_parts(vid, result.html, result.text, subject, issue.slug,
+            label = variant_label(issue, result.variant, settings.topics)
+            template = template_from_parts(vid, result.html, result.text,
+                                           f"[TEST · {label}] {issue.subject}", issue.slug,
                                            settings)
-            recipient = Recipient(
-                email=address, name=None, unsubscribe_url=f"{base}/u/TEST-SEND",
-                preferences_url=f"{base}/p/TEST-SEND", view_url=f"{base}/a/{issue.slug}/{vid}",
-                message_id=message_id(issue.slug, secrets.token_hex(16), settings))
-            data = personalize(template, recipient, now.replace(microsecond=0), settings)
-            replies.append((vid, connection.send(settings.newsletter.from_email,
-                                                 wire_address(address), data,
-                                                 utf8=needs_smtputf8(address))))
+            tokens = Placeholders("TEST-SEND", secrets.token_hex(16))
+            reader = Reader(address, None, smallest_mix(issue, result.variant))
+            built = messages.seal(
+                template, build_recipient(reader, issue.slug, vid, tokens, settings, now),
+                settings.newsletter.from_email, now)
+            replies.append((vid, connection.send(built.sender, built.recipient, built.data,
+                                                 utf8=built.utf8)))
     finally:
         connection.close()
     return replies
@@ -231,8 +235,7 @@ def send_test_copies(engine: Engine, issue: Issue, settings: Settings, address: 
 def variant_table(issue: Issue, audience: Audience, settings: Settings
                   ) -> list[tuple[str, int, str]]:
     """(variant label, recipients, variant id) rows for the confirmation prompt."""
-    labels = {key: topic.label for key, topic in settings.topics.items()}
-    return [(variant_label(issue, v, labels), audience.per_variant[vid], vid)
+    return [(variant_label(issue, v, settings.topics), audience.per_variant[vid], vid)
             for vid, v in audience.variants.items()]
 
 

@@ -2,7 +2,8 @@
 variant (the rendered message), one row per request, delivered by the same workers with the
 same retries, rate limits and DKIM as an issue. The welcome message after a confirmation is
 another, WELCOME: one row per subscriber ever (the outbox's unique key), so a second click,
-a second confirmation or a returning reader never gets it twice."""
+a second confirmation or a returning reader never gets it twice. The messages are rendered
+by audience/signup.py and stored here by deliver/signup_mail.py."""
 
 from __future__ import annotations
 
@@ -11,53 +12,36 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, Engine, and_, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from dispatch.audience.signup import (
-    RESEND_AFTER,
-    Signup,
-    confirmation_message,
-    welcome_message,
-)
-from dispatch.config import Settings
+from dispatch.audience.signup import RESEND_AFTER, Signup
 from dispatch.states import UNFINISHED, RowState, SendStatus, SendStep
 from dispatch.store.schema import outbox, send_variants, sends
 from dispatch.store.sends import CONFIRMATIONS, WELCOME, change_status
-from dispatch.store.subscribers import confirm_row, signup_row
+from dispatch.store.signups import confirm_row, signup_row
 
 
-def prepare_confirmations(engine: Engine, settings: Settings, expiry: timedelta,
-                          now: datetime, *, welcome: bool = True) -> None:
-    """The confirmation message (and the welcome message, unless `welcome` is off) rendered
-    (audience/signup.py) and kept as the one variant of its pseudo-send, where every worker
-    finds it; refreshed on every start so a changed template or newsletter name applies to
-    the next message. A template that fails its checks raises RenderError before anything
-    is stored."""
-    messages = [(CONFIRMATIONS, "confirm", *confirmation_message(settings, expiry))]
-    if welcome:
-        messages.append((WELCOME, "welcome", *welcome_message(settings)))
-    for issue, variant, subject, html, text in messages:
-        try:
-            _store_message(engine, issue, variant, subject, html, text, now)
-        except IntegrityError:
-            pass  # another web process starting at the same moment stored the same message
-
-
-def _store_message(engine: Engine, issue: str, variant: str, subject: str, html: str,
-                   text: str, now: datetime) -> None:
-    with engine.begin() as conn:
-        if conn.execute(select(sends.c.issue).where(sends.c.issue == issue)).first():
-            conn.execute(update(sends).where(sends.c.issue == issue).values(subject=subject))
-            conn.execute(delete(send_variants).where(send_variants.c.issue == issue))
-        else:
-            conn.execute(insert(sends).values(issue=issue, subject=subject,
-                                              status=SendStatus.SENT, recipients=0,
-                                              created_at=now, launched_at=now))
-        conn.execute(insert(send_variants).values(issue=issue, variant=variant,
-                                                  html=html, text=text))
+def store_message(engine: Engine, issue: str, variant: str, subject: str, html: str,
+                  text: str, now: datetime) -> None:
+    """Keep a rendered message as the one variant of its pseudo-send (created sent, with no
+    recipients, when new), where every worker finds it."""
+    try:
+        with engine.begin() as conn:
+            if conn.execute(select(sends.c.issue).where(sends.c.issue == issue)).first():
+                conn.execute(update(sends).where(sends.c.issue == issue)
+                             .values(subject=subject))
+                conn.execute(delete(send_variants).where(send_variants.c.issue == issue))
+            else:
+                conn.execute(insert(sends).values(issue=issue, subject=subject,
+                                                  status=SendStatus.SENT, recipients=0,
+                                                  created_at=now, launched_at=now))
+            conn.execute(insert(send_variants).values(issue=issue, variant=variant,
+                                                      html=html, text=text))
+    except IntegrityError:
+        pass  # another web process starting at the same moment stored the same message
 
 
 def request_confirmation(engine: Engine, wanted: Signup, now: datetime,
                          resend_after: timedelta = RESEND_AFTER) -> bool:
-    """Record a sign-up (store/subscribers.signup_row) and queue its confirmation, in one
+    """Record a sign-up (store/signups.signup_row) and queue its confirmation, in one
     transaction. True when a confirmation was queued; False when nothing was (an active or
     suppressed address, a repeat within `resend_after`, or the same address signing up at
     the same moment)."""
@@ -95,7 +79,7 @@ def queue_confirmation(conn: Connection, subscriber_id: int, now: datetime,
 
 def confirm(engine: Engine, subscriber_id: int, now: datetime, *, welcome: bool
             ) -> tuple[str | None, bool]:
-    """The confirmation link's button (store.subscribers.confirm_row) and, when it activated
+    """The confirmation link's button (store.signups.confirm_row) and, when it activated
     the subscriber and `welcome` is on, their welcome message queued in the same
     transaction. (status afterwards or None, whether a welcome was queued)."""
     with engine.begin() as conn:

@@ -41,7 +41,15 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from dispatch.compose.models import Issue
-from dispatch.compose.variants import Variant, matched_briefs, variant_by_id, variant_for
+from dispatch.compose.variants import (
+    ID_PREFIX,
+    ID_SEPARATOR,
+    Variant,
+    fullest_first,
+    matched_briefs,
+    variant_by_id,
+    variant_for,
+)
 from dispatch.config import Settings
 from dispatch.errors import DispatchError, Problem
 from dispatch.states import (
@@ -63,7 +71,7 @@ from dispatch.store.schema import (
 )
 from dispatch.store.segments import segment_condition, suppressed, topic_mask
 from dispatch.store.sends import CONFIRMATIONS, change_status, finish_done
-from dispatch.store.subscribers import mark_bounced
+from dispatch.store.subscribers import mark_bounced, topics_by_id
 
 INSERT_BATCH = 5_000
 MAX_REPLY = 2000
@@ -84,12 +92,13 @@ class Job:
     status: str = SubscriberStatus.ACTIVE  # the subscriber's status at claim time
     reply: str | None = None  # the row's reply from its previous attempt, if any
     outcome_unknown: bool = False  # an earlier attempt may have arrived (no reply to its dot)
+    topics: tuple[str, ...] = ()  # the topic keys the subscriber follows at claim time
 
     @property
     def deliverable(self) -> bool:
         """Issues go to active subscribers only; a confirmation to a pending one, or to an
         unsubscribed one asking to come back (its row is skipped if the request is
-        withdrawn: store.subscribers._withdraw_request)."""
+        withdrawn: store.signups.withdraw_request)."""
         if self.issue == CONFIRMATIONS:
             return self.status in (SubscriberStatus.PENDING, SubscriberStatus.UNSUBSCRIBED)
         return self.status == SubscriberStatus.ACTIVE
@@ -145,15 +154,16 @@ class _Selection:
 
     def variant(self, mask: Any, planned: Mapping[int, str]) -> Any:
         """The variant id of `mask`: the planned masks by a CASE, any other (someone changed
-        topics since the plan) by "b" and the 1-based positions of the briefs whose topics
-        meet the mask, joined by "-" (compose.variants.variant_for's id)."""
+        topics since the plan) as compose.variants.variant_id writes it, from the briefs whose
+        topics meet the mask."""
         if not self.issue.personalize:
             return literal(variant_for(self.issue, self.issue.briefs).id, String)
         parts = [case((mask.bitwise_and(sum(self.bits[t] for t in brief.topics)) != 0,
-                       literal(f"-{i}", String)), else_=literal("", String))
+                       literal(f"{ID_SEPARATOR}{i}", String)), else_=literal("", String))
                  for i, brief in enumerate(self.issue.briefs, 1) if brief.topics]
         joined = reduce(operator.add, parts) if parts else literal("", String)
-        computed = literal("b", String) + func.substr(joined, 2, type_=String)
+        computed = literal(ID_PREFIX, String) + func.substr(joined, len(ID_SEPARATOR) + 1,
+                                                            type_=String)
         if not planned:
             return computed
         return case({m: literal(vid, String) for m, vid in planned.items()}, value=mask,
@@ -251,7 +261,7 @@ def plan_audience(engine: Engine, issue: Issue, settings: Settings) -> Audience:
             continue
         audience.per_variant[variant.id] += n
         audience.masks[mask] = variant.id
-    for vid in sorted(audience.per_variant, key=lambda v: (-v.count("-"), v)):
+    for vid in sorted(audience.per_variant, key=fullest_first):
         audience.variants[vid] = variant_by_id(issue, vid)
     return audience
 
@@ -543,16 +553,21 @@ class SqlOutbox:
         """Up to `limit` due rows, retries first, each set to sending under this worker."""
         queries, mark = self._claim_statements()
         rows: list[Any] = []
+        topics: dict[int, list[str]] = {}
         with self.engine.begin() as conn:
             for query in reversed(queries):  # OPEN is (queued, retrying)
                 if len(rows) < limit:
                     rows += conn.execute(query, {"now": now, "limit": limit - len(rows)}).all()
             if rows:
                 conn.execute(mark, {"ids": [row.id for row in rows], "now": now})
+                # The footer names each reader's own topics: one query per claim.
+                topics = topics_by_id(conn, list({row.subscriber_id for row in rows
+                                                  if row.subscriber_id is not None}))
         return [Job(row_id=row.id, issue=row.issue, variant=row.variant,
                     attempts=row.attempts, subscriber_id=row.subscriber_id, email=row.email,
                     name=row.name, status=row.status if row.email else "erased",
-                    reply=row.reply, outcome_unknown=row.outcome_unknown)
+                    reply=row.reply, outcome_unknown=row.outcome_unknown,
+                    topics=tuple(topics.get(row.subscriber_id, ())))
                 for row in rows]
 
     def record(self, changes: Iterable[RowChange], now: datetime) -> None:

@@ -147,6 +147,9 @@ outbox = Table(
     Index("ix_outbox_claim", "state", "next_attempt_at", "id"),
     Index("ix_outbox_issue_state", "issue", "state"),
     Index("ix_outbox_message_id", "message_id"),  # a report quoting one finds its row
+    # Ids are never reused (SQLite would give a deleted row's id to the next one): a row's id
+    # is in its tokens and a confirmation's Message-ID.
+    sqlite_autoincrement=True,
 )
 
 # Live delivery processes; a row whose heartbeat is stale belongs to a dead worker, whose

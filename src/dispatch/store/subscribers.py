@@ -1,9 +1,10 @@
-"""Subscribers, their topics and the suppression list: every query about people lives here
-(segments: store/segments.py). Addresses are checked by audience/addresses.py first."""
+"""Subscribers and their topics: adding, reading, changing and forgetting them, and their
+status changes (unsubscribed, bounced, complained). Addresses are checked by
+audience/addresses.py first; the suppression list is store/suppressions.py, sign-up requests
+store/signups.py, a subscriber's history store/history.py, segments store/segments.py."""
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -13,24 +14,23 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, delete, func, insert, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
-from dispatch.audience.addresses import email_hash, name_problem, normalize
+from dispatch.audience.addresses import name_problem, normalize
 from dispatch.clock import is_zone
 from dispatch.config import Segment
 from dispatch.config.defaults import SUBSCRIBER_BATCH
 from dispatch.config.topics import check_topics
 from dispatch.errors import DispatchError, Problem
-from dispatch.states import OPEN, RECEIVING, SUPPRESSING, RowState, SubscriberStatus
+from dispatch.states import RECEIVING, SUPPRESSING, SubscriberStatus
+from dispatch.store import audit
 from dispatch.store.schema import (
-    outbox,
-    reports,
-    signup_requests,
     subscriber_topics,
     subscribers,
-    suppressions,
 )
 from dispatch.store.segments import follows, segment_condition
-from dispatch.store.sends import CONFIRMATIONS
+from dispatch.store.signups import withdraw_request
+from dispatch.store.suppressions import activate, lift, suppress, suppression_reason
 
+PREFERENCES_CHANGED = "preferences changed"  # the audit action of set_preferences
 IN_CHUNK = 900  # stays under SQLite's bound-parameter limit
 
 
@@ -76,6 +76,12 @@ def topics_by_id(conn: Connection, ids: list[int]) -> dict[int, list[str]]:
     return found
 
 
+def topics_for(engine: Engine, ids: list[int]) -> dict[int, list[str]]:
+    """topics_by_id in a connection of its own."""
+    with engine.connect() as conn:
+        return topics_by_id(conn, ids)
+
+
 def _subscribers(conn: Connection, condition: ColumnElement[bool] | None = None,
                  limit: int | None = None) -> list[Subscriber]:
     query = select(subscribers).order_by(subscribers.c.id)
@@ -90,22 +96,6 @@ def _subscribers(conn: Connection, condition: ColumnElement[bool] | None = None,
                        confirmed_at=r["confirmed_at"], unsubscribed_at=r["unsubscribed_at"],
                        last_sent_at=r["last_sent_at"], status_reason=r["status_reason"])
             for r in rows]
-
-
-def suppression_reason(conn: Connection, key: str) -> str | None:
-    return conn.execute(select(suppressions.c.reason)
-                        .where(suppressions.c.email_hash == email_hash(key))).scalar()
-
-
-def _suppress(conn: Connection, key: str, reason: str, now: datetime) -> None:
-    digest = email_hash(key)
-    if conn.execute(select(suppressions.c.email_hash)
-                    .where(suppressions.c.email_hash == digest)).first():
-        conn.execute(update(suppressions).where(suppressions.c.email_hash == digest)
-                     .values(reason=reason))
-    else:
-        conn.execute(insert(suppressions).values(email_hash=digest, reason=reason,
-                                                 created_at=now))
 
 
 def mark_bounced(conn: Connection, subscriber_id: int, now: datetime,
@@ -126,8 +116,8 @@ def mark_suppressed(conn: Connection, subscriber_id: int, status: SubscriberStat
         return False
     conn.execute(update(subscribers).where(subscribers.c.id == subscriber_id)
                  .values(status=status, status_reason=reason, unsubscribed_at=now))
-    _suppress(conn, row.email_key, status, now)
-    _withdraw_request(conn, subscriber_id, now)
+    suppress(conn, row.email_key, status, now)
+    withdraw_request(conn, subscriber_id, now)
     return True
 
 
@@ -196,11 +186,11 @@ def add(engine: Engine, email: str, *, name: str | None, topics: Iterable[str],
             raise DispatchError(Problem(email, f"suppressed ({reason}): it is never mailed "
                                                "again unless it re-subscribes (--resubscribe)"))
         if reason:
-            conn.execute(delete(suppressions).where(suppressions.c.email_hash == email_hash(key)))
+            lift(conn, key)
         if existing is not None:
             # An unsubscribed (bounced, complained, pending) reader re-subscribing, as they
             # asked: active again, with the name, topics and zone given here when given.
-            _withdraw_request(conn, existing.id, now)
+            withdraw_request(conn, existing.id, now)
             values: dict[str, Any] = {"status": status, "unsubscribed_at": None,
                                       "confirmed_at": now}
             values.update({k: v for k, v in (("name", name), ("timezone", zone)) if v})
@@ -245,14 +235,13 @@ def update_subscriber(engine: Engine, email: str, *, now: datetime,
         if status is not None and status != current.status:
             values["status"] = status
             values["status_reason"] = "set by an operator" if status in SUPPRESSING else None
-            _withdraw_request(conn, current.id, now)  # an operator's decision settles it
+            withdraw_request(conn, current.id, now)  # an operator's decision settles it
             if status in SUPPRESSING:
                 values["unsubscribed_at"] = now
-                _suppress(conn, key, status, now)
+                suppress(conn, key, status, now)
             elif status == SubscriberStatus.ACTIVE:
                 values["confirmed_at"] = current.confirmed_at or now
-                conn.execute(delete(suppressions)
-                             .where(suppressions.c.email_hash == email_hash(key)))
+                lift(conn, key)
         if values:
             conn.execute(update(subscribers).where(subscribers.c.id == current.id)
                          .values(**values))
@@ -270,7 +259,7 @@ def forget(engine: Engine, email: str, now: datetime) -> None:
     current = require(engine, email)
     key = normalize(current.email)
     with engine.begin() as conn:
-        _suppress(conn, key, "forgotten", now)
+        suppress(conn, key, "forgotten", now)
         conn.execute(delete(subscriber_topics)
                      .where(subscriber_topics.c.subscriber_id == current.id))
         conn.execute(delete(subscribers).where(subscribers.c.id == current.id))
@@ -347,7 +336,7 @@ def unsubscribe(engine: Engine, subscriber_id: int, now: datetime,
 
 def unsubscribe_in(conn: Connection, subscriber_id: int, now: datetime, reason: str) -> bool:
     """`unsubscribe` in the caller's transaction."""
-    _withdraw_request(conn, subscriber_id, now)
+    withdraw_request(conn, subscriber_id, now)
     key = conn.execute(select(subscribers.c.email_key).where(and_(
         subscribers.c.id == subscriber_id,
         subscribers.c.status.in_(RECEIVING)))).scalar()
@@ -356,7 +345,7 @@ def unsubscribe_in(conn: Connection, subscriber_id: int, now: datetime, reason: 
     conn.execute(update(subscribers).where(subscribers.c.id == subscriber_id)
                  .values(status=SubscriberStatus.UNSUBSCRIBED, status_reason=reason,
                          unsubscribed_at=now))
-    _suppress(conn, key, SubscriberStatus.UNSUBSCRIBED, now)
+    suppress(conn, key, SubscriberStatus.UNSUBSCRIBED, now)
     return True
 
 
@@ -369,23 +358,30 @@ def resubscribe(engine: Engine, subscriber_id: int, now: datetime) -> bool:
             subscribers.c.status == SubscriberStatus.UNSUBSCRIBED))).scalar()
         if key is None:
             return False
-        _activate(conn, subscriber_id, key, now)
+        activate(conn, subscriber_id, key, now)
     return True
 
 
-def _activate(conn: Connection, subscriber_id: int, key: str, now: datetime) -> None:
-    conn.execute(update(subscribers).where(subscribers.c.id == subscriber_id).values(
-        status=SubscriberStatus.ACTIVE, unsubscribed_at=None, status_reason=None,
-        confirmed_at=func.coalesce(subscribers.c.confirmed_at, now)))
-    conn.execute(delete(suppressions).where(suppressions.c.email_hash == email_hash(key)))
-
-
 def set_preferences(engine: Engine, subscriber_id: int, *, topics: Iterable[str],
-                    timezone: str | None, known_topics: Mapping[str, object]) -> None:
-    """Replace a subscriber's topics and time zone (None: the newsletter's default)."""
+                    timezone: str | None, known_topics: Mapping[str, object], now: datetime,
+                    actor: str = audit.READER) -> bool:
+    """Replace a subscriber's topics and time zone (None: the newsletter's default), with an
+    audit entry naming `actor` and what changed, in the same transaction (their history shows
+    it). False when nothing changed: nothing is written."""
     chosen = check_topics(topics, known_topics)
     zone = _check_zone(timezone)
     with engine.begin() as conn:
+        before = topics_by_id(conn, [subscriber_id])[subscriber_id]
+        was = conn.execute(select(subscribers.c.timezone)
+                           .where(subscribers.c.id == subscriber_id)).scalar()
+        changes = []
+        if sorted(chosen) != sorted(before):
+            changes.append(f"topics {', '.join(chosen) or 'none'} "
+                           f"(were {', '.join(before) or 'none'})")
+        if zone != was:
+            changes.append(f"zone {zone or 'default'} (was {was or 'default'})")
+        if not changes:
+            return False
         conn.execute(update(subscribers).where(subscribers.c.id == subscriber_id)
                      .values(timezone=zone))
         conn.execute(delete(subscriber_topics)
@@ -393,136 +389,6 @@ def set_preferences(engine: Engine, subscriber_id: int, *, topics: Iterable[str]
         if chosen:
             conn.execute(insert(subscriber_topics),
                          [{"subscriber_id": subscriber_id, "topic": t} for t in chosen])
-
-
-@dataclass(frozen=True)
-class SignupRequest:
-    """What a sign-up form asked for an address that already had a subscriber row."""
-
-    name: str | None
-    topics: tuple[str, ...]
-    requested_at: datetime
-
-
-def signup_request(engine: Engine, subscriber_id: int) -> SignupRequest | None:
-    with engine.connect() as conn:
-        return _request(conn, subscriber_id)
-
-
-def _request(conn: Connection, subscriber_id: int) -> SignupRequest | None:
-    row = conn.execute(select(signup_requests)
-                       .where(signup_requests.c.subscriber_id == subscriber_id)).first()
-    if row is None:
-        return None
-    return SignupRequest(name=row.name, topics=tuple(json.loads(row.topics)),
-                         requested_at=row.requested_at)
-
-
-def _withdraw_request(conn: Connection, subscriber_id: int, now: datetime) -> None:
-    """Drop a waiting sign-up request and the confirmation not yet sent for it: a subscriber
-    who left must not get one (store.outbox.Job.deliverable lets a confirmation reach an
-    unsubscribed address, which only has one queued while its request waits)."""
-    conn.execute(delete(signup_requests)
-                 .where(signup_requests.c.subscriber_id == subscriber_id))
-    conn.execute(update(outbox).where(and_(
-        outbox.c.issue == CONFIRMATIONS, outbox.c.subscriber_id == subscriber_id,
-        outbox.c.state.in_(OPEN))).values(state=RowState.SKIPPED, updated_at=now))
-
-
-def signup_row(conn: Connection, email: str, key: str, *, name: str | None,
-               topics: list[str], now: datetime) -> int | None:
-    """The subscriber a sign-up form asks to confirm. A new address is created pending with
-    what was asked. An existing pending or unsubscribed one is left exactly as it is: what
-    was asked waits in signup_requests until the confirmation link is clicked (`confirm`),
-    since whoever sent the form may not own the address. None (nothing recorded) for an
-    active address, and for one that bounced or complained, which is never mailed again."""
-    row = conn.execute(select(subscribers.c.id, subscribers.c.status)
-                       .where(subscribers.c.email_key == key)).first()
-    if row is None:
-        if suppression_reason(conn, key) in (SubscriberStatus.BOUNCED,
-                                             SubscriberStatus.COMPLAINED):
-            return None
-        sid: int = conn.execute(insert(subscribers).values(
-            email=email, email_key=key, name=name, status=SubscriberStatus.PENDING,
-            created_at=now).returning(subscribers.c.id)).scalar_one()
-        if topics:
-            conn.execute(insert(subscriber_topics),
-                         [{"subscriber_id": sid, "topic": t} for t in topics])
-        return sid
-    if row.status not in (SubscriberStatus.PENDING, SubscriberStatus.UNSUBSCRIBED):
-        return None
-    # The latest request wins: the confirmation page shows what a click will apply.
-    conn.execute(delete(signup_requests).where(signup_requests.c.subscriber_id == row.id))
-    conn.execute(insert(signup_requests).values(subscriber_id=row.id, name=name,
-                                                topics=json.dumps(topics),
-                                                requested_at=now))
-    return int(row.id)
-
-
-def confirm(engine: Engine, subscriber_id: int, now: datetime) -> str | None:
-    """The confirmation link's button (`confirm_row` in a transaction of its own)."""
-    with engine.begin() as conn:
-        return confirm_row(conn, subscriber_id, now)[0]
-
-
-def confirm_row(conn: Connection, subscriber_id: int, now: datetime
-                ) -> tuple[str | None, bool]:
-    """The confirmation link's button: a pending subscriber, or an unsubscribed one with a
-    sign-up request waiting, becomes active with what the request asked (name, topics) and
-    is no longer suppressed. Their status afterwards (None if they are gone) and whether
-    this call activated them."""
-    # Locked (PostgreSQL): a second press of the button waits, then finds them active.
-    row = conn.execute(select(subscribers.c.email_key, subscribers.c.status)
-                       .where(subscribers.c.id == subscriber_id).with_for_update()).first()
-    if row is None:
-        return None, False
-    request = _request(conn, subscriber_id)
-    if row.status != SubscriberStatus.PENDING and not (
-            row.status == SubscriberStatus.UNSUBSCRIBED and request is not None):
-        return str(row.status), False
-    if request is not None:
-        conn.execute(update(subscribers).where(subscribers.c.id == subscriber_id)
-                     .values(name=request.name))
-        conn.execute(delete(subscriber_topics)
-                     .where(subscriber_topics.c.subscriber_id == subscriber_id))
-        if request.topics:
-            conn.execute(insert(subscriber_topics), [
-                {"subscriber_id": subscriber_id, "topic": t} for t in request.topics])
-        conn.execute(delete(signup_requests)
-                     .where(signup_requests.c.subscriber_id == subscriber_id))
-    _activate(conn, subscriber_id, row.email_key, now)
-    return SubscriberStatus.ACTIVE, True
-
-
-@dataclass(frozen=True)
-class HistoryEntry:
-    at: datetime
-    what: str  # "added", "confirmed", "unsubscribed", an outbox state, or a report's kind
-    issue: str | None = None
-    reply: str | None = None  # the relay's reply, for failed and bounced messages
-
-
-def history(engine: Engine, subscriber_id: int) -> list[HistoryEntry]:
-    """One subscriber's story, newest first: the status changes the row records and every
-    message of every send (sent, bounced, failed...) and every report that came back about
-    them (bounces, complaints, unsubscribes by way)."""
-    found = by_id(engine, subscriber_id)
-    if found is None:
-        return []
-    entries = [HistoryEntry(found.created_at, "added")]
-    if found.confirmed_at:
-        entries.append(HistoryEntry(found.confirmed_at, "confirmed"))
-    if found.unsubscribed_at:
-        entries.append(HistoryEntry(found.unsubscribed_at, "unsubscribed"))
-    with engine.connect() as conn:
-        for issue, state, reply, at in conn.execute(
-                select(outbox.c.issue, outbox.c.state, outbox.c.reply, outbox.c.updated_at)
-                .where(outbox.c.subscriber_id == subscriber_id)):
-            entries.append(HistoryEntry(at, state, issue,
-                                        reply if state != RowState.SENT else None))
-        for kind, via, issue, reason, at in conn.execute(
-                select(reports.c.kind, reports.c.via, reports.c.issue, reports.c.reason,
-                       reports.c.received_at).where(reports.c.subscriber_id == subscriber_id)):
-            entries.append(HistoryEntry(at, f"{kind} ({via})" if via else str(kind), issue,
-                                        reason))
-    return sorted(entries, key=lambda e: e.at, reverse=True)
+        audit.record_in(conn, actor, PREFERENCES_CHANGED, audit.subscriber_target(subscriber_id),
+                        now, "; ".join(changes))
+    return True

@@ -33,13 +33,15 @@ from dispatch.audience.tokens import BadToken, Signer
 from dispatch.clock import utcnow, zone_names
 from dispatch.compose.render import environment
 from dispatch.compose.slots import SLOTS, fill_slots, public_copy
+from dispatch.compose.variants import fullest_first
 from dispatch.config import Settings, WebSettings
 from dispatch.config.topics import unknown_topics
+from dispatch.deliver.signup_mail import prepare_confirmations
 from dispatch.errors import DispatchError
 from dispatch.inbound.process import web_unsubscribe
 from dispatch.inbound.webhooks import Fetcher, fetch_https
 from dispatch.states import RECEIVING, ReportVia, SubscriberStatus
-from dispatch.store import confirmations, sends
+from dispatch.store import audit, confirmations, sends, signups
 from dispatch.store import subscribers as subs
 from dispatch.store.secrets import secret
 from dispatch.web.console import with_console
@@ -188,7 +190,7 @@ class Web:
             return self.subscribed(found)
         # What the sign-up asked, applied only by the button below (store.subscribers.confirm);
         # an unsubscribed address has a confirmation only while such a request waits.
-        wanted = await run_in_threadpool(subs.signup_request, self.engine, found.id)
+        wanted = await run_in_threadpool(signups.signup_request, self.engine, found.id)
         if found.status != SubscriberStatus.PENDING and not (
                 found.status == SubscriberStatus.UNSUBSCRIBED and wanted is not None):
             raise HTTPException(400, "This link is no longer valid. You can sign up again.")
@@ -285,7 +287,7 @@ class Web:
             try:
                 await run_in_threadpool(partial(
                     subs.set_preferences, self.engine, found.id, topics=chosen, timezone=zone,
-                    known_topics=self.settings.topics))
+                    known_topics=self.settings.topics, now=self.clock(), actor=audit.READER))
             except DispatchError as exc:
                 return self.preferences_form(found, 400, error=exc.problems[0].message)
         else:
@@ -334,8 +336,7 @@ class Web:
         variants = await run_in_threadpool(sends.archived_variants, self.engine, slug)
         if not variants:
             raise await self.not_archived(slug)
-        # The edition with the most briefs ("b0-1-2" carries briefs 0, 1 and 2).
-        fullest = max(variants, key=lambda v: (v.count("-"), v))
+        fullest = min(variants, key=fullest_first)  # the edition with the most briefs
         return RedirectResponse(f"{archive_url('', slug)}/{quote(fullest, safe='')}", 302,
                                 headers=HEADERS)
 
@@ -365,8 +366,8 @@ def create_app(engine: Engine, settings: Settings, *, queued: Callable[[], None]
     certificates (the relays' webhooks)."""
     web_settings = settings.web or WebSettings()
     signer = Signer(secret(engine), expiry={"confirm": web_settings.confirm_expiry})
-    confirmations.prepare_confirmations(engine, settings, web_settings.confirm_expiry, clock(),
-                                        welcome=web_settings.welcome)
+    prepare_confirmations(engine, settings, web_settings.confirm_expiry, clock(),
+                          welcome=web_settings.welcome)
     web = Web(engine, settings, web_settings, signer, queued, clock)
     both = ["GET", "POST"]
     routes = [

@@ -14,6 +14,7 @@ from dispatch.clock import zone_names
 from dispatch.compose.check import check
 from dispatch.compose.preview import sample_copy
 from dispatch.compose.variants import possible_variants
+from dispatch.config.topics import topic_labels
 from dispatch.deliver import control
 from dispatch.deliver.report import SendReport, send_reports
 from dispatch.errors import DispatchError
@@ -57,7 +58,6 @@ class Issues(Section):
         send = sends.get_send(self.engine, slug)
         variants: list[dict[str, Any]] = []
         issue = report.issues[0] if report.issues else None
-        labels = {k: t.label for k, t in self.settings.topics.items()}
         if issue is not None:
             audience = outbox.plan_audience(self.engine, issue, self.settings)
             chosen = audience.variants or possible_variants(issue)
@@ -66,8 +66,8 @@ class Issues(Section):
                     _, text = sample_copy(issue, variant, self.settings, now)
                 except DispatchError:
                     text = None  # the check above lists why
-                variants.append({"id": vid, "topics": [labels.get(t, t) for t in
-                                                       variant.topics],
+                variants.append({"id": vid,
+                                 "topics": topic_labels(self.settings.topics, variant.topics),
                                  "titles": [b.title for b in variant.briefs],
                                  "recipients": audience.per_variant.get(vid, 0), "text": text})
         status = None

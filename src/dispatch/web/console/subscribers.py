@@ -15,7 +15,7 @@ from dispatch.audience.filters import parse_filter
 from dispatch.errors import DispatchError, Problem
 from dispatch.schedule.overview import schedule_overview
 from dispatch.states import SubscriberStatus
-from dispatch.store import audit, imports
+from dispatch.store import audit, history, imports
 from dispatch.store import segments as segs
 from dispatch.store import subscribers as subs
 from dispatch.store.accounts import Session
@@ -106,7 +106,7 @@ class Subscribers(Section):
     def subscriber(self, request: Request, session: Session, form: None) -> Response:
         person = self.person(request)
         return self.page("subscriber", session, person=person,
-                         history=subs.history(self.engine, person.id),
+                         history=history.history(self.engine, person.id),
                          topics=self.settings.topics.values(),
                          done=read_notice(request, session))
 

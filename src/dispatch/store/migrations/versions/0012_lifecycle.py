@@ -1,15 +1,15 @@
 """An outbox row's unknown outcome (the connection lost after its final dot) as a column of
 its own, not a phrase inside its reply text (issue 23).
 
-Revision ID: 0011_lifecycle
-Revises: 0010_reports
+Revision ID: 0012_lifecycle
+Revises: 0011_messages
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0011_lifecycle"
-down_revision = "0010_reports"
+revision = "0012_lifecycle"
+down_revision = "0011_messages"
 branch_labels = None
 depends_on = None
 
