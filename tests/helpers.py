@@ -117,7 +117,7 @@ def prepare_project(project: Path, port: int) -> list[str]:
 def launch_example_once(engine: Engine, settings: Settings, now: datetime) -> str:
     """Launch the example issue unless it has a send already; its slug."""
     from dispatch.deliver.sending import launch_issue
-    from dispatch.store.outbox import plan_audience
+    from dispatch.store.launch import plan_audience
     from dispatch.store.sends import get_send
     issue = load_issue(settings.issues_dir / EXAMPLE_ISSUE, settings)
     if get_send(engine, issue.slug) is None:
@@ -221,7 +221,7 @@ def send_every_variant(engine: Engine, settings: Settings, now: datetime,
     from dispatch.deliver.sending import launch_issue, run_worker
     from dispatch.deliver.transport import smtp_transport
     from dispatch.devtools.sink import smtp_sink
-    from dispatch.store.outbox import plan_audience
+    from dispatch.store.launch import plan_audience
 
     rows = one_reader_per_variant(settings, name)
     imports.import_rows(engine, rows, now)

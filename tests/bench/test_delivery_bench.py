@@ -34,7 +34,8 @@ from dispatch.devtools.demo import generate_subscribers
 from dispatch.devtools.sink import free_port
 from dispatch.store import imports
 from dispatch.store.db import open_store
-from dispatch.store.outbox import plan_audience, state_counts
+from dispatch.store.launch import plan_audience
+from dispatch.store.progress import state_counts
 from dispatch.store.schema import outbox
 from tests.helpers import EXAMPLE_ISSUE, PG_URL, reset_postgres
 

@@ -43,7 +43,7 @@ from dispatch.compose.issues import load_issue
 from dispatch.config import load_settings
 from dispatch.deliver.sending import render_audience
 from dispatch.store.db import open_store
-from dispatch.store.outbox import launch, plan_audience
+from dispatch.store.launch import launch, plan_audience
 url, config, slug = sys.argv[1:4]
 settings = load_settings(Path(config))
 issue = load_issue(settings.issues_dir / slug, settings)

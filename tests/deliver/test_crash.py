@@ -15,7 +15,7 @@ from pathlib import Path
 from dispatch.config import load_settings
 from dispatch.devtools.sink import RecordingHandler, smtp_sink
 from dispatch.store.db import open_store
-from dispatch.store.outbox import state_counts
+from dispatch.store.progress import state_counts
 from tests.helpers import (
     EXAMPLE_ISSUE,
     PREPARED_CONNECTIONS,

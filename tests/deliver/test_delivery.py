@@ -32,7 +32,8 @@ from dispatch.devtools.sink import smtp_sink
 from dispatch.store import subscribers as subs
 from dispatch.store import suppressions
 from dispatch.store.db import open_store
-from dispatch.store.outbox import audience_rows, plan_audience, state_counts
+from dispatch.store.launch import audience_rows, plan_audience
+from dispatch.store.progress import state_counts
 from dispatch.store.schema import metadata, outbox, subscribers
 from dispatch.store.secrets import secret
 from dispatch.store.sends import get_send

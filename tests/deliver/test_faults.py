@@ -30,7 +30,8 @@ from dispatch.devtools.sink import free_port
 from dispatch.schedule.planning import cancel_issue, pause_issue
 from dispatch.store import subscribers as subs
 from dispatch.store.db import open_store
-from dispatch.store.outbox import plan_audience, state_counts
+from dispatch.store.launch import plan_audience
+from dispatch.store.progress import state_counts
 from dispatch.store.schema import outbox, subscribers
 from dispatch.store.sends import get_send
 from tests.helpers import (

@@ -16,7 +16,7 @@ from dispatch.config.defaults import Tuning
 from dispatch.deliver.loop import Keep, run_delivery
 from dispatch.deliver.sending import worker_lock
 from dispatch.deliver.transport import SmtpConnection, SmtpStage, TransportError, smtp_transport
-from dispatch.store.outbox import state_counts
+from dispatch.store.progress import state_counts
 from dispatch.store.sends import get_send
 from tests.helpers import configure_delivery, eventually, launch_example_once, populate_audience
 from tests.smtp_server import FaultyHandler, faulty_sink, refuse_login

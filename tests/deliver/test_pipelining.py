@@ -15,7 +15,7 @@ from dispatch.deliver.loop import run_delivery
 from dispatch.deliver.transport import smtp_transport
 from dispatch.schedule.planning import pause_issue
 from dispatch.store import subscribers as subs
-from dispatch.store.outbox import state_counts
+from dispatch.store.progress import state_counts
 from dispatch.store.sends import get_send
 from tests.helpers import (
     EXAMPLE_ISSUE,

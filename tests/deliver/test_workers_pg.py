@@ -12,7 +12,7 @@ import pytest
 
 from dispatch.devtools.sink import RecordingHandler, smtp_sink
 from dispatch.store.db import open_store
-from dispatch.store.outbox import state_counts
+from dispatch.store.progress import state_counts
 from tests.helpers import EXAMPLE_ISSUE, PG_URL, prepare_project, reset_postgres
 
 WORKERS = 3

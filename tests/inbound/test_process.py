@@ -27,7 +27,7 @@ from dispatch.inbound.process import process, read_messages, web_unsubscribe
 from dispatch.states import ReportKind, ReportVia
 from dispatch.store import reports
 from dispatch.store import subscribers as subs
-from dispatch.store.outbox import plan_audience
+from dispatch.store.launch import plan_audience
 from dispatch.store.schema import outbox
 from dispatch.store.secrets import secret
 from dispatch.store.sends import get_send

@@ -20,7 +20,7 @@ from dispatch.devtools.sink import free_port, smtp_sink
 from dispatch.inbound.process import Outcome
 from dispatch.inbound.server import InboundServer, Spool
 from dispatch.store import subscribers as subs
-from dispatch.store.outbox import plan_audience
+from dispatch.store.launch import plan_audience
 from tests.helpers import (
     EXAMPLE_ISSUE,
     FIXTURES,

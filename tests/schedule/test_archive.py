@@ -16,7 +16,7 @@ from dispatch.deliver.sending import launch_issue
 from dispatch.errors import DispatchError
 from dispatch.store import sends
 from dispatch.store import subscribers as subs
-from dispatch.store.outbox import plan_audience
+from dispatch.store.launch import plan_audience
 from tests.helpers import EXAMPLE_ISSUE
 
 NOW = datetime(2026, 11, 27, 0, 0, tzinfo=UTC)

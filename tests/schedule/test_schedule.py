@@ -27,7 +27,8 @@ from dispatch.errors import DispatchError
 from dispatch.store import imports
 from dispatch.store import subscribers as subs
 from dispatch.store.db import open_store
-from dispatch.store.outbox import SqlOutbox, plan_audience
+from dispatch.store.launch import plan_audience
+from dispatch.store.outbox import SqlOutbox
 from dispatch.store.schema import outbox
 from dispatch.store.secrets import secret
 from dispatch.store.sends import get_send

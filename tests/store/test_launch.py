@@ -14,7 +14,7 @@ from dispatch.audience.addresses import email_hash
 from dispatch.compose.issues import load_issue
 from dispatch.compose.variants import matched_briefs, variant_for
 from dispatch.store import subscribers as subs
-from dispatch.store.outbox import NO_MATCH, NO_TOPICS, launch, plan_audience
+from dispatch.store.launch import NO_MATCH, NO_TOPICS, launch, plan_audience
 from dispatch.store.schema import outbox, send_variants, sends, suppressions
 from tests.helpers import EXAMPLE_ISSUE
 

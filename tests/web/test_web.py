@@ -36,7 +36,7 @@ from dispatch.errors import RenderError
 from dispatch.store import reports as came_back
 from dispatch.store import subscribers as subs
 from dispatch.store.db import open_store
-from dispatch.store.outbox import plan_audience
+from dispatch.store.launch import plan_audience
 from dispatch.store.schema import archive_hidden, outbox, reports, subscribers
 from dispatch.store.secrets import secret
 from dispatch.store.sends import CONFIRMATIONS, WELCOME, get_send, schedule_send

@@ -219,8 +219,8 @@ def when_scheduled(engine: Engine, settings: Settings, issue: str) -> str:
 
 def daemon_hint(engine: Engine) -> None:
     """Scheduling works only with a daemon running: say so when none is."""
-    from dispatch.store import outbox
-    if not outbox.live_workers(engine, now()):
+    from dispatch.store import progress
+    if not progress.live_workers(engine, now()):
         warn("note: no `dispatch run` daemon is running against this store; start one to "
              "send scheduled issues on time")
 

@@ -23,8 +23,8 @@ from dispatch.config import Settings
 from dispatch.deliver.sending import launch_issue
 from dispatch.errors import DispatchError, Problem
 from dispatch.states import UNFINISHED, SendStatus, SendStep
-from dispatch.store import outbox, sends
-from dispatch.store.outbox import Audience
+from dispatch.store import launch, progress, sends
+from dispatch.store.launch import Audience
 from dispatch.store.sends import SendInfo
 
 
@@ -80,7 +80,7 @@ def prepare_send(engine: Engine, issue: Issue, settings: Settings) -> SendPlan:
                                                 "to send it now"))
     if existing is None or existing.launched_at is None:
         return SendPlan(issue, SendAction.LAUNCH, existing,
-                        outbox.plan_audience(engine, issue, settings))
+                        launch.plan_audience(engine, issue, settings))
     if existing.status == SendStatus.SENT:
         return SendPlan(issue, SendAction.SENT, existing)
     if existing.status == SendStatus.CANCELLED:
@@ -101,5 +101,5 @@ def launch_planned(engine: Engine, plan: SendPlan, settings: Settings, now: date
 
 def unfinished(engine: Engine, issue: str) -> int:
     """An issue's messages not yet delivered or given up."""
-    counts = outbox.state_counts(engine, issue).get(issue, Counter())
+    counts = progress.state_counts(engine, issue).get(issue, Counter())
     return sum(counts[state] for state in UNFINISHED)

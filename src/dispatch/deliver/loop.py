@@ -31,7 +31,8 @@ from dispatch.config.defaults import TUNING, Tuning
 from dispatch.deliver.recording import Stats
 from dispatch.deliver.sending import WorkerBusy, run_worker
 from dispatch.deliver.transport import Transport
-from dispatch.store import outbox, sends
+from dispatch.store import sends
+from dispatch.store.progress import mail_due
 
 log = logging.getLogger("dispatch.deliver.worker")
 
@@ -70,7 +71,7 @@ def run_delivery(engine: Engine, settings: Settings, transport: Transport, *,
 
     while not stop.is_set():
         try:
-            if keep is Keep.WHEN_DUE and not outbox.mail_due(engine, clock()):
+            if keep is Keep.WHEN_DUE and not mail_due(engine, clock()):
                 idle(tuning.look_every)
                 continue
             stats = run_worker(engine, settings, transport, issue=issue, stop=stop,

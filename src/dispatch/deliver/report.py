@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 
 from dispatch.errors import DispatchError, Problem
 from dispatch.states import RowState, SendStatus
-from dispatch.store import outbox, reports, sends
+from dispatch.store import progress, reports, sends
 
 LEFT_BEFORE_SENDING = "left the list before their message went out"
 LAST_ERRORS = 5
@@ -86,10 +86,10 @@ def send_reports(engine: Engine, issue: str | None = None) -> list[SendReport]:
     else:
         chosen = [s for s in sends.list_sends(engine) if not sends.is_internal(s.issue)]
     names = None if slug is None else [slug]
-    counts = outbox.state_counts(engine, slug)
+    counts = progress.state_counts(engine, slug)
     came_back = reports.counts(engine, slug)
-    errors = outbox.last_errors(engine, names, LAST_ERRORS)
-    timeline = tuple(outbox.delivery_timeline(engine, slug)) if slug else ()
+    errors = progress.last_errors(engine, names, LAST_ERRORS)
+    timeline = tuple(progress.delivery_timeline(engine, slug)) if slug else ()
     nothing = dict.fromkeys(reports.COUNT_KEYS, 0)
     found = []
     for s in chosen:

@@ -44,14 +44,8 @@ from dispatch.deliver.recording import MemoryOutbox, Stats
 from dispatch.deliver.transport import FileWriter, Reply, Transport, smtp_transport
 from dispatch.deliver.worker import deliver
 from dispatch.errors import DispatchError, Problem
-from dispatch.store.outbox import (
-    Audience,
-    Job,
-    SqlOutbox,
-    audience_rows,
-    launch,
-    plan_audience,
-)
+from dispatch.store.launch import Audience, audience_rows, launch, plan_audience
+from dispatch.store.outbox import Job, SqlOutbox
 from dispatch.store.secrets import existing_secret, secret
 from dispatch.store.subscribers import topics_for
 
@@ -103,7 +97,7 @@ def launch_issue(engine: Engine, issue: Issue, audience: Audience, settings: Set
                  release: Callable[[str | None], datetime] | None = None,
                  day: date | None = None) -> bool:
     """Render the audience's variants and snapshot it into the outbox (one transaction);
-    see outbox.launch for `scheduled_for` and `release`. The masthead says `day`, or today
+    see store.launch.launch for `scheduled_for` and `release`. The masthead says `day`, or today
     in the editors' zone: the issue goes out now."""
 
     def render(variants: dict[str, Variant]) -> dict[str, tuple[str, str]]:

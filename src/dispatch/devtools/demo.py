@@ -23,7 +23,7 @@ from dispatch.deliver.transport import smtp_transport
 from dispatch.devtools.sink import RecordingHandler, smtp_sink
 from dispatch.store import imports
 from dispatch.store.db import open_store
-from dispatch.store.outbox import plan_audience
+from dispatch.store.launch import plan_audience
 
 FIRST = ("Ana", "Bo-ra", "Chen", "Dara", "Emeka", "Fatima", "Goro", "Hana", "Ines", "Jun",
          "Kofi", "Lena", "Min-jun", "Noor", "Oren", "Priya", "Quinn", "Rafael", "Sora", "Tomás")

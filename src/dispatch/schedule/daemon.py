@@ -31,7 +31,7 @@ from dispatch.errors import ConfigError
 from dispatch.schedule.digests import digests_due
 from dispatch.schedule.firing import Event, EventKind, fire
 from dispatch.states import SendStatus
-from dispatch.store import outbox, sends
+from dispatch.store import progress, sends
 
 log = logging.getLogger("dispatch.schedule")
 
@@ -146,7 +146,7 @@ class Daemon:
         sending = {slug for slug, s in known.items() if s.status == SendStatus.SENDING}
         events = []
         for slug in sorted(self._sending - sending):
-            counts = outbox.state_counts(self.engine, slug).get(slug, Counter())
+            counts = progress.state_counts(self.engine, slug).get(slug, Counter())
             detail = ", ".join(f"{n:,} {state}" for state, n in sorted(counts.items()))
             events.append(Event(EventKind(known[slug].status), slug, f"{detail} of "
                                 f"{known[slug].recipients:,} recipient(s)"))

@@ -16,7 +16,7 @@ from dispatch.deliver.sending import launch_issue
 from dispatch.errors import DispatchError, Problem
 from dispatch.states import SendStep
 from dispatch.store import sends
-from dispatch.store.outbox import plan_audience
+from dispatch.store.launch import plan_audience
 from dispatch.store.sends import SendInfo
 
 

@@ -16,7 +16,7 @@ from dispatch.compose.issues import issue_folders
 from dispatch.config import RecurringSchedule, Settings
 from dispatch.schedule.digests import next_digest
 from dispatch.states import RowState, SendStatus
-from dispatch.store import outbox, sends
+from dispatch.store import progress, sends
 from dispatch.store.sends import SendInfo, is_internal
 
 
@@ -48,7 +48,7 @@ class Overview:
 def schedule_overview(engine: Engine, settings: Settings, now: datetime) -> Overview:
     listed = [s for s in sends.list_sends(engine) if not is_internal(s.issue)]
     listed.sort(key=lambda s: (s.status != SendStatus.SCHEDULED, s.send_at or s.created_at))
-    counts = outbox.state_counts(engine)
+    counts = progress.state_counts(engine)
     known = {s.issue for s in listed}
     return Overview(
         sends=listed,

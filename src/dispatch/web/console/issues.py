@@ -20,7 +20,7 @@ from dispatch.deliver.report import SendReport, send_reports
 from dispatch.errors import DispatchError
 from dispatch.schedule.overview import schedule_overview
 from dispatch.states import RESCHEDULABLE
-from dispatch.store import outbox, sends
+from dispatch.store import launch, progress, sends
 from dispatch.store.accounts import Session
 from dispatch.web.console.base import HEADERS, PREVIEW_CSP, Section, read_notice
 
@@ -59,7 +59,7 @@ class Issues(Section):
         variants: list[dict[str, Any]] = []
         issue = report.issues[0] if report.issues else None
         if issue is not None:
-            audience = outbox.plan_audience(self.engine, issue, self.settings)
+            audience = launch.plan_audience(self.engine, issue, self.settings)
             chosen = audience.variants or possible_variants(issue)
             for vid, variant in chosen.items():
                 try:
@@ -91,7 +91,7 @@ class Issues(Section):
             raise HTTPException(404, "No send for this issue yet.")
         states = ({str(k): n for k, n in send_reports(self.engine, slug)[0].states.items()}
                   if send.launched_at else {})
-        rate = outbox.sent_since(self.engine, slug, self.clock() - RATE_WINDOW) / \
+        rate = progress.sent_since(self.engine, slug, self.clock() - RATE_WINDOW) / \
             RATE_WINDOW.total_seconds()
         return JSONResponse({"status": send.status, "reason": send.reason, "states": states,
                              "recipients": send.recipients, "rate": round(rate, 1)},
