@@ -137,16 +137,22 @@ def as_text(value: Any) -> str | None:
 @dataclass(frozen=True)
 class Words:
     """Non-empty text of at most `limit` characters; `header`: one line of printable text,
-    for values that may become a subject line or an inbox preview."""
+    for values that may become a subject line or an inbox preview. `fold`: line breaks fold
+    to spaces (YAML's multi-line text); without it a line break is refused as it stands."""
 
     limit: int
     header: bool = False
+    fold: bool = True
 
     def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> core_schema.CoreSchema:
         return core_schema.no_info_plain_validator_function(self._check)
 
     def _check(self, value: Any) -> str:
-        text = as_text(value)
+        if self.header and not self.fold and isinstance(value, str) and (
+                problem := header_problem(value)):
+            raise fail(problem)  # before trimming, which takes U+0085 and the like away
+        text = as_text(value) if self.fold or not isinstance(value, str) else (
+            value.strip() or None)
         if text is None:
             raise fail(f"expected non-empty text, got {kind(value)}")
         if len(text) > self.limit:
