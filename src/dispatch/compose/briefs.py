@@ -94,9 +94,16 @@ def _parse(path: Path, text: str, topics: Mapping[str, Any]
                   reads=tuple(Read(**read.model_dump()) for read in matter.reads)), problems)
 
 
+_HINTS: dict[tuple[int | str, ...], str] = {("summary",): "the lede: one paragraph", ("image", "src"): "add the photo's URL",
+          ("image", "alt"): "describe the photo for readers who cannot see it"}
+
+
 def _say(error: ErrorDetails) -> str:
     value = error["input"]
-    return value.message if isinstance(value, Unreadable) else message(error)
+    if isinstance(value, Unreadable):
+        return value.message
+    hint = _HINTS.get(error["loc"]) if error["type"] == "missing" else None
+    return f"{message(error)}: {hint}" if hint else message(error)
 
 
 def _validated(doc: Document, topics: Mapping[str, Any], shown: str
