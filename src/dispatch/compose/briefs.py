@@ -94,8 +94,9 @@ def _parse(path: Path, text: str, topics: Mapping[str, Any]
                   reads=tuple(Read(**read.model_dump()) for read in matter.reads)), problems)
 
 
-_HINTS: dict[tuple[int | str, ...], str] = {("summary",): "the lede: one paragraph", ("image", "src"): "add the photo's URL",
-          ("image", "alt"): "describe the photo for readers who cannot see it"}
+_HINTS: dict[tuple[int | str, ...], str] = {
+    ("summary",): "the lede: one paragraph", ("image", "src"): "add the photo's URL",
+    ("image", "alt"): "describe the photo for readers who cannot see it"}
 
 
 def _say(error: ErrorDetails) -> str:
