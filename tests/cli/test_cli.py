@@ -57,7 +57,7 @@ def test_brief_import_then_check_flags_missing_topics(project):
     assert "topics: []" in written.read_text()
     check = run("check", "drafts", cwd=project)
     assert check.returncode == 1
-    assert "drafts/soup-season-opens.md:3: no topics yet" in check.stdout
+    assert "drafts/soup-season-opens.md:3: topics: no topics yet" in check.stdout
 
 
 def test_brief_import_refuses_to_overwrite_and_validates_topics(project):
@@ -119,9 +119,9 @@ def snapshot(project: Path) -> bytes:
      "for month)"),
     # 12: briefs from outside the issue folder
     ("issue.toml", '"05-taiwan-strait.md",', '"05-taiwan-strait.md", "../../config.toml",',
-     "issue.toml:5: briefs: '../../config.toml' lies outside the issue folder"),
+     "issue.toml:5: briefs[5]: '../../config.toml' lies outside the issue folder"),
     ("issue.toml", '"05-taiwan-strait.md",', '"05-taiwan-strait.md", "/etc/passwd",',
-     "issue.toml:5: briefs: '/etc/passwd' lies outside the issue folder"),
+     "issue.toml:5: briefs[5]: '/etc/passwd' lies outside the issue folder"),
 ])
 def test_check_locates_hostile_content(project, file, old, new, expected):
     before = hostile(project, file, old, new)

@@ -84,7 +84,7 @@ def test_issue_new_and_brief_new(project):
     # The summary and body are the editor's to write: check says so, at their lines.
     pending = run("check", "issues/next-week", cwd=project)
     assert pending.returncode == 1
-    assert "ferries-resume.md:5: summary must be non-empty text" in pending.stdout
+    assert "ferries-resume.md:5: summary: expected non-empty text" in pending.stdout
     brief.write_text(brief.read_text().replace('summary: ""', "summary: Ferries run again.")
                      + "The crossing reopened on Monday.\n")
     done = run("check", "issues/next-week", cwd=project)
@@ -109,7 +109,8 @@ def test_issue_new_copies_briefs_and_reports_their_problems(project):
     # A draft waiting for its photo is copied; its problem is named at the copy's line.
     made = run("issue", "new", "copy", str(draft), str(source), cwd=project)
     assert made.returncode == 0, made.stderr
-    assert "to fix before sending: issues/copy/draft.md:5: image.src is missing" in made.stderr
+    assert ("to fix before sending: issues/copy/draft.md:5: image.src: required key is "
+            "missing") in made.stderr
     assert (project / "issues" / "copy" / source.name).read_text() == source.read_text()
     toml = (project / "issues" / "copy" / "issue.toml").read_text()
     assert 'subject = "Ferries resume"' in toml

@@ -53,7 +53,7 @@ def edit(settings, text_from: str, text_to: str) -> None:
     ('send_at = "2026-11-27T07:00 Asia/Seoul"', 'send_at = "2026-11-27T07:00"',
      "issue.toml:3: send_at: '2026-11-27T07:00' has no offset or zone"),
     ("personalize = true", 'personalize = true\nsegments = ["nobody"]',
-     "segments: unknown segment 'nobody'"),
+     "segments[0]: unknown segment 'nobody'"),
     ('"05-taiwan-strait.md",', '"05-taiwan-strait.md", "06-missing.md",',
      "no brief named '06-missing.md'"),
     ('subject = "Seoul', 'title = "Seoul', "subject: required"),
@@ -71,7 +71,7 @@ def test_brief_problems_surface_through_the_issue(settings):
     path.write_text(path.read_text().replace("title:", "titel:"))
     with pytest.raises(ContentError) as info:
         load_issue(settings.issues_dir / EXAMPLE_ISSUE, settings)
-    assert {p.message for p in info.value.problems} >= {"missing title"}
+    assert {p.message for p in info.value.problems} >= {"title: required key is missing"}
 
 
 def test_default_brief_order_is_sorted_md_files(settings):
@@ -122,7 +122,7 @@ def test_briefs_outside_the_issue_folder_are_refused(settings, entry):
         load_issue(folder, settings)
     (problem,) = info.value.problems
     assert problem.path.endswith(f"{EXAMPLE_ISSUE}/issue.toml") and problem.line == 5
-    assert problem.message.startswith(f"briefs: {entry!r} lies outside the issue folder ")
+    assert problem.message.startswith(f"briefs[5]: {entry!r} lies outside the issue folder ")
 
 
 def test_a_symlink_pointing_out_is_refused_when_briefs_are_not_listed(settings):
@@ -144,7 +144,7 @@ def test_a_nul_in_a_brief_name_is_a_located_problem(settings):
     with pytest.raises(ContentError) as info:
         load_issue(settings.issues_dir / EXAMPLE_ISSUE, settings)
     (problem,) = info.value.problems
-    assert problem.line == 5 and problem.message == "briefs: 'x\\x00.md' is not a file name"
+    assert problem.line == 5 and problem.message == "briefs[5]: 'x\\x00.md' is not a file name"
 
 
 def test_a_symlink_within_the_folder_is_fine(settings):
@@ -152,3 +152,33 @@ def test_a_symlink_within_the_folder_is_fine(settings):
     (folder / "alias.md").symlink_to(folder / "05-taiwan-strait.md")
     edit(settings, '"05-taiwan-strait.md",', '"alias.md",')
     assert load_issue(folder, settings).briefs[-1].path.name == "alias.md"
+
+
+def test_mistakes_in_issue_toml_are_all_located_with_suggestions(settings):
+    edit(settings, 'subject = "Seoul', 'subjet = "Seoul')
+    edit(settings, 'send_at = "2026-11-27T07:00 Asia/Seoul"', 'send_at = "2026-11-27T07:00 '
+                                                             'Asia/Seul"')
+    edit(settings, "personalize = true", 'personalize = "yes"\nsegments = ["security-dsk"]')
+    path = settings.issues_dir / EXAMPLE_ISSUE / "04-trade-lists.md"
+    path.write_text(path.read_text().replace("title:", "titel:"))
+    with pytest.raises(ContentError) as info:
+        load_issue(settings.issues_dir / EXAMPLE_ISSUE, settings)
+    found = [f"{p.path.rsplit('/', 1)[-1]}:{p.line}: {p.message}" for p in info.value.problems]
+    assert set(found) >= {
+        "issue.toml:None: subject: required key is missing",
+        "issue.toml:1: subjet: unknown key (did you mean 'subject'?)",
+        "issue.toml:3: send_at: unknown IANA time zone 'Asia/Seul' (did you mean "
+        "'Asia/Seoul'?)",
+        "issue.toml:5: segments[0]: unknown segment 'security-dsk' (did you mean "
+        "'security-desk'?) (config.toml declares: asia-watchers, security-desk)",
+        'issue.toml:4: personalize: expected true or false, got "yes"'}
+    # The briefs' own problems come in the same pass.
+    assert "04-trade-lists.md:2: titel: unknown key (did you mean 'title'?)" in found
+
+
+def test_a_brief_listed_twice_is_located(settings):
+    edit(settings, '"05-taiwan-strait.md",', '"05-taiwan-strait.md", "05-taiwan-strait.md",')
+    with pytest.raises(ContentError) as info:
+        load_issue(settings.issues_dir / EXAMPLE_ISSUE, settings)
+    assert [(p.line, p.message) for p in info.value.problems] == [
+        (5, "briefs: '05-taiwan-strait.md' is listed twice")]

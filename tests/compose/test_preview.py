@@ -118,8 +118,8 @@ def test_preview_of_a_draft_writes_what_renders_and_lists_the_problems(project):
     report = json.loads((out / "report.json").read_text())
     assert len(report["variants"]) == 12 and all(v["written"] for v in report["variants"])
     texts = [p["text"] for p in report["problems"]]
-    assert (f"issues/{EXAMPLE_ISSUE}/02-chip-cooperation.md:{image_line}: image.src is "
-            "missing: add the photo's URL") in texts
+    assert (f"issues/{EXAMPLE_ISSUE}/02-chip-cooperation.md:{image_line}: image.src: "
+            "required key is missing: add the photo's URL") in texts
     located = [p for p in report["problems"] if "plaintext line" in p["message"]]
     assert len(located) == 1 and all(p["path"] == f"issues/{EXAMPLE_ISSUE}/03-missile-warnings.md"
                            and p["line"] == long_line for p in located)
@@ -127,7 +127,8 @@ def test_preview_of_a_draft_writes_what_renders_and_lists_the_problems(project):
     assert flagged and all("03-missile-warnings.md" in v["briefs"] for v in flagged
                            if any("plaintext line" in p for p in v["problems"]))
     index = (out / "index.html").read_text()
-    assert "problem(s) to fix before sending" in index and "image.src is missing" in index
+    assert "problem(s) to fix before sending" in index
+    assert "image.src: required key is missing" in index
     for text in texts:
         assert text in result.stderr
     # The brief's other content still renders; only the image waits for its URL.
@@ -139,4 +140,5 @@ def test_preview_of_a_draft_writes_what_renders_and_lists_the_problems(project):
     assert check.returncode == 1
     assert (f"03-missile-warnings.md:{long_line}: 'Pneumonoultramicroscopicsilicovolcanocon' "
             "makes a plaintext line of") in check.stdout
-    assert f"02-chip-cooperation.md:{image_line}: image.src is missing" in check.stdout
+    assert (f"02-chip-cooperation.md:{image_line}: image.src: required key is "
+            "missing") in check.stdout

@@ -511,10 +511,29 @@ def test_inbound_mistakes_are_located(tmp_path):
     assert problems(tmp_path, MINIMAL + "[inbound]\nport = 0\nmax_size = 10\nrelay = true\n") == [
         ":10: inbound.port: expected an integer 1-65535, got 0",
         ":11: inbound.max_size: expected an integer 10000-100000000, got 10",
-        ":12: inbound.relay: unknown key",
+        ":12: inbound.relay: unknown key (expected: host, imap, max_size, port, smtp, spool, "
+        "webhooks)",
         ":9: inbound: set delivery.verp_domain too: the domain bounces and mailto "
         "unsubscribes are addressed to"]
     assert problems(tmp_path, MINIMAL + '[delivery]\nverp_domain = "x"\nmax_bounce_rate = 101\n'
                     '[inbound]\n') == [
         ':10: delivery.verp_domain: expected a domain name, got "x"',
         ":11: delivery.max_bounce_rate: expected a number 0-100, got 101"]
+
+
+def test_mistyped_keys_topics_and_zones_get_a_suggestion(tmp_path):
+    text = MINIMAL.replace('address = "1 Main St"', 'address = "1 Main St"\n'
+                           'timezone = "Asia/Seul"\nbase_ulr = "x"')
+    assert problems(tmp_path, text + '[smtp]\nprot = 25\n[segments.s]\ntopics = ["wrold"]\n'
+                    '[schedule]\ndefault_timezone = "europe/berlin"\n') == [
+        ':7: newsletter.timezone: unknown IANA time zone "Asia/Seul" (did you mean '
+        "'Asia/Seoul'?)",
+        ":8: newsletter.base_ulr: unknown key (did you mean 'base_url'?)",
+        ":12: smtp.prot: unknown key (did you mean 'port'?)",
+        ':16: schedule.default_timezone: unknown IANA time zone "europe/berlin" (did you mean '
+        "'Europe/Berlin'?)",
+        ":14: segments.s.topics: unknown topic 'wrold' (did you mean 'world'?) (declared: "
+        "world)"]
+    # Nothing near: no suggestion, and a long table lists no keys.
+    assert problems(tmp_path, MINIMAL + "[delivery]\nzzzzzz = 1\n") == [
+        ":10: delivery.zzzzzz: unknown key"]

@@ -1,22 +1,31 @@
-"""Issues: `issues/<slug>/issue.toml` plus the briefs it carries → an `Issue` value."""
+"""Issues: `issues/<slug>/issue.toml` (a model on config's Table base, with config.toml's
+`path:line: key: message` errors) plus the briefs it carries → an `Issue` value."""
 
 from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from pydantic import ConfigDict, ValidationError, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError, core_schema
+
 from dispatch.compose.briefs import load_draft
+from dispatch.compose.front_matter import Words
 from dispatch.compose.models import Brief, Issue
 from dispatch.config import Settings, toml_error, toml_line
+from dispatch.config.base import Table
+from dispatch.config.fields import Flag, fail
+from dispatch.config.load import key_path, problems_of
+from dispatch.config.suggest import did_you_mean, zone_names
 from dispatch.errors import ContentError, Problem, display_path
 from dispatch.text import header_problem
 
 ISSUE_FILE = "issue.toml"
-ISSUE_KEYS = {"subject", "preheader", "send_at", "segments", "briefs", "personalize"}
 # A time followed by a zone: "2026-12-01T07:00 Asia/Seoul" or "2026-12-01T07:00[Asia/Seoul]".
 _ZONED = re.compile(r"^(?P<when>\S+(?:[ T]\S+)?)\s*"
                     r"(?:\[(?P<bracket>[^\]]+)\]|\s(?P<zone>[A-Za-z_]+/[A-Za-z_/+-]+|UTC))$")
@@ -45,7 +54,8 @@ def parse_when(value: Any, default_zone: str | None = None) -> datetime:
         try:
             return moment.replace(tzinfo=ZoneInfo(zone_name))
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown IANA time zone {zone_name!r}") from None
+            raise ValueError(f"unknown IANA time zone {zone_name!r}"
+                             f"{did_you_mean(zone_name, zone_names())}") from None
     if moment.tzinfo is None:
         if default_zone:
             return moment.replace(tzinfo=ZoneInfo(default_zone))
@@ -100,90 +110,21 @@ def load_draft_issue(folder: Path, settings: Settings) -> tuple[Issue, list[Prob
         raise ContentError(Problem(display_path(folder.parent),
                                    f"issue folder {folder.name!r}: the name {problem}"))
     text = toml_path.read_text(encoding="utf-8-sig")
-    problems: list[Problem] = []
-
-    def fail(key: str, message: str) -> None:
-        problems.append(Problem(shown, f"{key}: {message}" if key else message,
-                                toml_line(text, key) if key else None))
-
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ContentError(Problem(shown, *toml_error(exc))) from None
-
-    for key in sorted(set(data) - ISSUE_KEYS):
-        fail(key, f"unknown key (expected: {', '.join(sorted(ISSUE_KEYS))})")
-
-    subject = data.get("subject")
-    if not isinstance(subject, str) or not subject.strip():
-        fail("subject", "required: the email subject line")
-        subject = ""
-    elif problem := header_problem(subject):
-        fail("subject", problem)
-    preheader = data.get("preheader")
-    if preheader is not None and (not isinstance(preheader, str) or not preheader.strip()):
-        fail("preheader", "expected non-empty text")
-        preheader = None
-    elif preheader is not None and (problem := header_problem(preheader)):
-        # The preheader is the inbox preview line: held to the subject's rule.
-        fail("preheader", problem)
-
-    send_at = None
-    if "send_at" in data:
-        try:
-            send_at = parse_when(data["send_at"])
-        except ValueError as exc:
-            fail("send_at", str(exc))
-
-    segments = data.get("segments", [])
-    if not isinstance(segments, list) or not all(isinstance(s, str) for s in segments):
-        fail("segments", "expected a list of segment names")
-        segments = []
-    for name in segments:
-        if name not in settings.segments:
-            fail("segments", f"unknown segment {name!r} (config.toml declares: "
-                             f"{', '.join(settings.segments) or 'none'})")
-
-    personalize = data.get("personalize", True)
-    if not isinstance(personalize, bool):
-        fail("personalize", f"expected true or false, got {personalize!r}")
-        personalize = True
-
-    names = data.get("briefs")
-    inside = folder.resolve()
-
-    def outside(candidate: Path) -> bool:
-        # Resolved, so "../x.md", "/etc/passwd" and symlinks pointing out are all caught: an
-        # issue carries only what lies in its own folder.
-        return not candidate.resolve().is_relative_to(inside)
-
-    paths: list[Path] = []
-    if names is None:
-        for candidate in sorted(folder.glob("*.md")):
-            if outside(candidate):
-                problems.append(Problem(display_path(candidate), "a symbolic link to a file "
-                                        "outside the issue folder; briefs must be inside it"))
-            else:
-                paths.append(candidate)
-    elif not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        fail("briefs", "expected a list of file names")
-    else:
-        for name in names:
-            candidate = folder / name
-            if "\0" in name:  # no file has it; Path.resolve would raise
-                fail("briefs", f"{name!r} is not a file name")
-            elif outside(candidate):
-                fail("briefs", f"{name!r} lies outside the issue folder "
-                               f"{display_path(folder)}; briefs must be inside it")
-            elif not candidate.is_file():
-                fail("briefs", f"no brief named {name!r} in {display_path(folder)}")
-            elif candidate in paths:
-                fail("briefs", f"{name!r} is listed twice")
-            else:
-                paths.append(candidate)
+    problems: list[Problem] = []
+    try:
+        spec = IssueFile.model_validate(data, context={"segments": settings.segments,
+                                                       "folder": folder})
+    except ValidationError as exc:
+        problems = problems_of(exc, shown, lambda loc: toml_line(text, key_path(loc)))
+        raise ContentError(problems + _brief_problems(folder, data, settings)) from None
+    paths = list(spec.briefs) if spec.briefs is not None else _folder_briefs(folder, problems)
     if not paths and not problems:
-        fail("", "the issue carries no briefs: add *.md files to the folder")
-
+        problems.append(Problem(shown, "the issue carries no briefs: add *.md files to the "
+                                       "folder"))
     briefs: list[Brief] = []
     brief_problems: list[Problem] = []
     for path in paths:
@@ -194,6 +135,119 @@ def load_draft_issue(folder: Path, settings: Settings) -> tuple[Issue, list[Prob
 
     if problems or not briefs:
         raise ContentError(problems + brief_problems)
-    return (Issue(path=folder, slug=folder.name, subject=subject.strip(), briefs=tuple(briefs),
-                 preheader=preheader.strip() if preheader else None, send_at=send_at,
-                 segments=tuple(segments), personalize=personalize), brief_problems)
+    return (Issue(path=folder, slug=folder.name, subject=spec.subject, briefs=tuple(briefs),
+                  preheader=spec.preheader, send_at=spec.send_at, segments=spec.segments,
+                  personalize=spec.personalize), brief_problems)
+
+
+def _folder_briefs(folder: Path, problems: list[Problem]) -> list[Path]:
+    """Without `briefs = [...]`: the folder's *.md files, sorted; a link pointing out of the
+    folder is a problem (an issue carries only what lies in its own folder)."""
+    paths = []
+    for candidate in sorted(folder.glob("*.md")):
+        if _outside(candidate, folder):
+            problems.append(Problem(display_path(candidate), "a symbolic link to a file "
+                                    "outside the issue folder; briefs must be inside it"))
+        else:
+            paths.append(candidate)
+    return paths
+
+
+def _brief_problems(folder: Path, data: dict[str, Any], settings: Settings) -> list[Problem]:
+    """The briefs' own problems when issue.toml has some: every problem is found at once."""
+    names = data.get("briefs")
+    if names is None:
+        paths = _folder_briefs(folder, [])
+    else:
+        paths = []
+        for name in names if isinstance(names, list) else ():
+            try:
+                paths.append(_brief_path(name, folder))
+            except PydanticCustomError:
+                pass  # reported at briefs[i]
+    return [problem for path in dict.fromkeys(paths)
+            for problem in load_draft(path, settings.topics)[1]]
+
+
+def _outside(candidate: Path, folder: Path) -> bool:
+    # Resolved, so "../x.md", "/etc/passwd" and symlinks pointing out are all caught.
+    return not candidate.resolve().is_relative_to(folder.resolve())
+
+
+class _When:
+    def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> core_schema.CoreSchema:
+        return core_schema.no_info_plain_validator_function(_when)
+
+
+def _when(value: Any) -> datetime:
+    try:
+        return parse_when(value)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+
+
+def _segment(value: Any, info: ValidationInfo) -> str:
+    known: Mapping[str, Any] = (info.context or {}).get("segments", {})
+    if not isinstance(value, str):
+        raise fail(f"expected a segment name, got {value!r}")
+    if value not in known:
+        raise fail(f"unknown segment {value!r}{did_you_mean(value, known)} (config.toml "
+                   f"declares: {', '.join(known) or 'none'})")
+    return value
+
+
+def _brief(value: Any, info: ValidationInfo) -> Path:
+    return _brief_path(value, (info.context or {})["folder"])
+
+
+def _brief_path(value: Any, folder: Path) -> Path:
+    if not isinstance(value, str):
+        raise fail(f"expected a file name, got {value!r}")
+    if "\0" in value:  # no file has it; Path.resolve would raise
+        raise fail(f"{value!r} is not a file name")
+    candidate = folder / value
+    if _outside(candidate, folder):
+        raise fail(f"{value!r} lies outside the issue folder {display_path(folder)}; "
+                   "briefs must be inside it")
+    if not candidate.is_file():
+        raise fail(f"no brief named {value!r} in {display_path(folder)}")
+    return candidate
+
+
+class _Named:
+    """A plain validator that reads the validation context."""
+
+    def __init__(self, check: Any) -> None:
+        self.check = check
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> core_schema.CoreSchema:
+        return core_schema.with_info_plain_validator_function(self.check)
+
+
+class IssueFile(Table):
+    """issue.toml's keys, validated with context {"segments": config.toml's segments,
+    "folder": the issue folder}."""
+
+    model_config = ConfigDict(strict=False)  # every leaf has its own validator
+    subject: Annotated[str, Words(500, header=True, fold=False)]
+    # The inbox preview line: held to the subject's rule.
+    preheader: Annotated[str, Words(500, header=True, fold=False)] | None = None
+    send_at: Annotated[datetime, _When()] | None = None
+    segments: tuple[Annotated[str, _Named(_segment)], ...] = ()  # empty: everyone
+    briefs: tuple[Annotated[Path, _Named(_brief)], ...] | None = None  # None: every *.md
+    personalize: Annotated[bool, Flag()] = True
+
+    @field_validator("segments", "briefs", mode="before")
+    @classmethod
+    def _list(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            raise fail("expected a list of names")
+        return tuple(value)
+
+    @field_validator("briefs")
+    @classmethod
+    def _once(cls, paths: tuple[Path, ...] | None) -> tuple[Path, ...] | None:
+        twice = [p.name for i, p in enumerate(paths or ()) if p in (paths or ())[:i]]
+        if twice:
+            raise fail(f"{twice[0]!r} is listed twice")
+        return paths

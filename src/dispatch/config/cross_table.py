@@ -9,6 +9,7 @@ from typing import Any
 from dispatch.clock import is_zone
 from dispatch.config.dkim import aligned
 from dispatch.config.fields import TOPIC_KEY, Loc
+from dispatch.config.suggest import did_you_mean
 from dispatch.config.topics import unknown_topics
 
 
@@ -40,7 +41,8 @@ def references(data: dict[str, Any]) -> list[tuple[Loc, str]]:
     known = topics if isinstance(topics, dict) else {}
     declared = ", ".join(known) or "none"
     problems: list[tuple[Loc, str]] = [
-        (("segments", name, part), f"unknown topic {topic!r} (declared: {declared})")
+        (("segments", name, part),
+         f"unknown topic {topic!r}{did_you_mean(topic, known)} (declared: {declared})")
         for name, entry in (segments.items() if isinstance(segments, dict) else ())
         for part in ("topics", "exclude")
         for topic in unknown_topics(_strings(entry, part), known)]

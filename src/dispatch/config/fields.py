@@ -11,13 +11,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from types import MappingProxyType
-from typing import Any, NamedTuple, get_args
+from typing import Annotated, Any, NamedTuple, get_args
 
 from email_validator import EmailNotValidError, validate_email
 from pydantic import GetCoreSchemaHandler, ValidationError
 from pydantic_core import CoreSchema, InitErrorDetails, PydanticCustomError, core_schema
 
 from dispatch.clock import is_zone
+from dispatch.config.suggest import did_you_mean, zone_names
 from dispatch.text import control_character
 
 Loc = tuple[str | int, ...]
@@ -221,7 +222,7 @@ class IanaZone:
     @staticmethod
     def _check(value: str) -> str:
         if not is_zone(value):
-            raise fail(f"unknown IANA time zone {show(value)}")
+            raise fail(f"unknown IANA time zone {show(value)}{did_you_mean(value, zone_names())}")
         return value
 
 
@@ -270,3 +271,10 @@ class Keyed:
         named = {key: {**entry, self.field: key} if isinstance(entry, dict) else entry
                  for key, entry in value.items()}
         return MappingProxyType(checked(handler, named, clashes))
+
+
+DOMAIN = r"^[A-Za-z0-9.-]+\.[A-Za-z]{2,}$"
+Port = Annotated[int, Between(1, 65535)]
+Zone = Annotated[str, Text(), IanaZone()]
+Domain = Annotated[str, Text("a domain name", DOMAIN)]
+StrList = Annotated[tuple[str, ...], Strings()]

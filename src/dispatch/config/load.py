@@ -9,13 +9,14 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from dispatch.config.fields import OURS, show
+from dispatch.config.fields import OURS, Loc, show
 from dispatch.config.schema import Settings
 from dispatch.errors import ConfigError, Problem, display_path
 
@@ -54,6 +55,18 @@ def message(error: ErrorDetails) -> str:
         return error["msg"]
     template = _MESSAGES.get(error["type"])
     return template.format(got=show(error["input"])) if template else error["msg"]
+
+
+def problems_of(exc: ValidationError, shown: str, line: Callable[[Loc], int | None],
+                say: Callable[[ErrorDetails], str] = message) -> list[Problem]:
+    """Every error of a file model's validation as `shown:LINE: key.path: message`; `line`
+    finds a location in the file's text (TOML, YAML front matter)."""
+    problems = []
+    for error in exc.errors():
+        key = key_path(error["loc"])
+        problems.append(Problem(shown, f"{key}: {say(error)}" if key else say(error),
+                                line(error["loc"])))
+    return problems
 
 
 def toml_line(text: str, key_path: str) -> int | None:
@@ -102,11 +115,8 @@ def parse_settings(text: str, path: Path) -> Settings:
     try:
         return Settings.model_validate(doc, context={"path": path.resolve()})
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            key = key_path(error["loc"])
-            problems.append(Problem(shown, f"{key}: {message(error)}", toml_line(text, key)))
-        raise ConfigError(problems) from None
+        raise ConfigError(problems_of(exc, shown, lambda loc: toml_line(text, key_path(loc)))
+                          ) from None
 
 
 def config_path(explicit: Path | None = None) -> Path:
