@@ -151,17 +151,18 @@ def test_bad_rows_rejected_with_line_and_reason_good_rows_land(engine):
 
 
 def test_import_is_one_transaction(engine):
+    batch = 100  # rows per batch: the crash comes after one was written
     add(engine, "before@example.com")
     rows = [csvio.Row(line=i + 2, email=f"p{i}@example.com", key=f"p{i}@example.com",
                      name=None, topics=["security"], timezone=None)
-            for i in range(subs.BATCH * 2 + 10)]
+            for i in range(batch * 2 + 10)]
 
     def crash_after_first_batch(done: int) -> None:
-        if done >= subs.BATCH:
+        if done >= batch:
             raise RuntimeError("power cut")
 
     with pytest.raises(RuntimeError):
-        imports.import_rows(engine, rows, NOW, progress=crash_after_first_batch)
+        imports.import_rows(engine, rows, NOW, progress=crash_after_first_batch, batch=batch)
     assert subs.count(engine) == 1  # nothing from the interrupted import remains
 
 
