@@ -599,7 +599,7 @@ def navigate(driver: object, element: object) -> None:
     WebDriverWait(driver, 20).until(ready.staleness_of(old))
 
 
-def until(driver: object, condition: Callable[[], object], timeout: float = 60) -> None:
+def until(driver: object, condition: Callable[[], object], timeout: float = 120) -> None:
     """Wait until `condition` holds, asking it again whenever the page changed under it (a
     reload by the console's script, a frame's new content): the condition finds its elements
     afresh on each call. The timeout only bounds a failure; a pass waits no longer than it
@@ -760,7 +760,8 @@ def test_an_operator_sends_watches_pauses_and_resumes_in_chromium(console: Conso
         shoot(driver, folder_shots, "operator-issues-list-desktop")
         navigate(driver, driver.find_element(By.LINK_TEXT, EXAMPLE_ISSUE))
         navigate(driver, driver.find_element(By.ID, "resume"))
-        until(driver, lambda: text_of(driver, "#status") == "sent" and figure("sent") == 400)
+        until(driver, lambda: text_of(driver, "#status") == "sent" and figure("sent") == 400,
+              timeout=300)  # 400 messages at 40/s on a machine shared with others
         shoot(driver, folder_shots, "operator-report-desktop")
     finally:
         driver.quit()
