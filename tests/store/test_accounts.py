@@ -3,9 +3,14 @@ idle and absolute expiry, the login throttle, the audit log."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
+from argon2 import PasswordHasher
 from sqlalchemy import Engine, select
 
 from dispatch.errors import DispatchError
@@ -106,6 +111,67 @@ def test_failures_throttle_the_account_and_the_client_for_the_window(engine: Eng
     with pytest.raises(accounts.Throttled):
         accounts.authenticate(engine, "ana@example.org", PASSWORD, "guesser", later, limit=3,
                               window=WINDOW)
+
+
+class CountingHasher(PasswordHasher):
+    """The real argon2 hasher, counting the passwords it checks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.checks = 0
+        self.lock = threading.Lock()
+
+    def verify(self, hash: str | bytes, password: str | bytes) -> bool:
+        with self.lock:
+            self.checks += 1
+        return super().verify(hash, password)
+
+
+def in_parallel(count: int, attempt: Callable[[int], Any]) -> list[str]:
+    """`count` attempts on as many threads, all released at once by a barrier."""
+    barrier = threading.Barrier(count)
+
+    def one(i: int) -> str:
+        barrier.wait()
+        try:
+            return "ok" if attempt(i) is not None else "wrong"
+        except accounts.Throttled:
+            return "throttled"
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(one, range(count)))
+
+
+@pytest.mark.parametrize(("attempts", "same"), [(100, "account"), (60, "client")])
+def test_parallel_wrong_passwords_check_no_more_passwords_than_the_limit(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch, attempts: int, same: str):
+    accounts.add_user(engine, "ana@example.org", PASSWORD, "editor", NOW)
+    hasher = CountingHasher()
+    monkeypatch.setattr(accounts, "_HASHER", hasher)
+    limit = 10
+
+    def attempt(i: int) -> accounts.User | None:
+        email = "ana@example.org" if same == "account" else f"guess{i}@example.org"
+        client = f"client{i}" if same == "account" else "one-client"
+        return accounts.authenticate(engine, email, "wrong", client, NOW, limit=limit,
+                                     window=WINDOW)
+    results = in_parallel(attempts, attempt)
+    assert hasher.checks == limit
+    assert results.count("wrong") == limit
+    assert results.count("throttled") == attempts - limit
+
+
+def test_a_success_forgives_the_account_and_gives_the_client_its_attempt_back(
+        engine: Engine):
+    accounts.add_user(engine, "ana@example.org", PASSWORD, "editor", NOW)
+    for _ in range(5):  # a shared office address signs in many times a day
+        for _ in range(3):
+            assert accounts.authenticate(engine, "ana@example.org", PASSWORD, "office", NOW,
+                                         limit=3, window=WINDOW) is not None
+    for _ in range(2):
+        accounts.authenticate(engine, "ana@example.org", "typo", "office", NOW, limit=3,
+                              window=WINDOW)
+    assert accounts.authenticate(engine, "ana@example.org", PASSWORD, "office", NOW,
+                                 limit=3, window=WINDOW) is not None
 
 
 def test_the_audit_log_keeps_who_what_and_when_newest_first(engine: Engine):

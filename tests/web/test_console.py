@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,14 +27,20 @@ from dispatch.config.defaults import Tuning
 from dispatch.deliver.loop import Keep, run_delivery
 from dispatch.deliver.transport import smtp_transport
 from dispatch.devtools.sink import RecordingHandler, free_port, smtp_sink
-from dispatch.states import ReportVia, Role, SendStatus
+from dispatch.states import ReportVia, Role, RowState, SendStatus
 from dispatch.store import accounts, audit, sends
 from dispatch.store import subscribers as subs
 from dispatch.store.db import open_store
 from dispatch.web.app import create_app
 from dispatch.web.console.access import PREFIX, ROUTES, role_table
 from dispatch.web.server import WebServer
-from tests.helpers import EXAMPLE_ISSUE, configure_web, eventually, populate_audience
+from tests.helpers import (
+    EXAMPLE_ISSUE,
+    configure_web,
+    eventually,
+    outbox_rows,
+    populate_audience,
+)
 
 PASSWORD = "correct horse battery staple"
 PEOPLE = {Role.EDITOR: "ed@example.org", Role.OPERATOR: "op@example.org",
@@ -598,6 +604,34 @@ def navigate(driver: object, element: object) -> None:
     WebDriverWait(driver, 20).until(ready.staleness_of(old))
 
 
+def until(driver: object, condition: Callable[[], object], timeout: float = 120) -> None:
+    """Wait until `condition` holds, asking it again whenever the page changed under it (a
+    reload by the console's script, a frame's new content): the condition finds its elements
+    afresh on each call. The timeout only bounds a failure; a pass waits no longer than it
+    takes."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def holds(_: object) -> bool:
+        try:
+            return bool(condition())
+        finally:
+            driver.switch_to.default_content()  # type: ignore[attr-defined]
+    WebDriverWait(driver, timeout, poll_frequency=0.1,
+                  ignored_exceptions=(StaleElementReferenceException, NoSuchElementException)
+                  ).until(holds)
+
+
+def text_of(driver: object, css: str, frame: str | None = None) -> str:
+    """The text of the element `css` finds now (inside the first iframe `frame` finds, if
+    given; `until` switches back out)."""
+    from selenium.webdriver.common.by import By
+    if frame is not None:
+        driver.switch_to.frame(driver.find_element(  # type: ignore[attr-defined]
+            By.CSS_SELECTOR, frame))
+    return str(driver.find_element(By.CSS_SELECTOR, css).text)  # type: ignore[attr-defined]
+
+
 def sign_in(driver: object, console: Console, role: Role, start: str) -> None:
     from selenium.webdriver.common.by import By
     driver.get(console.url + start)  # type: ignore[attr-defined]
@@ -612,7 +646,6 @@ def sign_in(driver: object, console: Console, role: Role, start: str) -> None:
 def test_an_editor_imports_edits_previews_and_schedules_in_chromium(console: Console,
                                                                     tmp_path: Path,
                                                                     width: int):
-    from selenium.common.exceptions import NoSuchElementException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
@@ -633,9 +666,8 @@ def test_an_editor_imports_edits_previews_and_schedules_in_chromium(console: Con
         driver.execute_script("arguments[0].scrollIntoView()", first)
         frames = first.find_elements(By.TAG_NAME, "iframe")
         assert [f.get_attribute("sandbox") for f in frames] == ["", ""]
-        driver.switch_to.frame(frames[0])  # the rendered email, as a reader sees it
-        assert "Seoul" in driver.find_element(By.TAG_NAME, "body").text
-        driver.switch_to.default_content()
+        # The rendered email, as a reader sees it.
+        until(driver, lambda: "Seoul" in text_of(driver, "body", ".variant iframe"))
         shoot(driver, folder_shots, f"editor-variants-{label}")
         navigate(driver, driver.find_element(By.LINK_TEXT, "Paste plain text as a new brief"))
         driver.find_element(By.NAME, "text").send_keys(PASTED)
@@ -652,28 +684,16 @@ def test_an_editor_imports_edits_previews_and_schedules_in_chromium(console: Con
         if not technology.is_selected():
             technology.click()
         # The live preview follows the typing, before anything is saved.
-        live = driver.find_element(By.ID, "card")
-
-        def card_shows(text: str) -> bool:
-            driver.switch_to.frame(live)
-            try:
-                return text in driver.find_element(By.TAG_NAME, "body").text
-            except NoSuchElementException:  # the empty frame before the first preview
-                return False
-            finally:
-                driver.switch_to.default_content()
-        assert eventually(lambda: card_shows("shared gas supply plan"), timeout=15)
-        assert "Live preview" in driver.find_element(By.ID, "card-state").text
+        until(driver, lambda: "shared gas supply plan" in text_of(driver, "body", "#card"))
+        until(driver, lambda: "Live preview" in text_of(driver, "#card-state"))
         navigate(driver, driver.find_element(By.ID, "preview"))  # the same, without the script
         card = driver.find_element(By.ID, "card")
         assert card.get_attribute("sandbox") == ""
-        driver.switch_to.frame(card)
-        assert "shared gas supply plan" in driver.find_element(By.TAG_NAME, "body").text
-        driver.switch_to.default_content()
+        until(driver, lambda: "shared gas supply plan" in text_of(driver, "body", "#card"))
         driver.execute_script("arguments[0].scrollIntoView()", card)
         shoot(driver, folder_shots, f"editor-brief-preview-{label}")
         navigate(driver, driver.find_element(By.ID, "save"))
-        assert "Saved" in driver.find_element(By.ID, "saved").text
+        until(driver, lambda: "Saved" in text_of(driver, "#saved"))
         saved = (folder / "chip-makers-agree-on-a-shared-supply-plan.md").read_text()
         assert "title: Chip makers agree on a shared gas supply plan" in saved
         driver.get(f"{console.url}{PREFIX}/issues/{slug}")
@@ -683,10 +703,10 @@ def test_an_editor_imports_edits_previews_and_schedules_in_chromium(console: Con
         driver.find_element(By.ID, "at").send_keys(at)
         Select(driver.find_element(By.ID, "tz")).select_by_visible_text("Asia/Seoul")
         navigate(driver, driver.find_element(By.CSS_SELECTOR, "#schedule button[type=submit]"))
-        assert "goes out at" in driver.find_element(By.TAG_NAME, "main").text
+        until(driver, lambda: "goes out at" in text_of(driver, "main"))
         shoot(driver, folder_shots, f"editor-schedule-confirm-{label}")
         navigate(driver, driver.find_element(By.ID, "confirm"))
-        assert "scheduled for" in driver.find_element(By.CSS_SELECTOR, "[role=status]").text
+        until(driver, lambda: "scheduled for" in text_of(driver, "[role=status]"))
         shoot(driver, folder_shots, f"editor-scheduled-{label}")
         # The console's script ran without an error on every page it was on.
         errors = [e for e in driver.get_log("browser") if e["source"] == "javascript"]
@@ -711,39 +731,42 @@ def test_an_operator_sends_watches_pauses_and_resumes_in_chromium(console: Conso
     folder_shots = shots_dir(tmp_path)
     driver = browser(1280)
 
-    def figure(state: str) -> int:
-        text = driver.find_element(By.CSS_SELECTOR, f'[data-state="{state}"]').text
-        return int(text.replace(",", "") or 0)
+    def figure(state: str, where: str = "") -> int:
+        text = text_of(driver, f'{where} [data-state="{state}"]'.strip())
+        return int(text.replace(",", "") or 0) if text not in ("", "–") else -1
+
+    def in_flight() -> int:
+        return sum(1 for state, _, _ in outbox_rows(console.engine).values()
+                   if state == RowState.SENDING)
 
     try:
         sign_in(driver, console, Role.OPERATOR, f"{PREFIX}/issues/{EXAMPLE_ISSUE}")
         navigate(driver, driver.find_element(By.ID, "send"))
-        assert "400 subscriber(s)" in driver.find_element(By.TAG_NAME, "main").text
+        until(driver, lambda: "400 subscriber(s)" in text_of(driver, "main"))
         navigate(driver, driver.find_element(By.ID, "confirm"))
         # The page's script fills in the figures as messages go out.
-        assert eventually(lambda: figure("sent") >= 40, timeout=30)
+        until(driver, lambda: figure("sent") >= 40)
         shoot(driver, folder_shots, "operator-sending-desktop")
         navigate(driver, driver.find_element(By.ID, "pause"))
-        assert driver.find_element(By.ID, "status").text == "paused"
+        until(driver, lambda: text_of(driver, "#status") == "paused")
         paused_at = len(console.mail.received)
         assert paused_at < 400
         shoot(driver, folder_shots, "operator-paused-desktop")
-        assert eventually(lambda: False, timeout=1.5) is False  # the worker sees the pause
+        # The worker sees the pause: the messages it had claimed finish, no more are claimed.
+        until(driver, lambda: in_flight() == 0)
         assert len(console.mail.received) <= paused_at + 8  # messages in flight only
-        # The issues list shows the paused send with its figures, filled in by the script.
+        # The issues list shows the paused send with its figures, filled in by the script
+        # (which reloads the page when the status changes: each look finds the row anew).
         driver.get(f"{console.url}{PREFIX}/")
-        row = driver.find_element(By.CSS_SELECTOR, "tr[data-progress-url]")
-        assert eventually(lambda: row.find_element(
-            By.CSS_SELECTOR, '[data-state="queued"]').text not in ("", "–"), timeout=10)
-        queued = int(row.find_element(By.CSS_SELECTOR, '[data-state="queued"]').text
-                     .replace(",", ""))
-        assert 0 < queued < 400 and "paused by an editor" in row.text
+        row = "tr[data-progress-url]"
+        until(driver, lambda: figure("queued", row) > 0)
+        queued = figure("queued", row)
+        assert 0 < queued < 400 and "paused by an editor" in text_of(driver, row)
         shoot(driver, folder_shots, "operator-issues-list-desktop")
         navigate(driver, driver.find_element(By.LINK_TEXT, EXAMPLE_ISSUE))
         navigate(driver, driver.find_element(By.ID, "resume"))
-        assert eventually(lambda: driver.find_element(By.ID, "status").text == "sent",
-                          timeout=60)
-        assert figure("sent") == 400
+        until(driver, lambda: text_of(driver, "#status") == "sent" and figure("sent") == 400,
+              timeout=300)  # 400 messages at 40/s on a machine shared with others
         shoot(driver, folder_shots, "operator-report-desktop")
     finally:
         driver.quit()

@@ -1125,3 +1125,20 @@ def test_signup_preferences_and_unsubscribe_pages_at_a_phones_width(project: Pat
             browser.quit()
         assert site.get("ana@example.com").timezone == "Asia/Kolkata"
         assert site.get("ana@example.com").id == ana.id
+
+
+def test_signups_from_many_clients_are_bounded_in_all_and_per_domain(project: Path):
+    bounds = ("signup_pending_max = 6\nsignup_pending_per_domain = 3\n"
+              "confirmations_per_hour = 100\nconfirmations_per_domain_hour = 100\n")
+    with running_site(project, bounds) as site:
+        def from_client(n: int, email: str) -> httpx.Response:
+            return sign_up(site, email, ["security"], headers={"X-Forwarded-For": f"10.0.0.{n}"})
+        answers = [from_client(n, f"r{n}@one.example") for n in range(4)]
+        assert [a.status_code for a in answers] == [200, 200, 200, 429]
+        assert "Many addresses at your email provider" in answers[3].text
+        assert answers[3].headers["retry-after"] == "3600"
+        assert subs.get(site.engine, "r3@one.example") is None  # nothing was recorded
+        answers = [from_client(10 + n, f"r{n}@other{n}.example") for n in range(4)]
+        assert [a.status_code for a in answers] == [200, 200, 200, 429]
+        assert "more sign-ups than usual" in answers[3].text
+        assert count(site.engine) == 6

@@ -28,6 +28,12 @@ class WebSettings(Table):
     port: Port = 8025
     confirm_expiry: Annotated[timedelta, Duration()] = timedelta(days=2)  # confirmation link life
     signup_limit: Annotated[int, Between(1, 100_000)] = 5  # per client address per hour
+    # Bounds on sign-ups from everyone (audience/bounds.py): unconfirmed sign-ups within
+    # confirm_expiry, and confirmation messages per hour, in all and per address domain.
+    signup_pending_max: Annotated[int, Between(1, 10_000_000)] = 2000
+    signup_pending_per_domain: Annotated[int, Between(1, 10_000_000)] = 200
+    confirmations_per_hour: Annotated[int, Between(1, 10_000_000)] = 500
+    confirmations_per_domain_hour: Annotated[int, Between(1, 10_000_000)] = 100
     # Proxies whose X-Forwarded-For names the client (the rate limit is per client address).
     trusted_proxies: StrList = ("127.0.0.1",)
     # A welcome message (templates/email/welcome.*) once a subscriber confirms.

@@ -13,13 +13,14 @@ from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import Engine, and_, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, case, delete, func, insert, literal, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from dispatch.audience.addresses import normalize
 from dispatch.errors import DispatchError, Problem
 from dispatch.states import Role
-from dispatch.store.schema import login_failures, user_sessions, users
+from dispatch.store.schema import login_attempts, user_sessions, users
 
 MIN_PASSWORD = 12  # characters; long passphrases beat rules about symbols
 _HASHER = PasswordHasher()
@@ -153,22 +154,37 @@ def reset_password(engine: Engine, email: str, password: str) -> User:
 
 # ---- Signing in ------------------------------------------------------------------------------
 
-def _failures(conn: object, key: str, since: datetime) -> int:
-    return conn.execute(select(func.count()).select_from(login_failures)  # type: ignore[attr-defined]
-                        .where(and_(login_failures.c.key == key,
-                                    login_failures.c.at > since))).scalar_one()
+def _attempt(conn: Connection, key: str, now: datetime, since: datetime) -> int:
+    """Count one more attempt for `key` and return the count, in one statement: the upsert
+    holds the row's lock until the transaction ends, so parallel attempts count one after
+    another. A window that started at or before `since` starts again."""
+    table = login_attempts
+    insert_ = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    expired = table.c.since <= literal(since, table.c.since.type)
+    statement = insert_(table).values(key=key, since=now, attempts=1).on_conflict_do_update(
+        index_elements=[table.c.key],
+        set_={"attempts": case((expired, 1), else_=table.c.attempts + 1),
+              "since": case((expired, literal(now, table.c.since.type)),
+                            else_=table.c.since)},
+    ).returning(table.c.attempts)
+    return int(conn.execute(statement).scalar_one())
 
 
 def authenticate(engine: Engine, email: str, password: str, client: str, now: datetime, *,
                  limit: int, window: timedelta) -> User | None:
-    """The account if the password is right and it is enabled, else None (a failure counted
-    against the account and the client). Throttled, before any password is checked, when
-    either has `limit` failures within `window`."""
+    """The account if the password is right and it is enabled, else None. Every attempt is
+    counted against the account and the client before its password is checked; Throttled,
+    with no password checked, when either has had `limit` attempts in a window (one that
+    started at its first attempt, within `window`). A success forgives the account and gives
+    the client its attempt back."""
     keys = [f"account:{_lookup(email)[:300]}", f"client:{client[:90]}"]
     since = now - window
     with engine.begin() as conn:
-        conn.execute(delete(login_failures).where(login_failures.c.at <= since))
-        if any(_failures(conn, key, since) >= limit for key in keys):
+        conn.execute(delete(login_attempts).where(login_attempts.c.since <= since))
+        # Always the account's row first, then the client's: no two attempts wait on each
+        # other's rows in opposite order.
+        counts = [_attempt(conn, key, now, since) for key in keys]
+        if any(count > limit for count in counts):
             raise Throttled(Problem("login", "too many failed sign-ins; try again later"))
         row = conn.execute(select(*_COLUMNS, users.c.password_hash)
                            .where(users.c.email == _lookup(email))).first()
@@ -178,11 +194,12 @@ def authenticate(engine: Engine, email: str, password: str, client: str, now: da
     except (VerificationError, InvalidHashError):
         ok = False
     if not ok or row is None or row.disabled:
-        with engine.begin() as conn:
-            conn.execute(insert(login_failures), [{"key": k, "at": now} for k in keys])
         return None
-    with engine.begin() as conn:  # a success forgives the account's earlier typos
-        conn.execute(delete(login_failures).where(login_failures.c.key == keys[0]))
+    with engine.begin() as conn:
+        conn.execute(delete(login_attempts).where(login_attempts.c.key == keys[0]))
+        conn.execute(update(login_attempts).where(login_attempts.c.key == keys[1],
+                                                  login_attempts.c.attempts > 0)
+                     .values(attempts=login_attempts.c.attempts - 1))
         if _HASHER.check_needs_rehash(row.password_hash):
             conn.execute(update(users).where(users.c.id == row.id)
                          .values(password_hash=_HASHER.hash(password)))

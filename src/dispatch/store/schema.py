@@ -261,14 +261,14 @@ user_sessions = Table(
     Column("seen_at", UTCDateTime(), nullable=False),
 )
 
-# Failed sign-ins, by account ("account:<email>") and by client ("client:<address>"), for the
-# login throttle; old rows are pruned as new ones arrive.
-login_failures = Table(
-    "login_failures", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("key", String(400), nullable=False),
-    Column("at", UTCDateTime(), nullable=False),
-    Index("ix_login_failures_key_at", "key", "at"),
+# Sign-in attempts, by account ("account:<email>") and by client ("client:<address>"), for
+# the login throttle: one row per key, counted up in the statement that reads the count (an
+# upsert takes the row's lock), so parallel attempts cannot all read "under the limit".
+login_attempts = Table(
+    "login_attempts", metadata,
+    Column("key", String(400), primary_key=True),
+    Column("since", UTCDateTime(), nullable=False),  # the window's start
+    Column("attempts", Integer, nullable=False),
 )
 
 # Who did what, when: every console action and every account change. Never updated.

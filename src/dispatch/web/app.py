@@ -29,6 +29,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from dispatch.audience import signup
+from dispatch.audience.bounds import MAIL_WINDOW, domain_of, signup_refusal
 from dispatch.audience.tokens import BadToken, Signer
 from dispatch.clock import utcnow, zone_names
 from dispatch.compose.render import environment
@@ -44,6 +45,7 @@ from dispatch.states import RECEIVING, ReportVia, SubscriberStatus
 from dispatch.store import audit, confirmations, sends, signups
 from dispatch.store import subscribers as subs
 from dispatch.store.secrets import secret
+from dispatch.store.signup_counts import signup_counts
 from dispatch.web.console import with_console
 from dispatch.web.feed import FEED_PATH, archive_url, atom_feed, sent_at
 from dispatch.web.guards import BodyLimit, SignupLimiter, check_same_origin
@@ -163,8 +165,17 @@ class Web:
                                     "Please try again in an hour.")
             response.headers["Retry-After"] = "3600"
             return response
+        now = self.clock()
+        counts = await run_in_threadpool(
+            partial(signup_counts, self.engine, domain_of(wanted.key),
+                    pending_since=now - self.web.confirm_expiry, mailed_since=now - MAIL_WINDOW))
+        refusal = signup_refusal(counts, self.web)
+        if refusal is not None:
+            response = self.message(429, "Too many sign-ups", refusal)
+            response.headers["Retry-After"] = "3600"
+            return response
         if await run_in_threadpool(confirmations.request_confirmation, self.engine, wanted,
-                                   self.clock()):
+                                   now):
             self.queued()
         # The same answer for a new, pending, active or suppressed address.
         return self.message(200, "Check your inbox",
