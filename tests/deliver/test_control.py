@@ -21,7 +21,7 @@ from dispatch.deliver.report import LEFT_BEFORE_SENDING, send_reports
 from dispatch.deliver.transport import Reply
 from dispatch.errors import DispatchError
 from dispatch.schedule import schedule_overview
-from dispatch.states import RowState, SendStatus
+from dispatch.states import RowState, SendStatus, SendStep
 from dispatch.store import sends
 from dispatch.store import subscribers as subs
 from dispatch.store.db import open_store
@@ -113,7 +113,7 @@ def test_a_cancelled_schedule_can_be_sent_now(engine, settings, issue):
 
 def test_a_sent_issue_is_reported_and_nothing_changes(engine, settings, issue):
     launched(engine, issue, settings)
-    assert sends.set_status(engine, issue.slug, SendStatus.SENT, from_=[SendStatus.SENDING])
+    assert sends.set_status(engine, issue.slug, SendStep.FINISH)
     plan = control.prepare_send(engine, issue, settings)
     assert plan.action is SendAction.SENT and plan.audience is None
     assert plan.send is not None and plan.send.status == SendStatus.SENT
@@ -130,7 +130,7 @@ def test_a_launched_then_cancelled_send_is_refused(engine, settings, issue):
 
 def test_a_paused_send_is_resumed(engine, settings, issue):
     launched(engine, issue, settings)
-    assert sends.set_status(engine, issue.slug, SendStatus.PAUSED, from_=[SendStatus.SENDING],
+    assert sends.set_status(engine, issue.slug, SendStep.PAUSE,
                             reason="paused by an editor")
     plan = control.prepare_send(engine, issue, settings)
     assert plan.action is SendAction.RESUMED
@@ -147,9 +147,9 @@ def test_a_running_send_is_continued_as_it_is(engine, settings, issue):
 
 def test_resuming_moves_a_send_only_from_paused(engine, settings, issue, monkeypatch):
     """A send seen paused but cancelled by another process before the resume stays
-    cancelled: the resume names the one state it may come from."""
+    cancelled: the resume step comes from paused only (states.SEND_STEPS)."""
     launched(engine, issue, settings)
-    assert sends.set_status(engine, issue.slug, SendStatus.PAUSED, from_=[SendStatus.SENDING])
+    assert sends.set_status(engine, issue.slug, SendStep.PAUSE)
     seen = sends.get_send(engine, issue.slug)
     sends.cancel_send(engine, issue.slug, "cancelled meanwhile", NOW)
     monkeypatch.setattr(sends, "get_send", lambda _engine, _slug: seen)

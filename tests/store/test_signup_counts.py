@@ -10,7 +10,8 @@ from sqlalchemy import Engine
 from dispatch.audience.bounds import domain_of, signup_refusal
 from dispatch.audience.signup import Signup
 from dispatch.config import Settings, WebSettings
-from dispatch.store.confirmations import prepare_confirmations, request_confirmation
+from dispatch.deliver.signup_mail import prepare_confirmations
+from dispatch.store.confirmations import request_confirmation
 from dispatch.store.signup_counts import SignupCounts, signup_counts
 
 NOW = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)

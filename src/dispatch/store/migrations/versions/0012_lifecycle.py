@@ -15,9 +15,10 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("outbox") as batch:
-        batch.add_column(sa.Column("outcome_unknown", sa.Boolean(), nullable=False,
-                                   server_default=sa.false()))
+    # A plain ADD COLUMN, never a batch rebuild: on SQLite a rebuild would drop the outbox's
+    # AUTOINCREMENT (0011) and blank the reports' links to its rows.
+    op.add_column("outbox", sa.Column("outcome_unknown", sa.Boolean(), nullable=False,
+                                      server_default=sa.false()))
     # Rows written before the column said so only in their reply.
     op.execute("UPDATE outbox SET outcome_unknown = true WHERE reply LIKE '%unknown outcome%'"
                " AND state IN ('queued', 'retrying', 'sending')")
