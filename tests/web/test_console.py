@@ -323,10 +323,10 @@ def test_the_audit_log_records_each_action_and_only_admins_read_it(console: Cons
     op = PEOPLE[Role.OPERATOR]
     assert entries == [
         (op, "login", "127.0.0.1", "signed in"),
-        (op, "set_topics", f"id={reader.id}", "topics saved"),
-        (op, "unsubscribe", f"id={reader.id}", "unsubscribed"),
+        (op, "set_topics", audit.subscriber_target(reader.id), "topics saved"),
+        (op, "unsubscribe", audit.subscriber_target(reader.id), "unsubscribed"),
         (op, "add_subscriber", "-", "refused (400)"),
-        (op, "forget", f"id={reader.id}", f"forgot subscriber {reader.id}"),
+        (op, "forget", audit.subscriber_target(reader.id), f"forgot subscriber {reader.id}"),
         (op, "export", "subscribers", "0 row(s)")]
     assert operator.get(f"{PREFIX}/audit").status_code == 403
     shown = console.login(Role.ADMIN).get(f"{PREFIX}/audit").text
@@ -868,3 +868,11 @@ def test_a_readers_own_topic_change_shows_in_their_history_with_who_made_it(cons
     rows = re.findall(r"<tr><td>[^<]*</td><td>preferences changed</td><td>([^<]*)</td>"
                       r"<td>[^<]*</td><td>([^<]*)</td></tr>", history)
     assert rows == [("reader", "topics security, technology (were east-asia)")], history
+    # An operator's own change shows too, under their account; viewing the page does not.
+    page = operator.get(f"{PREFIX}/subscribers/{reader.id}")
+    done = operator.post(f"{PREFIX}/subscribers/{reader.id}/topics",
+                         data={"csrf": csrf(page), "topics": ["security"]})
+    assert done.status_code == 303, done.text
+    history = operator.get(f"{PREFIX}/subscribers/{reader.id}").text
+    by_operator = re.findall(r"<tr><td>[^<]*</td><td>set_topics</td><td>([^<]*)</td>", history)
+    assert by_operator == [PEOPLE[Role.OPERATOR]], history

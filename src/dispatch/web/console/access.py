@@ -166,7 +166,12 @@ class Guard:
         detail = getattr(request.state, "audit", None)
         if response.status_code >= 400:
             detail = f"refused ({response.status_code}){': ' + detail if detail else ''}"
-        target = ", ".join(f"{k}={v}" for k, v in request.path_params.items()) or "-"
+        params = request.path_params
+        if action.path.startswith("/subscribers/{id") and action.method != "GET":
+            # An operator's change to one subscriber, under the target their history reads.
+            target = audit.subscriber_target(params["id"])
+        else:
+            target = ", ".join(f"{k}={v}" for k, v in params.items()) or "-"
         audit.record(self.engine, session.user.email, action.handler, target, self.clock(),
                      detail)
 
