@@ -537,3 +537,14 @@ def test_mistyped_keys_topics_and_zones_get_a_suggestion(tmp_path):
     # Nothing near: no suggestion, and a long table lists no keys.
     assert problems(tmp_path, MINIMAL + "[delivery]\nzzzzzz = 1\n") == [
         ":10: delivery.zzzzzz: unknown key"]
+
+
+def test_a_mistyped_topic_gets_a_suggestion_wherever_topics_are_chosen():
+    from dispatch.config.topics import check_topics
+    from dispatch.errors import DispatchError
+    known = {"east-asia": 1, "security": 2}
+    with pytest.raises(DispatchError) as caught:
+        check_topics(["secrity", "astrology"], known, "--topics")
+    assert str(caught.value.problems[0]) == (
+        "--topics: unknown topic(s) secrity (did you mean 'security'?), astrology "
+        "(declared: east-asia, security)")

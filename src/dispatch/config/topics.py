@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Protocol
 
+from dispatch.config.suggest import did_you_mean
 from dispatch.errors import DispatchError, Problem
 
 
@@ -49,6 +50,7 @@ def check_topics(chosen: Iterable[str], known: Mapping[str, object], where: str 
     topics = list(dict.fromkeys(t.strip() for t in chosen if t.strip()))
     unknown = unknown_topics(topics, known)
     if unknown:
-        raise DispatchError(Problem(where, f"unknown topic(s) {', '.join(unknown)} "
+        named = ", ".join(f"{t}{did_you_mean(t, known)}" for t in unknown)
+        raise DispatchError(Problem(where, f"unknown topic(s) {named} "
                                            f"(declared: {', '.join(known) or 'none'})"))
     return topics
