@@ -197,3 +197,20 @@ def test_the_command_line_starts_without_the_heavy_stack():
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                             check=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
     assert result.stdout.strip() == "[]"
+
+
+def test_a_progress_log_ends_on_the_last_figures(capsys):
+    """Off a terminal, progress is a log line every few seconds; the last one written must
+    be the final count, not whatever the first call saw (it read "0/500 done")."""
+    from dispatch.cli.common import DeliveryProgress
+    from dispatch.deliver.outcomes import Kind
+    from dispatch.deliver.recording import Stats
+    stats = Stats()
+    with DeliveryProgress(3, "sending", every=3600) as progress:
+        progress(stats)
+        for _ in range(3):
+            stats.outcomes[Kind.SENT] += 1
+            progress(stats)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("sending: 0/3 done")
+    assert lines[-1].startswith("sending: 3/3 done; 3 sent") and len(lines) == 2

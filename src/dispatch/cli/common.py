@@ -235,6 +235,7 @@ class DeliveryProgress:
         self.every = every
         self._last = 0.0
         self._bar: Progress | None = None
+        self._unlogged: Stats | None = None  # the latest figures not yet logged
 
     def __enter__(self) -> Self:
         if err.is_terminal:
@@ -255,19 +256,27 @@ class DeliveryProgress:
     def __exit__(self, *exc: object) -> None:
         if self._bar:
             self._bar.stop()
+        elif self._unlogged is not None:
+            # A log must end on the last figures, not on the first line it got.
+            self._log(self._unlogged)
 
     def __call__(self, stats: Stats) -> None:
-        detail = stats_line(stats)
+        if self._bar:
+            total = max(stats.total, self.total, stats.done)
+            self._bar.update(self._task, completed=stats.done, total=total or None,
+                             detail=stats_line(stats))
+        elif time.monotonic() - self._last >= self.every:
+            self._log(stats)
+        else:
+            self._unlogged = stats
+
+    def _log(self, stats: Stats) -> None:
         # The worker counts what is left as it goes (launches and other workers change it);
         # a send's own count is known before it starts.
         total = max(stats.total, self.total, stats.done)
-        if self._bar:
-            self._bar.update(self._task, completed=stats.done, total=total or None,
-                             detail=detail)
-        elif time.monotonic() - self._last >= self.every:
-            self._last = time.monotonic()
-            of = f"/{total:,}" if total else ""
-            warn(f"{self.label}: {stats.done:,}{of} done; {detail}")
+        self._last, self._unlogged = time.monotonic(), None
+        of = f"/{total:,}" if total else ""
+        warn(f"{self.label}: {stats.done:,}{of} done; {stats_line(stats)}")
 
 
 @contextmanager
