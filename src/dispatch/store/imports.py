@@ -16,14 +16,15 @@ from datetime import UTC, datetime
 from itertools import islice
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, func, insert, select, text, update
+from sqlalchemy import Connection, Engine, bindparam, func, select, text, update
 
 from dispatch.audience.addresses import email_hash
 from dispatch.audience.csvio import Rejected, Row, merge_duplicate
 from dispatch.config.defaults import IMPORT_BATCH
 from dispatch.states import SUPPRESSING, SubscriberStatus
-from dispatch.store.schema import subscriber_topics, subscribers
+from dispatch.store.schema import subscribers
 from dispatch.store.subscribers import IN_CHUNK, chunks, topics_by_id
+from dispatch.store.topic_masks import add_topics, assign, mask_of
 
 _TOUCHED, _NAMED, _ZONED = 1, 2, 4  # what this import did to a subscriber id
 
@@ -76,6 +77,7 @@ class _Import:
         self.first_line = array("l")  # subscriber id -> the line that touched it first
         self.suppressed_lines: dict[str, int] = {}  # refused keys: a later line is a duplicate
         self.next_id: int | None = None
+        self.values: dict[str, int] = {}  # topic -> its bit (store/topic_masks.py)
         self.postgres = conn.dialect.name == "postgresql"
         # The rows go to the driver as they are: on SQLite, times in the text form
         # SQLAlchemy's DateTime stores there (UTC, no offset).
@@ -159,12 +161,14 @@ class _Import:
 
     def _add(self, rows: list[Row], hashes: dict[str, str]) -> None:
         ids = self._new_ids(len(rows))
+        values = self._bits({t for r in rows for t in r.topics})
         people = [(sid, r.email, r.key, hashes[r.key], r.name, r.timezone,
-                   SubscriberStatus.ACTIVE.value, self.now_bound, self.now_bound)
+                   SubscriberStatus.ACTIVE.value, self.now_bound, self.now_bound,
+                   mask_of(values, r.topics))
                   for sid, r in zip(ids, rows, strict=True)]
         topics = [(sid, t) for sid, r in zip(ids, rows, strict=True) for t in r.topics]
         columns = ("id, email, email_key, email_hash, name, timezone, status, created_at, "
-                   "confirmed_at")
+                   "confirmed_at, topic_mask")
         driver = self.conn.connection.driver_connection
         if self.postgres:
             cursor: Any = driver.cursor()  # type: ignore[union-attr]
@@ -176,13 +180,19 @@ class _Import:
                     copy.write_row(pair)
         else:
             self.conn.exec_driver_sql(
-                f"INSERT INTO subscribers ({columns}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", people)
+                f"INSERT INTO subscribers ({columns}) VALUES ({', '.join('?' * 10)})", people)
             if topics:
                 self.conn.exec_driver_sql(
                     "INSERT INTO subscriber_topics (subscriber_id, topic) VALUES (?, ?)", topics)
         for sid, row in zip(ids, rows, strict=True):
             self._mark(sid, row)
         self.report.added += len(rows)
+
+    def _bits(self, topics: set[str]) -> dict[str, int]:
+        """Topic bits for the masks, read (or given) once per import, not per batch."""
+        if not topics <= self.values.keys():
+            self.values = assign(self.conn, topics | self.values.keys())
+        return self.values
 
     def _new_ids(self, n: int) -> list[int]:
         """Ids for n new subscribers, given before the rows go in (COPY returns none).
@@ -204,7 +214,7 @@ class _Import:
         conn = self.conn
         current = topics_by_id(conn, sorted({sid for sid, _, _ in rows}))
         changes: list[dict[str, Any]] = []
-        added: list[dict[str, Any]] = []
+        added: list[tuple[int, str]] = []
         for sid, row, duplicate in rows:
             flags = self.flags[sid] if duplicate else 0
             name = row.name if row.name and not flags & _NAMED else None
@@ -214,7 +224,7 @@ class _Import:
             for topic in row.topics:
                 if topic not in current[sid]:
                     current[sid].append(topic)
-                    added.append({"subscriber_id": sid, "topic": topic})
+                    added.append((sid, topic))
             if duplicate:
                 self.flags[sid] |= (_NAMED if name else 0) | (_ZONED if zone else 0)
             else:
@@ -224,5 +234,4 @@ class _Import:
                          .values(name=func.coalesce(bindparam("n"), subscribers.c.name),
                                  timezone=func.coalesce(bindparam("z"),
                                                         subscribers.c.timezone)), changes)
-        if added:
-            conn.execute(insert(subscriber_topics), added)
+        add_topics(conn, added)

@@ -20,18 +20,18 @@ from sqlalchemy import (
     Engine,
     Integer,
     String,
-    and_,
     case,
     func,
     insert,
     literal,
+    null,
     or_,
     select,
     update,
 )
 from sqlalchemy.exc import IntegrityError
 
-from dispatch.compose.models import Issue
+from dispatch.compose.models import Brief, Issue
 from dispatch.compose.variants import (
     ID_PREFIX,
     ID_SEPARATOR,
@@ -41,7 +41,7 @@ from dispatch.compose.variants import (
     variant_by_id,
     variant_for,
 )
-from dispatch.config import Settings
+from dispatch.config import Segment, Settings
 from dispatch.errors import DispatchError, Problem
 from dispatch.states import (
     RowState,
@@ -49,14 +49,16 @@ from dispatch.states import (
     SendStep,
     SubscriberStatus,
 )
+from dispatch.store import topic_masks
 from dispatch.store.schema import (
     UTCDateTime,
     outbox,
     send_variants,
     sends,
     subscribers,
+    suppressions,
 )
-from dispatch.store.segments import segment_condition, suppressed, topic_mask
+from dispatch.store.segments import segment_condition, segment_topics
 from dispatch.store.sends import change_status
 
 INSERT_BATCH = 5_000
@@ -72,7 +74,7 @@ class Audience:
     per_variant: Counter[str] = field(default_factory=Counter)
     skipped: Counter[str] = field(default_factory=Counter)  # reason -> count
     selection: _Selection | None = field(default=None, repr=False)  # the SQL it was counted by
-    masks: dict[int, str] = field(default_factory=dict)  # topic mask -> variant id, as planned
+    masks: dict[int, str] = field(default_factory=dict)  # issue's bits of a mask -> variant
 
     @property
     def recipients(self) -> int:
@@ -81,75 +83,95 @@ class Audience:
 
 NO_TOPICS = "no topics chosen"
 NO_MATCH = "no brief matches their topics"
-# Topic bits are summed in a 64-bit integer.
 MAX_TOPICS = 62
 
 
 @dataclass(frozen=True)
 class _Selection:
-    """An issue's audience as SQL. `people`: the active subscribers in its segments with
-    their topic mask (NULL: no topic at all) and whether they are suppressed; `variant`
-    gives a mask's variant id, computed by the database."""
+    """An issue's audience as conditions on the subscribers table alone: status, segments
+    and topics all read from `topic_mask` (store/topic_masks.py), in the index the launch
+    scans. `key` is a subscriber's mask cut down to the issue's topics (NULL: no topic at
+    all); `variant` gives a key's variant id, computed by the database."""
 
     issue: Issue
-    people: Any  # subquery: id, timezone, mask, suppressed
-    bits: dict[str, int]
+    segments: tuple[Segment, ...]
+    values: dict[str, int]  # topic -> its bit value, for the issue's and segments' topics
 
-    def variant(self, mask: Any, planned: Mapping[int, str]) -> Any:
-        """The variant id of `mask`: the planned masks by a CASE, any other (someone changed
-        topics since the plan) as compose.variants.variant_id writes it, from the briefs whose
-        topics meet the mask."""
+    @property
+    def issue_mask(self) -> int:
+        return topic_masks.mask_of(self.values, (t for t in _issue_topics(self.issue)
+                                                 if t in self.values))
+
+    def brief_mask(self, brief: Brief) -> int:
+        return topic_masks.mask_of(self.values, (t for t in brief.topics if t in self.values))
+
+    def where(self) -> list[Any]:
+        conditions = [subscribers.c.status == SubscriberStatus.ACTIVE]
+        if self.segments:
+            conditions.append(or_(*(segment_condition(segment, self.values)
+                                    for segment in self.segments)))
+        return conditions
+
+    def key(self) -> Any:
+        mask = subscribers.c.topic_mask
+        return case((mask == 0, null()), else_=mask.bitwise_and(self.issue_mask))
+
+    def topics_of(self, key: int | None) -> list[str]:
+        return [t for t in _issue_topics(self.issue) if (key or 0) & self.values.get(t, 0)]
+
+    def variant(self, planned: Mapping[int, str]) -> Any:
+        """The variant id of each subscriber: the planned keys by a CASE, any other (someone
+        changed topics since the plan) as compose.variants.variant_id writes it, from the
+        briefs whose topics meet the mask."""
         if not self.issue.personalize:
             return literal(variant_for(self.issue, self.issue.briefs).id, String)
-        parts = [case((mask.bitwise_and(sum(self.bits[t] for t in brief.topics)) != 0,
+        mask = subscribers.c.topic_mask
+        parts = [case((mask.bitwise_and(self.brief_mask(brief)) != 0,
                        literal(f"{ID_SEPARATOR}{i}", String)), else_=literal("", String))
-                 for i, brief in enumerate(self.issue.briefs, 1) if brief.topics]
+                 for i, brief in enumerate(self.issue.briefs, 1) if self.brief_mask(brief)]
         joined = reduce(operator.add, parts) if parts else literal("", String)
         computed = literal(ID_PREFIX, String) + func.substr(joined, len(ID_SEPARATOR) + 1,
                                                             type_=String)
         if not planned:
             return computed
-        return case({m: literal(vid, String) for m, vid in planned.items()}, value=mask,
-                    else_=computed)
+        return case({m: literal(vid, String) for m, vid in planned.items()},
+                    value=mask.bitwise_and(self.issue_mask), else_=computed)
 
-    def reached(self, planned: Mapping[int, str]) -> Any:
-        """select(id, timezone, variant) of everyone the issue goes to."""
-        p = self.people
-        query = select(p.c.id, p.c.timezone, self.variant(p.c.mask, planned).label("variant")
-                       ).where(~p.c.suppressed)
+    def reached(self) -> list[Any]:
+        """The conditions on subscribers of everyone the issue goes to: not suppressed (the
+        few active subscribers on the suppression list found once, from the list's side, by
+        the indexed hash), and for a personalised issue following one of its topics."""
+        other = subscribers.alias("listed")
+        listed = (select(other.c.id).join(suppressions,
+                                          suppressions.c.email_hash == other.c.email_hash)
+                  .where(other.c.status == SubscriberStatus.ACTIVE))
+        conditions = [*self.where(), subscribers.c.id.not_in(listed)]
         if self.issue.personalize:
-            # NULL (no topic) and 0 (no topic any brief carries) reach nobody.
-            query = query.where(p.c.mask != 0)
-        return query
+            conditions.append(subscribers.c.topic_mask.bitwise_and(self.issue_mask) != 0)
+        return conditions
 
 
-def _selection(issue: Issue, settings: Settings) -> _Selection:
-    if issue.personalize:
-        topics = list(dict.fromkeys(t for brief in issue.briefs for t in brief.topics))
-    else:
-        topics = []
+def _issue_topics(issue: Issue) -> list[str]:
+    if not issue.personalize:
+        return []
+    return list(dict.fromkeys(t for brief in issue.briefs for t in brief.topics))
+
+
+def _selection(conn: Connection, issue: Issue, segments: tuple[Segment, ...]) -> _Selection:
+    topics = _issue_topics(issue)
     if len(topics) > MAX_TOPICS:
         raise DispatchError(Problem(issue.slug, f"{len(topics)} topics across the briefs; "
                                                 f"one issue can personalise on {MAX_TOPICS}"))
-    bits = {topic: 1 << i for i, topic in enumerate(topics)}
-    where = [subscribers.c.status == SubscriberStatus.ACTIVE]
-    if issue.segments:
-        where.append(or_(*(segment_condition(settings.segments[name])
-                           for name in issue.segments)))
-    # OFFSET 0 keeps the mask a column of this subquery: a query planner that inlined it
-    # would run the per-subscriber topic lookup once for every use of the mask.
-    people = (select(subscribers.c.id, subscribers.c.timezone, topic_mask(bits).label("mask"),
-                     suppressed().label("suppressed"))
-              .where(*where).offset(0).subquery("people"))
-    return _Selection(issue, people, bits)
+    values = topic_masks.bits(conn, {*topics, *segment_topics(segments)})
+    return _Selection(issue, segments, values)
 
 
 @contextmanager
 def _audience_scan(conn: Connection) -> Iterator[None]:
-    """Settings for one pass over every subscriber. PostgreSQL: no JIT (it costs the
-    per-subscriber topic lookup high enough to compile the query, which takes longer than
-    the simple per-row work it would speed). SQLite: a 32 MB page cache while it lasts
-    (the default 2 MB thrashes between the subscribers read and the outbox written)."""
+    """Settings for one pass over every subscriber. PostgreSQL: no JIT (compiling the
+    query takes longer than the simple per-row work it would speed). SQLite: a 32 MB page
+    cache while it lasts (the default 2 MB thrashes between the subscribers read and the
+    outbox written)."""
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql("SET LOCAL jit = off")
         yield
@@ -167,43 +189,48 @@ def _audience_scan(conn: Connection) -> Iterator[None]:
 
 def plan_audience(engine: Engine, issue: Issue, settings: Settings) -> Audience:
     """Read-only: how many active, unsuppressed subscribers in the issue's segments get each
-    variant, and everyone else counted under the reason they are left out (grouped queries:
-    no subscriber is read into Python)."""
-    selection = _selection(issue, settings)
-    audience = Audience(selection=selection)
-    in_segments = or_(*(segment_condition(settings.segments[name]) for name in issue.segments)
-                      ) if issue.segments else None
+    variant, and everyone else counted under the reason they are left out (grouped queries
+    over one index: no subscriber is read into Python)."""
+    segments = tuple(settings.segments[name] for name in issue.segments)
     active = subscribers.c.status == SubscriberStatus.ACTIVE
-    people = selection.people
-    by_mask = (select(people.c.suppressed, people.c.mask, func.count())
-               .group_by(people.c.suppressed, people.c.mask))
     with engine.connect() as conn:
+        selection = _selection(conn, issue, segments)
+        audience = Audience(selection=selection)
         for status, n in conn.execute(select(subscribers.c.status, func.count())
                                       .where(subscribers.c.status != SubscriberStatus.ACTIVE)
                                       .group_by(subscribers.c.status)):
             audience.skipped[f"status {status}"] = n
-        if in_segments is not None:
-            outside = conn.execute(select(func.count()).select_from(subscribers)
-                                   .where(and_(active, ~in_segments))).scalar_one()
-            if outside:
-                audience.skipped["outside the issue's segments"] = outside
+        key = selection.key().label("key")
         with _audience_scan(conn):
-            groups = conn.execute(by_mask).all()
-    by_topics: dict[int, Variant | None] = {}
-    for is_suppressed, mask, n in groups:
-        if is_suppressed:
-            audience.skipped["suppressed"] += n
+            if segments:
+                inside = conn.execute(select(func.count()).where(*selection.where())
+                                      ).scalar_one()
+                everyone = conn.execute(select(func.count()).where(active)).scalar_one()
+                if everyone - inside:
+                    audience.skipped["outside the issue's segments"] = everyone - inside
+            groups = conn.execute(select(key, func.count()).where(*selection.where())
+                                  .group_by(key)).all()
+            listed: dict[int | None, int] = dict(conn.execute(
+                select(key, func.count()).select_from(subscribers.join(
+                    suppressions, suppressions.c.email_hash == subscribers.c.email_hash))
+                .where(*selection.where()).group_by(key)).all())
+    by_key: dict[int | None, Variant | None] = {}
+    for mask, n in groups:
+        if listed.get(mask):
+            audience.skipped["suppressed"] += listed[mask]
+            n -= listed[mask]
+        if not n:
             continue
-        if mask not in by_topics:
-            topics = [t for t, bit in selection.bits.items() if (mask or 0) & bit]
-            briefs = matched_briefs(issue, topics)
-            by_topics[mask] = variant_for(issue, briefs) if briefs else None
-        variant = by_topics[mask]
+        if mask not in by_key:
+            briefs = matched_briefs(issue, selection.topics_of(mask))
+            by_key[mask] = variant_for(issue, briefs) if briefs else None
+        variant = by_key[mask]
         if variant is None:
             audience.skipped[NO_TOPICS if mask is None else NO_MATCH] += n
             continue
         audience.per_variant[variant.id] += n
-        audience.masks[mask] = variant.id
+        if mask is not None:
+            audience.masks[mask] = variant.id
     for vid in sorted(audience.per_variant, key=fullest_first):
         audience.variants[vid] = variant_by_id(issue, vid)
     return audience
@@ -215,10 +242,11 @@ def audience_rows(engine: Engine, issue: Issue, settings: Settings
     which build every message without touching the outbox."""
     audience = plan_audience(engine, issue, settings)
     assert audience.selection is not None
-    query = audience.selection.reached(audience.masks).subquery("reached")
-    rows = (select(query.c.id, query.c.variant, subscribers.c.email, subscribers.c.name)
-            .join(subscribers, subscribers.c.id == query.c.id).order_by(query.c.id))
     with engine.connect() as conn, _audience_scan(conn):
+        selection = _selection(conn, issue, audience.selection.segments)
+        rows = (select(subscribers.c.id, selection.variant(audience.masks).label("variant"),
+                       subscribers.c.email, subscribers.c.name)
+                .where(*selection.reached()).order_by(subscribers.c.id))
         yield from conn.execution_options(stream_results=True, yield_per=2000).execute(rows)
 
 
@@ -256,7 +284,11 @@ def launch(engine: Engine, issue: Issue, audience: Audience,
                     return False
                 conn.execute(insert(sends).values(issue=issue.slug, created_at=now,
                                                   status=SendStatus.SENDING, **values))
-            source = selection.reached(audience.masks).subquery("reached")
+            # The bits as this transaction sees them (a topic may have got its first
+            # follower since the plan).
+            selection = _selection(conn, issue, selection.segments)
+            reached = selection.reached()
+            variant = selection.variant(audience.masks)
             with _audience_scan(conn):
                 due: Any = literal(now, UTCDateTime())
                 if release is not None:
@@ -264,19 +296,28 @@ def launch(engine: Engine, issue: Issue, audience: Audience,
                         subscribers.c.status == SubscriberStatus.ACTIVE)).scalars().all()
                     due = case({zone: literal(max(release(zone), now), UTCDateTime())
                                 for zone in zones if zone is not None},
-                               value=source.c.timezone,
+                               value=subscribers.c.timezone,
                                else_=literal(max(release(None), now), UTCDateTime()))
-                conn.execute(insert(outbox).from_select(
+                copy = insert(outbox).from_select(
                     ["issue", "subscriber_id", "variant", "state", "attempts", "next_attempt_at",
                      "updated_at"],
-                    select(literal(issue.slug, String), source.c.id, source.c.variant,
+                    select(literal(issue.slug, String), subscribers.c.id, variant,
                            literal(RowState.QUEUED.value, String), literal(0, Integer), due,
-                           literal(now, UTCDateTime()))))
+                           literal(now, UTCDateTime())).where(*reached))
                 # The rows as inserted, per variant: the recipients count, and any variant the
                 # plan did not foresee, rendered now.
-                found: dict[str, int] = {vid: n for vid, n in conn.execute(
-                    select(outbox.c.variant, func.count()).where(outbox.c.issue == issue.slug)
-                    .group_by(outbox.c.variant))}
+                if conn.dialect.name == "postgresql":
+                    added_rows = copy.returning(outbox.c.variant).cte("added")
+                    counted = select(added_rows.c.variant, func.count()).group_by(
+                        added_rows.c.variant)
+                else:
+                    # SQLite: this transaction holds the write lock from the INSERT on, so
+                    # the same selection counted again is exactly what went in (a pass over
+                    # the index, cheaper than reading the outbox rows back).
+                    conn.execute(copy)
+                    label = variant.label("variant")
+                    counted = select(label, func.count()).where(*reached).group_by(label)
+                found: dict[str, int] = {vid: n for vid, n in conn.execute(counted)}
             variants = dict(rendered)
             unforeseen = {vid: variant_by_id(issue, vid) for vid in found
                           if vid not in variants}

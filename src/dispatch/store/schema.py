@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -65,6 +66,19 @@ subscribers = Table(
     # Why a subscriber is bounced or complained ("5.1.1 user unknown", "ARF abuse report");
     # unsubscribed_at says when they left, whatever the status.
     Column("status_reason", Text),
+    # The OR of topic_bits.bit of every topic they follow (0: none), kept by the store with
+    # subscriber_topics (store/topic_masks.py): the launch and segments read this one column
+    # instead of a lookup per topic.
+    Column("topic_mask", BigInteger, nullable=False, server_default="0"),
+    # The launch's scan: status, segments and topic mix read from this index alone.
+    Index("ix_subscribers_status_topic_mask", "status", "topic_mask"),
+)
+
+# Each topic followed by anyone: its bit in subscribers.topic_mask (a value of 1 << bit).
+topic_bits = Table(
+    "topic_bits", metadata,
+    Column("topic", String(64), primary_key=True),
+    Column("bit", Integer, nullable=False, unique=True),
 )
 
 subscriber_topics = Table(

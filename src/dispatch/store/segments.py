@@ -6,13 +6,13 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from itertools import groupby
-from typing import Any
 
-from sqlalchemy import Engine, and_, case, exists, func, literal, select
+from sqlalchemy import Engine, and_, exists, false, func, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from dispatch.config import Segment
 from dispatch.states import SubscriberStatus
+from dispatch.store import topic_masks
 from dispatch.store.schema import subscriber_topics, subscribers, suppressions
 
 
@@ -21,15 +21,28 @@ def follows(topics: Iterable[str]) -> ColumnElement[bool]:
                                subscriber_topics.c.topic.in_(list(topics))))
 
 
-def segment_condition(segment: Segment) -> ColumnElement[bool]:
-    """The segment as a SQL condition on subscribers (never a Python loop over people)."""
-    if segment.match == "all":
-        parts = [follows([topic]) for topic in segment.topics]
-    else:
-        parts = [follows(segment.topics)] if segment.topics else []
+def segment_condition(segment: Segment, values: Mapping[str, int]) -> ColumnElement[bool]:
+    """The segment as a condition on subscribers.topic_mask (never a Python loop over
+    people, nor a lookup per topic). `values`: topic_masks.bits of the segment's topics (a
+    topic without a bit is followed by nobody)."""
+    mask = subscribers.c.topic_mask
+    parts: list[ColumnElement[bool]] = []
+    if segment.topics:
+        wanted = topic_masks.mask_of(values, (t for t in segment.topics if t in values))
+        if segment.match == "all" and any(t not in values for t in segment.topics):
+            parts.append(false())
+        elif segment.match == "all":
+            parts.append(mask.bitwise_and(wanted) == wanted)
+        else:
+            parts.append(mask.bitwise_and(wanted) != 0)
     if segment.exclude:
-        parts.append(~follows(segment.exclude))
+        unwanted = topic_masks.mask_of(values, (t for t in segment.exclude if t in values))
+        parts.append(mask.bitwise_and(unwanted) == 0)
     return and_(*parts) if parts else subscribers.c.id.is_not(None)
+
+
+def segment_topics(segments: Iterable[Segment]) -> set[str]:
+    return {t for segment in segments for t in (*segment.topics, *segment.exclude)}
 
 
 def suppressed() -> ColumnElement[bool]:
@@ -37,21 +50,13 @@ def suppressed() -> ColumnElement[bool]:
     return exists().where(suppressions.c.email_hash == subscribers.c.email_hash)
 
 
-def topic_mask(bits: Mapping[str, int]) -> Any:
-    """Per subscriber, the sum of the bits of the topics they follow (a bitwise OR: each
-    topic is followed once; topics without a bit count 0); NULL for a subscriber with no
-    topic at all. A correlated lookup on subscriber_topics' primary key."""
-    bit = case(dict(bits), value=subscriber_topics.c.topic, else_=0) if bits else literal(0)
-    return (select(func.sum(bit)).where(subscriber_topics.c.subscriber_id == subscribers.c.id)
-            .scalar_subquery())
-
-
 def segment_counts(engine: Engine, segments: Mapping[str, Segment]) -> dict[str, int]:
     """Active subscribers in each segment, counted by the database."""
     with engine.connect() as conn:
+        values = topic_masks.bits(conn, segment_topics(segments.values()))
         return {name: conn.execute(select(func.count()).select_from(subscribers).where(and_(
                     subscribers.c.status == SubscriberStatus.ACTIVE,
-                    segment_condition(segment)))).scalar_one()
+                    segment_condition(segment, values)))).scalar_one()
                 for name, segment in segments.items()}
 
 

@@ -11,9 +11,10 @@ from datetime import datetime
 from sqlalchemy import Connection, Engine, and_, delete, insert, select, update
 
 from dispatch.states import OPEN, RowState, SubscriberStatus
-from dispatch.store.schema import outbox, signup_requests, subscriber_topics, subscribers
+from dispatch.store.schema import outbox, signup_requests, subscribers
 from dispatch.store.sends import CONFIRMATIONS
 from dispatch.store.suppressions import activate, suppression_reason
+from dispatch.store.topic_masks import set_topics
 
 
 @dataclass(frozen=True)
@@ -67,8 +68,7 @@ def signup_row(conn: Connection, email: str, key: str, *, name: str | None,
             email=email, email_key=key, name=name, status=SubscriberStatus.PENDING,
             created_at=now).returning(subscribers.c.id)).scalar_one()
         if topics:
-            conn.execute(insert(subscriber_topics),
-                         [{"subscriber_id": sid, "topic": t} for t in topics])
+            set_topics(conn, sid, topics)
         return sid
     if row.status not in (SubscriberStatus.PENDING, SubscriberStatus.UNSUBSCRIBED):
         return None
@@ -104,11 +104,7 @@ def confirm_row(conn: Connection, subscriber_id: int, now: datetime
     if request is not None:
         conn.execute(update(subscribers).where(subscribers.c.id == subscriber_id)
                      .values(name=request.name))
-        conn.execute(delete(subscriber_topics)
-                     .where(subscriber_topics.c.subscriber_id == subscriber_id))
-        if request.topics:
-            conn.execute(insert(subscriber_topics), [
-                {"subscriber_id": subscriber_id, "topic": t} for t in request.topics])
+        set_topics(conn, subscriber_id, request.topics)
         conn.execute(delete(signup_requests)
                      .where(signup_requests.c.subscriber_id == subscriber_id))
     activate(conn, subscriber_id, row.email_key, now)

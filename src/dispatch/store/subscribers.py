@@ -26,9 +26,10 @@ from dispatch.store.schema import (
     subscriber_topics,
     subscribers,
 )
-from dispatch.store.segments import follows, segment_condition
+from dispatch.store.segments import follows, segment_condition, segment_topics
 from dispatch.store.signups import withdraw_request
 from dispatch.store.suppressions import activate, lift, suppress, suppression_reason
+from dispatch.store.topic_masks import bits, set_topics
 
 PREFERENCES_CHANGED = "preferences changed"  # the audit action of set_preferences
 IN_CHUNK = 900  # stays under SQLite's bound-parameter limit
@@ -197,18 +198,14 @@ def add(engine: Engine, email: str, *, name: str | None, topics: Iterable[str],
             conn.execute(update(subscribers).where(subscribers.c.id == existing.id)
                          .values(**values))
             if chosen:
-                conn.execute(delete(subscriber_topics)
-                             .where(subscriber_topics.c.subscriber_id == existing.id))
-                conn.execute(insert(subscriber_topics),
-                             [{"subscriber_id": existing.id, "topic": t} for t in chosen])
+                set_topics(conn, existing.id, chosen)
             return _subscribers(conn, subscribers.c.id == existing.id)[0]
         sid = conn.execute(insert(subscribers).values(
             email=email.strip(), email_key=key, name=name, timezone=zone, status=status,
             created_at=now, confirmed_at=now if status == SubscriberStatus.ACTIVE else None)
             .returning(subscribers.c.id)).scalar_one()
         if chosen:
-            conn.execute(insert(subscriber_topics),
-                         [{"subscriber_id": sid, "topic": t} for t in chosen])
+            set_topics(conn, sid, chosen)
         return _subscribers(conn, subscribers.c.id == sid)[0]
 
 
@@ -246,11 +243,7 @@ def update_subscriber(engine: Engine, email: str, *, now: datetime,
             conn.execute(update(subscribers).where(subscribers.c.id == current.id)
                          .values(**values))
         if chosen is not None:
-            conn.execute(delete(subscriber_topics)
-                         .where(subscriber_topics.c.subscriber_id == current.id))
-            if chosen:
-                conn.execute(insert(subscriber_topics),
-                             [{"subscriber_id": current.id, "topic": t} for t in chosen])
+            set_topics(conn, current.id, chosen)
         return _subscribers(conn, subscribers.c.id == current.id)[0]
 
 
@@ -280,9 +273,9 @@ def list_subscribers(engine: Engine, *, topic: str | None = None, status: str | 
         conditions.append(follows([topic]))
     if status:
         conditions.append(subscribers.c.status == status)
-    if segment:
-        conditions.append(segment_condition(segment))
     with engine.connect() as conn:
+        if segment:
+            conditions.append(segment_condition(segment, bits(conn, segment_topics([segment]))))
         return _subscribers(conn, and_(*conditions) if conditions else None, limit)
 
 
@@ -384,11 +377,7 @@ def set_preferences(engine: Engine, subscriber_id: int, *, topics: Iterable[str]
             return False
         conn.execute(update(subscribers).where(subscribers.c.id == subscriber_id)
                      .values(timezone=zone))
-        conn.execute(delete(subscriber_topics)
-                     .where(subscriber_topics.c.subscriber_id == subscriber_id))
-        if chosen:
-            conn.execute(insert(subscriber_topics),
-                         [{"subscriber_id": subscriber_id, "topic": t} for t in chosen])
+        set_topics(conn, subscriber_id, chosen)
         audit.record_in(conn, actor, PREFERENCES_CHANGED, audit.subscriber_target(subscriber_id),
                         now, "; ".join(changes))
     return True
