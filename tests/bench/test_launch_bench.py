@@ -1,6 +1,7 @@
 """Launch: plan and snapshot an issue's audience into the outbox, against the peer — the bare
-INSERT … SELECT of the same number of rows into a table of the outbox's shape (same columns
-and indexes) on the same database, measured in the same run. Targets: ratio ≤ 2.0 on SQLite
+INSERT … SELECT of the same number of rows into a table of the outbox's shape (same columns,
+indexes and foreign keys) on the same database, measured in the same run (PostgreSQL: rows
+from generate_series; SQLite: the subscribers' ids). Targets: ratio ≤ 2.0 on SQLite
 and PostgreSQL; peak RSS ≤ 150 MB at 1,000,000 subscribers.
 
 The launch runs in a child process so its peak RSS (VmHWM) is its own. The 1,000,000
@@ -25,6 +26,7 @@ from sqlalchemy import Engine, text
 from dispatch.compose.issues import load_issue
 from dispatch.config import load_settings
 from dispatch.store.db import open_store
+from dispatch.store.topic_masks import refresh_all
 from tests.helpers import EXAMPLE_ISSUE, ROOT
 
 NOW = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
@@ -43,6 +45,7 @@ from dispatch.compose.issues import load_issue
 from dispatch.config import load_settings
 from dispatch.deliver.sending import render_audience
 from dispatch.store.db import open_store
+from dispatch.store.topic_masks import refresh_all
 from dispatch.store.launch import launch, plan_audience
 url, config, slug = sys.argv[1:4]
 settings = load_settings(Path(config))
@@ -99,6 +102,8 @@ def populate(engine: Engine, n: int, topics: list[str]) -> None:
                 f"INSERT INTO subscriber_topics (subscriber_id, topic) SELECT i, :topic FROM "
                 f"({source}) AS x WHERE i % 50 <> 1 AND (i / {3 ** j}) % 3 <> 0"),
                 {"n": n, "topic": topic})
+        # The rows above went in around the store: their masks as the store keeps them.
+        refresh_all(conn)
         # A realistic suppression list: every unsubscribed address, by its hash.
         conn.execute(text("INSERT INTO suppressions (email_hash, reason, created_at) "
                           "SELECT email_hash, 'unsubscribed', :now FROM subscribers "
@@ -124,18 +129,21 @@ def peer(engine: Engine, issue: str, rows: int) -> float:
                                     " AND sql IS NOT NULL")).scalars().all()
             for statement in ddl:
                 conn.execute(text(statement.replace("outbox", "outbox_peer")))
+    if pg:  # rows made by the database itself
+        source = "FROM generate_series(1, :rows) AS i"
+    else:
+        source = "FROM (SELECT id AS i FROM subscribers ORDER BY id LIMIT :rows)"
     start = time.perf_counter()
     with engine.begin() as conn:
         conn.execute(text(
             "INSERT INTO outbox_peer (issue, subscriber_id, variant, state, attempts, "
-            "next_attempt_at, updated_at) SELECT :issue, id, 'b1-2-3', 'queued', 0, :now, :now "
-            "FROM subscribers WHERE status = 'active' ORDER BY id LIMIT :rows"),
-            {"now": NOW, "rows": rows, "issue": issue})
+            f"next_attempt_at, updated_at) SELECT :issue, i, 'b1-2-3', 'queued', 0, :now, :now "
+            f"{source}"), {"now": NOW, "rows": rows, "issue": issue})
     return time.perf_counter() - start
 
 
 @pytest.mark.bench
-@pytest.mark.parametrize("n", [100_000, pytest.param(1_000_000, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("n", [100_000, 300_000, pytest.param(1_000_000, marks=pytest.mark.slow)])
 def test_launch(store_url, n):
     settings = load_settings(ROOT / "config.toml")
     issue = load_issue(settings.issues_dir / EXAMPLE_ISSUE, settings)
@@ -159,4 +167,5 @@ def test_launch(store_url, n):
     print(f"[{backend}] plan {got['plan']:.2f} s + launch {got['launch']:.2f} s = {ours:.2f} s "
           f"(rendering {got['render']:.2f} s apart); bare INSERT … SELECT of the same rows "
           f"{bare:.2f} s (faster of two runs); ratio {ours / bare:.2f} (target ≤ 2.0)")
-    print(f"[{backend}] launch process peak RSS {got['rss_mb']:.0f} MB (target ≤ 150 MB)")
+    print(f"[{backend}] launch process peak RSS {got['rss_mb']:.0f} MB (target ≤ 150 MB); "
+          f"machine load {os.getloadavg()[0]:.2f} (1 min)")

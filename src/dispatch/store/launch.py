@@ -24,9 +24,9 @@ from sqlalchemy import (
     func,
     insert,
     literal,
-    null,
     or_,
     select,
+    true,
     update,
 )
 from sqlalchemy.exc import IntegrityError
@@ -89,9 +89,9 @@ MAX_TOPICS = 62
 @dataclass(frozen=True)
 class _Selection:
     """An issue's audience as conditions on the subscribers table alone: status, segments
-    and topics all read from `topic_mask` (store/topic_masks.py), in the index the launch
-    scans. `key` is a subscriber's mask cut down to the issue's topics (NULL: no topic at
-    all); `variant` gives a key's variant id, computed by the database."""
+    and topics all read from `topic_mask` (store/topic_masks.py), which the indexes hold.
+    A subscriber's key is their mask cut down to the issue's topics (None: no topic at all);
+    `variant_of` gives a key's variant in Python, `variant` the same in SQL."""
 
     issue: Issue
     segments: tuple[Segment, ...]
@@ -105,24 +105,25 @@ class _Selection:
     def brief_mask(self, brief: Brief) -> int:
         return topic_masks.mask_of(self.values, (t for t in brief.topics if t in self.values))
 
-    def where(self) -> list[Any]:
-        conditions = [subscribers.c.status == SubscriberStatus.ACTIVE]
-        if self.segments:
-            conditions.append(or_(*(segment_condition(segment, self.values)
-                                    for segment in self.segments)))
-        return conditions
+    def inside(self) -> Any:
+        """In one of the issue's segments (everyone when it names none)."""
+        if not self.segments:
+            return true()
+        return or_(*(segment_condition(segment, self.values) for segment in self.segments))
 
-    def key(self) -> Any:
-        mask = subscribers.c.topic_mask
-        return case((mask == 0, null()), else_=mask.bitwise_and(self.issue_mask))
+    def key(self, mask: int) -> int | None:
+        return None if mask == 0 else mask & self.issue_mask
 
-    def topics_of(self, key: int | None) -> list[str]:
-        return [t for t in _issue_topics(self.issue) if (key or 0) & self.values.get(t, 0)]
+    def variant_of(self, key: int | None) -> Variant | None:
+        """The variant a key gets (None: no brief for them), as compose.variants picks it."""
+        topics = [t for t in _issue_topics(self.issue) if (key or 0) & self.values.get(t, 0)]
+        briefs = matched_briefs(self.issue, topics)
+        return variant_for(self.issue, briefs) if briefs else None
 
     def variant(self, planned: Mapping[int, str]) -> Any:
-        """The variant id of each subscriber: the planned keys by a CASE, any other (someone
-        changed topics since the plan) as compose.variants.variant_id writes it, from the
-        briefs whose topics meet the mask."""
+        """The variant id of each subscriber in SQL: the planned keys by a CASE, any other
+        (someone changed topics since the plan) as compose.variants.variant_id writes it,
+        from the briefs whose topics meet the mask."""
         if not self.issue.personalize:
             return literal(variant_for(self.issue, self.issue.briefs).id, String)
         mask = subscribers.c.topic_mask
@@ -138,17 +139,55 @@ class _Selection:
                     value=mask.bitwise_and(self.issue_mask), else_=computed)
 
     def reached(self) -> list[Any]:
-        """The conditions on subscribers of everyone the issue goes to: not suppressed (the
-        few active subscribers on the suppression list found once, from the list's side, by
-        the indexed hash), and for a personalised issue following one of its topics."""
-        other = subscribers.alias("listed")
-        listed = (select(other.c.id).join(suppressions,
-                                          suppressions.c.email_hash == other.c.email_hash)
-                  .where(other.c.status == SubscriberStatus.ACTIVE))
-        conditions = [*self.where(), subscribers.c.id.not_in(listed)]
+        """The conditions on subscribers of everyone the issue goes to: active, inside its
+        segments, not listed, and for a personalised issue following one of its topics."""
+        listed = subscribers.alias("listed")
+        conditions = [subscribers.c.status == SubscriberStatus.ACTIVE, self.inside(),
+                      subscribers.c.id.not_in(select(listed.c.id).where(*_on_list(listed)))]
         if self.issue.personalize:
             conditions.append(subscribers.c.topic_mask.bitwise_and(self.issue_mask) != 0)
         return conditions
+
+    def count(self, conn: Connection, audience: Audience) -> None:
+        """Everyone counted into `audience`, by status, segments, suppression and variant:
+        one grouped pass over the (status, topic_mask) index and one probe per suppression;
+        no subscriber is read into Python."""
+        mask = subscribers.c.topic_mask
+        groups = conn.execute(select(subscribers.c.status, mask, self.inside(), func.count())
+                              .group_by(subscribers.c.status, mask)).all()
+        listed: Counter[int] = Counter(
+            listed_mask for listed_mask, inside in conn.execute(
+                select(mask, self.inside()).where(*_on_list(subscribers))) if inside)
+        by_key: dict[int | None, Variant | None] = {}
+        for status, mask_value, inside, n in groups:
+            if status != SubscriberStatus.ACTIVE:
+                audience.skipped[f"status {status}"] += n
+                continue
+            if not inside:
+                audience.skipped["outside the issue's segments"] += n
+                continue
+            if listed[mask_value]:
+                audience.skipped["suppressed"] += listed[mask_value]
+                n -= listed[mask_value]
+                if not n:
+                    continue
+            key = self.key(mask_value)
+            if key not in by_key:
+                by_key[key] = self.variant_of(key)
+            variant = by_key[key]
+            if variant is None:
+                audience.skipped[NO_TOPICS if key is None else NO_MATCH] += n
+                continue
+            audience.per_variant[variant.id] += n
+            if key is not None:
+                audience.masks[key] = variant.id
+
+
+def _on_list(people: Any) -> list[Any]:
+    """Active subscribers on the suppression list, found from the list's side by the
+    indexed (email_hash, status): a probe per suppression, not one per subscriber."""
+    return [people.c.email_hash.in_(select(suppressions.c.email_hash)),
+            people.c.status == SubscriberStatus.ACTIVE]
 
 
 def _issue_topics(issue: Issue) -> list[str]:
@@ -190,47 +229,13 @@ def _audience_scan(conn: Connection) -> Iterator[None]:
 def plan_audience(engine: Engine, issue: Issue, settings: Settings) -> Audience:
     """Read-only: how many active, unsuppressed subscribers in the issue's segments get each
     variant, and everyone else counted under the reason they are left out (grouped queries
-    over one index: no subscriber is read into Python)."""
+    over the indexes: no subscriber is read into Python)."""
     segments = tuple(settings.segments[name] for name in issue.segments)
-    active = subscribers.c.status == SubscriberStatus.ACTIVE
     with engine.connect() as conn:
         selection = _selection(conn, issue, segments)
         audience = Audience(selection=selection)
-        for status, n in conn.execute(select(subscribers.c.status, func.count())
-                                      .where(subscribers.c.status != SubscriberStatus.ACTIVE)
-                                      .group_by(subscribers.c.status)):
-            audience.skipped[f"status {status}"] = n
-        key = selection.key().label("key")
         with _audience_scan(conn):
-            if segments:
-                inside = conn.execute(select(func.count()).where(*selection.where())
-                                      ).scalar_one()
-                everyone = conn.execute(select(func.count()).where(active)).scalar_one()
-                if everyone - inside:
-                    audience.skipped["outside the issue's segments"] = everyone - inside
-            groups = conn.execute(select(key, func.count()).where(*selection.where())
-                                  .group_by(key)).all()
-            listed: dict[int | None, int] = dict(conn.execute(
-                select(key, func.count()).select_from(subscribers.join(
-                    suppressions, suppressions.c.email_hash == subscribers.c.email_hash))
-                .where(*selection.where()).group_by(key)).all())
-    by_key: dict[int | None, Variant | None] = {}
-    for mask, n in groups:
-        if listed.get(mask):
-            audience.skipped["suppressed"] += listed[mask]
-            n -= listed[mask]
-        if not n:
-            continue
-        if mask not in by_key:
-            briefs = matched_briefs(issue, selection.topics_of(mask))
-            by_key[mask] = variant_for(issue, briefs) if briefs else None
-        variant = by_key[mask]
-        if variant is None:
-            audience.skipped[NO_TOPICS if mask is None else NO_MATCH] += n
-            continue
-        audience.per_variant[variant.id] += n
-        if mask is not None:
-            audience.masks[mask] = variant.id
+            selection.count(conn, audience)
     for vid in sorted(audience.per_variant, key=fullest_first):
         audience.variants[vid] = variant_by_id(issue, vid)
     return audience
@@ -298,26 +303,29 @@ def launch(engine: Engine, issue: Issue, audience: Audience,
                                 for zone in zones if zone is not None},
                                value=subscribers.c.timezone,
                                else_=literal(max(release(None), now), UTCDateTime()))
-                copy = insert(outbox).from_select(
-                    ["issue", "subscriber_id", "variant", "state", "attempts", "next_attempt_at",
-                     "updated_at"],
-                    select(literal(issue.slug, String), subscribers.c.id, variant,
-                           literal(RowState.QUEUED.value, String), literal(0, Integer), due,
-                           literal(now, UTCDateTime())).where(*reached))
+                rows = select(literal(issue.slug, String), subscribers.c.id, variant,
+                              literal(RowState.QUEUED.value, String), literal(0, Integer), due,
+                              literal(now, UTCDateTime())).where(*reached)
+                columns = ["issue", "subscriber_id", "variant", "state", "attempts",
+                           "next_attempt_at", "updated_at"]
                 # The rows as inserted, per variant: the recipients count, and any variant the
                 # plan did not foresee, rendered now.
                 if conn.dialect.name == "postgresql":
-                    added_rows = copy.returning(outbox.c.variant).cte("added")
-                    counted = select(added_rows.c.variant, func.count()).group_by(
-                        added_rows.c.variant)
+                    copied = (insert(outbox).from_select(columns, rows)
+                              .returning(outbox.c.variant).cte("copied"))
+                    found: dict[str, int] = dict(conn.execute(
+                        select(copied.c.variant, func.count()).group_by(copied.c.variant)).all())
                 else:
-                    # SQLite: this transaction holds the write lock from the INSERT on, so
-                    # the same selection counted again is exactly what went in (a pass over
-                    # the index, cheaper than reading the outbox rows back).
-                    conn.execute(copy)
-                    label = variant.label("variant")
-                    counted = select(label, func.count()).where(*reached).group_by(label)
-                found: dict[str, int] = {vid: n for vid, n in conn.execute(counted)}
+                    # In id order: SQLite's scan of the status index, which appends to the
+                    # outbox's indexes instead of inserting all over them.
+                    conn.execute(insert(outbox).from_select(
+                        columns, rows.order_by(subscribers.c.id)))
+                    # This transaction holds the write lock since the INSERT: the same
+                    # selection counted again is exactly what went in (cheaper than
+                    # reading the outbox back).
+                    recount = Audience()
+                    selection.count(conn, recount)
+                    found = dict(recount.per_variant)
             variants = dict(rendered)
             unforeseen = {vid: variant_by_id(issue, vid) for vid in found
                           if vid not in variants}

@@ -54,8 +54,8 @@ subscribers = Table(
     Column("email", String(320), nullable=False),  # as given
     Column("email_key", String(320), nullable=False, unique=True),  # normalised, lower-case
     # email_hash(email_key), filled on every insert: the launch joins it to suppressions in
-    # SQL instead of hashing each subscriber in Python.
-    Column("email_hash", String(64), default=_key_hash, index=True),
+    # SQL instead of hashing each subscriber in Python (by ix_subscribers_email_hash_status).
+    Column("email_hash", String(64), default=_key_hash),
     Column("name", String(200)),
     Column("timezone", String(64)),
     Column("status", String(16), nullable=False, index=True),
@@ -70,8 +70,10 @@ subscribers = Table(
     # subscriber_topics (store/topic_masks.py): the launch and segments read this one column
     # instead of a lookup per topic.
     Column("topic_mask", BigInteger, nullable=False, server_default="0"),
-    # The launch's scan: status, segments and topic mix read from this index alone.
+    # The launch's plan: status, segments and topic mix counted from this index alone.
     Index("ix_subscribers_status_topic_mask", "status", "topic_mask"),
+    # Suppressed subscribers found from the suppression list's side, a probe per entry.
+    Index("ix_subscribers_email_hash_status", "email_hash", "status", "topic_mask"),
 )
 
 # Each topic followed by anyone: its bit in subscribers.topic_mask (a value of 1 << bit).

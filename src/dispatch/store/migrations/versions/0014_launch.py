@@ -1,7 +1,7 @@
 """subscribers.topic_mask and topic_bits: each subscriber's topics as one integer, so a
 launch reads one table instead of a lookup per topic (store/topic_masks.py keeps it), and the
-index the launch scans. Existing subscribers get their masks here; every topic followed gets
-a bit, in name order.
+indexes the launch's plan reads alone. Existing subscribers get their masks here; every
+topic followed gets a bit, in name order.
 
 Revision ID: 0014_launch
 Revises: 0013_web
@@ -40,9 +40,16 @@ def upgrade() -> None:
             "b.bit) FROM subscriber_topics t JOIN topic_bits b ON b.topic = t.topic "
             "WHERE t.subscriber_id = subscribers.id), 0)"))
     op.create_index("ix_subscribers_status_topic_mask", "subscribers", ["status", "topic_mask"])
+    # The suppression lookup by hash, widened so that finding the active suppressed and
+    # their masks reads the index alone.
+    op.drop_index("ix_subscribers_email_hash", table_name="subscribers")
+    op.create_index("ix_subscribers_email_hash_status", "subscribers",
+                    ["email_hash", "status", "topic_mask"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_subscribers_email_hash_status", table_name="subscribers")
+    op.create_index("ix_subscribers_email_hash", "subscribers", ["email_hash"])
     op.drop_index("ix_subscribers_status_topic_mask", table_name="subscribers")
     with op.batch_alter_table("subscribers") as batch:
         batch.drop_column("topic_mask")
