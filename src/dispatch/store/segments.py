@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from itertools import groupby
 
-from sqlalchemy import Engine, and_, exists, false, func, select
+from sqlalchemy import Engine, and_, exists, false, func, select, true
 from sqlalchemy.sql.elements import ColumnElement
 
 from dispatch.config import Segment
@@ -38,7 +38,7 @@ def segment_condition(segment: Segment, values: Mapping[str, int]) -> ColumnElem
     if segment.exclude:
         unwanted = topic_masks.mask_of(values, (t for t in segment.exclude if t in values))
         parts.append(mask.bitwise_and(unwanted) == 0)
-    return and_(*parts) if parts else subscribers.c.id.is_not(None)
+    return and_(*parts) if parts else true()
 
 
 def segment_topics(segments: Iterable[Segment]) -> set[str]:
