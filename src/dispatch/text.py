@@ -13,6 +13,8 @@ _CONTROL = ("Cc", "Zl", "Zp")
 
 def control_character(value: str, allowed: str = "") -> str | None:
     """The first control character in `value` not in `allowed`, or None if there is none."""
+    if value.isascii() and value.isprintable():  # printable ASCII holds none (the usual case)
+        return None
     for c in value:
         if unicodedata.category(c) in _CONTROL and c not in allowed:
             return c

@@ -25,7 +25,7 @@ def normalize(email: str) -> str:
     per domain (a list has far fewer domains than addresses). Anything else, and every
     address the fast path would refuse, goes to email-validator whole, so the answers and
     the error messages are its own (tests/audience/test_addresses.py compares both paths)."""
-    if any(c in email for c in "\r\n"):
+    if "\r" in email or "\n" in email:
         raise ValueError("line break in the address (header injection attempt)")
     address = email.strip()
     if address.isascii() and len(address) <= _MAX_ADDRESS:

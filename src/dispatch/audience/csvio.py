@@ -99,15 +99,17 @@ def _check(line: int, email: str, name: str, topics_cell: str, zone: str,
     email, name, topics_cell, zone = _cell(email), _cell(name), _cell(topics_cell), _cell(zone)
     if not email:
         return Rejected(line, email, "empty address")
-    if any("\r" in v or "\n" in v for v in (email, name, topics_cell, zone)):
+    cells = email + name + topics_cell + zone  # one search for the four cells
+    if "\r" in cells or "\n" in cells:
         return Rejected(line, email.splitlines()[0] if email else "",
                         "line break inside a field (header injection attempt)")
     try:
         key = normalize(email)
     except ValueError as exc:
         return Rejected(line, email, f"invalid address: {exc}")
-    topics = [t.strip() for t in topics_cell.replace("|", ";").split(";") if t.strip()]
-    bad = unknown_topics(topics, known_topics)
+    topics = ([t.strip() for t in topics_cell.replace("|", ";").split(";") if t.strip()]
+              if topics_cell else [])
+    bad = unknown_topics(topics, known_topics) if topics else None
     if bad:
         return Rejected(line, email, f"unknown topic(s) {', '.join(bad)}")
     if zone and not is_zone(zone):

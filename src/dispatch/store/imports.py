@@ -162,9 +162,14 @@ class _Import:
     def _add(self, rows: list[Row], hashes: dict[str, str]) -> None:
         ids = self._new_ids(len(rows))
         values = self._bits({t for r in rows for t in r.topics})
-        people = [(sid, r.email, r.key, hashes[r.key], r.name, r.timezone,
-                   SubscriberStatus.ACTIVE.value, self.now_bound, self.now_bound,
-                   mask_of(values, r.topics))
+        masks: dict[tuple[str, ...], int] = {}  # a list has few distinct topic mixes
+        for r in rows:
+            mix = tuple(r.topics)
+            if mix not in masks:
+                masks[mix] = mask_of(values, mix)
+        active = SubscriberStatus.ACTIVE.value
+        people = [(sid, r.email, r.key, hashes[r.key], r.name, r.timezone, active,
+                   self.now_bound, self.now_bound, masks[tuple(r.topics)])
                   for sid, r in zip(ids, rows, strict=True)]
         topics = [(sid, t) for sid, r in zip(ids, rows, strict=True) for t in r.topics]
         columns = ("id, email, email_key, email_hash, name, timezone, status, created_at, "
