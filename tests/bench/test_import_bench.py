@@ -1,8 +1,9 @@
 """CSV import, streamed: `dispatch subscribers import`'s library path (csvio.CsvFile →
 iter_csv → imports.import_rows) on a generated file, against the peer measured in the same
 run — the database's own bulk load of the same valid rows, ready-made: COPY on PostgreSQL,
-executemany in one transaction on SQLite. Targets: rate ≥ 0.5 of the peer's; peak RSS
-≤ 150 MB at 1,000,000 rows (the import runs in a child process: its own peak RSS, VmHWM).
+executemany in one transaction on SQLite. Targets: time ≤ 2.0 × the peer's; peak RSS
+≤ 150 MB and flat from 100,000 to 1,000,000 rows (the import runs in a child process: its
+own peak RSS, VmHWM).
 
     pytest -m "bench and not slow" -s tests/bench/test_import_bench.py   # 100,000 rows
     pytest -m bench -s tests/bench/test_import_bench.py                  # and 1,000,000
@@ -122,6 +123,7 @@ def test_import(store_url, tmp_path, n):
     ours = got["seconds"]
     print(f"\n[{backend}] import {n:,} rows ({path.stat().st_size / 1e6:.0f} MB CSV): "
           f"{ours:.1f} s, {n / ours:,.0f} rows/s; the database's own bulk load of the same "
-          f"valid rows: {bare:.1f} s, {n / bare:,.0f} rows/s; rate ratio {bare / ours:.2f} "
-          f"(target ≥ 0.5)")
-    print(f"[{backend}] import process peak RSS {got['rss_mb']:.0f} MB (target ≤ 150 MB)")
+          f"valid rows ({'COPY' if pg else 'executemany'}): {bare:.1f} s, {n / bare:,.0f} "
+          f"rows/s; ratio {ours / bare:.2f} (target ≤ 2.0)")
+    print(f"[{backend}] import process peak RSS {got['rss_mb']:.0f} MB (target ≤ 150 MB, "
+          f"the same at every size); machine load {os.getloadavg()[0]:.2f} (1 min)")
